@@ -1,0 +1,568 @@
+/*
+ * conv.c — 2-D convolution (NCHW, OIHW weights): forward, backward-data, backward-weight.
+ *
+ * Fast path (stride 1, every conv of TinySSD): "flat" implicit GEMM on a zero-padded copy
+ * of one image. With the input padded to Hp x Wp and stored contiguously, output pixel
+ * (oh, ow) and kernel tap t = (c, i, j) read xp[c*Hp*Wp + i*Wp + j + (oh*Wp + ow)]. So if
+ * outputs are indexed on the padded-width grid, q = oh*Wp + ow, the im2col matrix is
+ * B[t][q] = xp[off(t) + q]: every row is a contiguous slice of xp. We never build it;
+ * the GEMM packing step copies 24-float slices of xp straight into the kc x 24 micro-panel
+ * the micro-kernel of gemm.c consumes. The k-1 columns of each grid row with ow >= OW are
+ * computed and dropped (2/258 of the work at 256x256). Consequences:
+ *   - no 9x im2col buffer: scratch is the padded image plus the packed weights;
+ *   - with K = 27 (first layer) the packing is 3 vector copies per tap and the whole
+ *     reduction is one K block, so the bias + ReLU epilogue is done in registers while
+ *     the 4 x 24 tile is hot and stored straight into y;
+ *   - backward-data of a stride-1 conv is the same flat conv of dy padded by k-1-pad with
+ *     the weights transposed (O <-> C) and flipped, so it reuses the forward code;
+ *   - parallel over (24-pixel panel, group of output channels) tasks of one image: no
+ *     reduction across threads, results independent of the thread count.
+ *
+ * Backward-weight (stride 1) reduces over pixels, so it uses its own kernel: a tile of
+ * 4 output channels x 3 taps keeps 12 vector accumulators over q (8 pixels per vector),
+ * reading dy (re-laid on the padded-width grid with zeros in the dropped columns) and the
+ * padded x directly. Pixels are processed in chunks of 1024 (4 dy rows = 16 KB, in L1);
+ * each chunk's 12 partial sums are reduced horizontally and added to dw in a fixed order,
+ * so the result depends only on the shape, not on the thread count. Threads split the
+ * (channel-tile, tap-tile) grid of dw.
+ *
+ * General path (stride > 1, or backward-data with pad > k-1): explicit im2col of one image
+ * into scratch + ssd_sgemm (+ col2im for backward-data). Slower, but any k/stride/pad.
+ *
+ * Scratch is per image (never per batch): see ssd_conv2d_scratch_floats.
+ */
+#include "ssd_runtime.h"
+#include "gemm_internal.h"
+
+#include <omp.h>
+#include <string.h>
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define SSD_CONV_AVX2 1
+#endif
+
+#define SLACK 64        /* zeroed floats after a padded image: panel copies overrun by < NR */
+#define ROWS_MAX 128    /* output channels per task (T tile = 128 x 24 floats on the stack) */
+#define BW_QCHUNK 1024  /* pixels per backward-weight chunk (multiple of 8) */
+
+static inline int imin(int a, int b) { return a < b ? a : b; }
+static inline size_t round_up(size_t v, size_t m) { return (v + m - 1) / m * m; }
+
+ssd_conv2d_t ssd_conv2d_geometry(int N, int C, int H, int W, int O, int k, int stride, int pad)
+{
+    ssd_conv2d_t g;
+    g.N = N; g.C = C; g.H = H; g.W = W;
+    g.O = O; g.k = k; g.stride = stride; g.pad = pad;
+    g.OH = (H + 2 * pad - k) / stride + 1;
+    g.OW = (W + 2 * pad - k) / stride + 1;
+    return g;
+}
+
+static int fast_forward(const ssd_conv2d_t *g) { return g->stride == 1; }
+static int fast_backward_data(const ssd_conv2d_t *g) { return g->stride == 1 && g->pad <= g->k - 1; }
+static int fast_backward_weight(const ssd_conv2d_t *g) { return g->stride == 1; }
+static int empty_output(const ssd_conv2d_t *g) { return g->OH <= 0 || g->OW <= 0; }
+
+size_t ssd_conv2d_scratch_floats(const ssd_conv2d_t *g)
+{
+    if (empty_output(g)) return 0;
+    const size_t C = g->C, O = g->O, k = g->k, p = g->pad;
+    const size_t K = C * k * k;
+    const size_t Hp = g->H + 2 * p, Wp = g->W + 2 * p;
+    const size_t col = K * (size_t)g->OH * g->OW; /* general path: one image of im2col */
+    size_t need = 0, s;
+
+    s = fast_forward(g) ? round_up(O, SSD_MR) * K + C * Hp * Wp + SLACK : col;
+    if (s > need) need = s;
+
+    if (fast_backward_data(g)) {
+        const size_t pp = k - 1 - p;
+        s = round_up(C, SSD_MR) * O * k * k + O * (g->OH + 2 * pp) * (g->OW + 2 * pp) + SLACK;
+    } else {
+        s = col;
+    }
+    if (s > need) need = s;
+
+    if (fast_backward_weight(g)) {
+        const size_t Q = (size_t)(g->OH - 1) * Wp + g->OW;
+        s = C * Hp * Wp + SLACK + O * round_up(Q, 8) + SLACK;
+    } else {
+        s = col;
+    }
+    if (s > need) need = s;
+    return need;
+}
+
+/* ---- flat stride-1 convolution (forward and backward-data) ------------------------------ */
+
+typedef struct {
+    int M;            /* output channels (rows of the GEMM) */
+    int Cs, Hp, Wp;   /* channels and padded size of the source image */
+    int k;
+    int OH, OW;       /* output size: Hp - k + 1, Wp - k + 1 */
+    int K, kcb;       /* reduction length Cs*k*k and its block width */
+    int Q, npan;      /* flat output positions (OH-1)*Wp + OW and 24-wide panels */
+    const float *apack;
+    const float *bias;
+    int relu;
+} flat_t;
+
+/* Packs the M x K weight matrix of the flat conv into K blocks of MR-row micro-panels:
+ * block starting at pc holds panel ir at apack[pc*Mpad + ir*kc + p*MR + r].
+ * transposed == 0: A[m][t] = w[m*K + t]                       (forward, w is M x K)
+ * transposed == 1: A[c][(o,i,j)] = w[o][c][k-1-i][k-1-j]      (backward-data) */
+static void pack_weights(const float *w, int M, int K, int kcb, int transposed, int Cw, int k,
+                         float *apack)
+{
+    const int Mpad = (int)round_up((size_t)M, SSD_MR);
+    const int kk = k * k;
+    const int nblk = (K + kcb - 1) / kcb;
+#pragma omp for schedule(static)
+    for (int task = 0; task < nblk * (Mpad / SSD_MR); ++task) {
+        const int blk = task / (Mpad / SSD_MR), ir = task % (Mpad / SSD_MR) * SSD_MR;
+        const int pc = blk * kcb, kc = imin(kcb, K - pc);
+        float *dst = apack + (size_t)pc * Mpad + (size_t)ir * kc;
+        for (int p = 0; p < kc; ++p) {
+            const int t = pc + p;
+            for (int r = 0; r < SSD_MR; ++r) {
+                const int m = ir + r;
+                float v = 0.0f;
+                if (m < M) {
+                    if (!transposed) {
+                        v = w[(size_t)m * K + t];
+                    } else {
+                        const int o = t / kk, i = t % kk / k, j = t % k;
+                        v = w[(((size_t)o * Cw + m) * k + (k - 1 - i)) * k + (k - 1 - j)];
+                    }
+                }
+                dst[p * SSD_MR + r] = v;
+            }
+        }
+    }
+}
+
+/* Copies one N-slice image (Cs x H x W) into the interior of the zeroed padded buffer. */
+static void pad_image(const float *x, int Cs, int H, int W, int pad, int Hp, int Wp, float *xp)
+{
+#pragma omp for schedule(static)
+    for (int row = 0; row < Cs * H; ++row) {
+        const int c = row / H, h = row % H;
+        memcpy(xp + ((size_t)c * Hp + h + pad) * Wp + pad, x + (size_t)row * W,
+               (size_t)W * sizeof(float));
+    }
+}
+
+/* One task: 24 flat output positions (panel jp) x output channels [r0, r1). */
+static void flat_panel(const flat_t *f, const float *src, float *y, int jp, int r0, int r1,
+                       float *bbuf, float *T)
+{
+    const int Wp = f->Wp, OW = f->OW, k = f->k, kk = f->k * f->k;
+    const size_t HpWp = (size_t)f->Hp * f->Wp;
+    const size_t OHOW = (size_t)f->OH * f->OW;
+    const int Mpad = (int)round_up((size_t)f->M, SSD_MR);
+    const int q0 = jp * SSD_NR;
+
+    /* Where the 24 positions land in y (-1: dropped column or past the end). */
+    int map[SSD_NR];
+    int row = q0 / Wp, col = q0 % Wp;
+    const int direct = col + SSD_NR <= OW; /* one contiguous run inside one output row */
+    const size_t ybase = (size_t)row * OW + col;
+    for (int jj = 0; jj < SSD_NR; ++jj) {
+        map[jj] = (q0 + jj < f->Q && col < OW) ? row * OW + col : -1;
+        if (++col == Wp) { col = 0; ++row; }
+    }
+
+    for (int pc = 0; pc < f->K; pc += f->kcb) {
+        const int kc = imin(f->kcb, f->K - pc);
+        const int first = pc == 0, last = pc + kc >= f->K;
+
+        /* Pack B: row t of the virtual im2col matrix is xp + off(t). */
+        int c = pc / kk, i = pc % kk / k, j = pc % k;
+        for (int p = 0; p < kc; ++p) {
+            const float *s = src + c * HpWp + (size_t)i * Wp + j + q0;
+            memcpy(bbuf + p * SSD_NR, s, SSD_NR * sizeof(float));
+            if (++j == k) { j = 0; if (++i == k) { i = 0; ++c; } }
+        }
+
+        for (int ir = r0; ir < r1; ir += SSD_MR) {
+            const float *a = f->apack + (size_t)pc * Mpad + (size_t)ir * kc;
+            float *t = T + (size_t)(ir - r0) * SSD_NR;
+            const float *cin = first ? NULL : t;
+            if (last && direct && ir + SSD_MR <= f->M) {
+                ssd__ukernel(kc, a, bbuf, 1.0f, cin, SSD_NR, 1.0f, y + ir * OHOW + ybase, OHOW,
+                             f->bias ? f->bias + ir : NULL, f->relu);
+            } else {
+                ssd__ukernel(kc, a, bbuf, 1.0f, cin, SSD_NR, 1.0f, t, SSD_NR, NULL, 0);
+            }
+        }
+    }
+
+    /* Rows that went through T: bias, ReLU and scatter into y. */
+    for (int m = r0; m < r1 && m < f->M; ++m) {
+        if (direct && (m - m % SSD_MR) + SSD_MR <= f->M) continue;
+        const float *t = T + (size_t)(m - r0) * SSD_NR;
+        const float bv = f->bias ? f->bias[m] : 0.0f;
+        float *ym = y + (size_t)m * OHOW;
+        for (int jj = 0; jj < SSD_NR; ++jj) {
+            if (map[jj] < 0) continue;
+            float v = t[jj];
+            if (f->bias) v += bv;
+            if (f->relu) v = v < 0.0f ? 0.0f : v;
+            ym[map[jj]] = v;
+        }
+    }
+}
+
+/* All panels of one image, split over the team as (panel, channel group) tasks. */
+static void flat_image(const flat_t *f, const float *src, float *y)
+{
+    const int nt = omp_get_num_threads();
+    const int Mpad = (int)round_up((size_t)f->M, SSD_MR);
+    /* Channel groups: at most ROWS_MAX rows; more groups when there are few panels. */
+    int ng = (Mpad + ROWS_MAX - 1) / ROWS_MAX;
+    if (f->npan * ng < 4 * nt) {
+        ng = (4 * nt + f->npan - 1) / f->npan;
+        if (ng > Mpad / SSD_MR) ng = Mpad / SSD_MR;
+    }
+    const int rows = (int)round_up((size_t)((Mpad + ng - 1) / ng), SSD_MR);
+    ng = (Mpad + rows - 1) / rows;
+
+    float bbuf[SSD_KC_MAX * SSD_NR] SSD_ALIGN64;
+    float T[ROWS_MAX * SSD_NR] SSD_ALIGN64;
+
+#pragma omp for schedule(static)
+    for (int task = 0; task < f->npan * ng; ++task) {
+        const int jp = task / ng, grp = task % ng;
+        const int r0 = grp * rows, r1 = imin(r0 + rows, Mpad);
+        flat_panel(f, src, y, jp, r0, r1, bbuf, T);
+    }
+}
+
+/* Forward (transposed == 0) or backward-data (transposed == 1) of a stride-1 conv.
+ * src: N images of Cs x Hs x Ws, padded by `pad`; out: N images of M x OH x OW. */
+static void flat_conv(int N, int Cs, int Hs, int Ws, int pad, int M, int k, const float *src,
+                      const float *w, int transposed, int Cw, const float *bias, int relu,
+                      float *out, float *scratch)
+{
+    flat_t f;
+    f.M = M;
+    f.Cs = Cs;
+    f.Hp = Hs + 2 * pad;
+    f.Wp = Ws + 2 * pad;
+    f.k = k;
+    f.OH = f.Hp - k + 1;
+    f.OW = f.Wp - k + 1;
+    f.K = Cs * k * k;
+    f.kcb = ssd__kc_block(f.K);
+    f.Q = (f.OH - 1) * f.Wp + f.OW;
+    f.npan = (f.Q + SSD_NR - 1) / SSD_NR;
+    f.bias = bias;
+    f.relu = relu;
+
+    const size_t Mpad = round_up((size_t)M, SSD_MR);
+    float *apack = scratch;
+    float *xp = scratch + Mpad * f.K;
+    const size_t xp_len = (size_t)Cs * f.Hp * f.Wp + SLACK;
+    f.apack = apack;
+
+#pragma omp parallel num_threads(ssd_get_num_threads())
+    {
+        pack_weights(w, M, f.K, f.kcb, transposed, Cw, k, apack);
+        if (pad > 0) {
+#pragma omp for schedule(static)
+            for (size_t i = 0; i < xp_len; ++i) xp[i] = 0.0f;
+        } else {
+#pragma omp single
+            memset(xp + xp_len - SLACK, 0, SLACK * sizeof(float));
+        }
+        for (int n = 0; n < N; ++n) {
+            const float *s = src + (size_t)n * Cs * Hs * Ws;
+            if (pad > 0) {
+                pad_image(s, Cs, Hs, Ws, pad, f.Hp, f.Wp, xp);
+            } else {
+#pragma omp for schedule(static)
+                for (int c = 0; c < Cs; ++c)
+                    memcpy(xp + (size_t)c * Hs * Ws, s + (size_t)c * Hs * Ws,
+                           (size_t)Hs * Ws * sizeof(float));
+            }
+            flat_image(&f, xp, out + (size_t)n * M * f.OH * f.OW);
+        }
+    }
+}
+
+/* ---- general path: im2col / col2im + sgemm -------------------------------------------- */
+
+static void im2col(const ssd_conv2d_t *g, const float *x, float *col)
+{
+    const int k = g->k, kk = k * k, OHOW = g->OH * g->OW;
+#pragma omp parallel for schedule(static) num_threads(ssd_get_num_threads())
+    for (int t = 0; t < g->C * kk; ++t) {
+        const int c = t / kk, i = t % kk / k, j = t % k;
+        float *dst = col + (size_t)t * OHOW;
+        for (int oh = 0; oh < g->OH; ++oh) {
+            const int ih = oh * g->stride + i - g->pad;
+            for (int ow = 0; ow < g->OW; ++ow) {
+                const int iw = ow * g->stride + j - g->pad;
+                dst[oh * g->OW + ow] = (ih >= 0 && ih < g->H && iw >= 0 && iw < g->W)
+                                           ? x[((size_t)c * g->H + ih) * g->W + iw]
+                                           : 0.0f;
+            }
+        }
+    }
+}
+
+/* dx (one image) = col2im(dcol); each thread owns whole input channels. */
+static void col2im(const ssd_conv2d_t *g, const float *dcol, float *dx)
+{
+    const int k = g->k, kk = k * k, OHOW = g->OH * g->OW;
+#pragma omp parallel for schedule(static) num_threads(ssd_get_num_threads())
+    for (int c = 0; c < g->C; ++c) {
+        float *d = dx + (size_t)c * g->H * g->W;
+        memset(d, 0, (size_t)g->H * g->W * sizeof(float));
+        for (int ij = 0; ij < kk; ++ij) {
+            const int i = ij / k, j = ij % k;
+            const float *s = dcol + ((size_t)c * kk + ij) * OHOW;
+            for (int oh = 0; oh < g->OH; ++oh) {
+                const int ih = oh * g->stride + i - g->pad;
+                if (ih < 0 || ih >= g->H) continue;
+                for (int ow = 0; ow < g->OW; ++ow) {
+                    const int iw = ow * g->stride + j - g->pad;
+                    if (iw >= 0 && iw < g->W) d[(size_t)ih * g->W + iw] += s[oh * g->OW + ow];
+                }
+            }
+        }
+    }
+}
+
+/* ---- forward ---------------------------------------------------------------------------- */
+
+void ssd_conv2d_forward(const ssd_conv2d_t *g, const float *x, const float *w, const float *b,
+                        float *y, int relu, float *scratch)
+{
+    if (empty_output(g) || g->N <= 0 || g->O <= 0) return;
+    if (fast_forward(g)) {
+        flat_conv(g->N, g->C, g->H, g->W, g->pad, g->O, g->k, x, w, 0, g->C, b, relu, y,
+                  scratch);
+        return;
+    }
+    const int K = g->C * g->k * g->k, OHOW = g->OH * g->OW;
+    for (int n = 0; n < g->N; ++n) {
+        const float *xn = x + (size_t)n * g->C * g->H * g->W;
+        float *yn = y + (size_t)n * g->O * OHOW;
+        im2col(g, xn, scratch);
+        ssd_sgemm(0, 0, g->O, OHOW, K, 1.0f, w, K, scratch, OHOW, 0.0f, yn, OHOW);
+        if (b || relu) {
+#pragma omp parallel for schedule(static) num_threads(ssd_get_num_threads())
+            for (int o = 0; o < g->O; ++o) {
+                float *yo = yn + (size_t)o * OHOW;
+                const float bv = b ? b[o] : 0.0f;
+                for (int q = 0; q < OHOW; ++q) {
+                    float v = yo[q];
+                    if (b) v += bv;
+                    if (relu) v = v < 0.0f ? 0.0f : v;
+                    yo[q] = v;
+                }
+            }
+        }
+    }
+}
+
+/* ---- backward-data ---------------------------------------------------------------------- */
+
+void ssd_conv2d_backward_data(const ssd_conv2d_t *g, const float *dy, const float *w,
+                              float *dx, float *scratch)
+{
+    const size_t xlen = (size_t)g->N * g->C * g->H * g->W;
+    if (empty_output(g) || g->O <= 0) {
+        memset(dx, 0, xlen * sizeof(float));
+        return;
+    }
+    if (g->N <= 0) return;
+    if (fast_backward_data(g)) {
+        /* dx = flat conv of dy (O channels, OH x OW) padded by k-1-pad, weights flipped. */
+        flat_conv(g->N, g->O, g->OH, g->OW, g->k - 1 - g->pad, g->C, g->k, dy, w, 1, g->C,
+                  NULL, 0, dx, scratch);
+        return;
+    }
+    const int K = g->C * g->k * g->k, OHOW = g->OH * g->OW;
+    for (int n = 0; n < g->N; ++n) {
+        ssd_sgemm(1, 0, K, OHOW, g->O, 1.0f, w, K, dy + (size_t)n * g->O * OHOW, OHOW, 0.0f,
+                  scratch, OHOW);
+        col2im(g, scratch, dx + (size_t)n * g->C * g->H * g->W);
+    }
+}
+
+/* ---- backward-weight -------------------------------------------------------------------- */
+
+/* db[o] = sum over n and pixels of dy, in double, one thread per channel. */
+static void bias_grad(const ssd_conv2d_t *g, const float *dy, float *db)
+{
+    const size_t OHOW = (size_t)g->OH * g->OW;
+#pragma omp for schedule(static)
+    for (int o = 0; o < g->O; ++o) {
+        double s = 0.0;
+        for (int n = 0; n < g->N; ++n) {
+            const float *d = dy + ((size_t)n * g->O + o) * OHOW;
+            double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            size_t q = 0;
+            for (; q + 8 <= OHOW; q += 8)
+                for (int l = 0; l < 8; ++l) lane[l] += d[q + l];
+            for (; q < OHOW; ++q) lane[0] += d[q];
+            s += ((lane[0] + lane[1]) + (lane[2] + lane[3])) +
+                 ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+        }
+        db[o] = (float)s;
+    }
+}
+
+#ifdef SSD_CONV_AVX2
+static inline float hsum8(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+#endif
+
+/* out[r*3 + s] = sum_{q < n} d[r][q] * x[s][q]; n is a multiple of 8. */
+static void bw_tile(const float *d0, const float *d1, const float *d2, const float *d3,
+                    const float *x0, const float *x1, const float *x2, int n, float out[12])
+{
+#ifdef SSD_CONV_AVX2
+    __m256 a00 = _mm256_setzero_ps(), a01 = _mm256_setzero_ps(), a02 = _mm256_setzero_ps();
+    __m256 a10 = _mm256_setzero_ps(), a11 = _mm256_setzero_ps(), a12 = _mm256_setzero_ps();
+    __m256 a20 = _mm256_setzero_ps(), a21 = _mm256_setzero_ps(), a22 = _mm256_setzero_ps();
+    __m256 a30 = _mm256_setzero_ps(), a31 = _mm256_setzero_ps(), a32 = _mm256_setzero_ps();
+    for (int q = 0; q < n; q += 8) {
+        const __m256 v0 = _mm256_loadu_ps(x0 + q);
+        const __m256 v1 = _mm256_loadu_ps(x1 + q);
+        const __m256 v2 = _mm256_loadu_ps(x2 + q);
+        __m256 d = _mm256_loadu_ps(d0 + q);
+        a00 = _mm256_fmadd_ps(d, v0, a00);
+        a01 = _mm256_fmadd_ps(d, v1, a01);
+        a02 = _mm256_fmadd_ps(d, v2, a02);
+        d = _mm256_loadu_ps(d1 + q);
+        a10 = _mm256_fmadd_ps(d, v0, a10);
+        a11 = _mm256_fmadd_ps(d, v1, a11);
+        a12 = _mm256_fmadd_ps(d, v2, a12);
+        d = _mm256_loadu_ps(d2 + q);
+        a20 = _mm256_fmadd_ps(d, v0, a20);
+        a21 = _mm256_fmadd_ps(d, v1, a21);
+        a22 = _mm256_fmadd_ps(d, v2, a22);
+        d = _mm256_loadu_ps(d3 + q);
+        a30 = _mm256_fmadd_ps(d, v0, a30);
+        a31 = _mm256_fmadd_ps(d, v1, a31);
+        a32 = _mm256_fmadd_ps(d, v2, a32);
+    }
+    out[0] = hsum8(a00); out[1] = hsum8(a01); out[2] = hsum8(a02);
+    out[3] = hsum8(a10); out[4] = hsum8(a11); out[5] = hsum8(a12);
+    out[6] = hsum8(a20); out[7] = hsum8(a21); out[8] = hsum8(a22);
+    out[9] = hsum8(a30); out[10] = hsum8(a31); out[11] = hsum8(a32);
+#else
+    const float *d[4] = {d0, d1, d2, d3};
+    const float *x[3] = {x0, x1, x2};
+    for (int r = 0; r < 4; ++r) {
+        for (int s = 0; s < 3; ++s) {
+            float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            for (int q = 0; q < n; q += 8)
+                for (int l = 0; l < 8; ++l) lane[l] += d[r][q + l] * x[s][q + l];
+            out[r * 3 + s] = ((lane[0] + lane[4]) + (lane[2] + lane[6])) +
+                             ((lane[1] + lane[5]) + (lane[3] + lane[7]));
+        }
+    }
+#endif
+}
+
+static void backward_weight_flat(const ssd_conv2d_t *g, const float *x, const float *dy,
+                                 float *dw, float *db, float *scratch)
+{
+    const int C = g->C, O = g->O, k = g->k, kk = k * k, pad = g->pad;
+    const int Hp = g->H + 2 * pad, Wp = g->W + 2 * pad;
+    const int OH = g->OH, OW = g->OW;
+    const int K = C * kk;
+    const int Q = (OH - 1) * Wp + OW;
+    const int Qv = (int)round_up((size_t)Q, 8);
+    const size_t HpWp = (size_t)Hp * Wp;
+    float *xp = scratch;
+    const size_t xp_len = (size_t)C * HpWp + SLACK;
+    float *dq = scratch + xp_len; /* O rows of Qv: dy on the padded-width grid */
+    const size_t dq_len = (size_t)O * Qv + SLACK;
+
+    const int O4 = (O + 3) / 4, T3 = (K + 2) / 3;
+    const int ntiles = O4 * T3;
+
+#pragma omp parallel num_threads(ssd_get_num_threads())
+    {
+        const int nt = omp_get_num_threads(), tid = omp_get_thread_num();
+        const int tile0 = (int)((long long)ntiles * tid / nt);
+        const int tile1 = (int)((long long)ntiles * (tid + 1) / nt);
+
+#pragma omp for schedule(static)
+        for (size_t i = 0; i < xp_len; ++i) xp[i] = 0.0f;
+#pragma omp for schedule(static)
+        for (size_t i = 0; i < dq_len; ++i) dq[i] = 0.0f;
+#pragma omp for schedule(static)
+        for (size_t i = 0; i < (size_t)O * K; ++i) dw[i] = 0.0f;
+        if (db) bias_grad(g, dy, db);
+
+        for (int n = 0; n < g->N; ++n) {
+            pad_image(x + (size_t)n * C * g->H * g->W, C, g->H, g->W, pad, Hp, Wp, xp);
+#pragma omp for schedule(static)
+            for (int row = 0; row < O * OH; ++row) {
+                const int o = row / OH, oh = row % OH;
+                memcpy(dq + (size_t)o * Qv + (size_t)oh * Wp,
+                       dy + ((size_t)n * O * OH + row) * OW, (size_t)OW * sizeof(float));
+            }
+            /* (implicit barrier: both copies are complete) */
+
+            for (int q0 = 0; q0 < Qv; q0 += BW_QCHUNK) {
+                const int nq = imin(BW_QCHUNK, Qv - q0);
+                for (int tile = tile0; tile < tile1; ++tile) {
+                    const int o0 = tile / T3 * 4, t0 = tile % T3 * 3;
+                    const float *d[4];
+                    for (int r = 0; r < 4; ++r)
+                        d[r] = dq + (size_t)imin(o0 + r, O - 1) * Qv + q0;
+                    const float *xs[3];
+                    for (int s = 0; s < 3; ++s) {
+                        const int t = imin(t0 + s, K - 1);
+                        const int c = t / kk, i = t % kk / k, j = t % k;
+                        xs[s] = xp + c * HpWp + (size_t)i * Wp + j + q0;
+                    }
+                    float out[12];
+                    bw_tile(d[0], d[1], d[2], d[3], xs[0], xs[1], xs[2], nq, out);
+                    for (int r = 0; r < 4 && o0 + r < O; ++r)
+                        for (int s = 0; s < 3 && t0 + s < K; ++s)
+                            dw[(size_t)(o0 + r) * K + t0 + s] += out[r * 3 + s];
+                }
+            }
+#pragma omp barrier
+        }
+    }
+}
+
+void ssd_conv2d_backward_weight(const ssd_conv2d_t *g, const float *x, const float *dy,
+                                float *dw, float *db, float *scratch)
+{
+    const int K = g->C * g->k * g->k;
+    if (empty_output(g) || g->N <= 0) {
+        memset(dw, 0, (size_t)g->O * K * sizeof(float));
+        if (db) memset(db, 0, (size_t)g->O * sizeof(float));
+        return;
+    }
+    if (fast_backward_weight(g)) {
+        backward_weight_flat(g, x, dy, dw, db, scratch);
+        return;
+    }
+    const int OHOW = g->OH * g->OW;
+    for (int n = 0; n < g->N; ++n) {
+        im2col(g, x + (size_t)n * g->C * g->H * g->W, scratch);
+        ssd_sgemm(0, 1, g->O, K, OHOW, 1.0f, dy + (size_t)n * g->O * OHOW, OHOW, scratch, OHOW,
+                  n == 0 ? 0.0f : 1.0f, dw, K);
+    }
+    if (db) {
+#pragma omp parallel num_threads(ssd_get_num_threads())
+        bias_grad(g, dy, db);
+    }
+}

@@ -1,0 +1,320 @@
+/*
+ * gemm.c — single-precision GEMM (C = alpha * op(A) * op(B) + beta * C, row-major).
+ *
+ * Structure (GotoBLAS / BLIS style, tuned for a 2-core Zen 3 with AVX2 + FMA:
+ * 32 KB L1d and 512 KB L2 per core, 16 ymm registers):
+ *
+ *   for ic0 in M step MC (256 rows)                       A block 256 x 256 = 256 KB -> L2
+ *     for pc in K step kc (<= 256, see ssd__kc_block)
+ *       pack A[ic0:ic0+MC, pc:pc+kc] into MR-row micro-panels      (shared, all threads)
+ *       barrier
+ *       parallel over tasks = (B column micro-panel, group of A micro-panels):
+ *         pack the kc x NR B micro-panel into a per-thread stack buffer (24 KB -> L1)
+ *         for each A micro-panel of the group: 4 x 24 register-tiled micro-kernel
+ *       barrier
+ *
+ * Micro-kernel 4 x 24: 12 accumulators + 3 B vectors + 1 broadcast A value = 16 ymm.
+ * Per k step it does 12 FMAs for 3 vector loads + 4 broadcasts. MR = 4 (rather than the
+ * classic 6 x 16) divides every channel count of TinySSD (8, 16, 32, 64, 128), which is
+ * the M of the convolution GEMMs, so no rows are wasted there.
+ *
+ * Threads only split independent tiles of C; the K loop of every C element runs in the
+ * same order whatever the thread count (kc depends on K only), so results are
+ * bit-identical for any number of threads.
+ *
+ * Buffers: the B micro-panel lives on each thread's stack (24 KB). The shared A block
+ * (256 KB) is a static array, since the contract forbids allocation; the sgemm body is a
+ * named critical section so concurrent callers cannot share it. (conv.c does not use it:
+ * it packs into the caller's scratch.)
+ */
+#include "ssd_runtime.h"
+#include "gemm_internal.h"
+
+#include <omp.h>
+#include <string.h>
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define SSD_GEMM_AVX2 1
+#endif
+
+#define SSD_MC 256
+
+int ssd__kc_block(int K)
+{
+    if (K <= SSD_KC_MAX) return K < 1 ? 1 : K;
+    int nb = (K + SSD_KC_MAX - 1) / SSD_KC_MAX;
+    return (K + nb - 1) / nb;
+}
+
+/* ---- micro-kernel ---------------------------------------------------------------------- */
+
+#ifdef SSD_GEMM_AVX2
+
+static inline void store_row(__m256 x0, __m256 x1, __m256 x2, float alpha, const float *ci,
+                             float beta, float *co, const float *bias, int relu)
+{
+    if (alpha != 1.0f) {
+        const __m256 va = _mm256_set1_ps(alpha);
+        x0 = _mm256_mul_ps(va, x0);
+        x1 = _mm256_mul_ps(va, x1);
+        x2 = _mm256_mul_ps(va, x2);
+    }
+    if (ci) {
+        if (beta == 1.0f) {
+            x0 = _mm256_add_ps(x0, _mm256_loadu_ps(ci));
+            x1 = _mm256_add_ps(x1, _mm256_loadu_ps(ci + 8));
+            x2 = _mm256_add_ps(x2, _mm256_loadu_ps(ci + 16));
+        } else {
+            const __m256 vb = _mm256_set1_ps(beta);
+            x0 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(ci), x0);
+            x1 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(ci + 8), x1);
+            x2 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(ci + 16), x2);
+        }
+    }
+    if (bias) {
+        const __m256 vb = _mm256_set1_ps(*bias);
+        x0 = _mm256_add_ps(x0, vb);
+        x1 = _mm256_add_ps(x1, vb);
+        x2 = _mm256_add_ps(x2, vb);
+    }
+    if (relu) {
+        /* max(0, x) returns x when x is NaN (second operand), like x < 0 ? 0 : x. */
+        const __m256 z = _mm256_setzero_ps();
+        x0 = _mm256_max_ps(z, x0);
+        x1 = _mm256_max_ps(z, x1);
+        x2 = _mm256_max_ps(z, x2);
+    }
+    _mm256_storeu_ps(co, x0);
+    _mm256_storeu_ps(co + 8, x1);
+    _mm256_storeu_ps(co + 16, x2);
+}
+
+void ssd__ukernel(int kc, const float *a, const float *b, float alpha,
+                  const float *cin, ptrdiff_t ldi, float beta,
+                  float *cout, ptrdiff_t ldo, const float *bias, int relu)
+{
+    __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps(), c02 = _mm256_setzero_ps();
+    __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps(), c12 = _mm256_setzero_ps();
+    __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps(), c22 = _mm256_setzero_ps();
+    __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps(), c32 = _mm256_setzero_ps();
+
+    for (int p = 0; p < kc; ++p) {
+        const __m256 b0 = _mm256_loadu_ps(b);
+        const __m256 b1 = _mm256_loadu_ps(b + 8);
+        const __m256 b2 = _mm256_loadu_ps(b + 16);
+        __m256 av = _mm256_broadcast_ss(a);
+        c00 = _mm256_fmadd_ps(av, b0, c00);
+        c01 = _mm256_fmadd_ps(av, b1, c01);
+        c02 = _mm256_fmadd_ps(av, b2, c02);
+        av = _mm256_broadcast_ss(a + 1);
+        c10 = _mm256_fmadd_ps(av, b0, c10);
+        c11 = _mm256_fmadd_ps(av, b1, c11);
+        c12 = _mm256_fmadd_ps(av, b2, c12);
+        av = _mm256_broadcast_ss(a + 2);
+        c20 = _mm256_fmadd_ps(av, b0, c20);
+        c21 = _mm256_fmadd_ps(av, b1, c21);
+        c22 = _mm256_fmadd_ps(av, b2, c22);
+        av = _mm256_broadcast_ss(a + 3);
+        c30 = _mm256_fmadd_ps(av, b0, c30);
+        c31 = _mm256_fmadd_ps(av, b1, c31);
+        c32 = _mm256_fmadd_ps(av, b2, c32);
+        a += SSD_MR;
+        b += SSD_NR;
+    }
+
+    store_row(c00, c01, c02, alpha, cin, beta, cout, bias, relu);
+    store_row(c10, c11, c12, alpha, cin ? cin + ldi : NULL, beta, cout + ldo,
+              bias ? bias + 1 : NULL, relu);
+    store_row(c20, c21, c22, alpha, cin ? cin + 2 * ldi : NULL, beta, cout + 2 * ldo,
+              bias ? bias + 2 : NULL, relu);
+    store_row(c30, c31, c32, alpha, cin ? cin + 3 * ldi : NULL, beta, cout + 3 * ldo,
+              bias ? bias + 3 : NULL, relu);
+}
+
+#else /* portable fallback: same arithmetic, left to the auto-vectoriser */
+
+void ssd__ukernel(int kc, const float *a, const float *b, float alpha,
+                  const float *cin, ptrdiff_t ldi, float beta,
+                  float *cout, ptrdiff_t ldo, const float *bias, int relu)
+{
+    float acc[SSD_MR][SSD_NR];
+    for (int r = 0; r < SSD_MR; ++r)
+        for (int j = 0; j < SSD_NR; ++j) acc[r][j] = 0.0f;
+    for (int p = 0; p < kc; ++p) {
+        for (int r = 0; r < SSD_MR; ++r) {
+            const float av = a[r];
+            for (int j = 0; j < SSD_NR; ++j) acc[r][j] += av * b[j];
+        }
+        a += SSD_MR;
+        b += SSD_NR;
+    }
+    for (int r = 0; r < SSD_MR; ++r) {
+        for (int j = 0; j < SSD_NR; ++j) {
+            float t = acc[r][j];
+            if (alpha != 1.0f) t = alpha * t;
+            if (cin) t = beta == 1.0f ? t + cin[r * ldi + j] : t + beta * cin[r * ldi + j];
+            if (bias) t += bias[r];
+            if (relu) t = t < 0.0f ? 0.0f : t;
+            cout[r * ldo + j] = t;
+        }
+    }
+}
+
+#endif
+
+/* ---- packing --------------------------------------------------------------------------- */
+
+/* MR rows [i0, i0+mr) of op(A), columns [p0, p0+kc) -> dst[p*MR + r]; missing rows are 0. */
+static void pack_a(int transA, const float *A, int lda, int i0, int mr, int p0, int kc,
+                   float *restrict dst)
+{
+    if (!transA) {
+        for (int r = 0; r < SSD_MR; ++r) {
+            if (r < mr) {
+                const float *s = A + (size_t)(i0 + r) * lda + p0;
+                for (int p = 0; p < kc; ++p) dst[p * SSD_MR + r] = s[p];
+            } else {
+                for (int p = 0; p < kc; ++p) dst[p * SSD_MR + r] = 0.0f;
+            }
+        }
+    } else {
+        for (int p = 0; p < kc; ++p) {
+            const float *s = A + (size_t)(p0 + p) * lda + i0;
+            for (int r = 0; r < SSD_MR; ++r) dst[p * SSD_MR + r] = r < mr ? s[r] : 0.0f;
+        }
+    }
+}
+
+/* Rows [p0, p0+kc) of op(B), NR columns from j0 (nr valid) -> dst[p*NR + j]. */
+static void pack_b(int transB, const float *B, int ldb, int p0, int kc, int j0, int nr,
+                   float *restrict dst)
+{
+    if (!transB) {
+        for (int p = 0; p < kc; ++p) {
+            const float *s = B + (size_t)(p0 + p) * ldb + j0;
+            float *d = dst + p * SSD_NR;
+            if (nr == SSD_NR) {
+                memcpy(d, s, SSD_NR * sizeof(float));
+            } else {
+                for (int j = 0; j < nr; ++j) d[j] = s[j];
+                for (int j = nr; j < SSD_NR; ++j) d[j] = 0.0f;
+            }
+        }
+    } else {
+        for (int j = 0; j < SSD_NR; ++j) {
+            if (j < nr) {
+                const float *s = B + (size_t)(j0 + j) * ldb + p0;
+                for (int p = 0; p < kc; ++p) dst[p * SSD_NR + j] = s[p];
+            } else {
+                for (int p = 0; p < kc; ++p) dst[p * SSD_NR + j] = 0.0f;
+            }
+        }
+    }
+}
+
+/* ---- driver ---------------------------------------------------------------------------- */
+
+typedef struct {
+    int transA, transB, M, N, K;
+    float alpha, beta;
+    const float *A, *B;
+    int lda, ldb, ldc;
+    float *C;
+} sgemm_args;
+
+static float g_packa[SSD_MC * SSD_KC_MAX] SSD_ALIGN64;
+
+/* Run by every thread of the team. */
+static void sgemm_team(const sgemm_args *g)
+{
+    const int nt = omp_get_num_threads();
+    const int M = g->M, N = g->N, K = g->K;
+    const int kcb = ssd__kc_block(K);
+    const int npan = (N + SSD_NR - 1) / SSD_NR;
+    float bbuf[SSD_KC_MAX * SSD_NR] SSD_ALIGN64;
+    float tmp[SSD_MR * SSD_NR] SSD_ALIGN64;
+
+    for (int ic0 = 0; ic0 < M; ic0 += SSD_MC) {
+        const int mc = M - ic0 < SSD_MC ? M - ic0 : SSD_MC;
+        const int nrp = (mc + SSD_MR - 1) / SSD_MR;
+        /* Few B panels (narrow C): also split the A micro-panels into groups so that
+         * every thread gets work. The split does not change any arithmetic. */
+        int ng = 1;
+        if (npan < 4 * nt) {
+            ng = (4 * nt + npan - 1) / npan;
+            if (ng > nrp) ng = nrp;
+        }
+        const int rpg = (nrp + ng - 1) / ng;
+        ng = (nrp + rpg - 1) / rpg;
+
+        for (int pc = 0; pc < K; pc += kcb) {
+            const int kc = K - pc < kcb ? K - pc : kcb;
+
+#pragma omp for schedule(static)
+            for (int ip = 0; ip < nrp; ++ip) {
+                const int i = ic0 + ip * SSD_MR;
+                const int mr = M - i < SSD_MR ? M - i : SSD_MR;
+                pack_a(g->transA, g->A, g->lda, i, mr, pc, kc, g_packa + (size_t)ip * SSD_MR * kc);
+            }
+
+#pragma omp for schedule(dynamic, 1)
+            for (int task = 0; task < npan * ng; ++task) {
+                const int jp = task / ng, grp = task % ng;
+                const int j0 = jp * SSD_NR;
+                const int nr = N - j0 < SSD_NR ? N - j0 : SSD_NR;
+                pack_b(g->transB, g->B, g->ldb, pc, kc, j0, nr, bbuf);
+                const int ip_end = (grp + 1) * rpg < nrp ? (grp + 1) * rpg : nrp;
+                for (int ip = grp * rpg; ip < ip_end; ++ip) {
+                    const int i = ic0 + ip * SSD_MR;
+                    const int mr = M - i < SSD_MR ? M - i : SSD_MR;
+                    const float *ap = g_packa + (size_t)ip * SSD_MR * kc;
+                    float *c = g->C + (size_t)i * g->ldc + j0;
+                    /* First K block applies beta (beta == 0: C is not read). */
+                    const int read_c = pc > 0 || g->beta != 0.0f;
+                    const float be = pc > 0 ? 1.0f : g->beta;
+                    if (mr == SSD_MR && nr == SSD_NR) {
+                        ssd__ukernel(kc, ap, bbuf, g->alpha, read_c ? c : NULL, g->ldc, be,
+                                     c, g->ldc, NULL, 0);
+                    } else {
+                        ssd__ukernel(kc, ap, bbuf, 1.0f, NULL, 0, 0.0f, tmp, SSD_NR, NULL, 0);
+                        for (int r = 0; r < mr; ++r) {
+                            for (int j = 0; j < nr; ++j) {
+                                float t = tmp[r * SSD_NR + j];
+                                if (g->alpha != 1.0f) t = g->alpha * t;
+                                float *cp = c + (size_t)r * g->ldc + j;
+                                if (read_c) t = be == 1.0f ? t + *cp : t + be * *cp;
+                                *cp = t;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+void ssd_sgemm(int transA, int transB, int M, int N, int K, float alpha,
+               const float *A, int lda, const float *B, int ldb, float beta,
+               float *C, int ldc)
+{
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0 || alpha == 0.0f) {
+        for (int i = 0; i < M; ++i) {
+            float *c = C + (size_t)i * ldc;
+            for (int j = 0; j < N; ++j) c[j] = beta == 0.0f ? 0.0f : beta * c[j];
+        }
+        return;
+    }
+    sgemm_args g = {transA, transB, M, N, K, alpha, beta, A, B, lda, ldb, ldc, C};
+
+    /* Tiny products are not worth waking the team. */
+    int nt = ssd_get_num_threads();
+    if ((double)M * N * K < 32768.0) nt = 1;
+
+#pragma omp critical(ssd_sgemm_packa)
+    {
+#pragma omp parallel num_threads(nt)
+        sgemm_team(&g);
+    }
+}

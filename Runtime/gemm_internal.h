@@ -1,0 +1,41 @@
+/*
+ * gemm_internal.h — pieces of gemm.c shared with conv.c (not part of the public runtime).
+ *
+ * The micro-kernel computes one MR x NR tile of C from a packed A micro-panel
+ * (kc x MR, k-major: a[p*MR + r]) and a packed B micro-panel (kc x NR, k-major:
+ * b[p*NR + j]). conv.c packs B straight from the zero-padded input image (its "im2col"
+ * is the packing step), so only the kernel and the blocking constants are shared.
+ */
+#ifndef SSD_GEMM_INTERNAL_H
+#define SSD_GEMM_INTERNAL_H
+
+#include <stddef.h>
+
+#define SSD_MR 4           /* rows of the register tile (output channels in a conv) */
+#define SSD_NR 24          /* columns of the register tile (3 AVX vectors of pixels) */
+#define SSD_KC_MAX 256     /* longest reduction block: kc x NR B panel = 24 KB (L1) */
+
+#if defined(__GNUC__) || defined(__clang__)
+#define SSD_ALIGN64 __attribute__((aligned(64)))
+#else
+#define SSD_ALIGN64
+#endif
+
+/* Width of the reduction blocks for a reduction of length K: K is cut into
+ * ceil(K / SSD_KC_MAX) nearly equal blocks. Depends on K only, so the summation order of
+ * every output element is independent of the thread count. */
+int ssd__kc_block(int K);
+
+/* One MR x NR tile:
+ *   t = alpha * (a * b)                         (alpha == 1 skips the multiply)
+ *   if cin:  t += beta * cin                    (beta == 1 is a plain add)
+ *   if bias: t += bias[r] for row r
+ *   if relu: t = t < 0 ? 0 : t                  (NaN is kept)
+ *   cout = t
+ * cin and cout have row strides ldi and ldo and may alias. All MR x NR entries are read
+ * and written: callers route partial tiles through a local MR x NR buffer. */
+void ssd__ukernel(int kc, const float *a, const float *b, float alpha,
+                  const float *cin, ptrdiff_t ldi, float beta,
+                  float *cout, ptrdiff_t ldo, const float *bias, int relu);
+
+#endif

@@ -1,0 +1,173 @@
+/*
+ * ssd_runtime.h — the hand-written C runtime that every model compiled by ssdc links.
+ *
+ * The emitted model.c generates the cheap elementwise / layout loops itself and calls
+ * these functions for the heavy or irregular work: GEMM-based convolutions, batch-norm
+ * reductions, pooling, and the SSD-specific ops (detection with NMS, anchor labelling,
+ * losses, SGD).
+ *
+ * Conventions
+ *  - Plain C11 + OpenMP. Tensors are float32, row-major, NCHW for images and feature maps.
+ *  - Functions never allocate, print or exit. Work memory is passed in as `scratch`, with a
+ *    matching *_scratch_floats() query so the compiler's memory planner can reserve it.
+ *  - Results do not depend on thread timing: parallel loops split independent outputs,
+ *    never a reduction across threads, so the same inputs give bit-identical outputs for a
+ *    given thread count (and, where cheap, for any thread count).
+ *  - Convolutions are square-kernel 2-D: weight layout OIHW (O, C, k, k), symmetric padding.
+ */
+#ifndef SSD_RUNTIME_H
+#define SSD_RUNTIME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- threads -------------------------------------------------------------------------- */
+
+/* Sets the OpenMP thread count used by every kernel (n <= 0 leaves the default). */
+void ssd_set_num_threads(int n);
+int ssd_get_num_threads(void);
+
+/* ---- GEMM ----------------------------------------------------------------------------- */
+
+/* C = alpha * op(A) * op(B) + beta * C, row-major. op(A) is M x K, op(B) is K x N.
+ * transA != 0 means A is stored K x M (lda is its row stride); likewise transB.
+ * beta == 0 overwrites C without reading it (NaNs in C are not propagated). */
+void ssd_sgemm(int transA, int transB, int M, int N, int K, float alpha,
+               const float *A, int lda, const float *B, int ldb, float beta,
+               float *C, int ldc);
+
+/* ---- convolution ---------------------------------------------------------------------- */
+
+/* Geometry of one conv: input N x C x H x W, output N x O x OH x OW,
+ * OH = (H + 2*pad - k) / stride + 1 (likewise OW). */
+typedef struct {
+    int N, C, H, W;   /* input */
+    int O, k, stride, pad;
+    int OH, OW;       /* output, filled by ssd_conv2d_geometry */
+} ssd_conv2d_t;
+
+ssd_conv2d_t ssd_conv2d_geometry(int N, int C, int H, int W, int O, int k, int stride, int pad);
+
+/* Floats of scratch the three conv functions need for this geometry (one size fits all). */
+size_t ssd_conv2d_scratch_floats(const ssd_conv2d_t *g);
+
+/* y = conv(x, w) + b; b may be NULL. If relu != 0, y = max(y, 0) (epilogue). */
+void ssd_conv2d_forward(const ssd_conv2d_t *g, const float *x, const float *w, const float *b,
+                        float *y, int relu, float *scratch);
+
+/* dx = conv_transpose(dy, w) (overwrites dx). */
+void ssd_conv2d_backward_data(const ssd_conv2d_t *g, const float *dy, const float *w,
+                              float *dx, float *scratch);
+
+/* dw = sum_n dy_n (*) x_n (overwrites dw); db (may be NULL) = sum over N, OH, OW of dy. */
+void ssd_conv2d_backward_weight(const ssd_conv2d_t *g, const float *x, const float *dy,
+                                float *dw, float *db, float *scratch);
+
+/* ---- batch norm (per channel over N, H, W; HW = H*W) ----------------------------------- */
+
+/* Batch mean and biased variance of each channel (accumulated in double). */
+void ssd_bn_stats(int N, int C, int HW, const float *x, float *mean, float *var);
+
+/* y = gamma * (x - mean) / sqrt(var + eps) + beta, then ReLU if relu != 0.
+ * Used with batch statistics in training and running statistics in evaluation. */
+void ssd_bn_apply(int N, int C, int HW, const float *x, const float *mean, const float *var,
+                  const float *gamma, const float *beta, float eps, int relu, float *y);
+
+/* running = (1 - momentum) * running + momentum * batch, running_var from the unbiased
+ * variance var * count / (count - 1) (count = N*H*W; count == 1 keeps var as is). */
+void ssd_bn_update_running(int C, const float *mean, const float *var, int64_t count,
+                           float momentum, float *running_mean, float *running_var);
+
+/* Backward of training-mode BN (batch statistics), optionally through a ReLU that followed
+ * it: if y != NULL, dy is masked by (y > 0) first. Writes dx, dgamma, dbeta (overwrite). */
+void ssd_bn_backward(int N, int C, int HW, const float *x, const float *mean, const float *var,
+                     const float *gamma, float eps, const float *y, const float *dy,
+                     float *dx, float *dgamma, float *dbeta);
+
+/* ---- pooling -------------------------------------------------------------------------- */
+
+/* 2x2 max pool, stride 2 (H, W even or odd; the last odd row/column is dropped, as
+ * PyTorch's MaxPool2d(2)). y is N x C x H/2 x W/2. */
+void ssd_maxpool2_forward(int N, int C, int H, int W, const float *x, float *y);
+/* dx (N x C x H x W, overwritten): dy routed to the first max of each window
+ * (row-major order within the window, as PyTorch). */
+void ssd_maxpool2_backward(int N, int C, int H, int W, const float *x, const float *dy,
+                           float *dx);
+
+/* Global max over H x W: y is N x C. */
+void ssd_global_maxpool_forward(int N, int C, int HW, const float *x, float *y);
+void ssd_global_maxpool_backward(int N, int C, int HW, const float *x, const float *dy,
+                                 float *dx);
+
+/* ---- SSD ops -------------------------------------------------------------------------- */
+
+/* Softmax over the last axis of a rows x cols matrix (numerically stable; y may equal x). */
+void ssd_softmax_rows(int rows, int cols, const float *x, float *y);
+
+/* d2l's multibox_detection for a batch (SPEC section 6).
+ * probs: N x A x ncls (ncls = q+1, class 0 = background), bbox_preds: N x 4A offsets,
+ * anchors: A x 4 corners. out: N x A x 6 rows [class, conf, xmin, ymin, xmax, ymax].
+ * NMS order: stable sort by descending conf, ties -> lower anchor index first.
+ * scratch: ssd_detection_scratch_floats(A) is the size for ONE image; the function reads
+ * N * ssd_detection_scratch_floats(A) floats (one slice per image, images run in parallel). */
+size_t ssd_detection_scratch_floats(int A);
+void ssd_multibox_detection(int N, int A, int ncls, const float *probs, const float *bbox_preds,
+                            const float *anchors, float nms_threshold, float pos_threshold,
+                            float *out, float *scratch);
+
+/* d2l's multibox_target (SPEC section 3) for a batch. labels: N x G x 5 rows
+ * [class, xmin, ymin, xmax, ymax] (class < 0 = padding row, ignored).
+ * Outputs: bbox_labels N x 4A, bbox_masks N x 4A, cls_labels N x A (as float: 0 background,
+ * c+1 for class c). scratch: ssd_target_scratch_floats(A, G) is the size for ONE image; the
+ * function reads N * ssd_target_scratch_floats(A, G) floats (one slice per image). */
+size_t ssd_target_scratch_floats(int A, int G);
+void ssd_multibox_target(int N, int A, int G, const float *anchors, const float *labels,
+                         float iou_threshold, float *bbox_labels, float *bbox_masks,
+                         float *cls_labels, float *scratch);
+
+/* Loss settings (SPEC sections 4 and 7). The defaults reproduce the chapter:
+ * cross-entropy + L1, weights 1, no mining. */
+typedef struct {
+    int   focal;          /* 0: cross-entropy, 1: focal loss */
+    float focal_gamma;    /* default 2 */
+    float focal_alpha;    /* default 0.25 */
+    int   smooth_l1;      /* 0: L1, 1: smooth L1 */
+    float sigma;          /* smooth L1 sigma, default 1 */
+    float cls_weight;     /* default 1 */
+    float bbox_weight;    /* default 1 */
+    float negative_mining_ratio; /* <= 0: off; else keep the hardest negatives, up to
+                                    ratio * positives per image */
+} ssd_loss_config_t;
+
+ssd_loss_config_t ssd_loss_config_default(void);
+
+/* Per-example loss and its gradient with respect to cls_preds (N x A x ncls) and
+ * bbox_preds (N x 4A) of the batch-mean loss (d loss.mean / d preds).
+ * per_example: N. Metrics over the batch, to be summed over an epoch:
+ *   metrics[0] = number of anchors whose argmax class equals the label,
+ *   metrics[1] = number of anchors,
+ *   metrics[2] = sum |(bbox_labels - bbox_preds) * mask|,
+ *   metrics[3] = number of bbox label entries (N * 4A).
+ * metrics (may be NULL) are overwritten with this batch's values, not accumulated.
+ * Hard negative mining with no positive in an image keeps no anchor: class loss 0 there.
+ * scratch: ssd_loss_scratch_floats(N, A, ncls) (already covers all N images).
+ * Gradient pointers may be NULL (no grad); cfg == NULL means ssd_loss_config_default(). */
+size_t ssd_loss_scratch_floats(int N, int A, int ncls);
+void ssd_multibox_loss(const ssd_loss_config_t *cfg, int N, int A, int ncls,
+                       const float *cls_preds, const float *bbox_preds,
+                       const float *cls_labels, const float *bbox_labels,
+                       const float *bbox_masks, float *per_example,
+                       float *dcls_preds, float *dbbox_preds, double *metrics,
+                       float *scratch);
+
+/* SGD as torch.optim.SGD(lr, weight_decay): p -= lr * (g + wd * p). */
+void ssd_sgd_update(int64_t n, float *p, const float *g, float lr, float wd);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

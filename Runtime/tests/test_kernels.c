@@ -1,0 +1,916 @@
+/*
+ * test_kernels.c — checks the fast kernels of threads.c, gemm.c, conv.c, bn.c, pool.c and
+ * optim.c against slow, obviously-correct references (double precision, naive loops), and
+ * the backward passes against finite differences of the double references.
+ *
+ *   ./test_kernels         run the checks: one line per check, then "N passed, M failed"
+ *                          (exit status 1 if anything failed)
+ *   ./test_kernels bench   GFLOP/s of sgemm 1024^3 and of the TinySSD convolutions at
+ *                          batch 32 (1 and 2 threads); not part of the test run
+ *
+ * Errors of float results are measured against the sum of absolute values of the terms
+ * that make up each output (|err| <= tol * sum|terms|), which is the natural scale of
+ * float rounding and still catches a single missing or extra term.
+ */
+#include "ssd_runtime.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- bookkeeping ------------------------------------------------------------------------ */
+
+static int g_pass, g_fail;
+
+static void report(int ok, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    printf("%s ", ok ? "ok  " : "FAIL");
+    vprintf(fmt, ap);
+    printf("\n");
+    va_end(ap);
+    if (ok) ++g_pass; else ++g_fail;
+}
+
+static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
+
+static float frand(void) /* uniform in [-1, 1) */
+{
+    g_rng ^= g_rng << 13;
+    g_rng ^= g_rng >> 7;
+    g_rng ^= g_rng << 17;
+    return (float)((g_rng >> 40) * (1.0 / 8388608.0) - 1.0);
+}
+
+static float *falloc(size_t n)
+{
+    float *p = malloc((n ? n : 1) * sizeof(float));
+    if (!p) { fprintf(stderr, "out of memory\n"); exit(2); }
+    return p;
+}
+
+static double *dalloc(size_t n)
+{
+    double *p = calloc(n ? n : 1, sizeof(double));
+    if (!p) { fprintf(stderr, "out of memory\n"); exit(2); }
+    return p;
+}
+
+static float *frandom(size_t n)
+{
+    float *p = falloc(n);
+    for (size_t i = 0; i < n; ++i) p[i] = frand();
+    return p;
+}
+
+static void fill_nan(float *p, size_t n)
+{
+    for (size_t i = 0; i < n; ++i) p[i] = NAN;
+}
+
+/* max over i of |got - ref| / (scale + tiny), scale = sum of |terms| of element i */
+static double scaled_err(const float *got, const double *ref, const double *scale, size_t n)
+{
+    double worst = 0.0;
+    for (size_t i = 0; i < n; ++i) {
+        double e = fabs((double)got[i] - ref[i]) / (scale[i] + 1e-30);
+        if (!(e <= worst)) worst = e; /* NaN -> NaN, fails any comparison */
+    }
+    return worst;
+}
+
+/* max relative error with an absolute floor */
+static double rel_err(const float *got, const double *ref, size_t n, double floor_)
+{
+    double worst = 0.0;
+    for (size_t i = 0; i < n; ++i) {
+        double e = fabs((double)got[i] - ref[i]) / (fabs(ref[i]) + floor_);
+        if (!(e <= worst)) worst = e;
+    }
+    return worst;
+}
+
+static int same_bits(const float *a, const float *b, size_t n)
+{
+    return memcmp(a, b, n * sizeof(float)) == 0;
+}
+
+/* Scratch with a guard zone after the advertised size, pre-filled with NaN so that any
+ * dependence on its initial content shows up. */
+#define GUARD 4096
+static float *scratch_alloc(size_t n)
+{
+    float *s = falloc(n + GUARD);
+    fill_nan(s, n);
+    for (size_t i = 0; i < GUARD; ++i) s[n + i] = 12345.0f;
+    return s;
+}
+
+static int scratch_guard_ok(const float *s, size_t n)
+{
+    for (size_t i = 0; i < GUARD; ++i)
+        if (s[n + i] != 12345.0f) return 0;
+    return 1;
+}
+
+/* ---- references ------------------------------------------------------------------------- */
+
+static void ref_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                     const float *B, int ldb, float beta, const float *C0, int ldc, double *ref,
+                     double *scale)
+{
+    for (int i = 0; i < M; ++i) {
+        for (int j = 0; j < N; ++j) {
+            double s = 0.0, a = 0.0;
+            for (int k = 0; k < K; ++k) {
+                double av = ta ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k];
+                double bv = tb ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j];
+                s += av * bv;
+                a += fabs(av * bv);
+            }
+            double r = alpha * s, sc = fabs(alpha) * a;
+            if (beta != 0.0f) {
+                r += beta * (double)C0[(size_t)i * ldc + j];
+                sc += fabs(beta * (double)C0[(size_t)i * ldc + j]);
+            }
+            ref[(size_t)i * N + j] = r;
+            scale[(size_t)i * N + j] = sc + 1e-12;
+        }
+    }
+}
+
+/* y = conv(x, w) + b, in double; yabs = sum of |terms| */
+static void ref_conv_forward(const ssd_conv2d_t *g, const double *x, const double *w,
+                             const double *b, double *y, double *yabs)
+{
+    const int N = g->N, C = g->C, H = g->H, W = g->W, O = g->O, k = g->k;
+    for (int n = 0; n < N; ++n)
+        for (int o = 0; o < O; ++o)
+            for (int oh = 0; oh < g->OH; ++oh)
+                for (int ow = 0; ow < g->OW; ++ow) {
+                    double s = b ? b[o] : 0.0, a = b ? fabs(b[o]) : 0.0;
+                    for (int c = 0; c < C; ++c)
+                        for (int i = 0; i < k; ++i)
+                            for (int j = 0; j < k; ++j) {
+                                int ih = oh * g->stride + i - g->pad;
+                                int iw = ow * g->stride + j - g->pad;
+                                if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+                                double t = w[((size_t)(o * C + c) * k + i) * k + j] *
+                                           x[((size_t)(n * C + c) * H + ih) * W + iw];
+                                s += t;
+                                a += fabs(t);
+                            }
+                    size_t idx = ((size_t)(n * O + o) * g->OH + oh) * g->OW + ow;
+                    y[idx] = s;
+                    if (yabs) yabs[idx] = a;
+                }
+}
+
+/* dx, dw, db of sum(y * dy) in double (direct scatter/gather loops) */
+static void ref_conv_backward(const ssd_conv2d_t *g, const float *x, const float *w,
+                              const float *dy, double *dx, double *dxabs, double *dw,
+                              double *dwabs, double *db, double *dbabs)
+{
+    const int N = g->N, C = g->C, H = g->H, W = g->W, O = g->O, k = g->k;
+    memset(dx, 0, sizeof(double) * N * C * H * W);
+    memset(dxabs, 0, sizeof(double) * N * C * H * W);
+    memset(dw, 0, sizeof(double) * O * C * k * k);
+    memset(dwabs, 0, sizeof(double) * O * C * k * k);
+    memset(db, 0, sizeof(double) * O);
+    memset(dbabs, 0, sizeof(double) * O);
+    for (int n = 0; n < N; ++n)
+        for (int o = 0; o < O; ++o)
+            for (int oh = 0; oh < g->OH; ++oh)
+                for (int ow = 0; ow < g->OW; ++ow) {
+                    double d = dy[((size_t)(n * O + o) * g->OH + oh) * g->OW + ow];
+                    db[o] += d;
+                    dbabs[o] += fabs(d);
+                    for (int c = 0; c < C; ++c)
+                        for (int i = 0; i < k; ++i)
+                            for (int j = 0; j < k; ++j) {
+                                int ih = oh * g->stride + i - g->pad;
+                                int iw = ow * g->stride + j - g->pad;
+                                if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+                                size_t xi = ((size_t)(n * C + c) * H + ih) * W + iw;
+                                size_t wi = ((size_t)(o * C + c) * k + i) * k + j;
+                                dx[xi] += w[wi] * d;
+                                dxabs[xi] += fabs(w[wi] * d);
+                                dw[wi] += x[xi] * d;
+                                dwabs[wi] += fabs(x[xi] * d);
+                            }
+                }
+}
+
+/* Training-mode BN (+ optional ReLU) forward in double. */
+static void ref_bn_forward(int N, int C, int HW, const double *x, const double *gamma,
+                           const double *beta, double eps, int relu, double *y, double *mean,
+                           double *var)
+{
+    const double M = (double)N * HW;
+    for (int c = 0; c < C; ++c) {
+        double s = 0.0;
+        for (int n = 0; n < N; ++n)
+            for (int i = 0; i < HW; ++i) s += x[((size_t)n * C + c) * HW + i];
+        double m = s / M, v = 0.0;
+        for (int n = 0; n < N; ++n)
+            for (int i = 0; i < HW; ++i) {
+                double d = x[((size_t)n * C + c) * HW + i] - m;
+                v += d * d;
+            }
+        v /= M;
+        if (mean) mean[c] = m;
+        if (var) var[c] = v;
+        for (int n = 0; n < N; ++n)
+            for (int i = 0; i < HW; ++i) {
+                size_t idx = ((size_t)n * C + c) * HW + i;
+                double t = gamma[c] * (x[idx] - m) / sqrt(v + eps) + beta[c];
+                y[idx] = relu && t < 0 ? 0.0 : t;
+            }
+    }
+}
+
+static double *to_double(const float *p, size_t n)
+{
+    double *d = dalloc(n);
+    for (size_t i = 0; i < n; ++i) d[i] = p[i];
+    return d;
+}
+
+/* ---- GEMM ------------------------------------------------------------------------------- */
+
+static void test_gemm_case(int ta, int tb, int M, int N, int K, float alpha, float beta, int pad)
+{
+    const int lda = (ta ? M : K) + pad, ldb = (tb ? K : N) + pad, ldc = N + pad;
+    const int arows = ta ? K : M, brows = tb ? N : K;
+    float *A = frandom((size_t)arows * lda), *B = frandom((size_t)brows * ldb);
+    float *C = frandom((size_t)M * ldc), *C0 = falloc((size_t)M * ldc);
+    if (beta == 0.0f) fill_nan(C, (size_t)M * ldc); /* must not be read */
+    memcpy(C0, C, sizeof(float) * M * ldc);
+    double *ref = dalloc((size_t)M * N), *scale = dalloc((size_t)M * N);
+    ref_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C0, ldc, ref, scale);
+    ssd_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    float *got = falloc((size_t)M * N);
+    for (int i = 0; i < M; ++i) memcpy(got + (size_t)i * N, C + (size_t)i * ldc, sizeof(float) * N);
+    double err = scaled_err(got, ref, scale, (size_t)M * N);
+    /* the padding columns of C must be untouched */
+    int pad_ok = 1;
+    for (int i = 0; i < M; ++i)
+        for (int j = N; j < ldc; ++j)
+            if (memcmp(&C[(size_t)i * ldc + j], &C0[(size_t)i * ldc + j], sizeof(float))) pad_ok = 0;
+    report(err < 1e-5 && pad_ok, "sgemm %c%c M=%d N=%d K=%d alpha=%g beta=%g ld+%d: err %.2e",
+           ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, alpha, beta, pad, err);
+    free(A); free(B); free(C); free(C0); free(ref); free(scale); free(got);
+}
+
+static void test_gemm(void)
+{
+    static const int shapes[][3] = {
+        {1, 1, 1},    {3, 5, 7},     {4, 24, 1},     {5, 25, 300},  {17, 49, 513},
+        {64, 100, 27}, {263, 50, 40}, {16, 1000, 27}, {128, 97, 1152}, {7, 3, 2000},
+        {300, 7, 5},  {33, 48, 256},  {8, 23, 257},
+    };
+    const int ns = sizeof shapes / sizeof shapes[0];
+    for (int s = 0; s < ns; ++s)
+        for (int ta = 0; ta < 2; ++ta)
+            for (int tb = 0; tb < 2; ++tb) {
+                const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+                test_gemm_case(ta, tb, M, N, K, 1.0f, 0.0f, 0);
+                test_gemm_case(ta, tb, M, N, K, 1.0f, 1.0f, 3);
+                if (s % 3 == 0) test_gemm_case(ta, tb, M, N, K, -0.7f, 0.5f, 1);
+            }
+    /* degenerate sizes */
+    {
+        float C[6] = {1, 2, 3, 4, 5, 6}, A[1] = {1}, B[1] = {1};
+        ssd_sgemm(0, 0, 2, 3, 0, 1.0f, A, 1, B, 3, 2.0f, C, 3);
+        report(C[0] == 2 && C[5] == 12, "sgemm K=0 scales C by beta");
+        for (int i = 0; i < 6; ++i) C[i] = NAN;
+        ssd_sgemm(0, 0, 2, 3, 0, 1.0f, A, 1, B, 3, 0.0f, C, 3);
+        report(C[0] == 0 && C[5] == 0, "sgemm K=0 beta=0 zeroes C (NaN not propagated)");
+    }
+}
+
+/* ---- convolution ------------------------------------------------------------------------ */
+
+typedef struct { int N, C, H, W, O, k, s, p; } conv_shape;
+
+static void test_conv_case(conv_shape cs, int with_bias, int relu)
+{
+    ssd_conv2d_t g = ssd_conv2d_geometry(cs.N, cs.C, cs.H, cs.W, cs.O, cs.k, cs.s, cs.p);
+    char name[128];
+    snprintf(name, sizeof name, "N=%d C=%d %dx%d O=%d k=%d s=%d p=%d%s%s", cs.N, cs.C, cs.H,
+             cs.W, cs.O, cs.k, cs.s, cs.p, with_bias ? " bias" : "", relu ? " relu" : "");
+    const size_t xn = (size_t)g.N * g.C * g.H * g.W, yn = (size_t)g.N * g.O * g.OH * g.OW;
+    const size_t wn = (size_t)g.O * g.C * g.k * g.k;
+    float *x = frandom(xn), *w = frandom(wn), *b = frandom(g.O), *dy = frandom(yn);
+    double *xd = to_double(x, xn), *wd = to_double(w, wn), *bd = to_double(b, g.O);
+    const size_t ns = ssd_conv2d_scratch_floats(&g);
+    float *scratch = scratch_alloc(ns);
+
+    /* forward */
+    double *yr = dalloc(yn), *ya = dalloc(yn);
+    ref_conv_forward(&g, xd, wd, with_bias ? bd : NULL, yr, ya);
+    if (relu)
+        for (size_t i = 0; i < yn; ++i) yr[i] = yr[i] < 0 ? 0 : yr[i];
+    float *y = falloc(yn);
+    fill_nan(y, yn);
+    ssd_conv2d_forward(&g, x, w, with_bias ? b : NULL, y, relu, scratch);
+    double e = scaled_err(y, yr, ya, yn);
+    report(e < 1e-5 && scratch_guard_ok(scratch, ns), "conv forward %s: err %.2e", name, e);
+
+    /* backward (once per shape, with the bias-less/relu-less variant) */
+    if (!with_bias && !relu) {
+        double *dxr = dalloc(xn), *dxa = dalloc(xn), *dwr = dalloc(wn), *dwa = dalloc(wn);
+        double *dbr = dalloc(g.O), *dba = dalloc(g.O);
+        ref_conv_backward(&g, x, w, dy, dxr, dxa, dwr, dwa, dbr, dba);
+        float *dx = falloc(xn), *dw = falloc(wn), *db = falloc(g.O);
+        fill_nan(dx, xn);
+        fill_nan(dw, wn);
+        fill_nan(db, g.O);
+        fill_nan(scratch, ns);
+        ssd_conv2d_backward_data(&g, dy, w, dx, scratch);
+        e = scaled_err(dx, dxr, dxa, xn);
+        report(e < 1e-5 && scratch_guard_ok(scratch, ns), "conv backward-data %s: err %.2e",
+               name, e);
+        fill_nan(scratch, ns);
+        ssd_conv2d_backward_weight(&g, x, dy, dw, db, scratch);
+        e = scaled_err(dw, dwr, dwa, wn);
+        double eb = scaled_err(db, dbr, dba, g.O);
+        report(e < 1e-5 && eb < 1e-5 && scratch_guard_ok(scratch, ns),
+               "conv backward-weight %s: err dw %.2e db %.2e", name, e, eb);
+        fill_nan(dw, wn);
+        ssd_conv2d_backward_weight(&g, x, dy, dw, NULL, scratch);
+        e = scaled_err(dw, dwr, dwa, wn);
+        report(e < 1e-5, "conv backward-weight %s db=NULL: err %.2e", name, e);
+        free(dxr); free(dxa); free(dwr); free(dwa); free(dbr); free(dba);
+        free(dx); free(dw); free(db);
+    }
+    free(x); free(w); free(b); free(dy); free(xd); free(wd); free(bd);
+    free(scratch); free(yr); free(ya); free(y);
+}
+
+static void test_conv(void)
+{
+    static const conv_shape shapes[] = {
+        {2, 3, 9, 11, 5, 3, 1, 1},    /* odd sizes, M not a multiple of 4 */
+        {1, 3, 32, 32, 16, 3, 1, 1},  /* first TinySSD layer, small */
+        {2, 16, 13, 7, 8, 3, 1, 1},
+        {3, 5, 10, 10, 6, 1, 1, 0},   /* 1x1 */
+        {2, 4, 11, 9, 7, 3, 2, 1},    /* stride 2 */
+        {2, 4, 12, 12, 6, 3, 1, 0},   /* pad 0 */
+        {1, 3, 8, 8, 4, 5, 1, 2},     /* 5x5 */
+        {2, 3, 9, 9, 5, 3, 2, 0},     /* stride 2, pad 0 */
+        {1, 2, 7, 7, 3, 4, 3, 2},     /* even k, stride 3 */
+        {1, 2, 5, 5, 3, 3, 1, 3},     /* pad > k-1: general backward-data */
+        {1, 128, 6, 6, 128, 3, 1, 1}, /* K = 1152: several K blocks */
+        {1, 130, 5, 5, 132, 3, 1, 1}, /* > 128 output channels: channel groups */
+        {2, 64, 4, 4, 8, 3, 1, 1},    /* predictor head on a 4x4 map */
+        {2, 128, 1, 1, 8, 3, 1, 1},   /* 1x1 map, pad 1 */
+        {1, 16, 40, 37, 16, 3, 1, 1},
+        {2, 16, 64, 64, 32, 3, 1, 1},
+        {1, 1, 3, 50, 1, 3, 1, 1},
+        {2, 3, 2, 2, 4, 3, 1, 0},     /* empty output */
+    };
+    const int n = sizeof shapes / sizeof shapes[0];
+    for (int s = 0; s < n; ++s) {
+        test_conv_case(shapes[s], 0, 0);
+        test_conv_case(shapes[s], 1, 1);
+        if (s < 3) {
+            test_conv_case(shapes[s], 1, 0);
+            test_conv_case(shapes[s], 0, 1);
+        }
+    }
+}
+
+
+/* Finite differences of L = sum(R * conv(x, w, b)) in double vs the fast backward with
+ * dy = R. L is linear in each of x, w, b, so central differences are exact up to
+ * rounding: this checks the backward passes against the definition, not a second
+ * hand-derived formula. */
+static double conv_loss(const ssd_conv2d_t *g, const double *x, const double *w,
+                        const double *b, const float *R, double *y)
+{
+    const size_t yn = (size_t)g->N * g->O * g->OH * g->OW;
+    ref_conv_forward(g, x, w, b, y, NULL);
+    double s = 0.0;
+    for (size_t i = 0; i < yn; ++i) s += y[i] * R[i];
+    return s;
+}
+
+static double fd_err(const float *got, const double *num, size_t n)
+{
+    double mean_abs = 0.0;
+    for (size_t i = 0; i < n; ++i) mean_abs += fabs(num[i]);
+    mean_abs = mean_abs / (double)n + 1e-12;
+    return rel_err(got, num, n, mean_abs) ;
+}
+
+static void fd_gradient(double *v, size_t n, double h, double *num,
+                        double (*loss)(void *), void *ctx)
+{
+    for (size_t i = 0; i < n; ++i) {
+        const double s = v[i];
+        v[i] = s + h;
+        const double lp = loss(ctx);
+        v[i] = s - h;
+        const double lm = loss(ctx);
+        v[i] = s;
+        num[i] = (lp - lm) / (2.0 * h);
+    }
+}
+
+typedef struct {
+    const ssd_conv2d_t *g;
+    double *x, *w, *b, *y;
+    const float *R;
+} conv_fd_ctx;
+
+static double conv_fd_loss(void *p)
+{
+    conv_fd_ctx *c = p;
+    return conv_loss(c->g, c->x, c->w, c->b, c->R, c->y);
+}
+
+static void test_conv_fd(conv_shape cs)
+{
+    ssd_conv2d_t g = ssd_conv2d_geometry(cs.N, cs.C, cs.H, cs.W, cs.O, cs.k, cs.s, cs.p);
+    const size_t xn = (size_t)g.N * g.C * g.H * g.W, yn = (size_t)g.N * g.O * g.OH * g.OW;
+    const size_t wn = (size_t)g.O * g.C * g.k * g.k;
+    float *x = frandom(xn), *w = frandom(wn), *R = frandom(yn);
+    conv_fd_ctx c = {&g, to_double(x, xn), to_double(w, wn), dalloc(g.O), dalloc(yn), R};
+    double *nx = dalloc(xn), *nw = dalloc(wn), *nb = dalloc(g.O);
+    fd_gradient(c.x, xn, 1e-3, nx, conv_fd_loss, &c);
+    fd_gradient(c.w, wn, 1e-3, nw, conv_fd_loss, &c);
+    fd_gradient(c.b, g.O, 1e-3, nb, conv_fd_loss, &c);
+
+    float *scratch = scratch_alloc(ssd_conv2d_scratch_floats(&g));
+    float *dx = falloc(xn), *dw = falloc(wn), *db = falloc(g.O);
+    ssd_conv2d_backward_data(&g, R, w, dx, scratch);
+    ssd_conv2d_backward_weight(&g, x, R, dw, db, scratch);
+    double ex = fd_err(dx, nx, xn), ew = fd_err(dw, nw, wn), eb = fd_err(db, nb, g.O);
+    report(ex < 1e-4 && ew < 1e-4 && eb < 1e-4,
+           "conv finite differences N=%d C=%d %dx%d O=%d k=%d s=%d p=%d: dx %.1e dw %.1e db %.1e",
+           cs.N, cs.C, cs.H, cs.W, cs.O, cs.k, cs.s, cs.p, ex, ew, eb);
+    free(x); free(w); free(R); free(c.x); free(c.w); free(c.b); free(c.y);
+    free(nx); free(nw); free(nb); free(scratch); free(dx); free(dw); free(db);
+}
+
+/* ---- batch norm ------------------------------------------------------------------------- */
+
+static void test_bn_forward(int N, int C, int HW, float offset)
+{
+    const size_t n = (size_t)N * C * HW;
+    float *x = frandom(n);
+    for (size_t i = 0; i < n; ++i) x[i] = x[i] * 2.0f + offset;
+    float *gamma = frandom(C), *beta = frandom(C);
+    float *mean = falloc(C), *var = falloc(C);
+    double *xd = to_double(x, n), *gd = to_double(gamma, C), *bd = to_double(beta, C);
+    double *yr = dalloc(n), *mr = dalloc(C), *vr = dalloc(C);
+    const float eps = 1e-5f;
+
+    ssd_bn_stats(N, C, HW, x, mean, var);
+    ref_bn_forward(N, C, HW, xd, gd, bd, eps, 0, yr, mr, vr);
+    double em = 0.0, ev = rel_err(var, vr, C, 1e-12);
+    for (int c = 0; c < C; ++c) { /* mean: relative to the spread of x */
+        double e = fabs(mean[c] - mr[c]) / (sqrt(vr[c]) + fabs(mr[c]));
+        if (!(e <= em)) em = e;
+    }
+    report(em < 1e-6 && ev < 1e-5, "bn stats N=%d C=%d HW=%d offset %g: mean %.1e var %.1e", N,
+           C, HW, offset, em, ev);
+
+    /* apply with the batch statistics (computed again in double from the float ones) */
+    for (int relu = 0; relu < 2; ++relu) {
+        float *y = falloc(n);
+        ssd_bn_apply(N, C, HW, x, mean, var, gamma, beta, eps, relu, y);
+        double *ya = dalloc(n), *sc = dalloc(n);
+        for (int nn = 0; nn < N; ++nn)
+            for (int c = 0; c < C; ++c)
+                for (int i = 0; i < HW; ++i) {
+                    size_t idx = ((size_t)nn * C + c) * HW + i;
+                    double is = 1.0 / sqrt((double)var[c] + eps);
+                    double t = gamma[c] * ((double)x[idx] - mean[c]) * is + beta[c];
+                    ya[idx] = relu && t < 0 ? 0 : t;
+                    sc[idx] = fabs(gamma[c] * (double)x[idx] * is) +
+                              fabs(gamma[c] * (double)mean[c] * is) + fabs(beta[c]);
+                }
+        double e = scaled_err(y, ya, sc, n);
+        report(e < 1e-6, "bn apply N=%d C=%d HW=%d relu=%d: err %.1e", N, C, HW, relu, e);
+        free(y); free(ya); free(sc);
+    }
+
+    /* running statistics */
+    float *rm = frandom(C), *rv = frandom(C), *rm0 = falloc(C), *rv0 = falloc(C);
+    for (int c = 0; c < C; ++c) rv[c] = fabsf(rv[c]);
+    memcpy(rm0, rm, sizeof(float) * C);
+    memcpy(rv0, rv, sizeof(float) * C);
+    const int64_t count = (int64_t)N * HW;
+    ssd_bn_update_running(C, mean, var, count, 0.1f, rm, rv);
+    double *rmr = dalloc(C), *rvr = dalloc(C);
+    for (int c = 0; c < C; ++c) {
+        double ub = count > 1 ? (double)count / (count - 1) : 1.0;
+        rmr[c] = 0.9 * rm0[c] + 0.1 * mean[c];
+        rvr[c] = 0.9 * rv0[c] + 0.1 * var[c] * ub;
+    }
+    double e1 = rel_err(rm, rmr, C, 1e-3), e2 = rel_err(rv, rvr, C, 1e-3);
+    report(e1 < 1e-6 && e2 < 1e-6, "bn update running C=%d count=%lld: err %.1e %.1e", C,
+           (long long)count, e1, e2);
+    /* count == 1 keeps var as is */
+    memcpy(rv, rv0, sizeof(float) * C);
+    ssd_bn_update_running(C, mean, var, 1, 0.1f, rm, rv);
+    for (int c = 0; c < C; ++c) rvr[c] = 0.9 * rv0[c] + 0.1 * var[c];
+    e2 = rel_err(rv, rvr, C, 1e-3);
+    report(e2 < 1e-6, "bn update running count=1: err %.1e", e2);
+
+    free(x); free(gamma); free(beta); free(mean); free(var); free(xd); free(gd); free(bd);
+    free(yr); free(mr); free(vr); free(rm); free(rv); free(rm0); free(rv0); free(rmr); free(rvr);
+}
+
+/* Backward of training BN (+ReLU): analytic double reference and finite differences. */
+typedef struct {
+    int N, C, HW, relu;
+    double *x, *gamma, *beta, *y;
+    const float *R;
+    double eps;
+} bn_fd_ctx;
+
+static double bn_fd_loss(void *p)
+{
+    bn_fd_ctx *c = p;
+    const size_t n = (size_t)c->N * c->C * c->HW;
+    ref_bn_forward(c->N, c->C, c->HW, c->x, c->gamma, c->beta, c->eps, c->relu, c->y, NULL,
+                   NULL);
+    double s = 0.0;
+    for (size_t i = 0; i < n; ++i) s += c->y[i] * c->R[i];
+    return s;
+}
+
+static void test_bn_backward(int N, int C, int HW, int relu, int fd)
+{
+    const size_t n = (size_t)N * C * HW;
+    float *x = frandom(n), *gamma = frandom(C), *beta = frandom(C), *dy = frandom(n);
+    for (int c = 0; c < C; ++c) gamma[c] += 1.5f;
+    const float eps = 1e-5f;
+    float *mean = falloc(C), *var = falloc(C), *y = falloc(n);
+    ssd_bn_stats(N, C, HW, x, mean, var);
+    ssd_bn_apply(N, C, HW, x, mean, var, gamma, beta, eps, relu, y);
+    float *dx = falloc(n), *dg = falloc(C), *db = falloc(C);
+    ssd_bn_backward(N, C, HW, x, mean, var, gamma, eps, relu ? y : NULL, dy, dx, dg, db);
+
+    /* analytic reference in double from the formula of the contract */
+    double *dxr = dalloc(n), *dgr = dalloc(C), *dbr = dalloc(C);
+    const double M = (double)N * HW;
+    for (int c = 0; c < C; ++c) {
+        const double is = 1.0 / sqrt((double)var[c] + eps);
+        double sb = 0.0, sg = 0.0;
+        for (int nn = 0; nn < N; ++nn)
+            for (int i = 0; i < HW; ++i) {
+                size_t idx = ((size_t)nn * C + c) * HW + i;
+                double d = (relu && !(y[idx] > 0)) ? 0.0 : dy[idx];
+                sb += d;
+                sg += d * ((double)x[idx] - mean[c]) * is;
+            }
+        dbr[c] = sb;
+        dgr[c] = sg;
+        for (int nn = 0; nn < N; ++nn)
+            for (int i = 0; i < HW; ++i) {
+                size_t idx = ((size_t)nn * C + c) * HW + i;
+                double d = (relu && !(y[idx] > 0)) ? 0.0 : dy[idx];
+                double xh = ((double)x[idx] - mean[c]) * is;
+                dxr[idx] = gamma[c] * is * (d - sb / M - xh * sg / M);
+            }
+    }
+    double ex = fd_err(dx, dxr, n), eg = fd_err(dg, dgr, C), eb = fd_err(db, dbr, C);
+    report(ex < 1e-4 && eg < 1e-5 && eb < 1e-5,
+           "bn backward N=%d C=%d HW=%d relu=%d vs formula: dx %.1e dgamma %.1e dbeta %.1e", N, C,
+           HW, relu, ex, eg, eb);
+
+    if (fd) {
+        bn_fd_ctx c = {N, C, HW, relu, to_double(x, n), to_double(gamma, C), to_double(beta, C),
+                       dalloc(n), dy, eps};
+        double *nx = dalloc(n), *ng = dalloc(C), *nb = dalloc(C);
+        fd_gradient(c.x, n, 1e-6, nx, bn_fd_loss, &c);
+        fd_gradient(c.gamma, C, 1e-6, ng, bn_fd_loss, &c);
+        fd_gradient(c.beta, C, 1e-6, nb, bn_fd_loss, &c);
+        ex = fd_err(dx, nx, n);
+        eg = fd_err(dg, ng, C);
+        eb = fd_err(db, nb, C);
+        report(ex < 1e-3 && eg < 1e-3 && eb < 1e-3,
+               "bn finite differences N=%d C=%d HW=%d relu=%d: dx %.1e dgamma %.1e dbeta %.1e",
+               N, C, HW, relu, ex, eg, eb);
+        free(c.x); free(c.gamma); free(c.beta); free(c.y); free(nx); free(ng); free(nb);
+    }
+    free(x); free(gamma); free(beta); free(dy); free(mean); free(var); free(y);
+    free(dx); free(dg); free(db); free(dxr); free(dgr); free(dbr);
+}
+
+/* ---- pooling ---------------------------------------------------------------------------- */
+
+static void test_maxpool2(int N, int C, int H, int W, int ties)
+{
+    const size_t n = (size_t)N * C * H * W;
+    const int OH = H / 2, OW = W / 2;
+    const size_t m = (size_t)N * C * OH * OW;
+    float *x = frandom(n), *dy = frandom(m);
+    if (ties)
+        for (size_t i = 0; i < n; ++i) x[i] = floorf(x[i] * 1.5f); /* values in {-2..1} */
+    float *y = falloc(m), *dx = falloc(n);
+    fill_nan(y, m);
+    fill_nan(dx, n);
+    ssd_maxpool2_forward(N, C, H, W, x, y);
+    ssd_maxpool2_backward(N, C, H, W, x, dy, dx);
+    float *yr = falloc(m), *dxr = falloc(n);
+    memset(dxr, 0, n * sizeof(float));
+    for (int p = 0; p < N * C; ++p)
+        for (int oh = 0; oh < OH; ++oh)
+            for (int ow = 0; ow < OW; ++ow) {
+                size_t best = (size_t)p * H * W + (size_t)(2 * oh) * W + 2 * ow;
+                for (int i = 0; i < 2; ++i)
+                    for (int j = 0; j < 2; ++j) {
+                        size_t idx = (size_t)p * H * W + (size_t)(2 * oh + i) * W + 2 * ow + j;
+                        if (x[idx] > x[best]) best = idx;
+                    }
+                size_t o = ((size_t)p * OH + oh) * OW + ow;
+                yr[o] = x[best];
+                dxr[best] = dy[o];
+            }
+    report(same_bits(y, yr, m) && same_bits(dx, dxr, n),
+           "maxpool2 N=%d C=%d %dx%d%s: forward and backward exact", N, C, H, W,
+           ties ? " (ties)" : "");
+    free(x); free(dy); free(y); free(dx); free(yr); free(dxr);
+}
+
+static void test_global_maxpool(int N, int C, int HW, int ties)
+{
+    const size_t n = (size_t)N * C * HW;
+    float *x = frandom(n), *dy = frandom((size_t)N * C);
+    if (ties)
+        for (size_t i = 0; i < n; ++i) x[i] = floorf(x[i] * 1.5f);
+    float *y = falloc((size_t)N * C), *dx = falloc(n);
+    fill_nan(dx, n);
+    ssd_global_maxpool_forward(N, C, HW, x, y);
+    ssd_global_maxpool_backward(N, C, HW, x, dy, dx);
+    float *yr = falloc((size_t)N * C), *dxr = falloc(n);
+    memset(dxr, 0, n * sizeof(float));
+    for (int p = 0; p < N * C; ++p) {
+        size_t best = (size_t)p * HW;
+        for (int i = 1; i < HW; ++i)
+            if (x[(size_t)p * HW + i] > x[best]) best = (size_t)p * HW + i;
+        yr[p] = x[best];
+        dxr[best] = dy[p];
+    }
+    report(same_bits(y, yr, (size_t)N * C) && same_bits(dx, dxr, n),
+           "global maxpool N=%d C=%d HW=%d%s: forward and backward exact", N, C, HW,
+           ties ? " (ties)" : "");
+    free(x); free(dy); free(y); free(dx); free(yr); free(dxr);
+}
+
+/* ---- SGD -------------------------------------------------------------------------------- */
+
+static void test_sgd(int64_t n, float lr, float wd)
+{
+    float *p = frandom((size_t)n), *g = frandom((size_t)n);
+    double *r = dalloc((size_t)n), *sc = dalloc((size_t)n);
+    for (int64_t i = 0; i < n; ++i) {
+        r[i] = p[i] - (double)lr * (g[i] + (double)wd * p[i]);
+        sc[i] = fabs(p[i]) + fabs((double)lr * g[i]) + fabs((double)lr * wd * p[i]);
+    }
+    ssd_sgd_update(n, p, g, lr, wd);
+    double e = scaled_err(p, r, sc, (size_t)n);
+    free(sc);
+    report(e < 1e-6, "sgd n=%lld lr=%g wd=%g: err %.1e", (long long)n, lr, wd, e);
+    free(p); free(g); free(r);
+}
+
+/* ---- determinism ------------------------------------------------------------------------ */
+
+static void test_determinism(void)
+{
+    const int saved = ssd_get_num_threads();
+
+    /* sgemm: two runs at 2 threads, and 1 thread vs 2 threads */
+    {
+        const int M = 301, N = 517, K = 700;
+        float *A = frandom((size_t)M * K), *B = frandom((size_t)K * N);
+        float *C1 = falloc((size_t)M * N), *C2 = falloc((size_t)M * N), *C3 = falloc((size_t)M * N);
+        for (int ta = 0; ta < 2; ++ta) {
+            const int tb = ta;
+            ssd_set_num_threads(2);
+            ssd_sgemm(ta, tb, M, N, K, 1.0f, A, ta ? M : K, B, tb ? K : N, 0.0f, C1, N);
+            ssd_sgemm(ta, tb, M, N, K, 1.0f, A, ta ? M : K, B, tb ? K : N, 0.0f, C2, N);
+            ssd_set_num_threads(1);
+            ssd_sgemm(ta, tb, M, N, K, 1.0f, A, ta ? M : K, B, tb ? K : N, 0.0f, C3, N);
+            report(same_bits(C1, C2, (size_t)M * N) && same_bits(C1, C3, (size_t)M * N),
+                   "determinism sgemm %s M=%d N=%d K=%d: 2 threads twice, 1 vs 2 threads",
+                   ta ? "TT" : "NN", M, N, K);
+        }
+        free(A); free(B); free(C1); free(C2); free(C3);
+    }
+
+    /* conv: all three directions, fast and general paths */
+    static const conv_shape shapes[] = {{4, 16, 33, 35, 32, 3, 1, 1}, {3, 8, 17, 15, 12, 3, 2, 1}};
+    for (int s = 0; s < 2; ++s) {
+        conv_shape cs = shapes[s];
+        ssd_conv2d_t g = ssd_conv2d_geometry(cs.N, cs.C, cs.H, cs.W, cs.O, cs.k, cs.s, cs.p);
+        const size_t xn = (size_t)g.N * g.C * g.H * g.W, yn = (size_t)g.N * g.O * g.OH * g.OW;
+        const size_t wn = (size_t)g.O * g.C * g.k * g.k;
+        float *x = frandom(xn), *w = frandom(wn), *b = frandom(g.O), *dy = frandom(yn);
+        float *scratch = scratch_alloc(ssd_conv2d_scratch_floats(&g));
+        float *out[3][3];
+        const size_t len[3] = {yn, xn, wn + g.O};
+        const int threads[3] = {2, 2, 1};
+        for (int r = 0; r < 3; ++r) {
+            ssd_set_num_threads(threads[r]);
+            for (int d = 0; d < 3; ++d) out[r][d] = falloc(len[d]);
+            ssd_conv2d_forward(&g, x, w, b, out[r][0], 1, scratch);
+            ssd_conv2d_backward_data(&g, dy, w, out[r][1], scratch);
+            ssd_conv2d_backward_weight(&g, x, dy, out[r][2], out[r][2] + wn, scratch);
+        }
+        static const char *dir[3] = {"forward", "backward-data", "backward-weight"};
+        for (int d = 0; d < 3; ++d)
+            report(same_bits(out[0][d], out[1][d], len[d]) && same_bits(out[0][d], out[2][d], len[d]),
+                   "determinism conv %s N=%d C=%d %dx%d O=%d s=%d: 2 threads twice, 1 vs 2 threads",
+                   dir[d], cs.N, cs.C, cs.H, cs.W, cs.O, cs.s);
+        for (int r = 0; r < 3; ++r)
+            for (int d = 0; d < 3; ++d) free(out[r][d]);
+        free(x); free(w); free(b); free(dy); free(scratch);
+    }
+
+    /* batch norm */
+    {
+        const int N = 4, C = 16, HW = 999;
+        const size_t n = (size_t)N * C * HW;
+        float *x = frandom(n), *gm = frandom(C), *bt = frandom(C), *dy = frandom(n);
+        float *res[2];
+        for (int r = 0; r < 2; ++r) {
+            ssd_set_num_threads(r == 0 ? 2 : 1);
+            res[r] = falloc(2 * n + 4 * (size_t)C);
+            float *mean = res[r] + 2 * n, *var = mean + C, *dg = var + C, *db = dg + C;
+            ssd_bn_stats(N, C, HW, x, mean, var);
+            ssd_bn_apply(N, C, HW, x, mean, var, gm, bt, 1e-5f, 1, res[r]);
+            ssd_bn_backward(N, C, HW, x, mean, var, gm, 1e-5f, res[r], dy, res[r] + n, dg, db);
+        }
+        report(same_bits(res[0], res[1], 2 * n + 4 * (size_t)C),
+               "determinism bn stats/apply/backward: 1 vs 2 threads");
+        free(x); free(gm); free(bt); free(dy); free(res[0]); free(res[1]);
+    }
+    ssd_set_num_threads(saved);
+}
+
+/* ---- bench ------------------------------------------------------------------------------ */
+
+static double best_time(void (*fn)(void *), void *ctx, int reps)
+{
+    fn(ctx); /* warm-up */
+    double best = 1e30;
+    for (int r = 0; r < reps; ++r) {
+        double t = omp_get_wtime();
+        fn(ctx);
+        t = omp_get_wtime() - t;
+        if (t < best) best = t;
+    }
+    return best;
+}
+
+typedef struct {
+    int ta, tb, n;
+    float *A, *B, *C;
+} gemm_bench;
+
+static void run_gemm(void *p)
+{
+    gemm_bench *b = p;
+    ssd_sgemm(b->ta, b->tb, b->n, b->n, b->n, 1.0f, b->A, b->n, b->B, b->n, 0.0f, b->C, b->n);
+}
+
+typedef struct {
+    ssd_conv2d_t g;
+    float *x, *w, *b, *y, *dy, *dx, *dw, *db, *scratch;
+} conv_bench;
+
+static void run_fwd(void *p)
+{
+    conv_bench *c = p;
+    ssd_conv2d_forward(&c->g, c->x, c->w, c->b, c->y, 1, c->scratch);
+}
+
+static void run_bwd_data(void *p)
+{
+    conv_bench *c = p;
+    ssd_conv2d_backward_data(&c->g, c->dy, c->w, c->dx, c->scratch);
+}
+
+static void run_bwd_weight(void *p)
+{
+    conv_bench *c = p;
+    ssd_conv2d_backward_weight(&c->g, c->x, c->dy, c->dw, c->db, c->scratch);
+}
+
+static void bench(void)
+{
+    const int saved = ssd_get_num_threads();
+    const int tcounts[2] = {1, 2};
+    {
+        const int n = 1024;
+        gemm_bench b = {0, 0, n, frandom((size_t)n * n), frandom((size_t)n * n), falloc((size_t)n * n)};
+        static const int tr[3][2] = {{0, 0}, {1, 0}, {0, 1}};
+        for (int t = 0; t < 2; ++t) {
+            ssd_set_num_threads(tcounts[t]);
+            for (int v = 0; v < 3; ++v) {
+                b.ta = tr[v][0];
+                b.tb = tr[v][1];
+                double s = best_time(run_gemm, &b, 5);
+                printf("sgemm %c%c %d^3  threads=%d  %7.1f GFLOP/s\n", b.ta ? 'T' : 'N',
+                       b.tb ? 'T' : 'N', n, tcounts[t], 2.0 * n * n * n / s * 1e-9);
+                fflush(stdout);
+            }
+        }
+        free(b.A); free(b.B); free(b.C);
+    }
+    static const int layers[][3] = {{3, 16, 256},  {16, 16, 256}, {16, 32, 128},
+                                    {32, 64, 64},  {64, 128, 32}, {128, 128, 16}};
+    for (int l = 0; l < 6; ++l) {
+        conv_bench c;
+        c.g = ssd_conv2d_geometry(32, layers[l][0], layers[l][2], layers[l][2], layers[l][1], 3, 1, 1);
+        const ssd_conv2d_t *g = &c.g;
+        const size_t xn = (size_t)g->N * g->C * g->H * g->W, yn = (size_t)g->N * g->O * g->OH * g->OW;
+        const size_t wn = (size_t)g->O * g->C * 9;
+        c.x = frandom(xn); c.w = frandom(wn); c.b = frandom(g->O); c.dy = frandom(yn);
+        c.y = falloc(yn); c.dx = falloc(xn); c.dw = falloc(wn); c.db = falloc(g->O);
+        c.scratch = scratch_alloc(ssd_conv2d_scratch_floats(g));
+        const double flops = 2.0 * g->N * g->O * g->C * 9.0 * g->OH * g->OW;
+        for (int t = 0; t < 2; ++t) {
+            ssd_set_num_threads(tcounts[t]);
+            double tf = best_time(run_fwd, &c, 2);
+            double td = best_time(run_bwd_data, &c, 2);
+            double tw = best_time(run_bwd_weight, &c, 2);
+            printf("conv %3d->%-3d @%-3d N=32 threads=%d  forward %6.1f  backward-data %6.1f  "
+                   "backward-weight %6.1f GFLOP/s  (%.1f/%.1f/%.1f ms)\n",
+                   g->C, g->O, g->H, tcounts[t], flops / tf * 1e-9, flops / td * 1e-9,
+                   flops / tw * 1e-9, tf * 1e3, td * 1e3, tw * 1e3);
+            fflush(stdout);
+        }
+        free(c.x); free(c.w); free(c.b); free(c.dy); free(c.y); free(c.dx); free(c.dw);
+        free(c.db); free(c.scratch);
+    }
+    ssd_set_num_threads(saved);
+}
+
+/* ---- main ------------------------------------------------------------------------------- */
+
+int main(int argc, char **argv)
+{
+    if (argc > 1 && strcmp(argv[1], "bench") == 0) {
+        bench();
+        return 0;
+    }
+    const double t0 = omp_get_wtime();
+
+    {
+        const int before = ssd_get_num_threads();
+        ssd_set_num_threads(3);
+        const int three = ssd_get_num_threads();
+        ssd_set_num_threads(0); /* ignored */
+        report(three == 3 && ssd_get_num_threads() == 3, "threads: set 3 -> get %d", three);
+        ssd_set_num_threads(before);
+    }
+
+    test_gemm();
+    test_conv();
+
+    static const conv_shape fd_shapes[] = {
+        {2, 3, 5, 6, 4, 3, 1, 1}, {1, 2, 7, 7, 3, 3, 2, 1}, {1, 2, 4, 5, 3, 1, 1, 0},
+        {1, 2, 5, 4, 2, 3, 1, 0}, {1, 2, 4, 4, 2, 3, 1, 3},
+    };
+    for (size_t i = 0; i < sizeof fd_shapes / sizeof fd_shapes[0]; ++i) test_conv_fd(fd_shapes[i]);
+
+    test_bn_forward(3, 5, 37, 0.0f);
+    test_bn_forward(4, 16, 1000, 3.0f);
+    test_bn_forward(1, 3, 1, 0.5f);
+    test_bn_backward(3, 5, 37, 0, 0);
+    test_bn_backward(3, 5, 37, 1, 0);
+    test_bn_backward(8, 32, 1024, 1, 0);
+    test_bn_backward(2, 3, 10, 0, 1);
+    test_bn_backward(2, 3, 10, 1, 1);
+    test_bn_backward(3, 2, 9, 1, 1);
+
+    test_maxpool2(2, 3, 7, 9, 0);
+    test_maxpool2(2, 3, 8, 8, 1);
+    test_maxpool2(1, 2, 5, 6, 1);
+    test_maxpool2(1, 1, 1, 5, 0);
+    test_maxpool2(4, 16, 64, 64, 0);
+    test_global_maxpool(2, 3, 17, 0);
+    test_global_maxpool(2, 5, 16, 1);
+    test_global_maxpool(1, 2, 1, 0);
+
+    test_sgd(1000, 0.2f, 5e-4f);
+    test_sgd(200001, 0.05f, 0.0f);
+
+    test_determinism();
+
+    printf("(%.1f s)\n", omp_get_wtime() - t0);
+    printf("%d passed, %d failed\n", g_pass, g_fail);
+    return g_fail > 0 ? 1 : 0;
+}

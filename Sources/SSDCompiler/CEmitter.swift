@@ -1,0 +1,305 @@
+import Foundation
+import SSDGraph
+
+/// Turns planned programs into model.c and model.h.
+///
+/// Each kernel becomes one static function preceded by a comment naming the graph nodes and
+/// model-file lines it implements; the entry point of a program calls its kernels in order.
+/// The text depends only on the programs (fixed iteration orders, `%.9g` floats), so the
+/// same model always gives byte-identical C. How each kernel body is written is one row
+/// per KernelBody case in `body(_:)`.
+public struct CEmitter {
+    public let model: CompiledModel
+
+    public init(_ model: CompiledModel) { self.model = model }
+
+    /// The inference graph: a superset of the model graph with the same node ids.
+    var graph: Graph { model.inferenceGraph }
+
+    // MARK: buffers
+
+    /// C expression for a buffer's base pointer inside a kernel.
+    func ptr(_ p: Program, _ id: Int) -> String {
+        let b = p.buffers[id]
+        switch b.region {
+        case .params: return "(P + \(b.offset / 4))"
+        case .fixed: return "((float *)(F + \(b.offset)))"
+        case .batched: return "((float *)(B + (size_t)\(b.offset) * N))"
+        case .constant: return cName(b.name)
+        }
+    }
+
+    func cName(_ s: String) -> String {
+        "c_" + s.map { $0.isLetter || $0.isNumber ? String($0) : "_" }.joined()
+    }
+
+    static func macro(_ s: String) -> String {
+        s.uppercased().map { $0.isLetter || $0.isNumber ? String($0) : "_" }.joined()
+    }
+
+    static func float(_ x: Float) -> String {
+        if x.isNaN { return "NAN" }
+        if x.isInfinite { return x > 0 ? "INFINITY" : "-INFINITY" }
+        var s = String(format: "%.9g", Double(x))
+        if !s.contains(".") && !s.contains("e") { s += ".0" }
+        return s + "f"
+    }
+
+    // MARK: kernels
+
+    func comment(_ p: Program, _ k: Kernel) -> String {
+        var lines = ["/* \(k.name)  [\(k.kind.rawValue)]"]
+        for id in k.nodes {
+            let n = graph[id]
+            let attrs = n.op.attributeText.isEmpty ? "" : " {\(n.op.attributeText)}"
+            lines.append(" *   %\(id) \(n.op.mnemonic)\(attrs) : \(n.type)  \(n.name)  \(n.location)")
+        }
+        let (r, w) = p.uses(k)
+        lines.append(" *   reads  \(r.map { place(p, $0) }.joined(separator: ", "))")
+        lines.append(" *   writes \(w.map { place(p, $0) }.joined(separator: ", "))")
+        lines.append(" */")
+        return lines.joined(separator: "\n")
+    }
+
+    /// Where a buffer lives, as comments and the kernel listing show it: parameters by
+    /// float index, workspaces by byte offset (per example in the batched region).
+    func place(_ p: Program, _ id: Int) -> String {
+        let b = p.buffers[id]
+        switch b.region {
+        case .params: return "\(b.name) P[\(b.offset / 4)]"
+        case .fixed: return "\(b.name) F+\(b.offset)"
+        case .batched: return "\(b.name) B+\(b.offset)*N"
+        case .constant: return "\(b.name) \(cName(b.name))"
+        }
+    }
+
+    func body(_ p: Program, _ k: Kernel) -> [String] {
+        let P = { (id: Int) in self.ptr(p, id) }
+        switch k.body {
+        case .conv2d(let x, let w, let b, let y, let c, let h, let wd, let o, let ks, let s, let pad, let relu):
+            return [
+                "const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, \(c), \(h), \(wd), \(o), \(ks), \(s), \(pad));",
+                "ssd_conv2d_forward(&g, \(P(x)), \(P(w)), \(b.map(P) ?? "NULL"), \(P(y)), \(relu ? 1 : 0), S);",
+            ]
+        case .batchNormTrain(let x, let g, let b, let m, let v, let y, let c, let hw, let eps, let relu):
+            return [
+                "ssd_bn_stats((int)N, \(c), \(hw), \(P(x)), \(P(m)), \(P(v)));",
+                "ssd_bn_apply((int)N, \(c), \(hw), \(P(x)), \(P(m)), \(P(v)), \(P(g)), \(P(b)), \(CEmitter.float(eps)), \(relu ? 1 : 0), \(P(y)));",
+            ]
+        case .batchNormEval(let x, let g, let b, let m, let v, let y, let c, let hw, let eps, let relu):
+            return [
+                "ssd_bn_apply((int)N, \(c), \(hw), \(P(x)), \(P(m)), \(P(v)), \(P(g)), \(P(b)), \(CEmitter.float(eps)), \(relu ? 1 : 0), \(P(y)));",
+            ]
+        case .relu(let x, let y, let count):
+            return [
+                "const float *restrict x = \(P(x));",
+                "float *restrict y = \(P(y));",
+                "const int64_t n = N * \(count);",
+                "#pragma omp parallel for simd schedule(static)",
+                "for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;",
+            ]
+        case .maxPool2d(let x, let y, let c, let h, let w):
+            return ["ssd_maxpool2_forward((int)N, \(c), \(h), \(w), \(P(x)), \(P(y)));"]
+        case .globalMaxPool(let x, let y, let c, let hw):
+            return ["ssd_global_maxpool_forward((int)N, \(c), \(hw), \(P(x)), \(P(y)));"]
+        case .softmax(let x, let y, let rows, let cols):
+            return ["ssd_softmax_rows((int)(N * \(rows)), \(cols), \(P(x)), \(P(y)));"]
+        case .multiboxDetection(let probs, let bbox, let anchors, let y, let a, let q1, let nms, let pos):
+            return ["ssd_multibox_detection((int)N, \(a), \(q1), \(P(probs)), \(P(bbox)), \(P(anchors)), \(CEmitter.float(nms)), \(CEmitter.float(pos)), \(P(y)), S);"]
+        case .copy(let y, let pieces, let yElements):
+            var out = ["float *restrict y = \(P(y));"]
+            for (i, piece) in pieces.enumerated() {
+                out += copyPiece(p, piece, index: i, yElements: yElements)
+            }
+            return out
+        }
+    }
+
+    /// One piece of a fused permute/reshape/concat: loops over the permuted view in row-major
+    /// order, reading the source through permuted strides and writing runs of `inner`
+    /// elements into the destination rows.
+    func copyPiece(_ p: Program, _ piece: CopyPiece, index: Int, yElements: Int) -> [String] {
+        let dims = piece.sourceDims
+        var strides = Array(repeating: 1, count: dims.count)
+        for i in stride(from: dims.count - 2, through: 0, by: -1) { strides[i] = strides[i + 1] * dims[i + 1] }
+        let pdims = piece.perm.map { dims[$0] }
+        let pstrides = piece.perm.map { strides[$0] }
+        let total = dims.reduce(1, *)
+        let src = p.buffers[piece.source]
+        let srcBatched = src.type.batched
+        var out: [String] = []
+        out.append("/* piece \(index): \(src.name) \(dims) permuted \(piece.perm) -> rows of \(piece.inner) at +\(piece.dstOffset) of \(piece.dstRow) */")
+        out.append("#pragma omp parallel for schedule(static)")
+        out.append("for (int64_t n = 0; n < N; n++) {")
+        out.append("    const float *restrict x = \(ptr(p, piece.source))\(srcBatched ? " + n * \(total)" : "");")
+        out.append("    float *restrict yn = y + n * \(yElements);")
+        let simple = piece.inner == total
+        out.append("    int64_t lin = 0;")
+        var indent = "    "
+        for (d, size) in pdims.enumerated() {
+            out.append("\(indent)for (int64_t i\(d) = 0; i\(d) < \(size); i\(d)++) {")
+            indent += "    "
+        }
+        let srcIndex = pdims.indices.map { "i\($0) * \(pstrides[$0])" }.joined(separator: " + ")
+        if simple {
+            out.append("\(indent)yn[\(piece.dstOffset) + lin] = x[\(srcIndex.isEmpty ? "0" : srcIndex)];")
+        } else {
+            out.append("\(indent)yn[(lin / \(piece.inner)) * \(piece.dstRow) + \(piece.dstOffset) + lin % \(piece.inner)] = x[\(srcIndex.isEmpty ? "0" : srcIndex)];")
+        }
+        out.append("\(indent)lin++;")
+        for _ in pdims {
+            indent.removeLast(4)
+            out.append("\(indent)}")
+        }
+        out.append("}")
+        return out
+    }
+
+    /// Scratch floats a kernel needs from the shared scratch region (0 for none).
+    func scratchQuery(_ k: Kernel) -> String? {
+        switch k.body {
+        case .conv2d(_, _, _, _, let c, let h, let w, let o, let ks, let s, let pad, _):
+            return "{ const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, \(c), \(h), \(w), \(o), \(ks), \(s), \(pad)); t = ssd_conv2d_scratch_floats(&g); }"
+        case .multiboxDetection(_, _, _, _, let a, _, _, _):
+            return "t = ssd_detection_scratch_floats(\(a)) * (size_t)N;"
+        default: return nil
+        }
+    }
+
+    // MARK: files
+
+    public func source() -> String {
+        var out: [String] = []
+        out.append("/* model.c — generated by ssdc from graph \"\(graph.name)\". Do not edit: recompile the model. */")
+        out.append("#include <math.h>")
+        out.append("#include <stddef.h>")
+        out.append("#include <stdint.h>")
+        out.append("#include \"ssd_runtime.h\"")
+        out.append("#include \"model.h\"")
+        out.append("")
+        out.append("enum { SSDC_OK = 0, SSDC_ERR_BATCH = 1, SSDC_ERR_NULL = 2 };")
+        out.append("")
+        out += constants()
+        for p in model.programs {
+            out.append("/* ==== program \(p.name) (BatchNorm: \(p.mode == .train ? "batch statistics" : "running statistics")) ==== */")
+            out.append("")
+            for k in p.kernels {
+                out.append(comment(p, k))
+                out.append("static void \(p.name)_\(k.name)(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {")
+                out.append("    (void)P; (void)F; (void)B; (void)S;")
+                for line in body(p, k) { out.append("    " + line) }
+                out.append("}")
+                out.append("")
+            }
+            out.append("size_t ssdc_\(p.name)_scratch_floats(int64_t N) {")
+            out.append("    size_t s = 1, t = 0;")
+            for k in p.kernels {
+                if let q = scratchQuery(k) { out.append("    \(q) if (t > s) s = t;") }
+            }
+            out.append("    return s;")
+            out.append("}")
+            out.append("")
+            out.append("int ssdc_\(p.name)(int64_t N, float *P, char *F, char *B, float *S) {")
+            out.append("    if (N < 1) return SSDC_ERR_BATCH;")
+            out.append("    if (!P || !F || !B || !S) return SSDC_ERR_NULL;")
+            for k in p.kernels { out.append("    \(p.name)_\(k.name)(N, P, F, B, S);") }
+            out.append("    return SSDC_OK;")
+            out.append("}")
+            out.append("")
+        }
+        out.append("void ssdc_set_threads(int n) { ssd_set_num_threads(n); }")
+        out.append("")
+        out.append("int ssdc_abi_version(void) { return SSDC_ABI_VERSION; }")
+        out.append("")
+        out.append("const char *ssdc_manifest(void) {")
+        out.append("    return \(cString(model.manifestJSON(withCompiler: false)));")
+        out.append("}")
+        return out.joined(separator: "\n") + "\n"
+    }
+
+    func constants() -> [String] {
+        var out: [String] = []
+        for (name, node) in model.constantNames {
+            let values = model.constants[node]!
+            out.append("/* \(name): folded at compile time from %\(node) (\(graph[node].op.mnemonic), \(graph[node].location)), \(graph[node].type) */")
+            out.append("const float \(cName(name))[\(values.count)] = {")
+            var line = "   "
+            for (i, v) in values.enumerated() {
+                let s = " " + CEmitter.float(v) + (i + 1 < values.count ? "," : "")
+                if line.count + s.count > 100 { out.append(line); line = "   " }
+                line += s
+            }
+            out.append(line)
+            out.append("};")
+            out.append("")
+        }
+        return out
+    }
+
+    func cString(_ s: String) -> String {
+        var out = "\""
+        var col = 0
+        for ch in s.unicodeScalars {
+            switch ch {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n\"\n        \""; col = 0
+            default: out.unicodeScalars.append(ch)
+            }
+            col += 1
+            if col > 100, ch == "," { out += "\"\n        \""; col = 0 }
+        }
+        return out + "\""
+    }
+
+    public func header() -> String {
+        var out: [String] = []
+        out.append("/* model.h — the ABI of the library ssdc built from graph \"\(graph.name)\". Generated; do not edit.")
+        out.append(" *")
+        out.append(" * Memory is the caller's: P holds parameters and BN state (floats, offsets below),")
+        out.append(" * F a fixed-size workspace, B a workspace of <PROGRAM>_BATCHED_BYTES per example")
+        out.append(" * (buffer offsets there are per example: multiply by N), S scratch of")
+        out.append(" * ssdc_<program>_scratch_floats(N) floats. Entry points return 0, or")
+        out.append(" * 1 for a batch size below 1, 2 for a NULL region. They never print or exit. */")
+        out.append("#ifndef SSDC_MODEL_H")
+        out.append("#define SSDC_MODEL_H")
+        out.append("#include <stddef.h>")
+        out.append("#include <stdint.h>")
+        out.append("")
+        out.append("#define SSDC_ABI_VERSION \(CompiledModel.abiVersion)")
+        out.append("#define SSDC_PARAMS_FLOATS \(model.layout.totalFloats)")
+        for (k, v) in graph.attributes.sorted(by: { $0.key < $1.key }) where Int(v) != nil {
+            out.append("#define SSDC_\(CEmitter.macro(k)) \(v)")
+        }
+        out.append("")
+        out.append("/* parameter offsets in P (floats), state_dict order */")
+        for s in model.layout.slots {
+            out.append("#define SSDC_PARAM_\(CEmitter.macro(s.name)) \(s.offset) /* \(s.shape) \(s.dtype) */")
+        }
+        for p in model.programs {
+            let m = CEmitter.macro(p.name)
+            out.append("")
+            out.append("/* program \(p.name) */")
+            out.append("#define SSDC_\(m)_FIXED_BYTES \(p.fixedBytes)")
+            out.append("#define SSDC_\(m)_BATCHED_BYTES \(p.batchedBytesPerExample)")
+            for (name, b) in p.inputs {
+                out.append("#define SSDC_\(m)_IN_\(CEmitter.macro(name)) \(p.buffers[b].offset) /* \(p.buffers[b].region.rawValue), \(p.buffers[b].type) */")
+            }
+            for (name, b, type) in p.outputs {
+                out.append("#define SSDC_\(m)_OUT_\(CEmitter.macro(name)) \(p.buffers[b].offset) /* \(p.buffers[b].region.rawValue), \(type) */")
+            }
+            out.append("int ssdc_\(p.name)(int64_t N, float *P, char *F, char *B, float *S);")
+            out.append("size_t ssdc_\(p.name)_scratch_floats(int64_t N);")
+        }
+        out.append("")
+        for (name, node) in model.constantNames {
+            out.append("extern const float \(cName(name))[\(model.constants[node]!.count)];")
+        }
+        out.append("void ssdc_set_threads(int n);")
+        out.append("int ssdc_abi_version(void);")
+        out.append("/* The manifest (JSON): parameters, programs, buffers, as manifest.json. */")
+        out.append("const char *ssdc_manifest(void);")
+        out.append("#endif")
+        return out.joined(separator: "\n") + "\n"
+    }
+}

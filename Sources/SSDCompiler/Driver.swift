@@ -1,0 +1,56 @@
+import Foundation
+import SSDGraph
+
+/// The whole pipeline: graph -> planned programs -> C -> shared library, with the files a
+/// reader keeps (graph.txt, model.c, model.h, manifest.json, kernels.txt).
+public struct CompileResult: Sendable {
+    public var model: CompiledModel
+    /// The output directory's files.
+    public var directory: String
+    public var libraryPath: String
+    public var cached: Bool
+    public var seconds: Double
+}
+
+public enum Driver {
+    /// Compiles `graph` into `directory` (created if needed). The library is built in (or
+    /// taken from) the cache and copied to `directory/libmodel.so`.
+    public static func compile(_ graph: Graph, into directory: String) throws -> CompileResult {
+        let start = Date()
+        let toolchain = try Toolchain.info()
+        let model = try CompiledModel(graph: graph, toolchain: toolchain)
+        let emitter = CEmitter(model)
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let files: [(String, String)] = [
+            ("graph.txt", graph.text),
+            ("graph.json", try graphJSON(graph)),
+            ("model.c", emitter.source()),
+            ("model.h", emitter.header()),
+            ("manifest.json", model.manifestJSON() + "\n"),
+            ("kernels.txt", model.kernelListing()),
+        ]
+        for (name, text) in files {
+            try writeIfChanged(text, to: "\(directory)/\(name)")
+        }
+        let (lib, cached) = try Toolchain.buildLibrary(sourceDir: directory, toolchain: toolchain)
+        let dest = "\(directory)/libmodel.so"
+        try? fm.removeItem(atPath: dest)
+        try fm.copyItem(atPath: lib, toPath: dest)
+        return CompileResult(model: model, directory: directory, libraryPath: dest, cached: cached,
+                             seconds: Date().timeIntervalSince(start))
+    }
+
+    static func graphJSON(_ g: Graph) throws -> String {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        return String(decoding: try e.encode(g), as: UTF8.self) + "\n"
+    }
+
+    /// Leaves an unchanged file alone (its time stamp too), so tools watching it do not rebuild.
+    static func writeIfChanged(_ text: String, to path: String) throws {
+        let data = Data(text.utf8)
+        if FileManager.default.contents(atPath: path) == data { return }
+        try data.write(to: URL(fileURLWithPath: path), options: .atomic)
+    }
+}

@@ -1,0 +1,289 @@
+import SSDGraph
+
+/// Lowers a typed graph to a kernel program for one mode, fusing as the op kinds allow:
+///
+/// - constants: anchors depend only on shapes, and concat/reshape of constants are
+///   constants, so they are evaluated here and emitted as static arrays;
+/// - injective ops (reshape, permute) make views, not copies; a view is materialised only
+///   where a consumer needs contiguous memory, and a concat reads its inputs' views
+///   directly, so the chapter's permute -> flatten -> concat is one copy per head;
+/// - an elementwise op (ReLU) whose producer is out-elementwise-fusable (conv, batch norm)
+///   and has no other consumer becomes that kernel's epilogue.
+public struct Lowering {
+    public let graph: Graph
+    public let mode: Program.Mode
+    public let layout: ParameterLayout
+
+    private var buffers: [Buffer] = []
+    private var kernels: [Kernel] = []
+    /// How each node's value is stored: a view of a buffer.
+    private var views: [Int: View] = [:]
+    /// Folded constant values, by node.
+    public private(set) var constantValues: [Int: [Float]] = [:]
+    /// Constant buffers, by node (made only when something reads them).
+    fileprivate(set) var constantBuffers: [Int: Int] = [:]
+    private var consumers: [Int: [Int]] = [:]
+    private var outputNodes: Set<Int> = []
+    private var fusedAway: Set<Int> = []
+
+    /// A value as some permutation of a contiguous buffer's elements.
+    struct View {
+        var buffer: Int
+        /// Per-example dims of the buffer as the permutation sees them.
+        var sourceDims: [Int]
+        /// Per-example permutation; nil for the buffer itself (identity).
+        var perm: [Int]?
+        /// Injective nodes folded into this view (for kernel comments).
+        var nodes: [Int]
+    }
+
+    public init(graph: Graph, mode: Program.Mode) {
+        self.graph = graph
+        self.mode = mode
+        self.layout = ParameterLayout(graph: graph)
+    }
+
+    /// The program, the folded constants it reads (by node), and their buffers.
+    public static func lower(_ graph: Graph, mode: Program.Mode, name: String) throws
+        -> (program: Program, constants: [Int: [Float]], constantBuffers: [Int: Int])
+    {
+        var l = Lowering(graph: graph, mode: mode)
+        let p = try l.run(name: name)
+        return (p, l.constantValues, l.constantBuffers)
+    }
+
+    /// A name for a node's value in comments and C identifiers.
+    func valueName(_ node: Int) -> String {
+        graph[node].name.isEmpty ? "v\(node)_\(graph[node].op.mnemonic)" : graph[node].name
+    }
+
+    private mutating func newBuffer(_ name: String, _ type: TensorType, region: Region) -> Int {
+        let elementBytes = 4
+        let b = Buffer(id: buffers.count, name: name, region: region,
+                       bytes: type.elementCount * elementBytes, offset: 0, type: type)
+        buffers.append(b)
+        return b.id
+    }
+
+    private mutating func addKernel(_ kind: FusionKind, _ nodes: [Int], _ body: KernelBody) {
+        let index = kernels.count
+        let ops = nodes.map { graph[$0].op.mnemonic }
+        var parts: [String] = []
+        for op in ops where !parts.contains(op) { parts.append(op) }
+        let name = String(format: "k%02d_", index) + parts.joined(separator: "_")
+        kernels.append(Kernel(index: index, kind: kind, nodes: nodes, body: body, name: name))
+    }
+
+    mutating func run(name: String) throws -> Program {
+        for n in graph.nodes { for i in n.inputs { consumers[i, default: []].append(n.id) } }
+        outputNodes = Set(graph.outputs.map(\.node))
+        var inputs: [(String, Int)] = []
+
+        for n in graph.nodes {
+            if fusedAway.contains(n.id) { continue }
+            switch n.op {
+            case .input(let name):
+                let b = newBuffer(name, n.type, region: .batched)
+                views[n.id] = View(buffer: b, sourceDims: n.type.dims, perm: nil, nodes: [])
+                inputs.append((name, b))
+
+            case .parameter(let info):
+                guard let slot = layout.slot(forNode: n.id) else { fatalError("parameter without a slot") }
+                var b = Buffer(id: buffers.count, name: info.name, region: .params, bytes: slot.count * 4,
+                               offset: slot.offset * 4, type: n.type)
+                b.type = n.type
+                buffers.append(b)
+                views[n.id] = View(buffer: b.id, sourceDims: n.type.dims, perm: nil, nodes: [])
+
+            case .anchors(let sizes, let ratios):
+                let x = graph[n.inputs[0]].type
+                constantValues[n.id] = MultiboxPrior.anchors(height: x.dims[1], width: x.dims[2], sizes: sizes, ratios: ratios)
+
+            case .reshape:
+                if let c = constantValues[n.inputs[0]] { constantValues[n.id] = c; continue }
+                var v = try view(of: n.inputs[0])
+                if v.perm == nil { v.sourceDims = n.type.dims }
+                v.nodes.append(n.id)
+                views[n.id] = v
+
+            case .permute(let perm):
+                var v = try view(of: n.inputs[0])
+                if v.perm != nil { v = try materialize(n.inputs[0]) }
+                let p = n.type.batched ? perm.dropFirst().map { $0 - 1 } : perm
+                v.sourceDims = graph[n.inputs[0]].type.dims
+                v.perm = p
+                v.nodes.append(n.id)
+                views[n.id] = v
+
+            case .concat(let axis):
+                if n.inputs.allSatisfy({ constantValues[$0] != nil }) {
+                    constantValues[n.id] = foldConcat(n, axis: axis)
+                    continue
+                }
+                let y = newBuffer(valueName(n.id), n.type, region: n.type.batched ? .batched : .fixed)
+                let a = n.type.batched ? axis - 1 : axis
+                let dstRow = n.type.dims[a...].reduce(1, *)
+                var offset = 0
+                var pieces: [CopyPiece] = []
+                var nodes: [Int] = []
+                for i in n.inputs {
+                    let t = graph[i].type
+                    let inner = t.dims[a...].reduce(1, *)
+                    let v = try sourceView(of: i)
+                    nodes += v.nodes
+                    pieces.append(CopyPiece(source: v.buffer, sourceDims: v.sourceDims,
+                                            perm: v.perm ?? Array(0..<v.sourceDims.count),
+                                            inner: inner, dstRow: dstRow, dstOffset: offset))
+                    offset += inner
+                }
+                addKernel(.injective, nodes + [n.id], .copy(y: y, pieces: pieces, yElements: n.type.elementCount))
+                views[n.id] = View(buffer: y, sourceDims: n.type.dims, perm: nil, nodes: [])
+
+            case .conv2d(let stride, let padding):
+                let x = try materialized(n.inputs[0])
+                let w = try materialized(n.inputs[1])
+                let bias = n.inputs.count > 2 ? try materialized(n.inputs[2]) : nil
+                let (epilogue, last) = reluEpilogue(after: n)
+                let y = newBuffer(valueName(last), n.type, region: .batched)
+                let xt = graph[n.inputs[0]].type, wt = graph[n.inputs[1]].type
+                addKernel(.outElementwiseFusable, [n.id] + (epilogue ? [last] : []),
+                          .conv2d(x: x, weight: w, bias: bias, y: y, c: xt.dims[0], h: xt.dims[1], w: xt.dims[2],
+                                  o: wt.dims[0], k: wt.dims[2], stride: stride, pad: padding, relu: epilogue))
+                views[last] = View(buffer: y, sourceDims: n.type.dims, perm: nil, nodes: [])
+
+            case .batchNorm(let eps, _):
+                let ins = try n.inputs.map { try materialized($0) }
+                let (epilogue, last) = reluEpilogue(after: n)
+                let y = newBuffer(valueName(last), n.type, region: .batched)
+                let c = n.type.dims[0], hw = n.type.dims[1] * n.type.dims[2]
+                let nodes = [n.id] + (epilogue ? [last] : [])
+                switch mode {
+                case .train:
+                    let stat = TensorType([c], batched: false)
+                    let mean = newBuffer(valueName(n.id) + ".batch_mean", stat, region: .fixed)
+                    let variance = newBuffer(valueName(n.id) + ".batch_var", stat, region: .fixed)
+                    addKernel(.outElementwiseFusable, nodes,
+                              .batchNormTrain(x: ins[0], gamma: ins[1], beta: ins[2], mean: mean, variance: variance,
+                                              y: y, c: c, hw: hw, eps: eps, relu: epilogue))
+                case .eval:
+                    addKernel(.outElementwiseFusable, nodes,
+                              .batchNormEval(x: ins[0], gamma: ins[1], beta: ins[2], runningMean: ins[3],
+                                             runningVar: ins[4], y: y, c: c, hw: hw, eps: eps, relu: epilogue))
+                }
+                views[last] = View(buffer: y, sourceDims: n.type.dims, perm: nil, nodes: [])
+
+            case .relu:
+                let x = try materialized(n.inputs[0])
+                let y = newBuffer(valueName(n.id), n.type, region: n.type.batched ? .batched : .fixed)
+                addKernel(.elementwise, [n.id], .relu(x: x, y: y, count: n.type.elementCount))
+                views[n.id] = View(buffer: y, sourceDims: n.type.dims, perm: nil, nodes: [])
+
+            case .maxPool2d:
+                let x = try materialized(n.inputs[0])
+                let xt = graph[n.inputs[0]].type
+                let y = newBuffer(valueName(n.id), n.type, region: .batched)
+                addKernel(.outElementwiseFusable, [n.id], .maxPool2d(x: x, y: y, c: xt.dims[0], h: xt.dims[1], w: xt.dims[2]))
+                views[n.id] = View(buffer: y, sourceDims: n.type.dims, perm: nil, nodes: [])
+
+            case .globalMaxPool:
+                let x = try materialized(n.inputs[0])
+                let xt = graph[n.inputs[0]].type
+                let y = newBuffer(valueName(n.id), n.type, region: .batched)
+                addKernel(.reduction, [n.id], .globalMaxPool(x: x, y: y, c: xt.dims[0], hw: xt.dims[1] * xt.dims[2]))
+                views[n.id] = View(buffer: y, sourceDims: n.type.dims, perm: nil, nodes: [])
+
+            case .softmax:
+                let x = try materialized(n.inputs[0])
+                let y = newBuffer(valueName(n.id), n.type, region: n.type.batched ? .batched : .fixed)
+                let cols = n.type.dims.last!
+                addKernel(.opaque, [n.id], .softmax(x: x, y: y, rows: n.type.elementCount / cols, cols: cols))
+                views[n.id] = View(buffer: y, sourceDims: n.type.dims, perm: nil, nodes: [])
+
+            case .multiboxDetection(let nms, let pos):
+                let ins = try n.inputs.map { try materialized($0) }
+                let y = newBuffer(valueName(n.id), n.type, region: .batched)
+                let probs = graph[n.inputs[0]].type
+                addKernel(.opaque, [n.id], .multiboxDetection(probs: ins[0], bboxPreds: ins[1], anchors: ins[2], y: y,
+                                                              anchorsCount: probs.dims[0], classes: probs.dims[1],
+                                                              nms: nms, pos: pos))
+                views[n.id] = View(buffer: y, sourceDims: n.type.dims, perm: nil, nodes: [])
+            }
+        }
+
+        var outputs: [(String, Int, TensorType)] = []
+        for o in graph.outputs {
+            outputs.append((o.name, try materialized(o.node), graph[o.node].type))
+        }
+        return Program(name: name, mode: mode, kernels: kernels, buffers: buffers, inputs: inputs, outputs: outputs)
+    }
+
+    /// If `n`'s only consumer is an elementwise op that can run as its epilogue (and `n` is
+    /// not itself an output), fuse it: returns (true, that consumer).
+    private mutating func reluEpilogue(after n: Node) -> (Bool, Int) {
+        guard !outputNodes.contains(n.id), let cs = consumers[n.id], cs.count == 1 else { return (false, n.id) }
+        let c = graph[cs[0]]
+        guard c.op.fusionKind == .elementwise, case .relu = c.op, n.op.fusionKind == .outElementwiseFusable else {
+            return (false, n.id)
+        }
+        fusedAway.insert(c.id)
+        return (true, c.id)
+    }
+
+    private func view(of node: Int) throws -> View {
+        guard let v = views[node] else {
+            throw GraphError(location: graph[node].location, node: graph[node].name,
+                             message: "internal: value %\(node) (\(graph[node].op.mnemonic)) was not lowered")
+        }
+        return v
+    }
+
+    /// A view for reading by a copy; constants become constant buffers.
+    private mutating func sourceView(of node: Int) throws -> View {
+        if constantValues[node] != nil {
+            return View(buffer: constantBuffer(node), sourceDims: graph[node].type.dims, perm: nil, nodes: [])
+        }
+        return try view(of: node)
+    }
+
+    private mutating func constantBuffer(_ node: Int) -> Int {
+        if let b = constantBuffers[node] { return b }
+        let b = newBuffer(valueName(node), graph[node].type, region: .constant)
+        constantBuffers[node] = b
+        return b
+    }
+
+    /// The buffer holding `node`'s value contiguously, copying a permuted view if needed.
+    private mutating func materialized(_ node: Int) throws -> Int {
+        if constantValues[node] != nil { return constantBuffer(node) }
+        let v = try view(of: node)
+        if v.perm == nil { return v.buffer }
+        return try materialize(node).buffer
+    }
+
+    private mutating func materialize(_ node: Int) throws -> View {
+        let v = try view(of: node)
+        guard let perm = v.perm else { return v }
+        let t = graph[node].type
+        let y = newBuffer(valueName(node), t, region: t.batched ? .batched : .fixed)
+        let piece = CopyPiece(source: v.buffer, sourceDims: v.sourceDims, perm: perm,
+                              inner: t.elementCount, dstRow: t.elementCount, dstOffset: 0)
+        addKernel(.injective, v.nodes, .copy(y: y, pieces: [piece], yElements: t.elementCount))
+        let m = View(buffer: y, sourceDims: t.dims, perm: nil, nodes: [])
+        views[node] = m
+        return m
+    }
+
+    private func foldConcat(_ n: Node, axis: Int) -> [Float] {
+        let a = n.type.batched ? axis - 1 : axis
+        let outer = n.type.dims[..<a].reduce(1, *)
+        var out: [Float] = []
+        out.reserveCapacity(n.type.elementCount)
+        for o in 0..<outer {
+            for i in n.inputs {
+                let inner = graph[i].type.dims[a...].reduce(1, *)
+                out += constantValues[i]![(o * inner)..<((o + 1) * inner)]
+            }
+        }
+        return out
+    }
+}

@@ -1,0 +1,223 @@
+import Foundation
+
+/// The C compiler a library is built with, and its flags.
+public struct ToolchainInfo: Codable, Hashable, Sendable {
+    public var cc: String
+    public var version: String
+    public var flags: [String]
+
+    /// Compile flags for model.c and the runtime.
+    public static let defaultFlags = ["-std=c11", "-O3", "-march=native", "-fopenmp", "-fPIC"]
+    /// `-Wl,-z,defs` makes a missing runtime symbol a build error rather than a dlopen failure.
+    public static let linkFlags = ["-shared", "-fopenmp", "-Wl,-z,defs", "-lm"]
+}
+
+public struct ToolchainError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ d: String) { description = d }
+}
+
+/// Result of running a tool.
+public struct ProcessResult: Sendable {
+    public var status: Int32
+    public var stdout: String
+    public var stderr: String
+}
+
+public enum Shell {
+    /// Runs an executable (a path, or a name searched on PATH) and captures its output.
+    public static func run(_ executable: String, _ arguments: [String], environment: [String: String]? = nil,
+                           currentDirectory: String? = nil) throws -> ProcessResult {
+        guard let path = which(executable) else {
+            throw ToolchainError("\(executable): not found")
+        }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: path)
+        p.arguments = arguments
+        if let environment { p.environment = environment }
+        if let currentDirectory { p.currentDirectoryURL = URL(fileURLWithPath: currentDirectory) }
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        // Read both pipes while the process runs, so a chatty compiler cannot fill one and block.
+        nonisolated(unsafe) var errData = Data()
+        let group = DispatchGroup()
+        group.enter()
+        DispatchQueue.global().async {
+            errData = err.fileHandleForReading.readDataToEndOfFile()
+            group.leave()
+        }
+        let outData = out.fileHandleForReading.readDataToEndOfFile()
+        group.wait()
+        p.waitUntilExit()
+        return ProcessResult(status: p.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
+                             stderr: String(decoding: errData, as: UTF8.self))
+    }
+
+    public static func which(_ name: String) -> String? {
+        if name.contains("/") { return FileManager.default.isExecutableFile(atPath: name) ? name : nil }
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+        for dir in path.split(separator: ":") {
+            let candidate = "\(dir)/\(name)"
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        }
+        return nil
+    }
+}
+
+/// Finds the C compiler and the runtime sources, and builds model libraries.
+public enum Toolchain {
+    /// `SSDC_CC`, else `CC`, else Debian's clang at /usr/bin/clang, else `clang`/`cc` on
+    /// PATH. Debian's clang comes first because the Swift toolchain's clang (often first on
+    /// PATH) has no OpenMP headers.
+    public static func findCC() throws -> String {
+        let env = ProcessInfo.processInfo.environment
+        for key in ["SSDC_CC", "CC"] {
+            if let v = env[key], !v.isEmpty {
+                guard let p = Shell.which(v) else { throw ToolchainError("\(key)=\(v): no such compiler") }
+                return p
+            }
+        }
+        for c in ["/usr/bin/clang", "clang", "cc"] {
+            if let p = Shell.which(c) { return p }
+        }
+        throw ToolchainError("no C compiler found: install clang (apt-get install clang libomp-dev) or set SSDC_CC")
+    }
+
+    public static func info() throws -> ToolchainInfo {
+        let cc = try findCC()
+        let v = (try? Shell.run(cc, ["--version"]))?.stdout.split(separator: "\n").first.map(String.init) ?? "unknown"
+        return ToolchainInfo(cc: cc, version: v, flags: ToolchainInfo.defaultFlags)
+    }
+
+    /// Directory of the hand-written C runtime: `SSDC_RUNTIME_DIR`, else Runtime/ of the
+    /// package this tool was built from.
+    public static func runtimeDirectory() throws -> String {
+        if let d = ProcessInfo.processInfo.environment["SSDC_RUNTIME_DIR"] { return d }
+        let here = URL(fileURLWithPath: #filePath)  // Sources/SSDCompiler/Toolchain.swift
+        let dir = here.deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Runtime").path
+        guard FileManager.default.fileExists(atPath: dir + "/ssd_runtime.h") else {
+            throw ToolchainError("cannot find the ssdc C runtime (ssd_runtime.h) at \(dir); set SSDC_RUNTIME_DIR")
+        }
+        return dir
+    }
+
+    public static func runtimeSources() throws -> [String] {
+        let dir = try runtimeDirectory()
+        return try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".c") }.sorted().map { "\(dir)/\($0)" }
+    }
+
+    /// Where built libraries are cached: `SSDC_CACHE_DIR`, else ~/.cache/ssdc.
+    public static func cacheDirectory() -> String {
+        let env = ProcessInfo.processInfo.environment
+        if let d = env["SSDC_CACHE_DIR"] { return d }
+        let home = env["HOME"] ?? NSTemporaryDirectory()
+        return home + "/.cache/ssdc"
+    }
+
+    /// Compiles model.c (in `dir`, beside model.h) and links it with the runtime into a
+    /// shared library. The runtime's objects are built once per (sources, compiler, flags)
+    /// and the library is cached under a hash of every input, so an unchanged model is not
+    /// rebuilt. Returns the library path in the cache and whether it was a cache hit.
+    public static func buildLibrary(sourceDir dir: String, toolchain: ToolchainInfo) throws -> (path: String, cached: Bool) {
+        let runtime = try runtimeObjects(toolchain: toolchain)
+        var hasher = ContentHash()
+        hasher.add(runtime.key)
+        for f in ["model.c", "model.h"] {
+            hasher.add(f)
+            hasher.add(try Data(contentsOf: URL(fileURLWithPath: "\(dir)/\(f)")))
+        }
+        let cache = cacheDirectory() + "/lib"
+        try FileManager.default.createDirectory(atPath: cache, withIntermediateDirectories: true)
+        let lib = "\(cache)/libssdc-\(hasher.hex).so"
+        if FileManager.default.fileExists(atPath: lib) { return (lib, true) }
+
+        let tmp = "\(lib).\(ProcessInfo.processInfo.processIdentifier).tmp"
+        let args = toolchain.flags + ["-I", try runtimeDirectory(), "-I", dir, "\(dir)/model.c"] + runtime.objects
+            + ToolchainInfo.linkFlags + ["-o", tmp]
+        let r = try Shell.run(toolchain.cc, args)
+        guard r.status == 0 else {
+            try? FileManager.default.removeItem(atPath: tmp)
+            throw ToolchainError(explain(r.stderr, cc: toolchain.cc))
+        }
+        _ = try? FileManager.default.removeItem(atPath: lib)
+        try FileManager.default.moveItem(atPath: tmp, toPath: lib)
+        return (lib, false)
+    }
+
+    /// The runtime compiled to objects (in parallel, one clang per file), cached by a hash of
+    /// its sources, the compiler and the flags.
+    static func runtimeObjects(toolchain: ToolchainInfo) throws -> (key: String, objects: [String]) {
+        let rdir = try runtimeDirectory()
+        let sources = try runtimeSources()
+        var hasher = ContentHash()
+        hasher.add(toolchain.cc); hasher.add(toolchain.version); hasher.add(toolchain.flags.joined(separator: " "))
+        let headers = try FileManager.default.contentsOfDirectory(atPath: rdir).filter { $0.hasSuffix(".h") }.sorted()
+        for f in headers.map({ "\(rdir)/\($0)" }) + sources {
+            hasher.add((f as NSString).lastPathComponent)
+            hasher.add(try Data(contentsOf: URL(fileURLWithPath: f)))
+        }
+        let key = hasher.hex
+        let odir = cacheDirectory() + "/runtime-\(key)"
+        let objects = sources.map { "\(odir)/\((($0 as NSString).lastPathComponent as NSString).deletingPathExtension).o" }
+        if objects.allSatisfy({ FileManager.default.fileExists(atPath: $0) }) { return (key, objects) }
+
+        try FileManager.default.createDirectory(atPath: odir, withIntermediateDirectories: true)
+        let failures = ErrorBox()
+        DispatchQueue.concurrentPerform(iterations: sources.count) { i in
+            let tmp = objects[i] + ".\(ProcessInfo.processInfo.processIdentifier).tmp"
+            do {
+                let r = try Shell.run(toolchain.cc, toolchain.flags + ["-I", rdir, "-c", sources[i], "-o", tmp])
+                if r.status != 0 { failures.add(explain(r.stderr, cc: toolchain.cc)); return }
+                _ = try? FileManager.default.removeItem(atPath: objects[i])
+                try FileManager.default.moveItem(atPath: tmp, toPath: objects[i])
+            } catch {
+                failures.add("\(error)")
+            }
+        }
+        if let first = failures.first { throw ToolchainError(first) }
+        return (key, objects)
+    }
+
+    /// Turns the common build failures into advice that says what to install.
+    static func explain(_ stderr: String, cc: String) -> String {
+        if stderr.contains("omp.h") || stderr.contains("-lomp") || stderr.contains("libomp") || stderr.contains("fopenmp") {
+            return "\(cc) cannot build with OpenMP. Install Debian's clang and OpenMP runtime (apt-get install clang libomp-dev) or point SSDC_CC at a compiler with OpenMP.\n\(stderr)"
+        }
+        return "C compilation failed (\(cc)):\n\(stderr)"
+    }
+}
+
+/// A 128-bit content hash (two FNV-1a 64-bit lanes with different seeds) for cache keys.
+/// Not cryptographic: it only has to tell different builds apart.
+public struct ContentHash {
+    var a: UInt64 = 0xcbf29ce484222325
+    var b: UInt64 = 0x84222325cbf29ce4
+    public init() {}
+
+    public mutating func add(_ data: Data) {
+        data.withUnsafeBytes { raw in
+            for byte in raw {
+                a = (a ^ UInt64(byte)) &* 0x100000001b3
+                b = (b ^ UInt64(byte)) &* 0x100000001b3 ^ (b >> 29)
+            }
+        }
+        // Separate fields so ("ab","c") and ("a","bc") differ.
+        a = (a ^ 0xff) &* 0x100000001b3
+        b = (b ^ 0xfe) &* 0x100000001b3
+    }
+
+    public mutating func add(_ s: String) { add(Data(s.utf8)) }
+
+    public var hex: String { String(format: "%016llx%016llx", a, b) }
+}
+
+/// Collects messages from concurrent work.
+final class ErrorBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var messages: [String] = []
+    func add(_ m: String) { lock.lock(); messages.append(m); lock.unlock() }
+    var first: String? { lock.lock(); defer { lock.unlock() }; return messages.first }
+}

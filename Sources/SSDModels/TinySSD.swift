@@ -1,0 +1,1 @@
+../../Examples/tinyssd/model.swift

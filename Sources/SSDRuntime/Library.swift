@@ -1,0 +1,236 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Foundation
+import SSDCompiler
+import SSDGraph
+import SSDIO
+
+public struct RuntimeError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ d: String) { description = d }
+}
+
+/// Memory the Swift side owns and hands to the library: 64-byte aligned, zeroed.
+final class Region {
+    private(set) var base: UnsafeMutableRawPointer
+    private(set) var bytes: Int
+
+    init(bytes: Int) {
+        self.bytes = max(bytes, 64)
+        base = UnsafeMutableRawPointer.allocate(byteCount: self.bytes, alignment: 64)
+        base.initializeMemory(as: UInt8.self, repeating: 0, count: self.bytes)
+    }
+
+    /// Grows (never shrinks) to at least `bytes`; contents are not kept.
+    func reserve(_ bytes: Int) {
+        guard bytes > self.bytes else { return }
+        base.deallocate()
+        self.bytes = bytes
+        base = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
+        base.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
+    }
+
+    var floats: UnsafeMutablePointer<Float> { base.assumingMemoryBound(to: Float.self) }
+
+    deinit { base.deallocate() }
+}
+
+/// A compiled model library loaded with dlopen, with its manifest.
+public final class ModelLibrary: @unchecked Sendable {
+    typealias Entry = @convention(c) (Int64, UnsafeMutablePointer<Float>?, UnsafeMutablePointer<CChar>?,
+                                      UnsafeMutablePointer<CChar>?, UnsafeMutablePointer<Float>?) -> Int32
+    typealias ScratchQuery = @convention(c) (Int64) -> Int
+    typealias SetThreads = @convention(c) (Int32) -> Void
+    typealias ManifestFn = @convention(c) () -> UnsafePointer<CChar>?
+
+    public let path: String
+    public let manifest: CompiledModel.Manifest
+    private let handle: UnsafeMutableRawPointer
+
+    public init(path: String) throws {
+        guard let h = dlopen(path, RTLD_NOW | RTLD_LOCAL) else {
+            throw RuntimeError("cannot load \(path): \(String(cString: dlerror()))")
+        }
+        handle = h
+        self.path = path
+        guard let sym = dlsym(h, "ssdc_manifest") else { throw RuntimeError("\(path) is not an ssdc model library (no ssdc_manifest)") }
+        let fn = unsafeBitCast(sym, to: ManifestFn.self)
+        guard let text = fn() else { throw RuntimeError("\(path): empty manifest") }
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        manifest = try decoder.decode(CompiledModel.Manifest.self, from: Data(String(cString: text).utf8))
+        guard manifest.abiVersion == CompiledModel.abiVersion else {
+            throw RuntimeError("\(path) has ABI version \(manifest.abiVersion); this ssdc expects \(CompiledModel.abiVersion). Recompile the model.")
+        }
+    }
+
+    func symbol<T>(_ name: String, as: T.Type) throws -> T {
+        guard let s = dlsym(handle, name) else { throw RuntimeError("\(path): missing symbol \(name)") }
+        return unsafeBitCast(s, to: T.self)
+    }
+
+    public func setThreads(_ n: Int) {
+        if let f = try? symbol("ssdc_set_threads", as: SetThreads.self) { f(Int32(n)) }
+    }
+
+    public func program(_ name: String) throws -> CompiledModel.Manifest.ProgramInfo {
+        guard let p = manifest.programs.first(where: { $0.name == name }) else {
+            throw RuntimeError("\(path) has no program \(name)")
+        }
+        return p
+    }
+
+    /// A constant the library exports (e.g. the anchors).
+    public func constant(_ v: CompiledModel.Manifest.Value) throws -> [Float] {
+        guard let sym = v.symbol, let s = dlsym(handle, sym) else { throw RuntimeError("\(path): missing constant \(v.name)") }
+        let count = v.shape.reduce(1, *)
+        return Array(UnsafeBufferPointer(start: s.assumingMemoryBound(to: Float.self), count: count))
+    }
+}
+
+/// A loaded model with its memory: parameters (and BN state) plus per-program workspaces.
+/// Runs programs on batches and returns their outputs as host tensors.
+public final class ModelSession {
+    public let library: ModelLibrary
+    let params: Region
+    private var workspaces: [String: (fixed: Region, batched: Region, scratch: Region)] = [:]
+
+    public init(library: ModelLibrary) {
+        self.library = library
+        params = Region(bytes: library.manifest.paramsFloats * 4)
+    }
+
+    public var manifest: CompiledModel.Manifest { library.manifest }
+
+    // MARK: parameters
+
+    /// Sets every parameter from PyTorch-named tensors. Missing, unexpected and misshapen
+    /// tensors are all reported in one error, like load_state_dict(strict=True).
+    public func loadStateDict(_ tensors: [String: HostTensor], source: String) throws {
+        var problems: [String] = []
+        let names = Set(manifest.parameters.map(\.name))
+        for p in manifest.parameters {
+            guard let t = tensors[p.name] else { problems.append("missing tensor \(p.name) \(p.shape)"); continue }
+            if t.shape != p.shape { problems.append("tensor \(p.name) has shape \(t.shape), the model needs \(p.shape)") }
+        }
+        for name in tensors.keys.sorted() where !names.contains(name) {
+            problems.append("unexpected tensor \(name) \(tensors[name]!.shape)")
+        }
+        guard problems.isEmpty else {
+            throw RuntimeError("\(source) does not fit model \(manifest.model):\n  " + problems.joined(separator: "\n  "))
+        }
+        for p in manifest.parameters {
+            let values = tensors[p.name]!.floats
+            values.withUnsafeBufferPointer { src in
+                (params.floats + p.offset).update(from: src.baseAddress!, count: p.count)
+            }
+        }
+    }
+
+    /// The state dict with PyTorch's names and dtypes (num_batches_tracked as int64).
+    public func stateDict() -> [String: HostTensor] {
+        var out: [String: HostTensor] = [:]
+        for p in manifest.parameters {
+            let values = Array(UnsafeBufferPointer(start: params.floats + p.offset, count: p.count))
+            out[p.name] = p.dtype == "I64"
+                ? HostTensor(int64s: values.map { Int64($0) }, shape: p.shape)
+                : HostTensor(floats: values, shape: p.shape)
+        }
+        return out
+    }
+
+    /// Initialises parameters as PyTorch's defaults (or their declared initialiser) from a seed.
+    public func initializeParameters(seed: UInt64, graph: Graph) {
+        var rng = SplitMix64(seed: seed)
+        let inits = Dictionary(uniqueKeysWithValues: graph.parameters.map { ($0.info.name, $0.info.initializer) })
+        for p in manifest.parameters {
+            let values: [Float]
+            switch inits[p.name] ?? .constant(0) {
+            case .constant(let c): values = Array(repeating: c, count: p.count)
+            case .uniformFanIn(let fanIn):
+                let b = 1 / Float(fanIn).squareRoot()
+                values = (0..<p.count).map { _ in rng.uniform(b) }
+            case .xavier(let fanIn, let fanOut):
+                let b = (6 / Float(fanIn + fanOut)).squareRoot()
+                values = (0..<p.count).map { _ in rng.uniform(b) }
+            }
+            values.withUnsafeBufferPointer { (params.floats + p.offset).update(from: $0.baseAddress!, count: p.count) }
+        }
+    }
+
+    // MARK: running
+
+    /// Runs `program` on a batch. `inputs` are the program's inputs by name, each a
+    /// batched tensor of the same N. Returns every output of the program.
+    public func run(_ programName: String, inputs: [String: HostTensor]) throws -> [String: HostTensor] {
+        let p = try library.program(programName)
+        var n: Int? = nil
+        for v in p.inputs {
+            guard let t = inputs[v.name] else { throw RuntimeError("program \(p.name) needs input \(v.name) \(v.shape)") }
+            let dims = Array(v.shape.dropFirst())
+            guard t.shape.count == v.shape.count, Array(t.shape.dropFirst()) == dims else {
+                throw RuntimeError("input \(v.name) has shape \(t.shape), the model needs (N,\(dims.map(String.init).joined(separator: ",")))")
+            }
+            if let n, n != t.shape[0] { throw RuntimeError("inputs disagree on the batch size: \(n) and \(t.shape[0])") }
+            n = t.shape[0]
+        }
+        guard let batch = n, batch >= 1 else { throw RuntimeError("empty batch") }
+
+        let ws = workspace(p, batch: batch)
+        for v in p.inputs {
+            let values = inputs[v.name]!.floats
+            let dst = (ws.batched.base + v.offset * batch).assumingMemoryBound(to: Float.self)
+            values.withUnsafeBufferPointer { dst.update(from: $0.baseAddress!, count: values.count) }
+        }
+        let entry = try library.symbol(p.entry, as: ModelLibrary.Entry.self)
+        let status = entry(Int64(batch), params.floats, ws.fixed.base.assumingMemoryBound(to: CChar.self),
+                           ws.batched.base.assumingMemoryBound(to: CChar.self), ws.scratch.floats)
+        guard status == 0 else { throw RuntimeError("\(p.entry) failed with code \(status)") }
+
+        var out: [String: HostTensor] = [:]
+        for v in p.outputs {
+            if v.region == "constant" {
+                out[v.name] = HostTensor(floats: try library.constant(v), shape: v.shape)
+                continue
+            }
+            let shape = v.shape.map { $0 == -1 ? batch : $0 }
+            let count = shape.reduce(1, *)
+            let base = v.region == "batched" ? ws.batched.base + v.offset * batch : ws.fixed.base + v.offset
+            out[v.name] = HostTensor(floats: Array(UnsafeBufferPointer(start: base.assumingMemoryBound(to: Float.self), count: count)), shape: shape)
+        }
+        return out
+    }
+
+    private func workspace(_ p: CompiledModel.Manifest.ProgramInfo, batch: Int) -> (fixed: Region, batched: Region, scratch: Region) {
+        let query = try? library.symbol(p.scratchEntry, as: ModelLibrary.ScratchQuery.self)
+        let scratchBytes = (query?(Int64(batch)) ?? 1) * 4
+        if let ws = workspaces[p.name] {
+            ws.batched.reserve(p.batchedBytesPerExample * batch)
+            ws.scratch.reserve(scratchBytes)
+            return ws
+        }
+        let ws = (Region(bytes: p.fixedBytes), Region(bytes: p.batchedBytesPerExample * batch), Region(bytes: scratchBytes))
+        workspaces[p.name] = ws
+        return ws
+    }
+}
+
+/// SplitMix64: a small, fast, seedable generator; the same seed gives the same weights.
+public struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    public init(seed: UInt64) { state = seed }
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E3779B97F4A7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58476D1CE4E5B9
+        z = (z ^ (z >> 27)) &* 0x94D049BB133111EB
+        return z ^ (z >> 31)
+    }
+    /// Uniform in [-b, b).
+    public mutating func uniform(_ b: Float) -> Float {
+        Float(Double(next() >> 11) / Double(1 << 53) * 2 - 1) * b
+    }
+}

@@ -1,0 +1,137 @@
+import Foundation
+import SSDCompiler
+import SSDGraph
+import SSDIO
+import SSDRuntime
+import XCTest
+
+/// Each op, alone and in the fusions the compiler makes, compiled to C and run, against the
+/// slow reference interpreter. Parameters are random (seeded), BN running statistics too,
+/// so the eval path is exercised with non-trivial values.
+final class KernelTests: XCTestCase {
+    /// Builds a graph with `body`, compiles it, runs both programs, and compares every
+    /// output with the reference interpreter (max |diff| relative to max |ref|).
+    func check(_ name: String, input dims: [Int], batch: Int = 2, tolerance: Double = 1e-5,
+               file: StaticString = #filePath, line: UInt = #line,
+               _ body: (Tensor) -> [(String, Tensor)]) throws {
+        let b = GraphBuilder(name: name)
+        let x = b.input("X", dims, location: SourceLocation(file, line))
+        for (n, t) in body(x) { b.output(n, t) }
+        let graph = try b.finish()
+
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ssdc-kernel-\(name)-\(getpid())").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let result = try Driver.compile(graph, into: dir)
+        let session = ModelSession(library: try ModelLibrary(path: result.libraryPath))
+        session.initializeParameters(seed: 7, graph: graph)
+        // Give BN state random, valid values so eval mode is not the identity.
+        var state = session.stateDict()
+        var rng = SplitMix64(seed: 11)
+        for (k, v) in state where k.hasSuffix("running_mean") || k.hasSuffix("running_var") || (k.hasSuffix(".weight") && v.shape.count == 1) {
+            let positive = !k.hasSuffix("running_mean")
+            state[k] = HostTensor(floats: (0..<v.count).map { _ in positive ? 0.5 + abs(rng.uniform(1)) : rng.uniform(2) }, shape: v.shape)
+        }
+        try session.loadStateDict(state, source: "test state")
+
+        let count = batch * dims.reduce(1, *)
+        let xs = (0..<count).map { _ in rng.uniform(3) }
+        let input = HostTensor(floats: xs, shape: [batch] + dims)
+        let params = state.mapValues { $0.floats.map(Double.init) }
+
+        for (program, mode) in [("forward_train", Program.Mode.train), ("infer", .eval)] {
+            let got = try session.run(program, inputs: ["X": input])
+            let ref = ReferenceInterpreter(graph: graph, mode: mode)
+                .run(inputs: ["X": .init(shape: [batch] + dims, data: xs.map(Double.init))], params: params)
+            for o in graph.outputs {
+                let r = ref[o.node]!
+                let g = try XCTUnwrap(got[o.name], "missing output \(o.name)", file: file, line: line)
+                XCTAssertEqual(g.shape, r.shape, "\(name)/\(program)/\(o.name) shape", file: file, line: line)
+                let scale = max(r.data.map(abs).max() ?? 0, 1e-30)
+                let diff = zip(g.floats, r.data).map { abs(Double($0) - $1) }.max() ?? 0
+                XCTAssertLessThanOrEqual(diff / scale, tolerance, "\(name)/\(program)/\(o.name): max |diff| \(diff), max |ref| \(scale)", file: file, line: line)
+            }
+        }
+    }
+
+    func testConvPadded() throws {
+        try check("conv_pad", input: [3, 9, 7]) { x in [("y", Conv2d(3, 5, kernelSize: 3, padding: 1)(x))] }
+    }
+
+    func testConvStridedUnpadded() throws {
+        try check("conv_stride", input: [4, 11, 10]) { x in [("y", Conv2d(4, 6, kernelSize: 3, stride: 2)(x))] }
+    }
+
+    func testConvOneByOneNoBias() throws {
+        try check("conv_1x1", input: [7, 5, 5]) { x in [("y", Conv2d(7, 3, kernelSize: 1, bias: false)(x))] }
+    }
+
+    func testConvReluFusedEpilogue() throws {
+        try check("conv_relu", input: [3, 8, 8]) { x in [("y", relu(Conv2d(3, 4, kernelSize: 3, padding: 1)(x)))] }
+    }
+
+    func testBatchNormReluBothModes() throws {
+        try check("bn_relu", input: [3, 6, 5], batch: 3) { x in
+            [("y", Sequential { Conv2d(3, 4, kernelSize: 3, padding: 1); BatchNorm2d(4); ReLU() }(x))]
+        }
+    }
+
+    func testBatchNormAloneIsAnOutput() throws {
+        // The BN value is an output, so the ReLU must not be fused into it.
+        try check("bn_out", input: [2, 4, 4], batch: 2) { x in
+            let y = BatchNorm2d(2)(x)
+            return [("bn", y), ("act", relu(y))]
+        }
+    }
+
+    func testMaxPoolOddSizes() throws {
+        try check("maxpool", input: [3, 7, 9]) { x in [("y", maxPool2d(x))] }
+    }
+
+    func testGlobalMaxPool() throws {
+        try check("gmp", input: [5, 3, 4]) { x in [("y", globalMaxPool(x))] }
+    }
+
+    func testHeadsPermuteFlattenConcat() throws {
+        // The chapter's flatten_pred/concat_preds over two scales, then a reshape.
+        try check("heads", input: [4, 6, 6]) { x in
+            let a = Named("cls_0", Conv2d(4, 6, kernelSize: 3, padding: 1))(x)
+            let small = maxPool2d(x)
+            let b = Named("cls_1", Conv2d(4, 6, kernelSize: 3, padding: 1))(small)
+            let flat = concat([a, b].map { $0.permuted(0, 2, 3, 1).flattened() }, axis: 1)
+            return [("preds", flat.reshaped(perExample: -1, 3))]
+        }
+    }
+
+    func testPermuteMaterialisedAndConcatInnerAxis() throws {
+        try check("permute", input: [3, 4, 5]) { x in
+            let p = x.permuted(0, 3, 1, 2)
+            return [("p", p), ("cat", concat([x, relu(x)], axis: 2))]
+        }
+    }
+
+    func testSoftmaxLastAxis() throws {
+        try check("softmax", input: [6, 3]) { x in [("y", softmax(x, axis: 2))] }
+    }
+
+    func testRuntimeCTestPrograms() throws {
+        // The runtime's own C tests: fast kernels against slow references.
+        let cc = try Toolchain.findCC()
+        let dir = try Toolchain.runtimeDirectory()
+        let groups: [(String, [String])] = [
+            ("test_kernels", ["threads.c", "gemm.c", "conv.c", "bn.c", "pool.c", "optim.c"]),
+            ("test_ssd_ops", ["detect.c", "target.c", "loss.c", "threads.c"]),
+        ]
+        for (test, sources) in groups {
+            let exe = FileManager.default.temporaryDirectory.appendingPathComponent("\(test)-\(getpid())").path
+            defer { try? FileManager.default.removeItem(atPath: exe) }
+            let build = try Shell.run(cc, ["-std=c11", "-O2", "-march=native", "-fopenmp", "-I", dir]
+                + sources.map { "\(dir)/\($0)" } + ["\(dir)/tests/\(test).c", "-lm", "-o", exe])
+            XCTAssertEqual(build.status, 0, "\(test) does not build:\n\(build.stderr)")
+            guard build.status == 0 else { continue }
+            let r = try Shell.run(exe, [])
+            let summary = r.stdout.split(separator: "\n").last(where: { $0.contains("passed,") }) ?? "no summary"
+            XCTAssertEqual(r.status, 0, "\(test): \(summary)\n\(r.stdout.split(separator: "\n").filter { $0.contains("FAIL") }.joined(separator: "\n"))")
+            XCTAssertTrue(summary.hasSuffix(" 0 failed"), "\(test): \(summary)")
+        }
+    }
+}

@@ -1,0 +1,274 @@
+#!/usr/bin/env python3
+"""Measure PyTorch CPU eager speed of TinySSD on this machine (the baseline for ssdc).
+
+Usage:
+    .venv-torch/bin/python scripts/bench_torch.py --threads 2 --batch-size 32 [--json] [--compile]
+
+Measures, for TinySSD(num_classes=1) at 256x256 (the seed's setting):
+  (i)   training examples/s at batch B: forward, d2l.multibox_target, CE + L1 loss,
+        backward, SGD(lr=0.2, wd=5e-4) step and the seed's two metrics (as in the
+        seed's loop); 2 warm-up steps, then --train-steps timed steps;
+  (ii)  inference latency at batch 1: forward (median of --latency-runs), and
+        forward + softmax + d2l.multibox_detection (median of fewer runs: d2l's
+        NMS is a Python loop);
+  (iii) forward throughput at batch 32 (examples/s);
+  (iv)  peak RSS of a fresh process that builds the model and runs 2 training steps
+        at batch B (ru_maxrss of that child, and its growth over the setup);
+  (v)   with --compile: training examples/s with torch.compile (in a child process,
+        given --compile-timeout seconds; null if it fails or times out).
+
+Inputs are uniform[0,255) images with one random box each (like the bananas set).
+The model is the fixture model (scripts/tinyssd_torch.make_reference_model): default
+init after seed 0 with BN running statistics warmed up, so eval outputs are not
+saturated. With --json, stdout holds only one JSON object and the table goes to stderr.
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tinyssd_torch as T  # noqa: E402
+
+SIZE = 256
+LR, WD = 0.2, 5e-4
+
+
+def make_batch(batch_size, seed):
+    gen = torch.Generator().manual_seed(seed)
+    X = torch.rand((batch_size, 3, SIZE, SIZE), generator=gen) * 255
+    xy = torch.rand((batch_size, 2), generator=gen) * 0.6
+    wh = 0.1 + torch.rand((batch_size, 2), generator=gen) * 0.3
+    Y = torch.cat([torch.zeros((batch_size, 1)), xy, xy + wh], dim=1).unsqueeze(1)
+    return X, Y
+
+
+def train_step(net, trainer, X, Y):
+    """One iteration of the seed's training loop; returns the metric sums."""
+    d2l = T.import_d2l()
+    trainer.zero_grad()
+    anchors, cls_preds, bbox_preds = net(X)
+    bbox_labels, bbox_masks, cls_labels = d2l.multibox_target(anchors, Y)
+    l = T.calc_loss(cls_preds, cls_labels, bbox_preds, bbox_labels, bbox_masks)
+    l.mean().backward()
+    trainer.step()
+    correct = float((cls_preds.detach().argmax(dim=-1).type(cls_labels.dtype) == cls_labels).sum())
+    mae = float(torch.abs((bbox_labels - bbox_preds.detach()) * bbox_masks).sum())
+    return correct, mae
+
+
+def bench_train(net, batch_size, warmup, steps):
+    trainer = torch.optim.SGD(net.parameters(), lr=LR, weight_decay=WD)
+    X, Y = make_batch(batch_size, seed=10)
+    net.train()
+    for _ in range(warmup):
+        train_step(net, trainer, X, Y)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        train_step(net, trainer, X, Y)
+    dt = time.perf_counter() - t0
+    return steps * batch_size / dt, dt / steps
+
+
+def bench_infer(net, latency_runs, detect_runs, b32_runs):
+    d2l = T.import_d2l()
+    net.eval()
+    X1, _ = make_batch(1, seed=11)
+    X32, _ = make_batch(32, seed=12)
+    out = {}
+    with torch.no_grad():
+        for _ in range(3):
+            net(X1)
+        times = []
+        for _ in range(latency_runs):
+            t0 = time.perf_counter()
+            net(X1)
+            times.append(time.perf_counter() - t0)
+        out["infer_b1_ms"] = 1e3 * statistics.median(times)
+
+        def detect():
+            anchors, cls_preds, bbox_preds = net(X1)
+            probs = F.softmax(cls_preds, dim=2).permute(0, 2, 1)
+            return d2l.multibox_detection(probs, bbox_preds, anchors)
+
+        det = detect()
+        out["detect_kept_rows"] = int((det[0, :, 0] >= 0).sum())
+        times = []
+        for _ in range(detect_runs):
+            t0 = time.perf_counter()
+            detect()
+            times.append(time.perf_counter() - t0)
+        out["infer_b1_detect_ms"] = 1e3 * statistics.median(times)
+
+        net(X32)
+        t0 = time.perf_counter()
+        for _ in range(b32_runs):
+            net(X32)
+        out["infer_b32_examples_per_sec"] = b32_runs * 32 / (time.perf_counter() - t0)
+    return out
+
+
+# ----------------------------------------------------------------------------
+# Child processes (same script, hidden flags).
+
+def _proc_status(key):
+    """A memory line of /proc/self/status in bytes, or None."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def child_rss(args):
+    """Peak RSS while training, in a fresh process.
+
+    ru_maxrss is not used by default: after fork+exec Linux carries the parent's
+    high-water mark into it. /proc/self/status VmHWM is per address space, and
+    writing 5 to /proc/self/clear_refs resets it to the current RSS, so the peak
+    seen afterwards is the peak during the training steps.
+    """
+    net = T.make_reference_model()
+    trainer = torch.optim.SGD(net.parameters(), lr=LR, weight_decay=WD)
+    X, Y = make_batch(args.batch_size, seed=10)
+    net.train()
+    base = _proc_status("VmRSS")
+    method = "VmHWM after clear_refs"
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        method = "VmHWM (not reset)"
+    for _ in range(2):
+        train_step(net, trainer, X, Y)
+    peak = _proc_status("VmHWM")
+    if base is None or peak is None:
+        base, method = None, "ru_maxrss"
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    print(json.dumps({"setup_rss_bytes": base, "peak_rss_bytes": peak, "rss_method": method}))
+
+
+def child_compile(args):
+    net = T.make_reference_model()
+    cnet = torch.compile(net)
+    t0 = time.perf_counter()
+    trainer = torch.optim.SGD(net.parameters(), lr=LR, weight_decay=WD)
+    X, Y = make_batch(args.batch_size, seed=10)
+    net.train()
+    for _ in range(2):
+        train_step(cnet, trainer, X, Y)
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    steps = max(2, args.train_steps)
+    for _ in range(steps):
+        train_step(cnet, trainer, X, Y)
+    dt = time.perf_counter() - t0
+    print(json.dumps({"compile_train_examples_per_sec": steps * args.batch_size / dt,
+                      "compile_warmup_sec": compile_s}))
+
+
+def run_child(args, flag, timeout):
+    cmd = [sys.executable, os.path.abspath(__file__), flag,
+           "--threads", str(args.threads), "--batch-size", str(args.batch_size),
+           "--train-steps", str(args.train_steps)]
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None, f"timed out after {timeout} s"
+    if p.returncode != 0:
+        return None, (p.stderr.strip().splitlines() or ["exit %d" % p.returncode])[-1]
+    return json.loads(p.stdout.strip().splitlines()[-1]), None
+
+
+# ----------------------------------------------------------------------------
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    ap.add_argument("--batch-size", type=int, default=32, help="training batch size")
+    ap.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    ap.add_argument("--compile", action="store_true", help="also time torch.compile training")
+    ap.add_argument("--compile-timeout", type=float, default=150.0)
+    ap.add_argument("--train-steps", type=int, default=5, help="timed training steps")
+    ap.add_argument("--latency-runs", type=int, default=20)
+    ap.add_argument("--detect-runs", type=int, default=5)
+    ap.add_argument("--b32-runs", type=int, default=3)
+    ap.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--compile-child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    torch.set_num_interop_threads(1)
+    T.import_d2l()
+    if args.rss_child:
+        return child_rss(args)
+    if args.compile_child:
+        return child_compile(args)
+
+    t_start = time.perf_counter()
+    res = {"torch_version": torch.__version__, "threads": args.threads,
+           "batch_size": args.batch_size}
+    train_net = T.make_reference_model()
+    eps, step_s = bench_train(train_net, args.batch_size, warmup=2, steps=args.train_steps)
+    res["train_examples_per_sec"] = eps
+    res["train_step_ms"] = 1e3 * step_s
+    res.update(bench_infer(T.make_reference_model(), args.latency_runs,
+                           args.detect_runs, args.b32_runs))
+    rss, err = run_child(args, "--rss-child", timeout=300)
+    res["peak_rss_bytes"] = rss["peak_rss_bytes"] if rss else None
+    res["setup_rss_bytes"] = rss["setup_rss_bytes"] if rss else None
+    res["peak_rss_delta_bytes"] = (rss["peak_rss_bytes"] - rss["setup_rss_bytes"]
+                                   if rss and rss["setup_rss_bytes"] is not None else None)
+    res["rss_method"] = rss["rss_method"] if rss else None
+    if err:
+        res["peak_rss_error"] = err
+    if args.compile:
+        comp, err = run_child(args, "--compile-child", timeout=args.compile_timeout)
+        res["compile_train_examples_per_sec"] = comp["compile_train_examples_per_sec"] if comp else None
+        if comp:
+            res["compile_warmup_sec"] = comp["compile_warmup_sec"]
+        else:
+            res["compile_error"] = err
+    res["bench_wall_sec"] = time.perf_counter() - t_start
+
+    def mb(x):
+        return "n/a" if x is None else f"{x / 2**20:.0f} MiB"
+
+    rows = [
+        ("torch", res["torch_version"]),
+        ("threads / batch size", f"{args.threads} / {args.batch_size}"),
+        ("train examples/s (256x256)", f"{res['train_examples_per_sec']:.2f}"
+         f"  ({res['train_step_ms']:.0f} ms/step)"),
+        ("infer b1 forward ms (median)", f"{res['infer_b1_ms']:.2f}"),
+        ("infer b1 forward+detection ms", f"{res['infer_b1_detect_ms']:.2f}"
+         f"  ({res['detect_kept_rows']} rows kept by NMS)"),
+        ("infer b32 examples/s", f"{res['infer_b32_examples_per_sec']:.2f}"),
+        ("peak RSS, 2 train steps", f"{mb(res['peak_rss_bytes'])}"
+         f"  (+{mb(res['peak_rss_delta_bytes'])} over setup)"),
+    ]
+    if args.compile:
+        c = res["compile_train_examples_per_sec"]
+        rows.append(("torch.compile train examples/s",
+                     f"{c:.2f}" if c is not None else f"n/a ({res.get('compile_error')})"))
+    rows.append(("bench wall time", f"{res['bench_wall_sec']:.0f} s"))
+    out = sys.stderr if args.json else sys.stdout
+    width = max(len(r[0]) for r in rows)
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}", file=out)
+    if args.json:
+        print(json.dumps(res))
+
+
+if __name__ == "__main__":
+    main()
