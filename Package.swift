@@ -37,7 +37,7 @@ let package = Package(
         ),
         .testTarget(name: "SSDIOTests", dependencies: ["SSDIO"]),
         .testTarget(name: "SSDGraphTests", dependencies: ["SSDGraph", "SSDModels"]),
-        .testTarget(name: "SSDCompilerTests", dependencies: ["SSDCompiler", "SSDModels", "SSDRuntime"]),
+        .testTarget(name: "SSDCompilerTests", dependencies: ["SSDCompiler", "SSDModels", "SSDRuntime"], exclude: ["Golden"]),
         .testTarget(name: "SSDRuntimeTests", dependencies: ["SSDRuntime"]),
     ]
 )

@@ -45,6 +45,7 @@
 #define SLACK 64        /* zeroed floats after a padded image: panel copies overrun by < NR */
 #define ROWS_MAX 128    /* output channels per task (T tile = 128 x 24 floats on the stack) */
 #define BW_QCHUNK 1024  /* pixels per backward-weight chunk (multiple of 8) */
+#define OFF_TABLE 1280  /* tap offsets kept per thread (K <= 1280 covers C*9 up to 142) */
 
 static inline int imin(int a, int b) { return a < b ? a : b; }
 static inline size_t round_up(size_t v, size_t m) { return (v + m - 1) / m * m; }
@@ -154,11 +155,22 @@ static void pad_image(const float *x, int Cs, int H, int W, int pad, int Hp, int
 }
 
 /* One task: 24 flat output positions (panel jp) x output channels [r0, r1). */
-static void flat_panel(const flat_t *f, const float *src, float *y, int jp, int r0, int r1,
-                       float *bbuf, float *T)
+static void fill_offsets(const flat_t *f, int pc, int kc, int *boff)
 {
-    const int Wp = f->Wp, OW = f->OW, k = f->k, kk = f->k * f->k;
+    const int k = f->k, kk = f->k * f->k;
     const size_t HpWp = (size_t)f->Hp * f->Wp;
+    int c = pc / kk, i = pc % kk / k, j = pc % k;
+    for (int p = 0; p < kc; ++p) {
+        boff[p] = (int)(c * HpWp + (size_t)i * f->Wp + j);
+        if (++j == k) { j = 0; if (++i == k) { i = 0; ++c; } }
+    }
+}
+
+/* boff: offsets of all K rows (table_full) or room for one K block. */
+static void flat_panel(const flat_t *f, const float *src, float *y, int jp, int r0, int r1,
+                       int *boff, int table_full, float *T)
+{
+    const int Wp = f->Wp, OW = f->OW;
     const size_t OHOW = (size_t)f->OH * f->OW;
     const int Mpad = (int)round_up((size_t)f->M, SSD_MR);
     const int q0 = jp * SSD_NR;
@@ -168,32 +180,34 @@ static void flat_panel(const flat_t *f, const float *src, float *y, int jp, int 
     int row = q0 / Wp, col = q0 % Wp;
     const int direct = col + SSD_NR <= OW; /* one contiguous run inside one output row */
     const size_t ybase = (size_t)row * OW + col;
-    for (int jj = 0; jj < SSD_NR; ++jj) {
-        map[jj] = (q0 + jj < f->Q && col < OW) ? row * OW + col : -1;
-        if (++col == Wp) { col = 0; ++row; }
+    if (!direct || f->M % SSD_MR != 0) {
+        for (int jj = 0; jj < SSD_NR; ++jj) {
+            map[jj] = (q0 + jj < f->Q && col < OW) ? row * OW + col : -1;
+            if (++col == Wp) { col = 0; ++row; }
+        }
     }
 
     for (int pc = 0; pc < f->K; pc += f->kcb) {
         const int kc = imin(f->kcb, f->K - pc);
         const int first = pc == 0, last = pc + kc >= f->K;
 
-        /* Pack B: row t of the virtual im2col matrix is xp + off(t). */
-        int c = pc / kk, i = pc % kk / k, j = pc % k;
-        for (int p = 0; p < kc; ++p) {
-            const float *s = src + c * HpWp + (size_t)i * Wp + j + q0;
-            memcpy(bbuf + p * SSD_NR, s, SSD_NR * sizeof(float));
-            if (++j == k) { j = 0; if (++i == k) { i = 0; ++c; } }
+        /* Row t of the implicit im2col matrix is src + boff[t]. */
+        const int *bo = boff + pc;
+        if (!table_full) {
+            fill_offsets(f, pc, kc, boff);
+            bo = boff;
         }
+        const float *bq = src + q0;
 
         for (int ir = r0; ir < r1; ir += SSD_MR) {
             const float *a = f->apack + (size_t)pc * Mpad + (size_t)ir * kc;
             float *t = T + (size_t)(ir - r0) * SSD_NR;
             const float *cin = first ? NULL : t;
             if (last && direct && ir + SSD_MR <= f->M) {
-                ssd__ukernel(kc, a, bbuf, 1.0f, cin, SSD_NR, 1.0f, y + ir * OHOW + ybase, OHOW,
-                             f->bias ? f->bias + ir : NULL, f->relu);
+                ssd__ukernel_rows(kc, a, bq, bo, 1.0f, cin, SSD_NR, 1.0f, y + ir * OHOW + ybase,
+                                  OHOW, f->bias ? f->bias + ir : NULL, f->relu);
             } else {
-                ssd__ukernel(kc, a, bbuf, 1.0f, cin, SSD_NR, 1.0f, t, SSD_NR, NULL, 0);
+                ssd__ukernel_rows(kc, a, bq, bo, 1.0f, cin, SSD_NR, 1.0f, t, SSD_NR, NULL, 0);
             }
         }
     }
@@ -228,14 +242,16 @@ static void flat_image(const flat_t *f, const float *src, float *y)
     const int rows = (int)round_up((size_t)((Mpad + ng - 1) / ng), SSD_MR);
     ng = (Mpad + rows - 1) / rows;
 
-    float bbuf[SSD_KC_MAX * SSD_NR] SSD_ALIGN64;
+    int boff[OFF_TABLE];
     float T[ROWS_MAX * SSD_NR] SSD_ALIGN64;
+    const int table_full = f->K <= OFF_TABLE;
+    if (table_full) fill_offsets(f, 0, f->K, boff);
 
 #pragma omp for schedule(static)
     for (int task = 0; task < f->npan * ng; ++task) {
         const int jp = task / ng, grp = task % ng;
         const int r0 = grp * rows, r1 = imin(r0 + rows, Mpad);
-        flat_panel(f, src, y, jp, r0, r1, bbuf, T);
+        flat_panel(f, src, y, jp, r0, r1, boff, table_full, T);
     }
 }
 

@@ -132,6 +132,48 @@ void ssd__ukernel(int kc, const float *a, const float *b, float alpha,
               bias ? bias + 3 : NULL, relu);
 }
 
+void ssd__ukernel_rows(int kc, const float *a, const float *b, const int *boff, float alpha,
+                       const float *cin, ptrdiff_t ldi, float beta,
+                       float *cout, ptrdiff_t ldo, const float *bias, int relu)
+{
+    __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps(), c02 = _mm256_setzero_ps();
+    __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps(), c12 = _mm256_setzero_ps();
+    __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps(), c22 = _mm256_setzero_ps();
+    __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps(), c32 = _mm256_setzero_ps();
+
+    for (int p = 0; p < kc; ++p) {
+        const float *bp = b + boff[p];
+        const __m256 b0 = _mm256_loadu_ps(bp);
+        const __m256 b1 = _mm256_loadu_ps(bp + 8);
+        const __m256 b2 = _mm256_loadu_ps(bp + 16);
+        __m256 av = _mm256_broadcast_ss(a);
+        c00 = _mm256_fmadd_ps(av, b0, c00);
+        c01 = _mm256_fmadd_ps(av, b1, c01);
+        c02 = _mm256_fmadd_ps(av, b2, c02);
+        av = _mm256_broadcast_ss(a + 1);
+        c10 = _mm256_fmadd_ps(av, b0, c10);
+        c11 = _mm256_fmadd_ps(av, b1, c11);
+        c12 = _mm256_fmadd_ps(av, b2, c12);
+        av = _mm256_broadcast_ss(a + 2);
+        c20 = _mm256_fmadd_ps(av, b0, c20);
+        c21 = _mm256_fmadd_ps(av, b1, c21);
+        c22 = _mm256_fmadd_ps(av, b2, c22);
+        av = _mm256_broadcast_ss(a + 3);
+        c30 = _mm256_fmadd_ps(av, b0, c30);
+        c31 = _mm256_fmadd_ps(av, b1, c31);
+        c32 = _mm256_fmadd_ps(av, b2, c32);
+        a += SSD_MR;
+    }
+
+    store_row(c00, c01, c02, alpha, cin, beta, cout, bias, relu);
+    store_row(c10, c11, c12, alpha, cin ? cin + ldi : NULL, beta, cout + ldo,
+              bias ? bias + 1 : NULL, relu);
+    store_row(c20, c21, c22, alpha, cin ? cin + 2 * ldi : NULL, beta, cout + 2 * ldo,
+              bias ? bias + 2 : NULL, relu);
+    store_row(c30, c31, c32, alpha, cin ? cin + 3 * ldi : NULL, beta, cout + 3 * ldo,
+              bias ? bias + 3 : NULL, relu);
+}
+
 #else /* portable fallback: same arithmetic, left to the auto-vectoriser */
 
 void ssd__ukernel(int kc, const float *a, const float *b, float alpha,
@@ -148,6 +190,33 @@ void ssd__ukernel(int kc, const float *a, const float *b, float alpha,
         }
         a += SSD_MR;
         b += SSD_NR;
+    }
+    for (int r = 0; r < SSD_MR; ++r) {
+        for (int j = 0; j < SSD_NR; ++j) {
+            float t = acc[r][j];
+            if (alpha != 1.0f) t = alpha * t;
+            if (cin) t = beta == 1.0f ? t + cin[r * ldi + j] : t + beta * cin[r * ldi + j];
+            if (bias) t += bias[r];
+            if (relu) t = t < 0.0f ? 0.0f : t;
+            cout[r * ldo + j] = t;
+        }
+    }
+}
+
+void ssd__ukernel_rows(int kc, const float *a, const float *b, const int *boff, float alpha,
+                       const float *cin, ptrdiff_t ldi, float beta,
+                       float *cout, ptrdiff_t ldo, const float *bias, int relu)
+{
+    float acc[SSD_MR][SSD_NR];
+    for (int r = 0; r < SSD_MR; ++r)
+        for (int j = 0; j < SSD_NR; ++j) acc[r][j] = 0.0f;
+    for (int p = 0; p < kc; ++p) {
+        const float *bp = b + boff[p];
+        for (int r = 0; r < SSD_MR; ++r) {
+            const float av = a[r];
+            for (int j = 0; j < SSD_NR; ++j) acc[r][j] += av * bp[j];
+        }
+        a += SSD_MR;
     }
     for (int r = 0; r < SSD_MR; ++r) {
         for (int j = 0; j < SSD_NR; ++j) {

@@ -19,6 +19,12 @@
 #define SSD_ALIGN64 __attribute__((aligned(64)))
 #else
 #define SSD_ALIGN64
+/* Same, with B not packed: row p of the B micro-panel is the NR floats at b + boff[p]
+ * (conv.c: rows of the implicit im2col matrix are slices of the padded image). */
+void ssd__ukernel_rows(int kc, const float *a, const float *b, const int *boff, float alpha,
+                       const float *cin, ptrdiff_t ldi, float beta,
+                       float *cout, ptrdiff_t ldo, const float *bias, int relu);
+
 #endif
 
 /* Width of the reduction blocks for a reduction of length K: K is cut into
@@ -37,5 +43,11 @@ int ssd__kc_block(int K);
 void ssd__ukernel(int kc, const float *a, const float *b, float alpha,
                   const float *cin, ptrdiff_t ldi, float beta,
                   float *cout, ptrdiff_t ldo, const float *bias, int relu);
+
+/* Same, with B not packed: row p of the B micro-panel is the NR floats at b + boff[p]
+ * (conv.c: rows of the implicit im2col matrix are slices of the padded image). */
+void ssd__ukernel_rows(int kc, const float *a, const float *b, const int *boff, float alpha,
+                       const float *cin, ptrdiff_t ldi, float beta,
+                       float *cout, ptrdiff_t ldo, const float *bias, int relu);
 
 #endif

@@ -1,7 +1,7 @@
 // TinySSD, the model of the d2l chapter "Single Shot Multibox Detection", in the ssdc DSL.
 //
 // Compile it with `ssdc compile Examples/tinyssd/model.swift -o build/tinyssd`.
-// This file is also ssdc's built-in model (Sources/SSDModels links to it), so the two can
+// This file is also ssdc's built-in model (Sources/SSDModels/model.swift links to it), so the two can
 // never drift apart. Parameter names follow PyTorch's TinySSD.state_dict().
 import SSDGraph
 

@@ -6,6 +6,12 @@ public struct ToolchainInfo: Codable, Hashable, Sendable {
     public var version: String
     public var flags: [String]
 
+    public init(cc: String, version: String, flags: [String]) {
+        self.cc = cc
+        self.version = version
+        self.flags = flags
+    }
+
     /// Compile flags for model.c and the runtime.
     public static let defaultFlags = ["-std=c11", "-O3", "-march=native", "-fopenmp", "-fPIC"]
     /// `-Wl,-z,defs` makes a missing runtime symbol a build error rather than a dlopen failure.

@@ -191,9 +191,10 @@ public struct DetectionDataSet: Sendable {
         guard let text = String(validating: bytes, as: UTF8.self) else {
             throw DetectionDataSetError(path: path, "not UTF-8 text")
         }
-        var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map { line -> Substring in
-            line.hasSuffix("\r") ? line.dropLast() : line
-        }
+        // "\r\n" is a single Character in Swift, so split on all three line ends.
+        var lines = text.split(omittingEmptySubsequences: false, whereSeparator: {
+            $0 == "\n" || $0 == "\r\n" || $0 == "\r"
+        })
         if let first = lines.first, first.hasPrefix("\u{FEFF}") { lines[0] = first.dropFirst() }
 
         // Header: the first non-blank line.

@@ -184,7 +184,18 @@ public struct HostTensor: Sendable, Equatable {
 }
 
 extension HostTensor: CustomStringConvertible {
-    public var description: String { "HostTensor(\(dtype.rawValue), shape: \(shape))" }
+    /// dtype, shape and the first few values (enough to read a test failure).
+    public var description: String {
+        let shown = 6
+        guard bytes.count == count * dtype.byteSize else {
+            return "HostTensor(\(dtype.rawValue), shape: \(shape), \(bytes.count) bytes (inconsistent))"
+        }
+        let head = HostTensor(dtype: dtype, shape: [min(count, shown)],
+                              bytes: Array(bytes.prefix(min(count, shown) * dtype.byteSize)))
+        let values = (dtype == .f32 || dtype == .f64) ? head.floats.map { "\($0)" } : head.int64s.map { "\($0)" }
+        let more = count > shown ? ", ..." : ""
+        return "HostTensor(\(dtype.rawValue), shape: \(shape), values: [\(values.joined(separator: ", "))\(more)])"
+    }
 }
 
 // MARK: - Errors

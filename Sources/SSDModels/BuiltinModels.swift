@@ -1,6 +1,6 @@
 import SSDGraph
 
-/// The models ssdc has built in. TinySSD.swift is a link to Examples/tinyssd/model.swift,
+/// The models ssdc has built in. model.swift is a link to Examples/tinyssd/model.swift,
 /// so the built-in model is exactly the example a user reads and compiles.
 public enum BuiltinModels {
     /// TinySSD with one class (bananas), as trained in the chapter.

@@ -67,7 +67,8 @@ struct Compile: ParsableCommand {
             print("  \(kernels); library \(r.cached ? "from cache" : "built") in \(String(format: "%.2f", r.seconds)) s")
             for f in ["graph.txt", "model.c", "model.h", "manifest.json", "kernels.txt", "libmodel.so"] { print("  \(dir)/\(f)") }
         } catch {
-            throw CleanExit.message("error: \(error)")
+            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+            throw ExitCode.failure
         }
     }
 }

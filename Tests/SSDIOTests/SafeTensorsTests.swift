@@ -74,6 +74,9 @@ final class SafeTensorsTests: XCTestCase {
                        [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0, 0, 1, 0, 0])
         XCTAssertEqual(HostTensor(dtype: .u8, shape: [3], bytes: [1, 2, 3]), HostTensor(uint8s: [1, 2, 3], shape: [3]))
         XCTAssertNotEqual(HostTensor(floats: [1], shape: [1]), HostTensor(floats: [1], shape: []))
+        XCTAssertEqual(HostTensor(floats: [1, 2.5], shape: [2]).description, "HostTensor(F32, shape: [2], values: [1.0, 2.5])")
+        XCTAssertEqual(HostTensor(int64s: Array(0 ..< 10), shape: [2, 5]).description,
+                       "HostTensor(I64, shape: [2, 5], values: [0, 1, 2, 3, 4, 5, ...])")
     }
 
     func testConversionsToFloatAndInt64() {

@@ -1,0 +1,61 @@
+/* model.h — the ABI of the library ssdc built from graph "golden". Generated; do not edit.
+ *
+ * Memory is the caller's: P holds parameters and BN state (floats, offsets below),
+ * F a fixed-size workspace, B a workspace of <PROGRAM>_BATCHED_BYTES per example
+ * (buffer offsets there are per example: multiply by N), S scratch of
+ * ssdc_<program>_scratch_floats(N) floats. Entry points return 0, or
+ * 1 for a batch size below 1, 2 for a NULL region. They never print or exit. */
+#ifndef SSDC_MODEL_H
+#define SSDC_MODEL_H
+#include <stddef.h>
+#include <stdint.h>
+
+#define SSDC_ABI_VERSION 1
+#define SSDC_PARAMS_FLOATS 1808
+#define SSDC_NUM_CLASSES 2
+
+/* parameter offsets in P (floats), state_dict order */
+#define SSDC_PARAM_BLK_0_0_WEIGHT 0 /* [4, 3, 3, 3] F32 */
+#define SSDC_PARAM_BLK_0_0_BIAS 112 /* [4] F32 */
+#define SSDC_PARAM_BLK_0_1_WEIGHT 128 /* [4] F32 */
+#define SSDC_PARAM_BLK_0_1_BIAS 144 /* [4] F32 */
+#define SSDC_PARAM_BLK_0_1_RUNNING_MEAN 160 /* [4] F32 */
+#define SSDC_PARAM_BLK_0_1_RUNNING_VAR 176 /* [4] F32 */
+#define SSDC_PARAM_BLK_0_1_NUM_BATCHES_TRACKED 192 /* [] I64 */
+#define SSDC_PARAM_CLS_0_WEIGHT 208 /* [9, 4, 3, 3] F32 */
+#define SSDC_PARAM_CLS_0_BIAS 544 /* [9] F32 */
+#define SSDC_PARAM_BBOX_0_WEIGHT 560 /* [12, 4, 3, 3] F32 */
+#define SSDC_PARAM_BBOX_0_BIAS 992 /* [12] F32 */
+#define SSDC_PARAM_CLS_1_WEIGHT 1008 /* [9, 4, 3, 3] F32 */
+#define SSDC_PARAM_CLS_1_BIAS 1344 /* [9] F32 */
+#define SSDC_PARAM_BBOX_1_WEIGHT 1360 /* [12, 4, 3, 3] F32 */
+#define SSDC_PARAM_BBOX_1_BIAS 1792 /* [12] F32 */
+
+/* program forward_train */
+#define SSDC_FORWARD_TRAIN_FIXED_BYTES 128
+#define SSDC_FORWARD_TRAIN_BATCHED_BYTES 2304
+#define SSDC_FORWARD_TRAIN_IN_X 1024 /* batched, f32[N,3,8,8] */
+#define SSDC_FORWARD_TRAIN_OUT_ANCHORS 0 /* constant, f32[1,51,4] */
+#define SSDC_FORWARD_TRAIN_OUT_CLS_PREDS 1600 /* batched, f32[N,51,3] */
+#define SSDC_FORWARD_TRAIN_OUT_BBOX_PREDS 0 /* batched, f32[N,204] */
+int ssdc_forward_train(int64_t N, float *P, char *F, char *B, float *S);
+size_t ssdc_forward_train_scratch_floats(int64_t N);
+
+/* program infer */
+#define SSDC_INFER_FIXED_BYTES 0
+#define SSDC_INFER_BATCHED_BYTES 3392
+#define SSDC_INFER_IN_X 1024 /* batched, f32[N,3,8,8] */
+#define SSDC_INFER_OUT_ANCHORS 0 /* constant, f32[1,51,4] */
+#define SSDC_INFER_OUT_CLS_PREDS 2112 /* batched, f32[N,51,3] */
+#define SSDC_INFER_OUT_BBOX_PREDS 1280 /* batched, f32[N,204] */
+#define SSDC_INFER_OUT_PROBS 2752 /* batched, f32[N,51,3] */
+#define SSDC_INFER_OUT_DETECTION 0 /* batched, f32[N,51,6] */
+int ssdc_infer(int64_t N, float *P, char *F, char *B, float *S);
+size_t ssdc_infer_scratch_floats(int64_t N);
+
+extern const float c_anchors[204];
+void ssdc_set_threads(int n);
+int ssdc_abi_version(void);
+/* The manifest (JSON): parameters, programs, buffers, as manifest.json. */
+const char *ssdc_manifest(void);
+#endif
