@@ -81,11 +81,16 @@ public struct CEmitter {
                 "const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, \(c), \(h), \(wd), \(o), \(ks), \(s), \(pad));",
                 "ssd_conv2d_forward(&g, \(P(x)), \(P(w)), \(b.map(P) ?? "NULL"), \(P(y)), \(relu ? 1 : 0), S);",
             ]
-        case .batchNormTrain(let x, let g, let b, let m, let v, let y, let c, let hw, let eps, let relu):
-            return [
+        case .batchNormTrain(let x, let g, let b, let m, let v, let y, let c, let hw, let eps, let relu, let running):
+            var lines = [
                 "ssd_bn_stats((int)N, \(c), \(hw), \(P(x)), \(P(m)), \(P(v)));",
                 "ssd_bn_apply((int)N, \(c), \(hw), \(P(x)), \(P(m)), \(P(v)), \(P(g)), \(P(b)), \(CEmitter.float(eps)), \(relu ? 1 : 0), \(P(y)));",
             ]
+            if let r = running {
+                lines.append("ssd_bn_update_running(\(c), \(P(m)), \(P(v)), N * \(hw), \(CEmitter.float(r.momentum)), \(P(r.mean)), \(P(r.variance)));")
+                lines.append("\(P(r.counter))[0] += 1.0f; /* num_batches_tracked */")
+            }
+            return lines
         case .batchNormEval(let x, let g, let b, let m, let v, let y, let c, let hw, let eps, let relu):
             return [
                 "ssd_bn_apply((int)N, \(c), \(hw), \(P(x)), \(P(m)), \(P(v)), \(P(g)), \(P(b)), \(CEmitter.float(eps)), \(relu ? 1 : 0), \(P(y)));",
@@ -112,13 +117,62 @@ public struct CEmitter {
                 out += copyPiece(p, piece, index: i, yElements: yElements)
             }
             return out
+        case .multiboxTarget(let anchors, let labels, let bl, let bm, let cl, let a, let g):
+            return ["ssd_multibox_target((int)N, \(a), \(g), \(P(anchors)), \(P(labels)), 0.5f, \(P(bl)), \(P(bm)), \(P(cl)), S);"]
+        case .multiboxLoss(let c, let b, let cl, let bl, let bm, let pe, let dc, let db, let m, let a, let q1, let cfg):
+            return [
+                "const ssd_loss_config_t cfg = { \(cfg.focal ? 1 : 0), \(CEmitter.float(cfg.focalGamma)), \(CEmitter.float(cfg.focalAlpha)), \(cfg.smoothL1 ? 1 : 0), \(CEmitter.float(cfg.sigma)), \(CEmitter.float(cfg.clsWeight)), \(CEmitter.float(cfg.bboxWeight)), \(CEmitter.float(cfg.negativeMiningRatio)) };",
+                "ssd_multibox_loss(&cfg, (int)N, \(a), \(q1), \(P(c)), \(P(b)), \(P(cl)), \(P(bl)), \(P(bm)), \(P(pe)), \(P(dc)), \(P(db)), (double *)\(P(m)), S);",
+            ]
+        case .reluBackward(let y, let dy, let dx, let count):
+            return [
+                "const float *restrict y = \(P(y));",
+                "const float *restrict dy = \(P(dy));",
+                "float *restrict dx = \(P(dx));",
+                "const int64_t n = N * \(count);",
+                "#pragma omp parallel for simd schedule(static)",
+                "for (int64_t i = 0; i < n; i++) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;",
+            ]
+        case .accumulate(let into, let from, let count):
+            return [
+                "float *restrict a = \(P(into));",
+                "const float *restrict b = \(P(from));",
+                "const int64_t n = N * \(count);",
+                "#pragma omp parallel for simd schedule(static)",
+                "for (int64_t i = 0; i < n; i++) a[i] += b[i];",
+            ]
+        case .conv2dBackward(let x, let w, let dy, let dx, let dw, let db, let c, let h, let wd, let o, let ks, let s, let pad):
+            var lines = ["const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, \(c), \(h), \(wd), \(o), \(ks), \(s), \(pad));"]
+            if let dx { lines.append("ssd_conv2d_backward_data(&g, \(P(dy)), \(P(w)), \(P(dx)), S);") }
+            lines.append("ssd_conv2d_backward_weight(&g, \(P(x)), \(P(dy)), \(P(dw)), \(db.map(P) ?? "NULL"), S);")
+            return lines
+        case .batchNormBackward(let x, let m, let v, let g, let y, let dy, let dx, let dg, let db, let c, let hw, let eps):
+            return ["ssd_bn_backward((int)N, \(c), \(hw), \(P(x)), \(P(m)), \(P(v)), \(P(g)), \(CEmitter.float(eps)), \(y.map(P) ?? "NULL"), \(P(dy)), \(P(dx)), \(P(dg)), \(P(db)));"]
+        case .maxPool2dBackward(let x, let dy, let dx, let c, let h, let w):
+            return ["ssd_maxpool2_backward((int)N, \(c), \(h), \(w), \(P(x)), \(P(dy)), \(P(dx)));"]
+        case .globalMaxPoolBackward(let x, let dy, let dx, let c, let hw):
+            return ["ssd_global_maxpool_backward((int)N, \(c), \(hw), \(P(x)), \(P(dy)), \(P(dx)));"]
+        case .scatter(let x, let pieces, let dests, let xElements):
+            var out = ["const float *restrict x = \(P(x));"]
+            for (i, piece) in pieces.enumerated() {
+                out += copyPiece(p, piece, index: i, yElements: xElements, scatterInto: dests[i])
+            }
+            return out
+        case .sgd(let slots, let counts):
+            let hyper = model.layout.hyperOffset
+            var lines = ["const float lr = P[\(hyper)], wd = P[\(hyper + 1)];"]
+            for (b, n) in zip(slots, counts) {
+                let off = p.buffers[b].offset / 4
+                lines.append("ssd_sgd_update(\(n), P + \(off), P + \(off + model.layout.gradientOffset), lr, wd); /* \(p.buffers[b].name) */")
+            }
+            return lines
         }
     }
 
     /// One piece of a fused permute/reshape/concat: loops over the permuted view in row-major
     /// order, reading the source through permuted strides and writing runs of `inner`
     /// elements into the destination rows.
-    func copyPiece(_ p: Program, _ piece: CopyPiece, index: Int, yElements: Int) -> [String] {
+    func copyPiece(_ p: Program, _ piece: CopyPiece, index: Int, yElements: Int, scatterInto dest: Int? = nil) -> [String] {
         let dims = piece.sourceDims
         var strides = Array(repeating: 1, count: dims.count)
         for i in stride(from: dims.count - 2, through: 0, by: -1) { strides[i] = strides[i + 1] * dims[i + 1] }
@@ -128,11 +182,21 @@ public struct CEmitter {
         let src = p.buffers[piece.source]
         let srcBatched = src.type.batched
         var out: [String] = []
-        out.append("/* piece \(index): \(src.name) \(dims) permuted \(piece.perm) -> rows of \(piece.inner) at +\(piece.dstOffset) of \(piece.dstRow) */")
+        let scatter = dest != nil
+        if scatter {
+            out.append("/* piece \(index): rows of \(piece.inner) at +\(piece.dstOffset) of \(piece.dstRow) -> \(p.buffers[dest!].name) \(dims) un-permuted \(piece.perm) */")
+        } else {
+            out.append("/* piece \(index): \(src.name) \(dims) permuted \(piece.perm) -> rows of \(piece.inner) at +\(piece.dstOffset) of \(piece.dstRow) */")
+        }
         out.append("#pragma omp parallel for schedule(static)")
         out.append("for (int64_t n = 0; n < N; n++) {")
-        out.append("    const float *restrict x = \(ptr(p, piece.source))\(srcBatched ? " + n * \(total)" : "");")
-        out.append("    float *restrict yn = y + n * \(yElements);")
+        if let dest {
+            out.append("    float *restrict g = \(ptr(p, dest)) + n * \(total);")
+            out.append("    const float *restrict xn = x + n * \(yElements);")
+        } else {
+            out.append("    const float *restrict x = \(ptr(p, piece.source))\(srcBatched ? " + n * \(total)" : "");")
+            out.append("    float *restrict yn = y + n * \(yElements);")
+        }
         let simple = piece.inner == total
         out.append("    int64_t lin = 0;")
         var indent = "    "
@@ -141,10 +205,12 @@ public struct CEmitter {
             indent += "    "
         }
         let srcIndex = pdims.indices.map { "i\($0) * \(pstrides[$0])" }.joined(separator: " + ")
-        if simple {
-            out.append("\(indent)yn[\(piece.dstOffset) + lin] = x[\(srcIndex.isEmpty ? "0" : srcIndex)];")
+        let packed = simple ? "\(piece.dstOffset) + lin" : "(lin / \(piece.inner)) * \(piece.dstRow) + \(piece.dstOffset) + lin % \(piece.inner)"
+        let unpacked = srcIndex.isEmpty ? "0" : srcIndex
+        if scatter {
+            out.append("\(indent)g[\(unpacked)] = xn[\(packed)];")
         } else {
-            out.append("\(indent)yn[(lin / \(piece.inner)) * \(piece.dstRow) + \(piece.dstOffset) + lin % \(piece.inner)] = x[\(srcIndex.isEmpty ? "0" : srcIndex)];")
+            out.append("\(indent)yn[\(packed)] = x[\(unpacked)];")
         }
         out.append("\(indent)lin++;")
         for _ in pdims {
@@ -162,6 +228,12 @@ public struct CEmitter {
             return "{ const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, \(c), \(h), \(w), \(o), \(ks), \(s), \(pad)); t = ssd_conv2d_scratch_floats(&g); }"
         case .multiboxDetection(_, _, _, _, let a, _, _, _):
             return "t = ssd_detection_scratch_floats(\(a)) * (size_t)N;"
+        case .conv2dBackward(_, _, _, _, _, _, let c, let h, let w, let o, let ks, let s, let pad):
+            return "{ const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, \(c), \(h), \(w), \(o), \(ks), \(s), \(pad)); t = ssd_conv2d_scratch_floats(&g); }"
+        case .multiboxTarget(_, _, _, _, _, let a, let g):
+            return "t = ssd_target_scratch_floats(\(a), \(g)) * (size_t)N;"
+        case .multiboxLoss(_, _, _, _, _, _, _, _, _, let a, let q1, _):
+            return "t = ssd_loss_scratch_floats((int)N, \(a), \(q1));"
         default: return nil
         }
     }
@@ -268,6 +340,9 @@ public struct CEmitter {
         out.append("")
         out.append("#define SSDC_ABI_VERSION \(CompiledModel.abiVersion)")
         out.append("#define SSDC_PARAMS_FLOATS \(model.layout.totalFloats)")
+        out.append("#define SSDC_GRADS_OFFSET \(model.layout.gradientOffset) /* gradients mirror the parameters from here */")
+        out.append("#define SSDC_HYPER_OFFSET \(model.layout.hyperOffset) /* [0] learning rate, [1] weight decay */")
+        out.append("#define SSDC_PARAMS_REGION_FLOATS \(model.layout.regionFloats)")
         for (k, v) in graph.attributes.sorted(by: { $0.key < $1.key }) where Int(v) != nil {
             out.append("#define SSDC_\(CEmitter.macro(k)) \(v)")
         }

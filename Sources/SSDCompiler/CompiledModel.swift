@@ -19,7 +19,10 @@ public struct CompiledModel: Sendable {
     /// The C compiler and flags the library is built with (recorded in the manifest).
     public var toolchain: ToolchainInfo
 
-    public init(graph: Graph, toolchain: ToolchainInfo) throws {
+    /// The train step's settings, nil for an inference-only library.
+    public var training: Lowering.TrainStepOptions?
+
+    public init(graph: Graph, toolchain: ToolchainInfo, training: Lowering.TrainStepOptions? = Lowering.TrainStepOptions(maxBoxes: 1)) throws {
         try graph.verify()
         self.graph = graph
         self.toolchain = toolchain
@@ -30,6 +33,8 @@ public struct CompiledModel: Sendable {
         constants = [:]
         constantNames = []
         var seen: Set<String> = []
+        let isSSD = graph.output("cls_preds") != nil
+        self.training = isSSD ? training : nil
         for (name, mode, g) in [("forward_train", Program.Mode.train, graph), ("infer", .eval, inferenceGraph)] {
             let lowered = try Lowering.lower(g, mode: mode, name: name)
             programs.append(try MemoryPlan.plan(lowered.program))
@@ -38,6 +43,9 @@ public struct CompiledModel: Sendable {
                 constants[node] = lowered.constants[node]
                 if seen.insert(bname).inserted { constantNames.append((bname, node)) }
             }
+        }
+        if let options = self.training {
+            programs.append(try MemoryPlan.plan(try Lowering.lowerTrainStep(graph, options: options)))
         }
     }
 
@@ -108,6 +116,14 @@ public struct CompiledModel: Sendable {
         public var model: String
         public var attributes: [String: String]
         public var paramsFloats: Int
+        /// The params region: parameters, gradients from gradientsOffset, hyper-parameters
+        /// (learning rate, weight decay) from hyperOffset; regionFloats in all.
+        public var gradientsOffset: Int
+        public var hyperOffset: Int
+        public var regionFloats: Int
+        /// Ground-truth rows per image the train step takes (nil without one).
+        public var maxBoxes: Int?
+        public var loss: String?
         public var parameters: [Parameter]
         public var programs: [ProgramInfo]
         /// Absent from the copy embedded in the library, so the emitted C does not depend
@@ -127,7 +143,8 @@ public struct CompiledModel: Sendable {
         }
         return Manifest(
             abiVersion: CompiledModel.abiVersion, model: graph.name, attributes: graph.attributes,
-            paramsFloats: layout.totalFloats,
+            paramsFloats: layout.totalFloats, gradientsOffset: layout.gradientOffset, hyperOffset: layout.hyperOffset,
+            regionFloats: layout.regionFloats, maxBoxes: training?.maxBoxes, loss: training?.loss.summary,
             parameters: layout.slots.map {
                 .init(name: $0.name, shape: $0.shape, dtype: $0.dtype, trainable: $0.trainable, offset: $0.offset, count: $0.count)
             },
@@ -152,7 +169,7 @@ public struct CompiledModel: Sendable {
     public func kernelListing() -> String {
         var out: [String] = []
         for p in programs {
-            out.append("program \(p.name) (\(p.mode.rawValue)): \(p.kernels.count) kernels, fixed \(p.fixedBytes) B, batched \(p.batchedBytesPerExample) B/example")
+            out.append("program \(p.name) (\(p.name == "train_step" ? "train step" : p.mode.rawValue)): \(p.kernels.count) kernels, fixed \(p.fixedBytes) B, batched \(p.batchedBytesPerExample) B/example")
             let g = p.mode == .eval ? inferenceGraph : graph
             for k in p.kernels {
                 out.append("  \(k.name) [\(k.kind.rawValue)]")

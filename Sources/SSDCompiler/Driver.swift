@@ -15,10 +15,11 @@ public struct CompileResult: Sendable {
 public enum Driver {
     /// Compiles `graph` into `directory` (created if needed). The library is built in (or
     /// taken from) the cache and copied to `directory/libmodel.so`.
-    public static func compile(_ graph: Graph, into directory: String) throws -> CompileResult {
+    public static func compile(_ graph: Graph, into directory: String,
+                               training: Lowering.TrainStepOptions? = Lowering.TrainStepOptions(maxBoxes: 1)) throws -> CompileResult {
         let start = Date()
         let toolchain = try Toolchain.info()
-        let model = try CompiledModel(graph: graph, toolchain: toolchain)
+        let model = try CompiledModel(graph: graph, toolchain: toolchain, training: training)
         let emitter = CEmitter(model)
         let fm = FileManager.default
         try fm.createDirectory(atPath: directory, withIntermediateDirectories: true)

@@ -14,17 +14,23 @@ public struct Lowering {
     public let mode: Program.Mode
     public let layout: ParameterLayout
 
-    private var buffers: [Buffer] = []
-    private var kernels: [Kernel] = []
+    var buffers: [Buffer] = []
+    var kernels: [Kernel] = []
     /// How each node's value is stored: a view of a buffer.
-    private var views: [Int: View] = [:]
+    var views: [Int: View] = [:]
     /// Folded constant values, by node.
     public private(set) var constantValues: [Int: [Float]] = [:]
     /// Constant buffers, by node (made only when something reads them).
     fileprivate(set) var constantBuffers: [Int: Int] = [:]
-    private var consumers: [Int: [Int]] = [:]
-    private var outputNodes: Set<Int> = []
-    private var fusedAway: Set<Int> = []
+    var consumers: [Int: [Int]] = [:]
+    var outputNodes: Set<Int> = []
+    var fusedAway: Set<Int> = []
+    /// A train step updates BN running statistics in the forward pass.
+    var updateRunningStats = false
+    /// Batch mean/variance buffers of each training-mode BN node (read by its backward).
+    var bnStatistics: [Int: (mean: Int, variance: Int)] = [:]
+    /// ReLU nodes computed as the epilogue of their producer: relu -> producer.
+    var epilogueOf: [Int: Int] = [:]
 
     /// A value as some permutation of a contiguous buffer's elements.
     struct View {
@@ -57,7 +63,7 @@ public struct Lowering {
         graph[node].name.isEmpty ? "v\(node)_\(graph[node].op.mnemonic)" : graph[node].name
     }
 
-    private mutating func newBuffer(_ name: String, _ type: TensorType, region: Region) -> Int {
+    mutating func newBuffer(_ name: String, _ type: TensorType, region: Region) -> Int {
         let elementBytes = 4
         let b = Buffer(id: buffers.count, name: name, region: region,
                        bytes: type.elementCount * elementBytes, offset: 0, type: type)
@@ -65,12 +71,12 @@ public struct Lowering {
         return b.id
     }
 
-    private mutating func addKernel(_ kind: FusionKind, _ nodes: [Int], _ body: KernelBody) {
+    mutating func addKernel(_ kind: FusionKind, _ nodes: [Int], _ body: KernelBody) {
         let index = kernels.count
         let ops = nodes.map { graph[$0].op.mnemonic }
         var parts: [String] = []
         for op in ops where !parts.contains(op) { parts.append(op) }
-        let name = String(format: "k%02d_", index) + parts.joined(separator: "_")
+        let name = String(format: "k%02d_", index) + (body.trainingName ?? parts.joined(separator: "_"))
         kernels.append(Kernel(index: index, kind: kind, nodes: nodes, body: body, name: name))
     }
 
@@ -151,7 +157,7 @@ public struct Lowering {
                                   o: wt.dims[0], k: wt.dims[2], stride: stride, pad: padding, relu: epilogue))
                 views[last] = View(buffer: y, sourceDims: n.type.dims, perm: nil, nodes: [])
 
-            case .batchNorm(let eps, _):
+            case .batchNorm(let eps, let momentum):
                 let ins = try n.inputs.map { try materialized($0) }
                 let (epilogue, last) = reluEpilogue(after: n)
                 let y = newBuffer(valueName(last), n.type, region: .batched)
@@ -164,7 +170,9 @@ public struct Lowering {
                     let variance = newBuffer(valueName(n.id) + ".batch_var", stat, region: .fixed)
                     addKernel(.outElementwiseFusable, nodes,
                               .batchNormTrain(x: ins[0], gamma: ins[1], beta: ins[2], mean: mean, variance: variance,
-                                              y: y, c: c, hw: hw, eps: eps, relu: epilogue))
+                                              y: y, c: c, hw: hw, eps: eps, relu: epilogue,
+                                              running: updateRunningStats ? RunningStats(mean: ins[3], variance: ins[4], counter: ins[5], momentum: momentum) : nil))
+                    bnStatistics[n.id] = (mean, variance)
                 case .eval:
                     addKernel(.outElementwiseFusable, nodes,
                               .batchNormEval(x: ins[0], gamma: ins[1], beta: ins[2], runningMean: ins[3],
@@ -219,17 +227,18 @@ public struct Lowering {
 
     /// If `n`'s only consumer is an elementwise op that can run as its epilogue (and `n` is
     /// not itself an output), fuse it: returns (true, that consumer).
-    private mutating func reluEpilogue(after n: Node) -> (Bool, Int) {
+    mutating func reluEpilogue(after n: Node) -> (Bool, Int) {
         guard !outputNodes.contains(n.id), let cs = consumers[n.id], cs.count == 1 else { return (false, n.id) }
         let c = graph[cs[0]]
         guard c.op.fusionKind == .elementwise, case .relu = c.op, n.op.fusionKind == .outElementwiseFusable else {
             return (false, n.id)
         }
         fusedAway.insert(c.id)
+        epilogueOf[c.id] = n.id
         return (true, c.id)
     }
 
-    private func view(of node: Int) throws -> View {
+    func view(of node: Int) throws -> View {
         guard let v = views[node] else {
             throw GraphError(location: graph[node].location, node: graph[node].name,
                              message: "internal: value %\(node) (\(graph[node].op.mnemonic)) was not lowered")
@@ -238,14 +247,14 @@ public struct Lowering {
     }
 
     /// A view for reading by a copy; constants become constant buffers.
-    private mutating func sourceView(of node: Int) throws -> View {
+    mutating func sourceView(of node: Int) throws -> View {
         if constantValues[node] != nil {
             return View(buffer: constantBuffer(node), sourceDims: graph[node].type.dims, perm: nil, nodes: [])
         }
         return try view(of: node)
     }
 
-    private mutating func constantBuffer(_ node: Int) -> Int {
+    mutating func constantBuffer(_ node: Int) -> Int {
         if let b = constantBuffers[node] { return b }
         let b = newBuffer(valueName(node), graph[node].type, region: .constant)
         constantBuffers[node] = b
@@ -253,14 +262,14 @@ public struct Lowering {
     }
 
     /// The buffer holding `node`'s value contiguously, copying a permuted view if needed.
-    private mutating func materialized(_ node: Int) throws -> Int {
+    mutating func materialized(_ node: Int) throws -> Int {
         if constantValues[node] != nil { return constantBuffer(node) }
         let v = try view(of: node)
         if v.perm == nil { return v.buffer }
         return try materialize(node).buffer
     }
 
-    private mutating func materialize(_ node: Int) throws -> View {
+    mutating func materialize(_ node: Int) throws -> View {
         let v = try view(of: node)
         guard let perm = v.perm else { return v }
         let t = graph[node].type
@@ -273,7 +282,7 @@ public struct Lowering {
         return m
     }
 
-    private func foldConcat(_ n: Node, axis: Int) -> [Float] {
+    func foldConcat(_ n: Node, axis: Int) -> [Float] {
         let a = n.type.batched ? axis - 1 : axis
         let outer = n.type.dims[..<a].reduce(1, *)
         var out: [Float] = []

@@ -30,9 +30,10 @@ public struct Buffer: Codable, Hashable, Sendable {
 public enum KernelBody: Hashable, Sendable {
     case conv2d(x: Int, weight: Int, bias: Int?, y: Int, c: Int, h: Int, w: Int, o: Int, k: Int,
                 stride: Int, pad: Int, relu: Bool)
-    /// Batch statistics into mean/var, then normalise (training-mode forward).
+    /// Batch statistics into mean/var, then normalise (training-mode forward). In a train
+    /// step it also updates the running statistics and the batch counter.
     case batchNormTrain(x: Int, gamma: Int, beta: Int, mean: Int, variance: Int, y: Int,
-                        c: Int, hw: Int, eps: Float, relu: Bool)
+                        c: Int, hw: Int, eps: Float, relu: Bool, running: RunningStats?)
     /// Running statistics (evaluation-mode forward).
     case batchNormEval(x: Int, gamma: Int, beta: Int, runningMean: Int, runningVar: Int, y: Int,
                        c: Int, hw: Int, eps: Float, relu: Bool)
@@ -44,6 +45,80 @@ public enum KernelBody: Hashable, Sendable {
     case softmax(x: Int, y: Int, rows: Int, cols: Int)
     case multiboxDetection(probs: Int, bboxPreds: Int, anchors: Int, y: Int, anchorsCount: Int,
                            classes: Int, nms: Float, pos: Float)
+
+    // Training: labelling, loss, backward, update.
+    case multiboxTarget(anchors: Int, labels: Int, bboxLabels: Int, bboxMasks: Int, clsLabels: Int,
+                        anchorsCount: Int, boxes: Int)
+    case multiboxLoss(clsPreds: Int, bboxPreds: Int, clsLabels: Int, bboxLabels: Int, bboxMasks: Int,
+                      perExample: Int, dClsPreds: Int, dBboxPreds: Int, metrics: Int,
+                      anchorsCount: Int, classes: Int, config: LossConfig)
+    /// dx = dy where y > 0 (ReLU backward from its output).
+    case reluBackward(y: Int, dy: Int, dx: Int, count: Int)
+    /// into += from.
+    case accumulate(into: Int, from: Int, count: Int)
+    case conv2dBackward(x: Int, weight: Int, dy: Int, dx: Int?, dWeight: Int, dBias: Int?,
+                        c: Int, h: Int, w: Int, o: Int, k: Int, stride: Int, pad: Int)
+    /// Training-mode BN backward, through the ReLU that followed it when `y` is set.
+    case batchNormBackward(x: Int, mean: Int, variance: Int, gamma: Int, y: Int?, dy: Int, dx: Int,
+                           dGamma: Int, dBeta: Int, c: Int, hw: Int, eps: Float)
+    case maxPool2dBackward(x: Int, dy: Int, dx: Int, c: Int, h: Int, w: Int)
+    case globalMaxPoolBackward(x: Int, dy: Int, dx: Int, c: Int, hw: Int)
+    /// The transpose of `copy`: each piece of `x` is read back and written, un-permuted, into
+    /// its own destination buffer (the gradient of a fused permute/reshape/concat).
+    case scatter(x: Int, pieces: [CopyPiece], destinations: [Int], xElements: Int)
+    /// SGD with weight decay on every trainable slot: p -= lr * (g + wd * p), lr and wd read
+    /// from the hyper-parameter slots of the params region.
+    case sgd(slots: [Int], counts: [Int])
+}
+
+extension KernelBody {
+    /// Name of the training kernels (their nodes are the forward nodes they differentiate,
+    /// so the node-derived name would read like a forward kernel).
+    var trainingName: String? {
+        switch self {
+        case .multiboxTarget: return "multibox_target"
+        case .multiboxLoss: return "multibox_loss"
+        case .reluBackward: return "relu_backward"
+        case .accumulate: return "accumulate_grad"
+        case .conv2dBackward: return "conv2d_backward"
+        case .batchNormBackward(_, _, _, _, let y, _, _, _, _, _, _, _): return y == nil ? "batch_norm_backward" : "relu_batch_norm_backward"
+        case .maxPool2dBackward: return "max_pool2d_backward"
+        case .globalMaxPoolBackward: return "global_max_pool_backward"
+        case .scatter: return "concat_permute_backward"
+        case .sgd: return "sgd"
+        default: return nil
+        }
+    }
+}
+
+/// Where a train step's BN updates its running statistics (params-region buffers).
+public struct RunningStats: Hashable, Sendable {
+    public var mean: Int
+    public var variance: Int
+    public var counter: Int
+    public var momentum: Float
+}
+
+/// The loss of SPEC sections 4 and 7, fixed when the train step is compiled.
+public struct LossConfig: Codable, Hashable, Sendable {
+    public var focal = false
+    public var focalGamma: Float = 2
+    public var focalAlpha: Float = 0.25
+    public var smoothL1 = false
+    public var sigma: Float = 1
+    public var clsWeight: Float = 1
+    public var bboxWeight: Float = 1
+    public var negativeMiningRatio: Float = 0
+
+    public init() {}
+
+    public var summary: String {
+        var parts = [focal ? "focal(gamma=\(focalGamma), alpha=\(focalAlpha))" : "cross-entropy",
+                     smoothL1 ? "smooth-L1(sigma=\(sigma))" : "L1"]
+        if clsWeight != 1 || bboxWeight != 1 { parts.append("weights cls=\(clsWeight) bbox=\(bboxWeight)") }
+        if negativeMiningRatio > 0 { parts.append("hard negatives 1:\(negativeMiningRatio)") }
+        return parts.joined(separator: ", ")
+    }
 }
 
 /// One source of a fused copy: the source buffer read through a permutation, written as a
@@ -99,8 +174,9 @@ public struct Program: Sendable {
         switch k.body {
         case .conv2d(let x, let w, let b, let y, _, _, _, _, _, _, _, _):
             return ([x, w] + (b.map { [$0] } ?? []), [y])
-        case .batchNormTrain(let x, let g, let b, let m, let v, let y, _, _, _, _):
-            return ([x, g, b], [m, v, y])
+        case .batchNormTrain(let x, let g, let b, let m, let v, let y, _, _, _, _, let r):
+            let state = r.map { [$0.mean, $0.variance, $0.counter] } ?? []
+            return ([x, g, b] + state, [m, v, y] + state)
         case .batchNormEval(let x, let g, let b, let m, let v, let y, _, _, _, _):
             return ([x, g, b, m, v], [y])
         case .relu(let x, let y, _), .maxPool2d(let x, let y, _, _, _), .globalMaxPool(let x, let y, _, _),
@@ -110,6 +186,24 @@ public struct Program: Sendable {
             return (pieces.map(\.source), [y])
         case .multiboxDetection(let p, let b, let a, let y, _, _, _, _):
             return ([p, b, a], [y])
+        case .multiboxTarget(let a, let l, let bl, let bm, let cl, _, _):
+            return ([a, l], [bl, bm, cl])
+        case .multiboxLoss(let c, let b, let cl, let bl, let bm, let pe, let dc, let db, let m, _, _, _):
+            return ([c, b, cl, bl, bm], [pe, dc, db, m])
+        case .reluBackward(let y, let dy, let dx, _):
+            return ([y, dy], [dx])
+        case .accumulate(let into, let from, _):
+            return ([into, from], [into])
+        case .conv2dBackward(let x, let w, let dy, let dx, let dw, let db, _, _, _, _, _, _, _):
+            return ([x, w, dy], (dx.map { [$0] } ?? []) + [dw] + (db.map { [$0] } ?? []))
+        case .batchNormBackward(let x, let m, let v, let g, let y, let dy, let dx, let dg, let db, _, _, _):
+            return ([x, m, v, g, dy] + (y.map { [$0] } ?? []), [dx, dg, db])
+        case .maxPool2dBackward(let x, let dy, let dx, _, _, _), .globalMaxPoolBackward(let x, let dy, let dx, _, _):
+            return ([x, dy], [dx])
+        case .scatter(let x, _, let dests, _):
+            return ([x], dests)
+        case .sgd(let slots, _):
+            return (slots, slots)
         }
     }
 }
@@ -127,9 +221,18 @@ public struct ParameterSlot: Codable, Hashable, Sendable {
     public var node: Int
 }
 
+/// The params region: parameters, then their gradients at the same offsets plus
+/// `gradientOffset` (llm.c style, so the optimiser is one loop per tensor), then a few
+/// hyper-parameter floats the train step reads (learning rate, weight decay).
 public struct ParameterLayout: Sendable {
     public var slots: [ParameterSlot]
+    /// Floats of the parameters alone.
     public var totalFloats: Int
+    public var gradientOffset: Int { totalFloats }
+    public var hyperOffset: Int { 2 * totalFloats }
+    public static let hyperFloats = 16
+    /// Floats of the whole region.
+    public var regionFloats: Int { 2 * totalFloats + ParameterLayout.hyperFloats }
 
     public init(graph: Graph) {
         var slots: [ParameterSlot] = []

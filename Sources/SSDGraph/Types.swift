@@ -21,6 +21,7 @@ public struct SourceLocation: Codable, Hashable, Sendable, CustomStringConvertib
 
 public enum DType: String, Codable, Hashable, Sendable {
     case f32
+    case f64
     case i64
 }
 

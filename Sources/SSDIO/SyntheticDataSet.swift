@@ -201,13 +201,13 @@ public enum SyntheticBananas {
         }
     }
 
-    /// A random colour whose hue avoids yellow (35-75 degrees), so only the
+    /// A random colour whose hue avoids yellow (30-80 degrees), so only the
     /// bananas are yellow.
     private static func nonYellowColor(_ rng: inout SyntheticRNG, saturation: ClosedRange<Float>,
                                        value: ClosedRange<Float>) -> (Float, Float, Float)
     {
-        var hue = rng.float(0, 320)
-        if hue >= 35 { hue += 40 }
+        var hue = rng.float(0, 310)
+        if hue >= 30 { hue += 50 }
         let s = rng.float(saturation.lowerBound, saturation.upperBound)
         let v = rng.float(value.lowerBound, value.upperBound) * 255
         let h = hue / 60

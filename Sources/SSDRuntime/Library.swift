@@ -100,7 +100,7 @@ public final class ModelSession {
 
     public init(library: ModelLibrary) {
         self.library = library
-        params = Region(bytes: library.manifest.paramsFloats * 4)
+        params = Region(bytes: library.manifest.regionFloats * 4)
     }
 
     public var manifest: CompiledModel.Manifest { library.manifest }
@@ -161,6 +161,22 @@ public final class ModelSession {
         }
     }
 
+    /// Gradients of the trainable parameters left by the last train step, by parameter name.
+    public func gradients() -> [String: HostTensor] {
+        var out: [String: HostTensor] = [:]
+        for p in manifest.parameters where p.trainable {
+            let start = params.floats + manifest.gradientsOffset + p.offset
+            out[p.name] = HostTensor(floats: Array(UnsafeBufferPointer(start: start, count: p.count)), shape: p.shape)
+        }
+        return out
+    }
+
+    /// Learning rate and weight decay the next train step uses.
+    public func setHyperParameters(learningRate: Float, weightDecay: Float) {
+        params.floats[manifest.hyperOffset] = learningRate
+        params.floats[manifest.hyperOffset + 1] = weightDecay
+    }
+
     // MARK: running
 
     /// Runs `program` on a batch. `inputs` are the program's inputs by name, each a
@@ -199,7 +215,9 @@ public final class ModelSession {
             let shape = v.shape.map { $0 == -1 ? batch : $0 }
             let count = shape.reduce(1, *)
             let base = v.region == "batched" ? ws.batched.base + v.offset * batch : ws.fixed.base + v.offset
-            out[v.name] = HostTensor(floats: Array(UnsafeBufferPointer(start: base.assumingMemoryBound(to: Float.self), count: count)), shape: shape)
+            out[v.name] = v.dtype == "f64"
+                ? HostTensor(doubles: Array(UnsafeBufferPointer(start: base.assumingMemoryBound(to: Double.self), count: count)), shape: shape)
+                : HostTensor(floats: Array(UnsafeBufferPointer(start: base.assumingMemoryBound(to: Float.self), count: count)), shape: shape)
         }
         return out
     }

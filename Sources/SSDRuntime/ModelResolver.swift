@@ -23,7 +23,8 @@ public enum ModelResolver {
     /// `--model` may be a directory written by `ssdc compile`, a model .swift file, or
     /// nothing (the built-in TinySSD). Files and the built-in model are compiled into the
     /// cache (and taken from it when unchanged).
-    public static func resolve(_ spec: String?, height: Int = 256, width: Int = 256, numClasses: Int = 1) throws -> ResolvedModel {
+    public static func resolve(_ spec: String?, height: Int = 256, width: Int = 256, numClasses: Int = 1,
+                               training: Lowering.TrainStepOptions = .init(maxBoxes: 1)) throws -> ResolvedModel {
         let fm = FileManager.default
         var isDir: ObjCBool = false
         if let spec, fm.fileExists(atPath: spec, isDirectory: &isDir), isDir.boolValue {
@@ -33,6 +34,9 @@ public enum ModelResolver {
             }
             let graph = try JSONDecoder().decode(Graph.self, from: data)
             let lib = try ModelLibrary(path: "\(spec)/libmodel.so")
+            if let g = lib.manifest.maxBoxes, g < training.maxBoxes {
+                throw RuntimeError("\(spec) was compiled for \(g) boxes per image, the data has \(training.maxBoxes): recompile with `ssdc compile --max-boxes \(training.maxBoxes)`")
+            }
             return ResolvedModel(graph: graph, directory: spec, library: lib, compile: nil)
         }
         let graph: Graph
@@ -44,8 +48,9 @@ public enum ModelResolver {
         }
         var h = ContentHash()
         h.add(graph.text)
+        h.add("boxes \(training.maxBoxes) loss \(training.loss.summary)")
         let dir = Toolchain.cacheDirectory() + "/build/\(graph.name)-\(height)x\(width)-\(h.hex.prefix(12))"
-        let result = try Driver.compile(graph, into: dir)
+        let result = try Driver.compile(graph, into: dir, training: training)
         let lib = try ModelLibrary(path: result.libraryPath)
         return ResolvedModel(graph: graph, directory: dir, library: lib, compile: result)
     }

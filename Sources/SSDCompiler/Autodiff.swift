@@ -1,0 +1,267 @@
+import SSDGraph
+
+/// Reverse-mode differentiation of the typed graph into a train step.
+///
+/// The train step is one program: the training-mode forward (BN running statistics
+/// updated), anchor labelling (multibox_target), the loss and its gradient with respect to
+/// the predictions, the backward pass, and SGD. Backward walks the forward graph in
+/// reverse; each differentiable op has its gradient rule in `gradientRule` (one table,
+/// one case per op), which emits backward kernels reading the forward buffers it needs.
+/// Those buffers stay alive because the memory planner sees the reads. Gradients of
+/// parameters go to the params region at the parameters' offsets + gradientOffset.
+///
+/// The backward is emitted as kernels rather than as more graph nodes: its ops (conv
+/// backward data/weight, BN backward) exist only at kernel level, and their fusion (BN
+/// backward through the ReLU mask, the scatter of the heads' concat back into each head
+/// in one pass) is decided here, from the same kinds as the forward fusion.
+extension Lowering {
+    public struct TrainStepOptions: Sendable {
+        /// Rows of ground truth per image (G of the labels Y, padding rows have class -1).
+        public var maxBoxes: Int
+        public var loss: LossConfig
+        public init(maxBoxes: Int, loss: LossConfig = LossConfig()) {
+            self.maxBoxes = maxBoxes
+            self.loss = loss
+        }
+    }
+
+    public static func lowerTrainStep(_ graph: Graph, options: TrainStepOptions) throws -> Program {
+        var l = Lowering(graph: graph, mode: .train)
+        l.updateRunningStats = true
+        var p = try l.run(name: "train_step")
+        try l.appendTrainStep(&p, options: options)
+        return p
+    }
+
+    /// The gradient bookkeeping of one backward pass.
+    struct Backward {
+        /// node -> buffer holding d loss / d value.
+        var grads: [Int: Int] = [:]
+        /// Nodes whose gradient was produced by a fused rule of a consumer (heads' chains).
+        var handled: Set<Int> = []
+        /// BN nodes whose ReLU epilogue's mask is applied inside BN backward: bn -> y.
+        var reluMask: [Int: Int] = [:]
+    }
+
+    mutating func appendTrainStep(_ p: inout Program, options: TrainStepOptions) throws {
+        guard let cls = graph.output("cls_preds"), let bbox = graph.output("bbox_preds"), let anchorsNode = graph.output("anchors") else {
+            throw GraphError(location: SourceLocation(file: graph.name, line: 0), node: graph.name,
+                             message: "training needs an SSD model (anchors, cls_preds, bbox_preds)")
+        }
+        let a = cls.type.dims[0], q1 = cls.type.dims[1], g = options.maxBoxes
+        let at = cls.location
+
+        // Labels and the anchor targets (SPEC section 3).
+        let labels = newBuffer("Y", TensorType([g, 5], batched: true), region: .batched)
+        let anchors = try materialized(anchorsNode.id)
+        let bboxLabels = newBuffer("target.bbox_labels", TensorType([4 * a], batched: true), region: .batched)
+        let bboxMasks = newBuffer("target.bbox_masks", TensorType([4 * a], batched: true), region: .batched)
+        let clsLabels = newBuffer("target.cls_labels", TensorType([a], batched: true), region: .batched)
+        addKernel(.opaque, [anchorsNode.id], .multiboxTarget(anchors: anchors, labels: labels, bboxLabels: bboxLabels,
+                                                             bboxMasks: bboxMasks, clsLabels: clsLabels, anchorsCount: a, boxes: g))
+
+        // Loss, metrics and the gradient of the batch-mean loss (SPEC section 4).
+        let perExample = newBuffer("loss.per_example", TensorType([1], batched: true), region: .batched)
+        let metrics = newBuffer("metrics", TensorType([4], batched: false, dtype: .f64), region: .fixed)
+        buffers[metrics].bytes = 4 * 8
+        let dCls = newBuffer("grad.cls_preds", cls.type, region: .batched)
+        let dBbox = newBuffer("grad.bbox_preds", bbox.type, region: .batched)
+        addKernel(.opaque, [cls.id, bbox.id], .multiboxLoss(
+            clsPreds: try materialized(cls.id), bboxPreds: try materialized(bbox.id), clsLabels: clsLabels,
+            bboxLabels: bboxLabels, bboxMasks: bboxMasks, perExample: perExample, dClsPreds: dCls, dBboxPreds: dBbox,
+            metrics: metrics, anchorsCount: a, classes: q1, config: options.loss))
+        _ = at
+
+        // Backward, in reverse graph order.
+        var bw = Backward()
+        bw.grads[cls.id] = dCls
+        bw.grads[bbox.id] = dBbox
+        for n in graph.nodes.reversed() where !bw.handled.contains(n.id) {
+            guard let dy = bw.grads[n.id] else { continue }
+            try gradientRule(n, dy: dy, &bw)
+        }
+
+        // SGD on every trainable parameter.
+        var slots: [Int] = [], counts: [Int] = []
+        for s in layout.slots where s.trainable {
+            guard let b = parameterBuffer(s.node) else { continue }
+            slots.append(b)
+            counts.append(s.count)
+        }
+        addKernel(.opaque, [], .sgd(slots: slots, counts: counts))
+
+        p.kernels = kernels
+        p.buffers = buffers
+        p.inputs.append((name: "Y", buffer: labels))
+        p.outputs += [
+            ("target.bbox_labels", bboxLabels, buffers[bboxLabels].type),
+            ("target.bbox_masks", bboxMasks, buffers[bboxMasks].type),
+            ("target.cls_labels", clsLabels, buffers[clsLabels].type),
+            ("loss.per_example", perExample, buffers[perExample].type),
+            ("metrics", metrics, buffers[metrics].type),
+        ]
+    }
+
+    /// The buffer of a parameter node (its value in the params region).
+    func parameterBuffer(_ node: Int) -> Int? {
+        guard case .parameter = graph[node].op, let v = views[node] else { return nil }
+        return v.buffer
+    }
+
+    /// A buffer in the params region for a parameter's gradient.
+    mutating func gradientBuffer(ofParameter node: Int) -> Int {
+        let slot = layout.slot(forNode: node)!
+        let id = buffers.count
+        buffers.append(Buffer(id: id, name: "grad." + slot.name, region: .params, bytes: slot.count * 4,
+                              offset: (layout.gradientOffset + slot.offset) * 4, type: graph[node].type))
+        return id
+    }
+
+    /// Records `buffer` as (a contribution to) the gradient of `node`: the first one is
+    /// taken as it is, later ones are added into it.
+    mutating func contribute(_ node: Int, _ buffer: Int, _ bw: inout Backward, from: Int) {
+        guard graph[node].op.isDifferentiable, !isInput(node) else { return }
+        if let existing = bw.grads[node] {
+            addKernel(.elementwise, [from], .accumulate(into: existing, from: buffer, count: graph[node].type.elementCount))
+        } else {
+            bw.grads[node] = buffer
+        }
+    }
+
+    func isInput(_ node: Int) -> Bool {
+        if case .input = graph[node].op { return true }
+        return false
+    }
+
+    /// Whether a value needs a gradient: it depends on a trainable parameter.
+    func needsGradient(_ node: Int) -> Bool {
+        switch graph[node].op {
+        case .input, .anchors: return false
+        case .parameter(let p): return p.trainable
+        default: return graph[node].inputs.contains { needsGradient($0) }
+        }
+    }
+
+    /// The gradient rules, one per differentiable op.
+    mutating func gradientRule(_ n: Node, dy: Int, _ bw: inout Backward) throws {
+        switch n.op {
+        case .input, .parameter, .anchors, .multiboxDetection, .softmax:
+            return
+
+        case .reshape:
+            // A view: the gradient is the same memory.
+            contribute(n.inputs[0], dy, &bw, from: n.id)
+
+        case .relu:
+            let input = n.inputs[0]
+            let y = try materialized(n.id)
+            if let producer = epilogueOf[n.id], case .batchNorm = graph[producer].op {
+                // Fused into BN backward as its mask.
+                bw.reluMask[producer] = y
+                contribute(producer, dy, &bw, from: n.id)
+            } else {
+                let dx = newBuffer("grad." + valueName(input), graph[input].type, region: .batched)
+                addKernel(.elementwise, [n.id], .reluBackward(y: y, dy: dy, dx: dx, count: n.type.elementCount))
+                contribute(input, dx, &bw, from: n.id)
+            }
+
+        case .conv2d:
+            let x = n.inputs[0]
+            let xt = graph[x].type, wt = graph[n.inputs[1]].type
+            let dx = needsGradient(x) ? newBuffer("grad." + valueName(x), xt, region: .batched) : nil
+            let dw = gradientBuffer(ofParameter: n.inputs[1])
+            let db = n.inputs.count > 2 ? gradientBuffer(ofParameter: n.inputs[2]) : nil
+            guard case .conv2d(let stride, let pad) = n.op else { return }
+            addKernel(.outElementwiseFusable, [n.id], .conv2dBackward(
+                x: try materialized(x), weight: try materialized(n.inputs[1]), dy: dy, dx: dx, dWeight: dw, dBias: db,
+                c: xt.dims[0], h: xt.dims[1], w: xt.dims[2], o: wt.dims[0], k: wt.dims[2], stride: stride, pad: pad))
+            if let dx { contribute(x, dx, &bw, from: n.id) }
+
+        case .batchNorm(let eps, _):
+            guard let stats = bnStatistics[n.id] else {
+                throw GraphError(location: n.location, node: n.name, message: "internal: BN without batch statistics in a train step")
+            }
+            let x = n.inputs[0]
+            let dx = newBuffer("grad." + valueName(x), graph[x].type, region: .batched)
+            addKernel(.outElementwiseFusable, [n.id] + (bw.reluMask[n.id] != nil ? epilogueOf.filter { $0.value == n.id }.map(\.key) : []),
+                      .batchNormBackward(x: try materialized(x), mean: stats.mean, variance: stats.variance,
+                                         gamma: try materialized(n.inputs[1]), y: bw.reluMask[n.id], dy: dy, dx: dx,
+                                         dGamma: gradientBuffer(ofParameter: n.inputs[1]), dBeta: gradientBuffer(ofParameter: n.inputs[2]),
+                                         c: n.type.dims[0], hw: n.type.dims[1] * n.type.dims[2], eps: eps))
+            if needsGradient(x) { contribute(x, dx, &bw, from: n.id) }
+
+        case .maxPool2d:
+            let x = n.inputs[0], xt = graph[x].type
+            let dx = newBuffer("grad." + valueName(x), xt, region: .batched)
+            addKernel(.outElementwiseFusable, [n.id], .maxPool2dBackward(x: try materialized(x), dy: dy, dx: dx,
+                                                                         c: xt.dims[0], h: xt.dims[1], w: xt.dims[2]))
+            contribute(x, dx, &bw, from: n.id)
+
+        case .globalMaxPool:
+            let x = n.inputs[0], xt = graph[x].type
+            let dx = newBuffer("grad." + valueName(x), xt, region: .batched)
+            addKernel(.reduction, [n.id], .globalMaxPoolBackward(x: try materialized(x), dy: dy, dx: dx,
+                                                                  c: xt.dims[0], hw: xt.dims[1] * xt.dims[2]))
+            contribute(x, dx, &bw, from: n.id)
+
+        case .permute, .concat:
+            // Injective: each input chain (reshape/permute back to a materialised value) gets
+            // its slice of dy, un-permuted, in one scatter kernel.
+            let inputs: [Int]
+            let axis: Int
+            if case .concat(let ax) = n.op { inputs = n.inputs; axis = ax } else { inputs = [n.id]; axis = 1 }
+            let a = n.type.batched ? axis - 1 : axis
+            let dstRow = n.type.dims[a...].reduce(1, *)
+            var offset = 0
+            var pieces: [CopyPiece] = [], dests: [Int] = [], sources: [Int] = [], nodes: [Int] = [n.id]
+            for i in inputs {
+                let inner = graph[i].type.dims[a...].reduce(1, *)
+                defer { offset += inner }
+                let (source, sourceDims, perm, chain) = try injectiveChain(from: i, isRoot: i == n.id)
+                nodes += chain
+                bw.handled.formUnion(chain)
+                guard needsGradient(source) else { continue }
+                let dest = newBuffer("grad." + valueName(source), graph[source].type, region: .batched)
+                pieces.append(CopyPiece(source: dest, sourceDims: sourceDims, perm: perm, inner: inner, dstRow: dstRow, dstOffset: offset))
+                dests.append(dest)
+                sources.append(source)
+            }
+            if !pieces.isEmpty {
+                addKernel(.injective, nodes, .scatter(x: dy, pieces: pieces, destinations: dests, xElements: n.type.elementCount))
+            }
+            for (s, d) in zip(sources, dests) { contribute(s, d, &bw, from: n.id) }
+        }
+    }
+
+    /// Walks back from `node` through reshapes and at most one permute to the value they
+    /// view; returns it with the dims the permutation sees and the injective nodes passed.
+    func injectiveChain(from node: Int, isRoot: Bool) throws -> (source: Int, dims: [Int], perm: [Int], chain: [Int]) {
+        var chain: [Int] = []
+        var perm: [Int]? = nil
+        var cur = node
+        while true {
+            let c = graph[cur]
+            if case .reshape = c.op {
+                chain.append(cur); cur = c.inputs[0]; continue
+            }
+            if case .permute(let p) = c.op, perm == nil {
+                chain.append(cur)
+                perm = c.type.batched ? p.dropFirst().map { $0 - 1 } : p
+                cur = c.inputs[0]
+                // Reshapes below the permute do not change the dims it sees.
+                return (try chainSource(cur, &chain), graph[cur].type.dims, perm!, isRoot ? chain.filter { $0 != node } : chain)
+            }
+            break
+        }
+        let dims = graph[cur].type.dims
+        return (cur, dims, Array(0..<dims.count), isRoot ? chain.filter { $0 != node } : chain)
+    }
+
+    /// Below a permute, reshapes are views of the same memory: the gradient goes to the
+    /// value under them.
+    func chainSource(_ node: Int, _ chain: inout [Int]) throws -> Int {
+        var cur = node
+        while case .reshape = graph[cur].op { chain.append(cur); cur = graph[cur].inputs[0] }
+        return cur
+    }
+}
