@@ -459,14 +459,14 @@ static inline float hsum8(__m256 v)
 }
 #endif
 
-/* Blocking of the stride-1 backward-weight reduction, from the shape only: large maps are
- * cut into chunks of whole output rows of about BW_QCHUNK pixels; small maps are grouped,
- * G images at a time, so that each tile still reduces ~BW_QCHUNK pixels between two
- * horizontal sums. */
+/* Blocking of the stride-1 backward-weight reduction over pixels, from the shape only:
+ * large maps are cut into nearly equal chunks of <= BW_QCHUNK pixels; small maps are
+ * grouped, G images at a time, so that each tile still reduces ~BW_QCHUNK pixels between
+ * two horizontal sums. */
 typedef struct {
-    int Hp, Wp;  /* padded input */
-    int G;       /* images per group (their padded copies are held in scratch) */
-    int rows;    /* output rows per chunk */
+    int Hp, Wp, Q, Qv;  /* padded input, flat positions, rounded up to 8 */
+    int G;              /* images per group (padded copies held in scratch) */
+    int qchunk;         /* pixels per chunk (multiple of 8) */
 } bw_plan_t;
 
 static bw_plan_t bw_plan(const ssd_conv2d_t *g)
@@ -474,79 +474,58 @@ static bw_plan_t bw_plan(const ssd_conv2d_t *g)
     bw_plan_t b;
     b.Hp = g->H + 2 * g->pad;
     b.Wp = g->W + 2 * g->pad;
-    const int ow8 = (int)round_up((size_t)g->OW, 8);
-    const long long per_image = (long long)g->OH * ow8;
-    if (per_image >= BW_QCHUNK) {
-        b.G = 1;
-        const int r = BW_QCHUNK / ow8 > 0 ? BW_QCHUNK / ow8 : 1;
-        const int nch = (g->OH + r - 1) / r;
-        b.rows = (g->OH + nch - 1) / nch;
-    } else {
-        b.G = (int)(BW_QCHUNK / per_image);
-        if (b.G > BW_GMAX) b.G = BW_GMAX;
-        if (b.G > g->N) b.G = g->N > 0 ? g->N : 1;
-        b.rows = g->OH;
-    }
+    b.Q = (g->OH - 1) * b.Wp + g->OW;
+    b.Qv = (int)round_up((size_t)b.Q, 8);
+    b.G = b.Qv >= BW_QCHUNK ? 1 : BW_QCHUNK / b.Qv;
+    if (b.G > BW_GMAX) b.G = BW_GMAX;
+    if (b.G > g->N) b.G = g->N > 0 ? g->N : 1;
+    const int nch = (b.Qv + BW_QCHUNK - 1) / BW_QCHUNK;
+    b.qchunk = (int)round_up((size_t)((b.Qv + nch - 1) / nch), 8);
     return b;
 }
 
 static size_t bw_scratch_floats(const ssd_conv2d_t *g)
 {
     const bw_plan_t b = bw_plan(g);
-    return (size_t)b.G * g->C * b.Hp * b.Wp + SLACK;
+    return (size_t)b.G * g->C * b.Hp * b.Wp + SLACK + (size_t)b.G * g->O * b.Qv + SLACK;
 }
 
-/* out[r*3 + s] = sum of d_r[.] * x_s[.] over nseg segments (images) of nrows rows of ow
- * pixels; row and segment strides are given separately for d and x. The last, partial
- * vector of a row is loaded with a mask on d (x is read in full: the padded image plus
- * its slack is long enough, and its extra values are multiplied by zero). */
+/* out[r*3 + s] = sum over nseg segments and q < n of d_r[q] * x_s[q], where segment m of
+ * d_r / x_s starts dseg / xseg floats after segment m-1; n is a multiple of 8. */
 static void bw_tile(const float *d0, const float *d1, const float *d2, const float *d3,
-                    const float *x0, const float *x1, const float *x2, int nrows, int ow,
-                    size_t drow, size_t xrow, int nseg, size_t dseg, size_t xseg, float out[12])
+                    const float *x0, const float *x1, const float *x2, int n, int nseg,
+                    size_t dseg, size_t xseg, float out[12])
 {
 #ifdef SSD_CONV_AVX2
-    const int nfull = ow & ~7, tail = ow & 7;
-    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(tail),
-                                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     __m256 a00 = _mm256_setzero_ps(), a01 = _mm256_setzero_ps(), a02 = _mm256_setzero_ps();
     __m256 a10 = _mm256_setzero_ps(), a11 = _mm256_setzero_ps(), a12 = _mm256_setzero_ps();
     __m256 a20 = _mm256_setzero_ps(), a21 = _mm256_setzero_ps(), a22 = _mm256_setzero_ps();
     __m256 a30 = _mm256_setzero_ps(), a31 = _mm256_setzero_ps(), a32 = _mm256_setzero_ps();
-#define BW_STEP(LOADD)                                  \
-    do {                                                \
-        const __m256 v0 = _mm256_loadu_ps(x0 + xo + q); \
-        const __m256 v1 = _mm256_loadu_ps(x1 + xo + q); \
-        const __m256 v2 = _mm256_loadu_ps(x2 + xo + q); \
-        __m256 d = LOADD(d0 + dof + q);                 \
-        a00 = _mm256_fmadd_ps(d, v0, a00);              \
-        a01 = _mm256_fmadd_ps(d, v1, a01);              \
-        a02 = _mm256_fmadd_ps(d, v2, a02);              \
-        d = LOADD(d1 + dof + q);                        \
-        a10 = _mm256_fmadd_ps(d, v0, a10);              \
-        a11 = _mm256_fmadd_ps(d, v1, a11);              \
-        a12 = _mm256_fmadd_ps(d, v2, a12);              \
-        d = LOADD(d2 + dof + q);                        \
-        a20 = _mm256_fmadd_ps(d, v0, a20);              \
-        a21 = _mm256_fmadd_ps(d, v1, a21);              \
-        a22 = _mm256_fmadd_ps(d, v2, a22);              \
-        d = LOADD(d3 + dof + q);                        \
-        a30 = _mm256_fmadd_ps(d, v0, a30);              \
-        a31 = _mm256_fmadd_ps(d, v1, a31);              \
-        a32 = _mm256_fmadd_ps(d, v2, a32);              \
-    } while (0)
-#define BW_LOADU(p) _mm256_loadu_ps(p)
-#define BW_LOADM(p) _mm256_maskload_ps((p), mask)
     for (int m = 0; m < nseg; ++m) {
-        for (int r = 0; r < nrows; ++r) {
-            const size_t dof = m * dseg + r * drow, xo = m * xseg + r * xrow;
-            int q = 0;
-            for (; q < nfull; q += 8) BW_STEP(BW_LOADU);
-            if (tail) BW_STEP(BW_LOADM);
+        for (int q = 0; q < n; q += 8) {
+            const __m256 v0 = _mm256_loadu_ps(x0 + q);
+            const __m256 v1 = _mm256_loadu_ps(x1 + q);
+            const __m256 v2 = _mm256_loadu_ps(x2 + q);
+            __m256 d = _mm256_loadu_ps(d0 + q);
+            a00 = _mm256_fmadd_ps(d, v0, a00);
+            a01 = _mm256_fmadd_ps(d, v1, a01);
+            a02 = _mm256_fmadd_ps(d, v2, a02);
+            d = _mm256_loadu_ps(d1 + q);
+            a10 = _mm256_fmadd_ps(d, v0, a10);
+            a11 = _mm256_fmadd_ps(d, v1, a11);
+            a12 = _mm256_fmadd_ps(d, v2, a12);
+            d = _mm256_loadu_ps(d2 + q);
+            a20 = _mm256_fmadd_ps(d, v0, a20);
+            a21 = _mm256_fmadd_ps(d, v1, a21);
+            a22 = _mm256_fmadd_ps(d, v2, a22);
+            d = _mm256_loadu_ps(d3 + q);
+            a30 = _mm256_fmadd_ps(d, v0, a30);
+            a31 = _mm256_fmadd_ps(d, v1, a31);
+            a32 = _mm256_fmadd_ps(d, v2, a32);
         }
+        d0 += dseg; d1 += dseg; d2 += dseg; d3 += dseg;
+        x0 += xseg; x1 += xseg; x2 += xseg;
     }
-#undef BW_STEP
-#undef BW_LOADU
-#undef BW_LOADM
     out[0] = hsum8(a00); out[1] = hsum8(a01); out[2] = hsum8(a02);
     out[3] = hsum8(a10); out[4] = hsum8(a11); out[5] = hsum8(a12);
     out[6] = hsum8(a20); out[7] = hsum8(a21); out[8] = hsum8(a22);
@@ -557,12 +536,11 @@ static void bw_tile(const float *d0, const float *d1, const float *d2, const flo
     for (int r = 0; r < 4; ++r) {
         for (int s = 0; s < 3; ++s) {
             float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-            for (int m = 0; m < nseg; ++m)
-                for (int row = 0; row < nrows; ++row) {
-                    const float *dm = d[r] + m * dseg + row * drow;
-                    const float *xm = x[s] + m * xseg + row * xrow;
-                    for (int q = 0; q < ow; ++q) lane[q & 7] += dm[q] * xm[q];
-                }
+            for (int m = 0; m < nseg; ++m) {
+                const float *dm = d[r] + m * dseg, *xm = x[s] + m * xseg;
+                for (int q = 0; q < n; q += 8)
+                    for (int l = 0; l < 8; ++l) lane[l] += dm[q + l] * xm[q + l];
+            }
             out[r * 3 + s] = ((lane[0] + lane[4]) + (lane[2] + lane[6])) +
                              ((lane[1] + lane[5]) + (lane[3] + lane[7]));
         }
@@ -577,11 +555,13 @@ static void backward_weight_flat(const ssd_conv2d_t *g, const float *x, const fl
     const int OH = g->OH, OW = g->OW;
     const int K = C * kk;
     const bw_plan_t b = bw_plan(g);
-    const int Wp = b.Wp, G = b.G;
-    const size_t HpWp = (size_t)b.Hp * b.Wp, OHOW = (size_t)OH * OW;
-    const size_t xseg = (size_t)C * HpWp, dseg = (size_t)O * OHOW;
-    float *xp = scratch; /* G padded images */
+    const int Wp = b.Wp, Qv = b.Qv, G = b.G;
+    const size_t HpWp = (size_t)b.Hp * b.Wp;
+    const size_t xseg = (size_t)C * HpWp, dseg = (size_t)O * Qv;
+    float *xp = scratch;                 /* G padded images */
     const size_t xp_len = G * xseg + SLACK;
+    float *dq = scratch + xp_len;        /* G x O rows of Qv: dy on the padded-width grid */
+    const size_t dq_len = G * dseg + SLACK;
 
     const int O4 = (O + 3) / 4, T3 = (K + 2) / 3;
     const int ntiles = O4 * T3;
@@ -598,8 +578,11 @@ static void backward_weight_flat(const ssd_conv2d_t *g, const float *x, const fl
             for (int t = 0; t < K; ++t)
                 xoff_tab[t] = (size_t)(t / kk) * HpWp + (size_t)(t % kk / k) * Wp + t % k;
 
+        /* Zero once: the padding of xp and the dropped columns / tail of dq stay zero. */
 #pragma omp for schedule(static)
         for (size_t i = 0; i < xp_len; ++i) xp[i] = 0.0f;
+#pragma omp for schedule(static)
+        for (size_t i = 0; i < dq_len; ++i) dq[i] = 0.0f;
 #pragma omp for schedule(static)
         for (size_t i = 0; i < (size_t)O * K; ++i) dw[i] = 0.0f;
         if (db) bias_grad(g, dy, db);
@@ -607,27 +590,32 @@ static void backward_weight_flat(const ssd_conv2d_t *g, const float *x, const fl
         for (int n0 = 0; n0 < g->N; n0 += G) {
             const int gc = imin(G, g->N - n0);
             pad_image(x + (size_t)n0 * C * g->H * g->W, gc * C, g->H, g->W, pad, b.Hp, Wp, xp);
+#pragma omp for schedule(static)
+            for (int row = 0; row < gc * O * OH; ++row) {
+                const int img = row / (O * OH), o = row / OH % O, oh = row % OH;
+                memcpy(dq + img * dseg + (size_t)o * Qv + (size_t)oh * Wp,
+                       dy + ((size_t)n0 * O * OH + row) * OW, (size_t)OW * sizeof(float));
+            }
             /* (implicit barrier: the group is in place) */
-            const float *dyn = dy + (size_t)n0 * dseg;
 
-            for (int oh0 = 0; oh0 < OH; oh0 += b.rows) {
-                const int nrows = imin(b.rows, OH - oh0);
+            for (int q0 = 0; q0 < Qv; q0 += b.qchunk) {
+                const int nq = imin(b.qchunk, Qv - q0);
                 for (int tile = tile0; tile < tile1; ++tile) {
                     const int o0 = tile / T3 * 4, t0 = tile % T3 * 3;
                     const float *d[4];
                     for (int r = 0; r < 4; ++r)
-                        d[r] = dyn + (size_t)imin(o0 + r, O - 1) * OHOW + (size_t)oh0 * OW;
+                        d[r] = dq + (size_t)imin(o0 + r, O - 1) * Qv + q0;
                     const float *xs[3];
                     for (int s = 0; s < 3; ++s) {
                         const int t = imin(t0 + s, K - 1);
                         const size_t off = table_full ? xoff_tab[t]
                                                       : (size_t)(t / kk) * HpWp +
                                                             (size_t)(t % kk / k) * Wp + t % k;
-                        xs[s] = xp + off + (size_t)oh0 * Wp;
+                        xs[s] = xp + off + q0;
                     }
                     float out[12];
-                    bw_tile(d[0], d[1], d[2], d[3], xs[0], xs[1], xs[2], nrows, OW, OW, Wp, gc,
-                            dseg, xseg, out);
+                    bw_tile(d[0], d[1], d[2], d[3], xs[0], xs[1], xs[2], nq, gc, dseg, xseg,
+                            out);
                     for (int r = 0; r < 4 && o0 + r < O; ++r)
                         for (int s = 0; s < 3 && t0 + s < K; ++s)
                             dw[(size_t)(o0 + r) * K + t0 + s] += out[r * 3 + s];

@@ -29,7 +29,16 @@ extension Lowering {
         var l = Lowering(graph: graph, mode: .train)
         l.updateRunningStats = true
         var p = try l.run(name: "train_step")
-        try l.appendTrainStep(&p, options: options)
+        try l.appendTrainStep(&p, options: options, backward: true)
+        return p
+    }
+
+    /// Evaluation-mode forward, labelling and loss, without backward or update: the
+    /// validation metrics of the same loss the train step minimises.
+    public static func lowerEvalStep(_ graph: Graph, options: TrainStepOptions) throws -> Program {
+        var l = Lowering(graph: graph, mode: .eval)
+        var p = try l.run(name: "eval_step")
+        try l.appendTrainStep(&p, options: options, backward: false)
         return p
     }
 
@@ -43,7 +52,7 @@ extension Lowering {
         var reluMask: [Int: Int] = [:]
     }
 
-    mutating func appendTrainStep(_ p: inout Program, options: TrainStepOptions) throws {
+    mutating func appendTrainStep(_ p: inout Program, options: TrainStepOptions, backward: Bool) throws {
         guard let cls = graph.output("cls_preds"), let bbox = graph.output("bbox_preds"), let anchorsNode = graph.output("anchors") else {
             throw GraphError(location: SourceLocation(file: graph.name, line: 0), node: graph.name,
                              message: "training needs an SSD model (anchors, cls_preds, bbox_preds)")
@@ -72,6 +81,12 @@ extension Lowering {
             metrics: metrics, anchorsCount: a, classes: q1, config: options.loss))
         _ = at
 
+        if !backward {
+            finishTrainStep(&p, labels: labels, bboxLabels: bboxLabels, bboxMasks: bboxMasks, clsLabels: clsLabels,
+                            perExample: perExample, metrics: metrics)
+            return
+        }
+
         // Backward, in reverse graph order.
         var bw = Backward()
         bw.grads[cls.id] = dCls
@@ -89,7 +104,12 @@ extension Lowering {
             counts.append(s.count)
         }
         addKernel(.opaque, [], .sgd(slots: slots, counts: counts))
+        finishTrainStep(&p, labels: labels, bboxLabels: bboxLabels, bboxMasks: bboxMasks, clsLabels: clsLabels,
+                        perExample: perExample, metrics: metrics)
+    }
 
+    mutating func finishTrainStep(_ p: inout Program, labels: Int, bboxLabels: Int, bboxMasks: Int, clsLabels: Int,
+                                  perExample: Int, metrics: Int) {
         p.kernels = kernels
         p.buffers = buffers
         p.inputs.append((name: "Y", buffer: labels))

@@ -46,6 +46,7 @@ public struct CompiledModel: Sendable {
         }
         if let options = self.training {
             programs.append(try MemoryPlan.plan(try Lowering.lowerTrainStep(graph, options: options)))
+            programs.append(try MemoryPlan.plan(try Lowering.lowerEvalStep(graph, options: options)))
         }
     }
 

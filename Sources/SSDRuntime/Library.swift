@@ -181,7 +181,7 @@ public final class ModelSession {
 
     /// Runs `program` on a batch. `inputs` are the program's inputs by name, each a
     /// batched tensor of the same N. Returns every output of the program.
-    public func run(_ programName: String, inputs: [String: HostTensor]) throws -> [String: HostTensor] {
+    public func run(_ programName: String, inputs: [String: HostTensor], outputs wanted: Set<String>? = nil) throws -> [String: HostTensor] {
         let p = try library.program(programName)
         var n: Int? = nil
         for v in p.inputs {
@@ -207,7 +207,7 @@ public final class ModelSession {
         guard status == 0 else { throw RuntimeError("\(p.entry) failed with code \(status)") }
 
         var out: [String: HostTensor] = [:]
-        for v in p.outputs {
+        for v in p.outputs where wanted?.contains(v.name) ?? true {
             if v.region == "constant" {
                 out[v.name] = HostTensor(floats: try library.constant(v), shape: v.shape)
                 continue

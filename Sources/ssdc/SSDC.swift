@@ -74,12 +74,41 @@ struct Compile: ParsableCommand {
 }
 
 enum RunMode: String, EnumerableFlag {
-    case forward, predict
+    case train, step, eval, forward, predict
     static func help(for value: RunMode) -> ArgumentHelp? {
         switch value {
+        case .train: return "Train on --data (default: the built-in generated set), checkpointing to --out."
+        case .step: return "One training step on --input (X, Y); write forward values, targets, loss, gradients and state to --out."
+        case .eval: return "Evaluate --weights on the validation split of --data: class err, bbox mae, loss."
         case .forward: return "Run the forward pass on --input (safetensors with X) and write --out."
         case .predict: return "Detect objects in the given images and write annotated copies."
         }
+    }
+}
+
+/// The loss variants of the chapter's exercises (SPEC section 7).
+struct LossOptions: ParsableArguments {
+    @Option(help: "Smooth L1 instead of L1 for box offsets, with this sigma.")
+    var smoothL1: Float?
+    @Option(help: "Focal loss instead of cross-entropy, with this gamma (alpha from --focal-alpha).")
+    var focal: Float?
+    @Option(help: "Focal loss alpha.")
+    var focalAlpha: Float = 0.25
+    @Option(help: "Hard negative mining: keep at most this many negatives per positive.")
+    var negativeMiningRatio: Float?
+    @Option(help: "Weight of the class loss.")
+    var clsWeight: Float = 1
+    @Option(help: "Weight of the box-offset loss.")
+    var bboxWeight: Float = 1
+
+    var config: LossConfig {
+        var c = LossConfig()
+        if let s = smoothL1 { c.smoothL1 = true; c.sigma = s }
+        if let g = focal { c.focal = true; c.focalGamma = g; c.focalAlpha = focalAlpha }
+        if let r = negativeMiningRatio { c.negativeMiningRatio = r }
+        c.clsWeight = clsWeight
+        c.bboxWeight = bboxWeight
+        return c
     }
 }
 
@@ -90,12 +119,22 @@ struct Run: ParsableCommand {
 
     @Flag var mode: RunMode
     @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var lossOptions: LossOptions
+
+    @Option(help: "--train/--eval: a banana-detection-style data set (bananas_train/, bananas_val/). Default: the built-in generated set.")
+    var data: String?
+    @Option(help: "--train: epochs.") var epochs: Int = 20
+    @Option(help: "--train/--eval: batch size.") var batchSize: Int = 32
+    @Option(help: "--train/--step: learning rate.") var lr: Float = 0.2
+    @Option(help: "--train/--step: weight decay.") var wd: Float = 5e-4
+    @Option(help: "--train: seed of the initial weights and the shuffling.") var seed: UInt64 = 0
+    @Flag(help: "--train: continue from the last checkpoint in --out.") var resume = false
 
     @Option(help: "Weights: a safetensors file with PyTorch's state_dict names.")
     var weights: String?
     @Option(help: "--forward: safetensors file holding X (N,3,H,W) float32.")
     var input: String?
-    @Option(help: "--forward: output safetensors file; --predict: directory for annotated images (default: predictions).")
+    @Option(help: "--forward/--step: output safetensors file; --predict: directory for annotated images (default: predictions); --train: run directory (default: runs/latest).")
     var out: String?
     @Option(help: "--forward: BatchNorm mode, train (batch statistics) or eval (running statistics, adds probs and detection).")
     var bn: BNMode = .eval
@@ -107,8 +146,16 @@ struct Run: ParsableCommand {
     var images: [String] = []
 
     func validate() throws {
-        if weights == nil { throw ValidationError("--weights W.safetensors is required (a checkpoint with PyTorch's state_dict names)") }
+        if weights == nil && mode != .train {
+            throw ValidationError("--weights W.safetensors is required (a checkpoint with PyTorch's state_dict names)")
+        }
+        if !images.isEmpty && mode != .predict { throw ValidationError("image arguments are for --predict") }
+        if batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
+        if epochs < 1 { throw ValidationError("--epochs must be at least 1") }
         switch mode {
+        case .train, .eval: break
+        case .step:
+            if input == nil || out == nil { throw ValidationError("--step needs --input BATCH.safetensors (X, Y) and --out OUT.safetensors") }
         case .forward:
             if input == nil || out == nil { throw ValidationError("--forward needs --input IN.safetensors and --out OUT.safetensors") }
             if !images.isEmpty { throw ValidationError("--forward takes no image arguments; put X in --input") }
@@ -131,12 +178,117 @@ struct Run: ParsableCommand {
     }
 
     func runMode() throws {
+        switch mode {
+        case .train: return try train()
+        case .step: return try step()
+        case .eval: return try evaluate()
+        case .forward, .predict: break
+        }
         let (model, session) = try modelOptions.load()
         try session.loadStateDict(try SafeTensors.read(weights!), source: weights!)
         switch mode {
         case .forward: try forward(session)
         case .predict: try predict(model, session)
+        default: break
         }
+    }
+
+    var threadCount: Int {
+        modelOptions.threads ?? ProcessInfo.processInfo.environment["SSDC_NUM_THREADS"].flatMap { Int($0) }
+            ?? ProcessInfo.processInfo.activeProcessorCount
+    }
+
+    /// The data set: --data, or the built-in generated one (made on first use).
+    func dataRoot() throws -> String {
+        if let data { return data }
+        let root = Toolchain.cacheDirectory() + "/data/synthetic-bananas"
+        if !FileManager.default.fileExists(atPath: root + "/bananas_train/label.csv") {
+            print("generating the built-in data set in \(root) ...")
+        }
+        return try SyntheticBananas.ensure(at: root)
+    }
+
+    func train() throws {
+        let root = try dataRoot()
+        let data = try DetectionDataSet.load(root: root, split: .train)
+        let (h, w) = try modelOptions.parsedSize()
+        guard data.height == h, data.width == w else {
+            throw RuntimeError("\(root): images are \(data.width)x\(data.height); pass --input-size \(data.height)x\(data.width)")
+        }
+        let loss = lossOptions.config
+        let m = try ModelResolver.resolve(modelOptions.model, height: h, width: w, numClasses: max(1, data.classCount),
+                                          training: .init(maxBoxes: max(1, data.maxBoxes), loss: loss))
+        m.library.setThreads(threadCount)
+        let session = ModelSession(library: m.library)
+        let runDir = out ?? "runs/latest"
+        var settings = TrainSettings(data: root, threads: threadCount, model: modelOptions.model ?? "built-in tinyssd", loss: loss.summary)
+        settings.epochs = epochs; settings.batchSize = batchSize; settings.learningRate = lr; settings.weightDecay = wd
+        settings.seed = seed; settings.initialWeights = weights
+        let trainer = Trainer(model: m, session: session, data: data, settings: settings, runDirectory: runDir)
+        var first = 1
+        if resume {
+            first = try trainer.resume()
+            print("resuming \(runDir) at epoch \(first)")
+        } else if let weights {
+            try session.loadStateDict(try SafeTensors.read(weights), source: weights)
+        } else {
+            session.initializeParameters(seed: seed, graph: m.graph)
+        }
+        print("training \(m.graph.name) on \(data.count) images of \(root) (\(epochs) epochs, batch \(batchSize), lr \(lr), wd \(wd), \(threadCount) threads, \(loss.summary))")
+        let progress = ProgressLine()
+        let start = Date()
+        let history = try trainer.train(from: first, onBatch: { done, total, rate, elapsed in
+            progress.update(done: done, total: total, rate: rate, elapsed: elapsed)
+        }, onEpoch: { e in
+            progress.clear()
+            print(String(format: "epoch %d, class err %.2e, bbox mae %.2e, time %.1f sec, loss %.4f",
+                         e.epoch, e.classError, e.bboxMAE, e.seconds, e.loss))
+        })
+        guard let last = history.last else { print("nothing to do: \(runDir) has finished \(epochs) epochs"); return }
+        let examples = history.map(\.examples).reduce(0, +)
+        let seconds = history.map(\.seconds).reduce(0, +)
+        print(String(format: "class err %.2e, bbox mae %.2e", last.classError, last.bboxMAE))
+        print(String(format: "%.1f examples/sec on cpu (%d threads)", Double(examples) / seconds, threadCount))
+        print("checkpoint: \(runDir)/checkpoint.safetensors, metrics: \(runDir)/metrics.csv (\(String(format: "%.1f", Date().timeIntervalSince(start))) s)")
+    }
+
+    func step() throws {
+        let batch = try SafeTensors.read(input!)
+        guard let x = batch["X"], let y = batch["Y"] else { throw RuntimeError("\(input!) needs tensors X (N,3,H,W) and Y (N,G,5)") }
+        guard x.shape.count == 4, y.shape.count == 3, y.shape[2] == 5, y.shape[0] == x.shape[0] else {
+            throw RuntimeError("\(input!): X must be (N,3,H,W) and Y (N,G,5) with the same N; got \(x.shape) and \(y.shape)")
+        }
+        let m = try ModelResolver.resolve(modelOptions.model, height: x.shape[2], width: x.shape[3],
+                                          training: .init(maxBoxes: y.shape[1], loss: lossOptions.config))
+        if let t = modelOptions.threads { m.library.setThreads(t) }
+        let session = ModelSession(library: m.library)
+        try session.loadStateDict(try SafeTensors.read(weights!), source: weights!)
+        session.setHyperParameters(learningRate: lr, weightDecay: wd)
+        let outputs = try session.run("train_step", inputs: ["X": x, "Y": y])
+        var result: [String: HostTensor] = [:]
+        for (k, v) in outputs where k != "metrics" {
+            result[["anchors", "cls_preds", "bbox_preds"].contains(k) ? "fwd.\(k)" : k] = v
+        }
+        let perExample = outputs["loss.per_example"]!.floats
+        result["loss.per_example"] = HostTensor(floats: perExample, shape: [perExample.count])
+        result["loss.mean"] = HostTensor(floats: [Float(perExample.map(Double.init).reduce(0, +) / Double(perExample.count))], shape: [])
+        for (k, v) in session.gradients() { result["grad.\(k)"] = v }
+        for (k, v) in session.stateDict() { result["state.\(k)"] = v }
+        try SafeTensors.write(result, metadata: ["lr": "\(lr)", "wd": "\(wd)", "loss": lossOptions.config.summary], to: out!)
+        print(String(format: "loss %.6f; wrote %d tensors to %@", result["loss.mean"]!.floats[0], result.count, out!))
+    }
+
+    func evaluate() throws {
+        let root = try dataRoot()
+        let data = try DetectionDataSet.load(root: root, split: .val)
+        let m = try ModelResolver.resolve(modelOptions.model, height: data.height, width: data.width,
+                                          training: .init(maxBoxes: max(1, data.maxBoxes), loss: lossOptions.config))
+        if let t = modelOptions.threads { m.library.setThreads(t) }
+        let session = ModelSession(library: m.library)
+        try session.loadStateDict(try SafeTensors.read(weights!), source: weights!)
+        let acc = try Evaluator.evaluate(session, data: data, batchSize: batchSize, maxBoxes: m.library.manifest.maxBoxes ?? data.maxBoxes)
+        print(String(format: "%@ (%d images): class err %.2e, bbox mae %.2e, loss %.4f", root + "/bananas_val", data.count,
+                     acc.classError, acc.bboxMAE, acc.meanLoss))
     }
 
     func forward(_ session: ModelSession) throws {
