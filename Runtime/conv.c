@@ -1,35 +1,38 @@
 /*
  * conv.c — 2-D convolution (NCHW, OIHW weights): forward, backward-data, backward-weight.
  *
- * Fast path (stride 1, every conv of TinySSD): "flat" implicit GEMM on a zero-padded copy
- * of one image. With the input padded to Hp x Wp and stored contiguously, output pixel
- * (oh, ow) and kernel tap t = (c, i, j) read xp[c*Hp*Wp + i*Wp + j + (oh*Wp + ow)]. So if
- * outputs are indexed on the padded-width grid, q = oh*Wp + ow, the im2col matrix is
- * B[t][q] = xp[off(t) + q]: every row is a contiguous slice of xp. We never build it;
- * the GEMM packing step copies 24-float slices of xp straight into the kc x 24 micro-panel
- * the micro-kernel of gemm.c consumes. The k-1 columns of each grid row with ow >= OW are
- * computed and dropped (2/258 of the work at 256x256). Consequences:
- *   - no 9x im2col buffer: scratch is the padded image plus the packed weights;
- *   - with K = 27 (first layer) the packing is 3 vector copies per tap and the whole
- *     reduction is one K block, so the bias + ReLU epilogue is done in registers while
- *     the 4 x 24 tile is hot and stored straight into y;
+ * Fast path (stride 1 — every conv of TinySSD): "flat" implicit GEMM on a zero-padded
+ * copy of one image. With the input padded to Hp x Wp and stored contiguously, output
+ * pixel (oh, ow) and kernel tap t = (c, i, j) read xp[c*Hp*Wp + i*Wp + j + (oh*Wp + ow)].
+ * So if outputs are indexed on the padded-width grid, q = oh*Wp + ow, the im2col matrix is
+ * B[t][q] = xp[off(t) + q]: every row is a contiguous slice of xp. It is never built, not
+ * even as packed panels: the 4 x 24 micro-kernel of gemm.c (ssd__ukernel_rows) loads its
+ * 24-pixel B rows straight from xp through a per-thread table of the K tap offsets. (A
+ * packed copy was measured: no faster, since B is used by only M/4 kernel calls.) The k-1
+ * grid columns with ow >= OW are computed and dropped (2/258 of the work at 256 x 256).
+ *   - scratch: the padded image and the weights packed in 4-row panels, per image;
+ *   - the reduction is cut into blocks of <= 256 taps; on the last block the bias + ReLU
+ *     epilogue is applied to the tile in registers and stored straight into y (tiles that
+ *     straddle an output row go through a small stack buffer and are scattered);
  *   - backward-data of a stride-1 conv is the same flat conv of dy padded by k-1-pad with
  *     the weights transposed (O <-> C) and flipped, so it reuses the forward code;
- *   - parallel over (24-pixel panel, group of output channels) tasks of one image: no
- *     reduction across threads, results independent of the thread count.
+ *   - parallel over (24-pixel panel, group of output channels) tasks of one image; with
+ *     few panels (small maps) the channels are split into more groups. No reduction across
+ *     threads: results are independent of the thread count.
  *
- * Backward-weight (stride 1) reduces over pixels, so it uses its own kernel: a tile of
+ * Backward-weight (stride 1) reduces over pixels, so it has its own kernel: a tile of
  * 4 output channels x 3 taps keeps 12 vector accumulators over q (8 pixels per vector),
- * reading dy (re-laid on the padded-width grid with zeros in the dropped columns) and the
- * padded x directly. Pixels are processed in chunks of 1024 (4 dy rows = 16 KB, in L1);
- * each chunk's 12 partial sums are reduced horizontally and added to dw in a fixed order,
- * so the result depends only on the shape, not on the thread count. Threads split the
- * (channel-tile, tap-tile) grid of dw.
+ * reading dy (re-laid on the padded-width grid, zeros in the dropped columns) and the
+ * padded x directly. Pixels are taken in chunks of ~1024 (4 dy rows = 16 KB stay in L1
+ * while the tile walks over the taps); tiny maps are processed G images at a time instead
+ * so that a chunk is still ~1024 pixels. Each chunk's 12 sums are reduced horizontally and
+ * added to dw in a fixed order; threads split the (channel-tile, tap-tile) grid of dw, so
+ * the result depends on the shape only, not on the thread count.
  *
  * General path (stride > 1, or backward-data with pad > k-1): explicit im2col of one image
  * into scratch + ssd_sgemm (+ col2im for backward-data). Slower, but any k/stride/pad.
  *
- * Scratch is per image (never per batch): see ssd_conv2d_scratch_floats.
+ * Scratch is bounded per image (never per batch): see ssd_conv2d_scratch_floats.
  */
 #include "ssd_runtime.h"
 #include "gemm_internal.h"
@@ -374,6 +377,14 @@ void ssd_conv2d_forward(const ssd_conv2d_t *g, const float *x, const float *w, c
                         float *y, int relu, float *scratch)
 {
     if (empty_output(g) || g->N <= 0 || g->O <= 0) return;
+    if (g->C <= 0 || g->k <= 0) { /* empty reduction: y = bias */
+        const size_t OHOW = (size_t)g->OH * g->OW;
+        for (size_t i = 0; i < (size_t)g->N * g->O * OHOW; ++i) {
+            const float v = b ? b[i / OHOW % g->O] : 0.0f;
+            y[i] = relu && v < 0.0f ? 0.0f : v;
+        }
+        return;
+    }
     if (fast_forward(g)) {
         flat_conv(g->N, g->C, g->H, g->W, g->pad, g->O, g->k, x, w, 0, g->C, b, relu, y,
                   scratch);
@@ -407,11 +418,11 @@ void ssd_conv2d_backward_data(const ssd_conv2d_t *g, const float *dy, const floa
                               float *dx, float *scratch)
 {
     const size_t xlen = (size_t)g->N * g->C * g->H * g->W;
-    if (empty_output(g) || g->O <= 0) {
+    if (empty_output(g) || g->O <= 0 || g->k <= 0) {
         memset(dx, 0, xlen * sizeof(float));
         return;
     }
-    if (g->N <= 0) return;
+    if (g->N <= 0 || g->C <= 0) return;
     if (fast_backward_data(g)) {
         /* dx = flat conv of dy (O channels, OH x OW) padded by k-1-pad, weights flipped. */
         flat_conv(g->N, g->O, g->OH, g->OW, g->k - 1 - g->pad, g->C, g->k, dy, w, 1, g->C,
@@ -630,9 +641,14 @@ void ssd_conv2d_backward_weight(const ssd_conv2d_t *g, const float *x, const flo
                                 float *dw, float *db, float *scratch)
 {
     const int K = g->C * g->k * g->k;
-    if (empty_output(g) || g->N <= 0) {
-        memset(dw, 0, (size_t)g->O * K * sizeof(float));
-        if (db) memset(db, 0, (size_t)g->O * sizeof(float));
+    if (empty_output(g) || g->N <= 0 || K <= 0) {
+        if (K > 0) memset(dw, 0, (size_t)g->O * K * sizeof(float));
+        if (db && (empty_output(g) || g->N <= 0)) {
+            memset(db, 0, (size_t)g->O * sizeof(float));
+        } else if (db) {
+#pragma omp parallel num_threads(ssd_get_num_threads())
+            bias_grad(g, dy, db);
+        }
         return;
     }
     if (fast_backward_weight(g)) {

@@ -22,10 +22,15 @@
  * same order whatever the thread count (kc depends on K only), so results are
  * bit-identical for any number of threads.
  *
+ * Packing: op(B) rows are copied (N) or transposed 8 x 8 with AVX shuffles (T) into the
+ * micro-panel; op(A) columns likewise with 4 x 4 transposes. Edge tiles (M % 4, N % 24)
+ * are packed with zeros and computed into a local 4 x 24 tile, then copied.
+ *
  * Buffers: the B micro-panel lives on each thread's stack (24 KB). The shared A block
  * (256 KB) is a static array, since the contract forbids allocation; the sgemm body is a
  * named critical section so concurrent callers cannot share it. (conv.c does not use it:
- * it packs into the caller's scratch.)
+ * it packs its weights into the caller's scratch and feeds ssd__ukernel_rows with rows of
+ * the padded image directly.)
  */
 #include "ssd_runtime.h"
 #include "gemm_internal.h"
@@ -234,18 +239,63 @@ void ssd__ukernel_rows(int kc, const float *a, const float *b, const int *boff, 
 
 /* ---- packing --------------------------------------------------------------------------- */
 
+#ifdef SSD_GEMM_AVX2
+/* 8 x 8 transpose: rows s[r*lds .. +8) -> d[c*ldd + r]. */
+static inline void transpose8(const float *s, size_t lds, float *d, size_t ldd)
+{
+    __m256 r0 = _mm256_loadu_ps(s), r1 = _mm256_loadu_ps(s + lds);
+    __m256 r2 = _mm256_loadu_ps(s + 2 * lds), r3 = _mm256_loadu_ps(s + 3 * lds);
+    __m256 r4 = _mm256_loadu_ps(s + 4 * lds), r5 = _mm256_loadu_ps(s + 5 * lds);
+    __m256 r6 = _mm256_loadu_ps(s + 6 * lds), r7 = _mm256_loadu_ps(s + 7 * lds);
+    __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+    __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+    __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+    __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+    __m256 u0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+    __m256 u1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+    __m256 u2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+    __m256 u3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+    __m256 u4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));
+    __m256 u5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
+    __m256 u6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
+    __m256 u7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+    _mm256_storeu_ps(d, _mm256_permute2f128_ps(u0, u4, 0x20));
+    _mm256_storeu_ps(d + ldd, _mm256_permute2f128_ps(u1, u5, 0x20));
+    _mm256_storeu_ps(d + 2 * ldd, _mm256_permute2f128_ps(u2, u6, 0x20));
+    _mm256_storeu_ps(d + 3 * ldd, _mm256_permute2f128_ps(u3, u7, 0x20));
+    _mm256_storeu_ps(d + 4 * ldd, _mm256_permute2f128_ps(u0, u4, 0x31));
+    _mm256_storeu_ps(d + 5 * ldd, _mm256_permute2f128_ps(u1, u5, 0x31));
+    _mm256_storeu_ps(d + 6 * ldd, _mm256_permute2f128_ps(u2, u6, 0x31));
+    _mm256_storeu_ps(d + 7 * ldd, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+
+/* 4 x 4 transpose: rows s[r*lds .. +4) -> d[c*4 + r] (16 contiguous floats). */
+static inline void transpose4(const float *s, size_t lds, float *d)
+{
+    __m128 r0 = _mm_loadu_ps(s), r1 = _mm_loadu_ps(s + lds);
+    __m128 r2 = _mm_loadu_ps(s + 2 * lds), r3 = _mm_loadu_ps(s + 3 * lds);
+    _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+    _mm_storeu_ps(d, r0);
+    _mm_storeu_ps(d + 4, r1);
+    _mm_storeu_ps(d + 8, r2);
+    _mm_storeu_ps(d + 12, r3);
+}
+#endif
+
 /* MR rows [i0, i0+mr) of op(A), columns [p0, p0+kc) -> dst[p*MR + r]; missing rows are 0. */
 static void pack_a(int transA, const float *A, int lda, int i0, int mr, int p0, int kc,
                    float *restrict dst)
 {
     if (!transA) {
+        int p = 0;
+#ifdef SSD_GEMM_AVX2
+        if (mr == SSD_MR)
+            for (; p + 4 <= kc; p += 4)
+                transpose4(A + (size_t)i0 * lda + p0 + p, (size_t)lda, dst + p * SSD_MR);
+#endif
         for (int r = 0; r < SSD_MR; ++r) {
-            if (r < mr) {
-                const float *s = A + (size_t)(i0 + r) * lda + p0;
-                for (int p = 0; p < kc; ++p) dst[p * SSD_MR + r] = s[p];
-            } else {
-                for (int p = 0; p < kc; ++p) dst[p * SSD_MR + r] = 0.0f;
-            }
+            const float *s = A + (size_t)(i0 + r) * lda + p0;
+            for (int q = p; q < kc; ++q) dst[q * SSD_MR + r] = r < mr ? s[q] : 0.0f;
         }
     } else {
         for (int p = 0; p < kc; ++p) {
@@ -271,13 +321,18 @@ static void pack_b(int transB, const float *B, int ldb, int p0, int kc, int j0, 
             }
         }
     } else {
+        /* B is stored N x K: column j of op(B) is row j0+j of B, contiguous in p. */
+        int p = 0;
+#ifdef SSD_GEMM_AVX2
+        if (nr == SSD_NR)
+            for (; p + 8 <= kc; p += 8)
+                for (int j = 0; j < SSD_NR; j += 8)
+                    transpose8(B + (size_t)(j0 + j) * ldb + p0 + p, (size_t)ldb,
+                               dst + p * SSD_NR + j, SSD_NR);
+#endif
         for (int j = 0; j < SSD_NR; ++j) {
-            if (j < nr) {
-                const float *s = B + (size_t)(j0 + j) * ldb + p0;
-                for (int p = 0; p < kc; ++p) dst[p * SSD_NR + j] = s[p];
-            } else {
-                for (int p = 0; p < kc; ++p) dst[p * SSD_NR + j] = 0.0f;
-            }
+            const float *s = B + (size_t)(j0 + j) * ldb + p0;
+            for (int q = p; q < kc; ++q) dst[q * SSD_NR + j] = j < nr ? s[q] : 0.0f;
         }
     }
 }

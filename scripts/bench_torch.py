@@ -71,11 +71,20 @@ def bench_train(net, batch_size, warmup, steps):
     net.train()
     for _ in range(warmup):
         train_step(net, trainer, X, Y)
+    times = []
+    c0 = time.process_time()
     t0 = time.perf_counter()
     for _ in range(steps):
+        t = time.perf_counter()
         train_step(net, trainer, X, Y)
+        times.append(time.perf_counter() - t)
     dt = time.perf_counter() - t0
-    return steps * batch_size / dt, dt / steps
+    cpu = time.process_time() - c0
+    return {"train_examples_per_sec": steps * batch_size / dt,
+            "train_step_ms": 1e3 * dt / steps, "train_step_ms_min": 1e3 * min(times),
+            # CPU seconds used per wall second per thread: well below 1 means the
+            # process did not get its cores (another load on the machine).
+            "train_cpu_util": cpu / (dt * torch.get_num_threads())}
 
 
 def bench_infer(net, latency_runs, detect_runs, b32_runs):
@@ -220,9 +229,7 @@ def main():
     res = {"torch_version": torch.__version__, "threads": args.threads,
            "batch_size": args.batch_size}
     train_net = T.make_reference_model()
-    eps, step_s = bench_train(train_net, args.batch_size, warmup=2, steps=args.train_steps)
-    res["train_examples_per_sec"] = eps
-    res["train_step_ms"] = 1e3 * step_s
+    res.update(bench_train(train_net, args.batch_size, warmup=2, steps=args.train_steps))
     res.update(bench_infer(T.make_reference_model(), args.latency_runs,
                            args.detect_runs, args.b32_runs))
     rss, err = run_child(args, "--rss-child", timeout=300)
@@ -249,7 +256,8 @@ def main():
         ("torch", res["torch_version"]),
         ("threads / batch size", f"{args.threads} / {args.batch_size}"),
         ("train examples/s (256x256)", f"{res['train_examples_per_sec']:.2f}"
-         f"  ({res['train_step_ms']:.0f} ms/step)"),
+         f"  ({res['train_step_ms']:.0f} ms/step, best {res['train_step_ms_min']:.0f}; "
+         f"CPU use {100 * res['train_cpu_util']:.0f}% of {args.threads} threads)"),
         ("infer b1 forward ms (median)", f"{res['infer_b1_ms']:.2f}"),
         ("infer b1 forward+detection ms", f"{res['infer_b1_detect_ms']:.2f}"
          f"  ({res['detect_kept_rows']} rows kept by NMS)"),
@@ -263,6 +271,9 @@ def main():
                      f"{c:.2f}" if c is not None else f"n/a ({res.get('compile_error')})"))
     rows.append(("bench wall time", f"{res['bench_wall_sec']:.0f} s"))
     out = sys.stderr if args.json else sys.stdout
+    if res["train_cpu_util"] < 0.8:
+        print("warning: the training steps got less CPU than asked for; another load "
+              "was probably running, so the numbers are low", file=out)
     width = max(len(r[0]) for r in rows)
     for k, v in rows:
         print(f"{k:<{width}}  {v}", file=out)

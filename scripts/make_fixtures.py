@@ -236,7 +236,20 @@ def write_step(model, out):
     loss.backward()
     grads = {f"grad.{n}": p.grad.detach().clone() for n, p in net.named_parameters()}
     trainer.step()
-    state = {f"state.{n}": v for n, v in net.state_dict().items()}
+    # The updated trainable parameters follow from the weights and grad.* exactly as
+    # torch.optim.SGD computes them (p - lr * (g + wd * p), float32), so only the state
+    # that grad.* does not determine is stored: BN running statistics and counters.
+    trainable = {n for n, _ in net.named_parameters()}
+    state = {f"state.{n}": v for n, v in net.state_dict().items() if n not in trainable}
+    # The same step in float64, for the base network's parameters: where float32 rounding
+    # (in PyTorch as in ssdc) dominates, e.g. the first layers fed by 0..255 pixels, the
+    # tests compare against this instead.
+    net64 = copy.deepcopy(model).double()
+    net64.train()
+    a64, c64, b64 = net64(X.double())
+    l64 = T.calc_loss(c64, cls_labels, b64, bbox_labels.double(), bbox_masks.double())
+    l64.mean().backward()
+    grads64 = {f"grad64.{n}": p.grad.detach().float() for n, p in net64.named_parameters() if n.startswith("blk_0.")}
     pos = [int((cls_labels[i] > 0).sum()) for i in range(2)]
     print(f"  step: loss {loss.item():.6f} per example {l.detach().tolist()}; positive anchors {pos}")
     tensors = {
@@ -247,6 +260,7 @@ def write_step(model, out):
         "loss.per_example": l, "loss.mean": loss.reshape(()),
     }
     tensors.update(grads)
+    tensors.update(grads64)
     tensors.update(state)
     meta = dict(_common_meta(), lr=repr(LR), wd=repr(WD), momentum="0",
                 weights="tinyssd_weights.safetensors (state before the step)",
@@ -255,8 +269,9 @@ def write_step(model, out):
                           "on rows with class >= 0; calc_loss (CE + L1, reduction none); "
                           "l.mean().backward(); SGD(lr, weight_decay).step()",
                 grads="grad.<name> = gradient of loss.mean before the step (no weight decay)",
-                state="state.<name> = the whole state_dict after the step "
-                      "(BN running stats updated by the train-mode forward)")
+                state="state.<name> = the state_dict entries after the step that are not "
+                      "trainable parameters (BN running stats and num_batches_tracked)",
+                grads64="grad64.<name> = the same gradient computed in float64 (blk_0.* only)")
     _save(tensors, os.path.join(out, "tinyssd_step.safetensors"), meta)
 
 

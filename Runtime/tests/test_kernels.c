@@ -101,7 +101,9 @@ static int same_bits(const float *a, const float *b, size_t n)
 
 /* Scratch with a guard zone after the advertised size, pre-filled with NaN so that any
  * dependence on its initial content shows up. */
-#define GUARD 4096
+#ifndef GUARD
+#define GUARD 4096 /* (build with -DGUARD=0 under ASan to catch reads past the scratch) */
+#endif
 static float *scratch_alloc(size_t n)
 {
     float *s = falloc(n + GUARD);
@@ -373,6 +375,9 @@ static void test_conv(void)
         {2, 16, 64, 64, 32, 3, 1, 1},
         {1, 1, 3, 50, 1, 3, 1, 1},
         {2, 3, 2, 2, 4, 3, 1, 0},     /* empty output */
+        {4, 3, 16, 16, 5, 3, 1, 1},   /* backward-weight image groups of 3 + 1 */
+        {1, 150, 4, 4, 8, 3, 1, 1},   /* K = 1350: no per-thread offset table */
+        {2, 0, 5, 5, 3, 3, 1, 1},     /* no input channels: y = bias */
     };
     const int n = sizeof shapes / sizeof shapes[0];
     for (int s = 0; s < n; ++s) {
@@ -608,7 +613,9 @@ static void test_bn_backward(int N, int C, int HW, int relu, int fd)
 
 /* ---- pooling ---------------------------------------------------------------------------- */
 
-static void test_maxpool2(int N, int C, int H, int W, int ties)
+/* ties: values in {-2, -1, 0, 1}; nans: also some NaN and -inf (the first NaN of a window
+ * does not win: a later NaN replaces it, as in PyTorch's `val > max || isnan(val)`). */
+static void test_maxpool2(int N, int C, int H, int W, int ties, int nans)
 {
     const size_t n = (size_t)N * C * H * W;
     const int OH = H / 2, OW = W / 2;
@@ -616,6 +623,12 @@ static void test_maxpool2(int N, int C, int H, int W, int ties)
     float *x = frandom(n), *dy = frandom(m);
     if (ties)
         for (size_t i = 0; i < n; ++i) x[i] = floorf(x[i] * 1.5f); /* values in {-2..1} */
+    if (nans)
+        for (size_t i = 0; i < n; ++i) {
+            const float r = frand();
+            if (r > 0.9f) x[i] = NAN;
+            else if (r < -0.9f) x[i] = -INFINITY;
+        }
     float *y = falloc(m), *dx = falloc(n);
     fill_nan(y, m);
     fill_nan(dx, n);
@@ -630,15 +643,15 @@ static void test_maxpool2(int N, int C, int H, int W, int ties)
                 for (int i = 0; i < 2; ++i)
                     for (int j = 0; j < 2; ++j) {
                         size_t idx = (size_t)p * H * W + (size_t)(2 * oh + i) * W + 2 * ow + j;
-                        if (x[idx] > x[best]) best = idx;
+                        if (x[idx] > x[best] || isnan(x[idx])) best = idx;
                     }
                 size_t o = ((size_t)p * OH + oh) * OW + ow;
                 yr[o] = x[best];
                 dxr[best] = dy[o];
             }
     report(same_bits(y, yr, m) && same_bits(dx, dxr, n),
-           "maxpool2 N=%d C=%d %dx%d%s: forward and backward exact", N, C, H, W,
-           ties ? " (ties)" : "");
+           "maxpool2 N=%d C=%d %dx%d%s%s: forward and backward exact", N, C, H, W,
+           ties ? " (ties)" : "", nans ? " (NaN, -inf)" : "");
     free(x); free(dy); free(y); free(dx); free(yr); free(dxr);
 }
 
@@ -657,7 +670,8 @@ static void test_global_maxpool(int N, int C, int HW, int ties)
     for (int p = 0; p < N * C; ++p) {
         size_t best = (size_t)p * HW;
         for (int i = 1; i < HW; ++i)
-            if (x[(size_t)p * HW + i] > x[best]) best = (size_t)p * HW + i;
+            if (x[(size_t)p * HW + i] > x[best] || isnan(x[(size_t)p * HW + i]))
+                best = (size_t)p * HW + i;
         yr[p] = x[best];
         dxr[best] = dy[p];
     }
@@ -855,6 +869,39 @@ static void bench(void)
         free(c.x); free(c.w); free(c.b); free(c.dy); free(c.y); free(c.dx); free(c.dw);
         free(c.db); free(c.scratch);
     }
+    /* the memory-bound kernels around the first layers, for scale */
+    {
+        const int N = 32, C = 16, H = 256, W = 256, HW = H * W;
+        const size_t n = (size_t)N * C * HW;
+        float *x = frandom(n), *y = falloc(n), *dy = frandom(n), *dx = falloc(n);
+        float mean[16], var[16], gm[16], bt[16], dg[16], db[16];
+        for (int c = 0; c < C; ++c) { gm[c] = 1.0f; bt[c] = 0.1f; }
+        for (int t = 0; t < 2; ++t) {
+            ssd_set_num_threads(tcounts[t]);
+            double best[5] = {1e30, 1e30, 1e30, 1e30, 1e30};
+            for (int r = 0; r < 3; ++r) {
+                double t0 = omp_get_wtime();
+                ssd_bn_stats(N, C, HW, x, mean, var);
+                double t1 = omp_get_wtime();
+                ssd_bn_apply(N, C, HW, x, mean, var, gm, bt, 1e-5f, 1, y);
+                double t2 = omp_get_wtime();
+                ssd_bn_backward(N, C, HW, x, mean, var, gm, 1e-5f, y, dy, dx, dg, db);
+                double t3 = omp_get_wtime();
+                ssd_maxpool2_forward(N, C, H, W, x, y);
+                double t4 = omp_get_wtime();
+                ssd_maxpool2_backward(N, C, H, W, x, y, dx);
+                double t5 = omp_get_wtime();
+                const double d[5] = {t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4};
+                for (int i = 0; i < 5; ++i) if (d[i] < best[i]) best[i] = d[i];
+            }
+            printf("16 x 256 x 256 N=32 threads=%d  bn stats %.1f ms  bn apply+relu %.1f ms  "
+                   "bn backward %.1f ms  maxpool2 forward %.1f ms  backward %.1f ms\n",
+                   tcounts[t], best[0] * 1e3, best[1] * 1e3, best[2] * 1e3, best[3] * 1e3,
+                   best[4] * 1e3);
+            fflush(stdout);
+        }
+        free(x); free(y); free(dy); free(dx);
+    }
     ssd_set_num_threads(saved);
 }
 
@@ -889,18 +936,22 @@ int main(int argc, char **argv)
     test_bn_forward(3, 5, 37, 0.0f);
     test_bn_forward(4, 16, 1000, 3.0f);
     test_bn_forward(1, 3, 1, 0.5f);
+    test_bn_forward(2, 16, 131075, -1.0f); /* > 16 MB: streaming stores, unaligned planes */
     test_bn_backward(3, 5, 37, 0, 0);
     test_bn_backward(3, 5, 37, 1, 0);
     test_bn_backward(8, 32, 1024, 1, 0);
+    test_bn_backward(2, 16, 131075, 1, 0); /* > 16 MB: streaming stores, unaligned planes */
     test_bn_backward(2, 3, 10, 0, 1);
     test_bn_backward(2, 3, 10, 1, 1);
     test_bn_backward(3, 2, 9, 1, 1);
 
-    test_maxpool2(2, 3, 7, 9, 0);
-    test_maxpool2(2, 3, 8, 8, 1);
-    test_maxpool2(1, 2, 5, 6, 1);
-    test_maxpool2(1, 1, 1, 5, 0);
-    test_maxpool2(4, 16, 64, 64, 0);
+    test_maxpool2(2, 3, 7, 9, 0, 0);
+    test_maxpool2(2, 3, 8, 8, 1, 0);
+    test_maxpool2(1, 2, 5, 6, 1, 0);
+    test_maxpool2(1, 1, 1, 5, 0, 0);
+    test_maxpool2(2, 3, 34, 37, 1, 0);
+    test_maxpool2(2, 3, 35, 36, 1, 1);
+    test_maxpool2(4, 16, 64, 64, 0, 0);
     test_global_maxpool(2, 3, 17, 0);
     test_global_maxpool(2, 5, 16, 1);
     test_global_maxpool(1, 2, 1, 0);

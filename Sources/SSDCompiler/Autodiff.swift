@@ -103,7 +103,7 @@ extension Lowering {
             slots.append(b)
             counts.append(s.count)
         }
-        addKernel(.opaque, [], .sgd(slots: slots, counts: counts))
+        addKernel(.opaque, layout.slots.filter(\.trainable).map(\.node), .sgd(slots: slots, counts: counts))
         finishTrainStep(&p, labels: labels, bboxLabels: bboxLabels, bboxMasks: bboxMasks, clsLabels: clsLabels,
                         perExample: perExample, metrics: metrics)
     }

@@ -250,3 +250,22 @@ public struct ParameterLayout: Sendable {
 
     public func slot(forNode id: Int) -> ParameterSlot? { slots.first { $0.node == id } }
 }
+
+extension KernelBody {
+    /// Floating-point operations of the kernel for a batch of `n` (multiply-add = 2), for
+    /// GFLOP/s in profiles. Only the compute-bound kernels are counted.
+    public func flops(batch n: Int) -> Double {
+        func conv(_ c: Int, _ h: Int, _ w: Int, _ o: Int, _ k: Int, _ s: Int, _ p: Int) -> Double {
+            let oh = (h + 2 * p - k) / s + 1, ow = (w + 2 * p - k) / s + 1
+            return 2.0 * Double(n) * Double(o * oh * ow) * Double(c * k * k)
+        }
+        switch self {
+        case .conv2d(_, _, _, _, let c, let h, let w, let o, let k, let s, let p, _):
+            return conv(c, h, w, o, k, s, p)
+        case .conv2dBackward(_, _, _, let dx, _, _, let c, let h, let w, let o, let k, let s, let p):
+            return conv(c, h, w, o, k, s, p) * (dx == nil ? 1 : 2)
+        default:
+            return 0
+        }
+    }
+}

@@ -72,6 +72,21 @@ public final class ModelLibrary: @unchecked Sendable {
         return unsafeBitCast(s, to: T.self)
     }
 
+    typealias SetProfiling = @convention(c) (Int32) -> Void
+    typealias Profile = @convention(c) (UnsafePointer<CChar>?) -> UnsafeMutablePointer<Double>?
+
+    /// Turns per-kernel timing on or off (off by default: it costs two clock reads per kernel).
+    public func setProfiling(_ on: Bool) {
+        if let f = try? symbol("ssdc_set_profiling", as: SetProfiling.self) { f(on ? 1 : 0) }
+    }
+
+    /// Seconds spent in each kernel of `program` since profiling was turned on, in order.
+    public func profile(_ program: String) -> [Double] {
+        guard let f = try? symbol("ssdc_profile", as: Profile.self), let info = try? self.program(program),
+              let times = program.withCString({ f($0) }) else { return [] }
+        return Array(UnsafeBufferPointer(start: times, count: info.kernels.count))
+    }
+
     public func setThreads(_ n: Int) {
         if let f = try? symbol("ssdc_set_threads", as: SetThreads.self) { f(Int32(n)) }
     }

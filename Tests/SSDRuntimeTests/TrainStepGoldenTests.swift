@@ -34,35 +34,48 @@ final class TrainStepGoldenTests: XCTestCase {
         let mean = perExample.map(Double.init).reduce(0, +) / Double(perExample.count)
         XCTAssertEqual(mean, Double(fx["loss.mean"]!.floats[0]), accuracy: 1e-5 * Double(abs(fx["loss.mean"]!.floats[0])))
 
-        // Gradients. Conv biases feeding a BN have a true gradient of zero: what is left is
-        // float32 rounding in both, so they are compared in absolute terms.
+        // Gradients against PyTorch's float32 ones, or, where both are dominated by float32
+        // rounding, against PyTorch in float64 (grad64.*, the base network): the first layers
+        // see 0..255 pixels, and there PyTorch's own float32 gradient is as far from float64
+        // as ssdc's (both are printed). Conv biases feeding a BN have a true gradient of zero,
+        // so only their size is checked.
         let grads = s.gradients()
-        var worst: [(String, Double)] = []
-        for (name, g) in grads {
-            let r = fx["grad.\(name)"]!.floats
-            let feedsBN = name.hasPrefix("blk_") && name.hasSuffix(".bias") && !isBN(name)
-            if feedsBN {
+        let weights0 = weights
+        var roundingDominated: Set<String> = []
+        for (name, g) in grads.sorted(by: { $0.key < $1.key }) {
+            let r = try XCTUnwrap(fx["grad.\(name)"], name).floats
+            if name.hasPrefix("blk_") && name.hasSuffix(".bias") && !isBN(name) {
                 XCTAssertLessThanOrEqual(g.floats.map { abs($0) }.max()!, 1e-4, "\(name) should be ~0")
                 continue
             }
-            let e = relativeL2(g.floats, r)
-            worst.append((name, e))
-            XCTAssertLessThanOrEqual(e, 1e-3, "grad.\(name): relative L2 error \(e)")
+            let e32 = relativeL2(g.floats, r)
+            if e32 <= 1e-3 { continue }
+            let r64 = try XCTUnwrap(fx["grad64.\(name)"], "grad.\(name): relative L2 error \(e32) vs float32 PyTorch and no float64 reference").floats
+            let ours = relativeL2(g.floats, r64), torch32 = relativeL2(r, r64)
+            print("grad.\(name): vs PyTorch f32 \(e32); vs f64: ssdc \(ours), PyTorch f32 \(torch32)")
+            // Rounding dominates when PyTorch's float32 is itself that far from float64.
+            XCTAssertLessThanOrEqual(ours, max(1e-3, 1.5 * torch32), "grad.\(name): relative L2 error \(ours) vs float64, PyTorch f32 \(torch32)")
+            roundingDominated.insert(name)
         }
         XCTAssertEqual(grads.count, fx.keys.filter { $0.hasPrefix("grad.") }.count)
 
-        // The state after the SGD step, running statistics and counters included.
+        // Parameters after the SGD step: PyTorch's update p - lr * (g + wd * p) from its own
+        // gradients; BN running statistics and counters as PyTorch left them.
         let state = s.stateDict()
         for (name, t) in state {
-            let r = try XCTUnwrap(fx["state.\(name)"], name)
-            if name.hasSuffix("num_batches_tracked") {
-                XCTAssertEqual(t.int64s, r.int64s, name)
+            if let r = fx["state.\(name)"] {
+                if name.hasSuffix("num_batches_tracked") { XCTAssertEqual(t.int64s, r.int64s, name); continue }
+                XCTAssertLessThanOrEqual(relativeL2(t.floats, r.floats), 1e-5, "state.\(name)")
                 continue
             }
-            let e = relativeL2(t.floats, r.floats)
-            XCTAssertLessThanOrEqual(e, 1e-5, "state.\(name): relative L2 error \(e)")
+            // Where the gradient was checked against float64, the update is checked against
+            // our own gradient (SGD itself); elsewhere against PyTorch's.
+            let p0 = weights0[name]!.floats
+            let g = roundingDominated.contains(name) ? grads[name]!.floats : fx["grad.\(name)"]!.floats
+            let expected = zip(p0, g).map { p, g in p - Float(0.2) * (g + Float(5e-4) * p) }
+            let e = relativeL2(t.floats, expected)
+            XCTAssertLessThanOrEqual(e, 1e-5, "updated \(name): relative L2 error \(e)")
         }
-        print("worst gradient errors:", worst.sorted { $0.1 > $1.1 }.prefix(4))
     }
 
     func isBN(_ name: String) -> Bool {

@@ -2,10 +2,17 @@
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include "ssd_runtime.h"
 #include "model.h"
 
+#include <omp.h>
+
 enum { SSDC_OK = 0, SSDC_ERR_BATCH = 1, SSDC_ERR_NULL = 2 };
+
+/* Profiling: when on, each kernel's wall time is summed per program (ssdc_profile). */
+static int ssdc_profiling = 0;
+#define SSDC_TIMED(times, i, call) do { double t0_ = ssdc_profiling ? omp_get_wtime() : 0.0; call; if (ssdc_profiling) times[i] += omp_get_wtime() - t0_; } while (0)
 
 /* anchors: folded at compile time from %35 (concat, GoldenModel.swift:25), f32[1,51,4] */
 const float c_anchors[204] = {
@@ -225,19 +232,21 @@ size_t ssdc_forward_train_scratch_floats(int64_t N) {
     return s;
 }
 
+static double forward_train_times[10];
+
 int ssdc_forward_train(int64_t N, float *P, char *F, char *B, float *S) {
     if (N < 1) return SSDC_ERR_BATCH;
     if (!P || !F || !B || !S) return SSDC_ERR_NULL;
-    forward_train_k00_conv2d(N, P, F, B, S);
-    forward_train_k01_batch_norm_relu(N, P, F, B, S);
-    forward_train_k02_max_pool2d(N, P, F, B, S);
-    forward_train_k03_global_max_pool(N, P, F, B, S);
-    forward_train_k04_conv2d(N, P, F, B, S);
-    forward_train_k05_conv2d(N, P, F, B, S);
-    forward_train_k06_conv2d(N, P, F, B, S);
-    forward_train_k07_conv2d(N, P, F, B, S);
-    forward_train_k08_permute_reshape_concat(N, P, F, B, S);
-    forward_train_k09_permute_reshape_concat(N, P, F, B, S);
+    SSDC_TIMED(forward_train_times, 0, forward_train_k00_conv2d(N, P, F, B, S));
+    SSDC_TIMED(forward_train_times, 1, forward_train_k01_batch_norm_relu(N, P, F, B, S));
+    SSDC_TIMED(forward_train_times, 2, forward_train_k02_max_pool2d(N, P, F, B, S));
+    SSDC_TIMED(forward_train_times, 3, forward_train_k03_global_max_pool(N, P, F, B, S));
+    SSDC_TIMED(forward_train_times, 4, forward_train_k04_conv2d(N, P, F, B, S));
+    SSDC_TIMED(forward_train_times, 5, forward_train_k05_conv2d(N, P, F, B, S));
+    SSDC_TIMED(forward_train_times, 6, forward_train_k06_conv2d(N, P, F, B, S));
+    SSDC_TIMED(forward_train_times, 7, forward_train_k07_conv2d(N, P, F, B, S));
+    SSDC_TIMED(forward_train_times, 8, forward_train_k08_permute_reshape_concat(N, P, F, B, S));
+    SSDC_TIMED(forward_train_times, 9, forward_train_k09_permute_reshape_concat(N, P, F, B, S));
     return SSDC_OK;
 }
 
@@ -448,25 +457,773 @@ size_t ssdc_infer_scratch_floats(int64_t N) {
     return s;
 }
 
+static double infer_times[12];
+
 int ssdc_infer(int64_t N, float *P, char *F, char *B, float *S) {
     if (N < 1) return SSDC_ERR_BATCH;
     if (!P || !F || !B || !S) return SSDC_ERR_NULL;
-    infer_k00_conv2d(N, P, F, B, S);
-    infer_k01_batch_norm_relu(N, P, F, B, S);
-    infer_k02_max_pool2d(N, P, F, B, S);
-    infer_k03_global_max_pool(N, P, F, B, S);
-    infer_k04_conv2d(N, P, F, B, S);
-    infer_k05_conv2d(N, P, F, B, S);
-    infer_k06_conv2d(N, P, F, B, S);
-    infer_k07_conv2d(N, P, F, B, S);
-    infer_k08_permute_reshape_concat(N, P, F, B, S);
-    infer_k09_permute_reshape_concat(N, P, F, B, S);
-    infer_k10_softmax(N, P, F, B, S);
-    infer_k11_multibox_detection(N, P, F, B, S);
+    SSDC_TIMED(infer_times, 0, infer_k00_conv2d(N, P, F, B, S));
+    SSDC_TIMED(infer_times, 1, infer_k01_batch_norm_relu(N, P, F, B, S));
+    SSDC_TIMED(infer_times, 2, infer_k02_max_pool2d(N, P, F, B, S));
+    SSDC_TIMED(infer_times, 3, infer_k03_global_max_pool(N, P, F, B, S));
+    SSDC_TIMED(infer_times, 4, infer_k04_conv2d(N, P, F, B, S));
+    SSDC_TIMED(infer_times, 5, infer_k05_conv2d(N, P, F, B, S));
+    SSDC_TIMED(infer_times, 6, infer_k06_conv2d(N, P, F, B, S));
+    SSDC_TIMED(infer_times, 7, infer_k07_conv2d(N, P, F, B, S));
+    SSDC_TIMED(infer_times, 8, infer_k08_permute_reshape_concat(N, P, F, B, S));
+    SSDC_TIMED(infer_times, 9, infer_k09_permute_reshape_concat(N, P, F, B, S));
+    SSDC_TIMED(infer_times, 10, infer_k10_softmax(N, P, F, B, S));
+    SSDC_TIMED(infer_times, 11, infer_k11_multibox_detection(N, P, F, B, S));
+    return SSDC_OK;
+}
+
+/* ==== program train_step (BatchNorm: batch statistics) ==== */
+
+/* k00_conv2d  [outElementwiseFusable]
+ *   %3 conv2d {stride=1 padding=1} : f32[N,4,8,8]  blk_0.0  GoldenModel.swift:9
+ *   reads  X B+6592*N, blk_0.0.weight P[0], blk_0.0.bias P[112]
+ *   writes blk_0.0 B+0*N
+ */
+static void train_step_k00_conv2d(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+    (void)P; (void)F; (void)B; (void)S;
+    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 3, 8, 8, 4, 3, 1, 1);
+    ssd_conv2d_forward(&g, ((float *)(B + (size_t)6592 * N)), (P + 0), (P + 112), ((float *)(B + (size_t)0 * N)), 0, S);
+}
+
+/* k01_batch_norm_relu  [outElementwiseFusable]
+ *   %9 batch_norm {eps=1e-05 momentum=0.1} : f32[N,4,8,8]  blk_0.1  GoldenModel.swift:10
+ *   %10 relu : f32[N,4,8,8]  blk_0.2  GoldenModel.swift:11
+ *   reads  blk_0.0 B+0*N, blk_0.1.weight P[128], blk_0.1.bias P[144], blk_0.1.running_mean P[160], blk_0.1.running_var P[176], blk_0.1.num_batches_tracked P[192]
+ *   writes blk_0.1.batch_mean F+64, blk_0.1.batch_var F+128, blk_0.2 B+1024*N, blk_0.1.running_mean P[160], blk_0.1.running_var P[176], blk_0.1.num_batches_tracked P[192]
+ */
+static void train_step_k01_batch_norm_relu(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+    (void)P; (void)F; (void)B; (void)S;
+    ssd_bn_stats((int)N, 4, 64, ((float *)(B + (size_t)0 * N)), ((float *)(F + 64)), ((float *)(F + 128)));
+    ssd_bn_apply((int)N, 4, 64, ((float *)(B + (size_t)0 * N)), ((float *)(F + 64)), ((float *)(F + 128)), (P + 128), (P + 144), 9.99999975e-06f, 1, ((float *)(B + (size_t)1024 * N)));
+    ssd_bn_update_running(4, ((float *)(F + 64)), ((float *)(F + 128)), N * 64, 0.100000001f, (P + 160), (P + 176));
+    (P + 192)[0] += 1.0f; /* num_batches_tracked */
+}
+
+/* k02_max_pool2d  [outElementwiseFusable]
+ *   %11 max_pool2d : f32[N,4,4,4]  blk_0.3  GoldenModel.swift:12
+ *   reads  blk_0.2 B+1024*N
+ *   writes blk_0.3 B+3648*N
+ */
+static void train_step_k02_max_pool2d(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+    (void)P; (void)F; (void)B; (void)S;
+    ssd_maxpool2_forward((int)N, 4, 8, 8, ((float *)(B + (size_t)1024 * N)), ((float *)(B + (size_t)3648 * N)));
+}
+
+/* k03_global_max_pool  [reduction]
+ *   %12 global_max_pool : f32[N,4,1,1]  blk_1  GoldenModel.swift:18
+ *   reads  blk_0.3 B+3648*N
+ *   writes blk_1 B+3968*N
+ */
+static void train_step_k03_global_max_pool(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+    (void)P; (void)F; (void)B; (void)S;
+    ssd_global_maxpool_forward((int)N, 4, 16, ((float *)(B + (size_t)3648 * N)), ((float *)(B + (size_t)3968 * N)));
+}
+
+/* k04_conv2d  [outElementwiseFusable]
+ *   %16 conv2d {stride=1 padding=1} : f32[N,9,4,4]  cls_0  GoldenModel.swift:22
+ *   reads  blk_0.3 B+3648*N, cls_0.weight P[208], cls_0.bias P[544]
+ *   writes cls_0 B+2816*N
+ */
+static void train_step_k04_conv2d(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+    (void)P; (void)F; (void)B; (void)S;
+    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 9, 3, 1, 1);
+    ssd_conv2d_forward(&g, ((float *)(B + (size_t)3648 * N)), (P + 208), (P + 544), ((float *)(B + (size_t)2816 * N)), 0, S);
+}
+
+/* k05_conv2d  [outElementwiseFusable]
+ *   %21 conv2d {stride=1 padding=1} : f32[N,12,4,4]  bbox_0  GoldenModel.swift:23
+ *   reads  blk_0.3 B+3648*N, bbox_0.weight P[560], bbox_0.bias P[992]
+ *   writes bbox_0 B+2048*N
+ */
+static void train_step_k05_conv2d(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+    (void)P; (void)F; (void)B; (void)S;
+    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 12, 3, 1, 1);
+    ssd_conv2d_forward(&g, ((float *)(B + (size_t)3648 * N)), (P + 560), (P + 992), ((float *)(B + (size_t)2048 * N)), 0, S);
+}
+
+/* k06_conv2d  [outElementwiseFusable]
+ *   %27 conv2d {stride=1 padding=1} : f32[N,9,1,1]  cls_1  GoldenModel.swift:22
+ *   reads  blk_1 B+3968*N, cls_1.weight P[1008], cls_1.bias P[1344]
+ *   writes cls_1 B+3456*N
+ */
+static void train_step_k06_conv2d(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+    (void)P; (void)F; (void)B; (void)S;
+    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 9, 3, 1, 1);
+    ssd_conv2d_forward(&g, ((float *)(B + (size_t)3968 * N)), (P + 1008), (P + 1344), ((float *)(B + (size_t)3456 * N)), 0, S);
+}
+
+/* k07_conv2d  [outElementwiseFusable]
+ *   %32 conv2d {stride=1 padding=1} : f32[N,12,1,1]  bbox_1  GoldenModel.swift:23
+ *   reads  blk_1 B+3968*N, bbox_1.weight P[1360], bbox_1.bias P[1792]
+ *   writes bbox_1 B+3392*N
+ */
+static void train_step_k07_conv2d(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+    (void)P; (void)F; (void)B; (void)S;
+    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 12, 3, 1, 1);
+    ssd_conv2d_forward(&g, ((float *)(B + (size_t)3968 * N)), (P + 1360), (P + 1792), ((float *)(B + (size_t)3392 * N)), 0, S);
+}
+
+/* k08_permute_reshape_concat  [injective]
+ *   %17 permute {perm=[0, 2, 3, 1]} : f32[N,4,4,9]    GoldenModel.swift:22
+ *   %18 reshape {dims=[-1]} : f32[N,144]    GoldenModel.swift:22
+ *   %28 permute {perm=[0, 2, 3, 1]} : f32[N,1,1,9]    GoldenModel.swift:22
+ *   %29 reshape {dims=[-1]} : f32[N,9]    GoldenModel.swift:22
+ *   %36 concat {axis=1} : f32[N,153]    GoldenModel.swift:26
+ *   reads  cls_0 B+2816*N, cls_1 B+3456*N
+ *   writes v36_concat B+7360*N
+ */
+static void train_step_k08_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+    (void)P; (void)F; (void)B; (void)S;
+    float *restrict y = ((float *)(B + (size_t)7360 * N));
+    /* piece 0: cls_0 [9, 4, 4] permuted [1, 2, 0] -> rows of 144 at +0 of 153 */
+    #pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+        const float *restrict x = ((float *)(B + (size_t)2816 * N)) + n * 144;
+        float *restrict yn = y + n * 153;
+        int64_t lin = 0;
+        for (int64_t i0 = 0; i0 < 4; i0++) {
+            for (int64_t i1 = 0; i1 < 4; i1++) {
+                for (int64_t i2 = 0; i2 < 9; i2++) {
+                    yn[0 + lin] = x[i0 * 4 + i1 * 1 + i2 * 16];
+                    lin++;
+                }
+            }
+        }
+    }
+    /* piece 1: cls_1 [9, 1, 1] permuted [1, 2, 0] -> rows of 9 at +144 of 153 */
+    #pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+        const float *restrict x = ((float *)(B + (size_t)3456 * N)) + n * 9;
+        float *restrict yn = y + n * 153;
+        int64_t lin = 0;
+        for (int64_t i0 = 0; i0 < 1; i0++) {
+            for (int64_t i1 = 0; i1 < 1; i1++) {
+                for (int64_t i2 = 0; i2 < 9; i2++) {
+                    yn[144 + lin] = x[i0 * 1 + i1 * 1 + i2 * 1];
+                    lin++;
+                }
+            }
+        }
+    }
+}
+
+/* k09_permute_reshape_concat  [injective]
+ *   %22 permute {perm=[0, 2, 3, 1]} : f32[N,4,4,12]    GoldenModel.swift:23
+ *   %23 reshape {dims=[-1]} : f32[N,192]    GoldenModel.swift:23
+ *   %33 permute {perm=[0, 2, 3, 1]} : f32[N,1,1,12]    GoldenModel.swift:23
+ *   %34 reshape {dims=[-1]} : f32[N,12]    GoldenModel.swift:23
+ *   %38 concat {axis=1} : f32[N,204]  bbox_preds  GoldenModel.swift:27
+ *   reads  bbox_0 B+2048*N, bbox_1 B+3392*N
+ *   writes bbox_preds B+4096*N
+ */
+static void train_step_k09_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+    (void)P; (void)F; (void)B; (void)S;
+    float *restrict y = ((float *)(B + (size_t)4096 * N));
+    /* piece 0: bbox_0 [12, 4, 4] permuted [1, 2, 0] -> rows of 192 at +0 of 204 */
+    #pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+        const float *restrict x = ((float *)(B + (size_t)2048 * N)) + n * 192;
+        float *restrict yn = y + n * 204;
+        int64_t lin = 0;
+        for (int64_t i0 = 0; i0 < 4; i0++) {
+            for (int64_t i1 = 0; i1 < 4; i1++) {
+                for (int64_t i2 = 0; i2 < 12; i2++) {
+                    yn[0 + lin] = x[i0 * 4 + i1 * 1 + i2 * 16];
+                    lin++;
+                }
+            }
+        }
+    }
+    /* piece 1: bbox_1 [12, 1, 1] permuted [1, 2, 0] -> rows of 12 at +192 of 204 */
+    #pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+        const float *restrict x = ((float *)(B + (size_t)3392 * N)) + n * 12;
+        float *restrict yn = y + n * 204;
+        int64_t lin = 0;
+        for (int64_t i0 = 0; i0 < 1; i0++) {
+            for (int64_t i1 = 0; i1 < 1; i1++) {
+                for (int64_t i2 = 0; i2 < 12; i2++) {
+                    yn[192 + lin] = x[i0 * 1 + i1 * 1 + i2 * 1];
+                    lin++;
+                }
+            }
+        }
+    }
+}
+
+/* k10_multibox_target  [opaque]
+ *   %35 concat {axis=1} : f32[1,51,4]  anchors  GoldenModel.swift:25
+ *   reads  anchors c_anchors, Y B+3520*N
+ *   writes target.bbox_labels B+4928*N, target.bbox_masks B+5760*N, target.cls_labels B+8640*N
+ */
+static void train_step_k10_multibox_target(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+    (void)P; (void)F; (void)B; (void)S;
+    ssd_multibox_target((int)N, 51, 1, c_anchors, ((float *)(B + (size_t)3520 * N)), 0.5f, ((float *)(B + (size_t)4928 * N)), ((float *)(B + (size_t)5760 * N)), ((float *)(B + (size_t)8640 * N)), S);
+}
+
+/* k11_multibox_loss  [opaque]
+ *   %37 reshape {dims=[-1, 3]} : f32[N,51,3]  cls_preds  GoldenModel.swift:26
+ *   %38 concat {axis=1} : f32[N,204]  bbox_preds  GoldenModel.swift:27
+ *   reads  v36_concat B+7360*N, bbox_preds B+4096*N, target.cls_labels B+8640*N, target.bbox_labels B+4928*N, target.bbox_masks B+5760*N
+ *   writes loss.per_example B+8896*N, grad.cls_preds B+8000*N, grad.bbox_preds B+2048*N, metrics F+0
+ */
+static void train_step_k11_multibox_loss(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+    (void)P; (void)F; (void)B; (void)S;
+    const ssd_loss_config_t cfg = { 0, 2.0f, 0.25f, 0, 1.0f, 1.0f, 1.0f, 0.0f };
+    ssd_multibox_loss(&cfg, (int)N, 51, 3, ((float *)(B + (size_t)7360 * N)), ((float *)(B + (size_t)4096 * N)), ((float *)(B + (size_t)8640 * N)), ((float *)(B + (size_t)4928 * N)), ((float *)(B + (size_t)5760 * N)), ((float *)(B + (size_t)8896 * N)), ((float *)(B + (size_t)8000 * N)), ((float *)(B + (size_t)2048 * N)), (double *)((float *)(F + 0)), S);
+}
+
+/* k12_concat_permute_backward  [injective]
+ *   %38 concat {axis=1} : f32[N,204]  bbox_preds  GoldenModel.swift:27
+ *   %23 reshape {dims=[-1]} : f32[N,192]    GoldenModel.swift:23
+ *   %22 permute {perm=[0, 2, 3, 1]} : f32[N,4,4,12]    GoldenModel.swift:23
+ *   %34 reshape {dims=[-1]} : f32[N,12]    GoldenModel.swift:23
+ *   %33 permute {perm=[0, 2, 3, 1]} : f32[N,1,1,12]    GoldenModel.swift:23
+ *   reads  grad.bbox_preds B+2048*N
+ *   writes grad.bbox_0 B+2880*N, grad.bbox_1 B+3904*N
+ */
+static void train_step_k12_concat_permute_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+    (void)P; (void)F; (void)B; (void)S;
+    const float *restrict x = ((float *)(B + (size_t)2048 * N));
+    /* piece 0: rows of 192 at +0 of 204 -> grad.bbox_0 [12, 4, 4] un-permuted [1, 2, 0] */
+    #pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+        float *restrict g = ((float *)(B + (size_t)2880 * N)) + n * 192;
+        const float *restrict xn = x + n * 204;
+        int64_t lin = 0;
+        for (int64_t i0 = 0; i0 < 4; i0++) {
+            for (int64_t i1 = 0; i1 < 4; i1++) {
+                for (int64_t i2 = 0; i2 < 12; i2++) {
+                    g[i0 * 4 + i1 * 1 + i2 * 16] = xn[0 + lin];
+                    lin++;
+                }
+            }
+        }
+    }
+    /* piece 1: rows of 12 at +192 of 204 -> grad.bbox_1 [12, 1, 1] un-permuted [1, 2, 0] */
+    #pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+        float *restrict g = ((float *)(B + (size_t)3904 * N)) + n * 12;
+        const float *restrict xn = x + n * 204;
+        int64_t lin = 0;
+        for (int64_t i0 = 0; i0 < 1; i0++) {
+            for (int64_t i1 = 0; i1 < 1; i1++) {
+                for (int64_t i2 = 0; i2 < 12; i2++) {
+                    g[i0 * 1 + i1 * 1 + i2 * 1] = xn[192 + lin];
+                    lin++;
+                }
+            }
+        }
+    }
+}
+
+/* k13_concat_permute_backward  [injective]
+ *   %36 concat {axis=1} : f32[N,153]    GoldenModel.swift:26
+ *   %18 reshape {dims=[-1]} : f32[N,144]    GoldenModel.swift:22
+ *   %17 permute {perm=[0, 2, 3, 1]} : f32[N,4,4,9]    GoldenModel.swift:22
+ *   %29 reshape {dims=[-1]} : f32[N,9]    GoldenModel.swift:22
+ *   %28 permute {perm=[0, 2, 3, 1]} : f32[N,1,1,9]    GoldenModel.swift:22
+ *   reads  grad.cls_preds B+8000*N
+ *   writes grad.cls_0 B+2048*N, grad.cls_1 B+2624*N
+ */
+static void train_step_k13_concat_permute_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+    (void)P; (void)F; (void)B; (void)S;
+    const float *restrict x = ((float *)(B + (size_t)8000 * N));
+    /* piece 0: rows of 144 at +0 of 153 -> grad.cls_0 [9, 4, 4] un-permuted [1, 2, 0] */
+    #pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+        float *restrict g = ((float *)(B + (size_t)2048 * N)) + n * 144;
+        const float *restrict xn = x + n * 153;
+        int64_t lin = 0;
+        for (int64_t i0 = 0; i0 < 4; i0++) {
+            for (int64_t i1 = 0; i1 < 4; i1++) {
+                for (int64_t i2 = 0; i2 < 9; i2++) {
+                    g[i0 * 4 + i1 * 1 + i2 * 16] = xn[0 + lin];
+                    lin++;
+                }
+            }
+        }
+    }
+    /* piece 1: rows of 9 at +144 of 153 -> grad.cls_1 [9, 1, 1] un-permuted [1, 2, 0] */
+    #pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+        float *restrict g = ((float *)(B + (size_t)2624 * N)) + n * 9;
+        const float *restrict xn = x + n * 153;
+        int64_t lin = 0;
+        for (int64_t i0 = 0; i0 < 1; i0++) {
+            for (int64_t i1 = 0; i1 < 1; i1++) {
+                for (int64_t i2 = 0; i2 < 9; i2++) {
+                    g[i0 * 1 + i1 * 1 + i2 * 1] = xn[144 + lin];
+                    lin++;
+                }
+            }
+        }
+    }
+}
+
+/* k14_conv2d_backward  [outElementwiseFusable]
+ *   %32 conv2d {stride=1 padding=1} : f32[N,12,1,1]  bbox_1  GoldenModel.swift:23
+ *   reads  blk_1 B+3968*N, bbox_1.weight P[1360], grad.bbox_1 B+3904*N
+ *   writes grad.blk_1 B+4032*N, grad.bbox_1.weight P[3168], grad.bbox_1.bias P[3600]
+ */
+static void train_step_k14_conv2d_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+    (void)P; (void)F; (void)B; (void)S;
+    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 12, 3, 1, 1);
+    ssd_conv2d_backward_data(&g, ((float *)(B + (size_t)3904 * N)), (P + 1360), ((float *)(B + (size_t)4032 * N)), S);
+    ssd_conv2d_backward_weight(&g, ((float *)(B + (size_t)3968 * N)), ((float *)(B + (size_t)3904 * N)), (P + 3168), (P + 3600), S);
+}
+
+/* k15_conv2d_backward  [outElementwiseFusable]
+ *   %27 conv2d {stride=1 padding=1} : f32[N,9,1,1]  cls_1  GoldenModel.swift:22
+ *   reads  blk_1 B+3968*N, cls_1.weight P[1008], grad.cls_1 B+2624*N
+ *   writes grad.blk_1 B+2688*N, grad.cls_1.weight P[2816], grad.cls_1.bias P[3152]
+ */
+static void train_step_k15_conv2d_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+    (void)P; (void)F; (void)B; (void)S;
+    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 9, 3, 1, 1);
+    ssd_conv2d_backward_data(&g, ((float *)(B + (size_t)2624 * N)), (P + 1008), ((float *)(B + (size_t)2688 * N)), S);
+    ssd_conv2d_backward_weight(&g, ((float *)(B + (size_t)3968 * N)), ((float *)(B + (size_t)2624 * N)), (P + 2816), (P + 3152), S);
+}
+
+/* k16_accumulate_grad  [elementwise]
+ *   %27 conv2d {stride=1 padding=1} : f32[N,9,1,1]  cls_1  GoldenModel.swift:22
+ *   reads  grad.blk_1 B+4032*N, grad.blk_1 B+2688*N
+ *   writes grad.blk_1 B+4032*N
+ */
+static void train_step_k16_accumulate_grad(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+    (void)P; (void)F; (void)B; (void)S;
+    float *restrict a = ((float *)(B + (size_t)4032 * N));
+    const float *restrict b = ((float *)(B + (size_t)2688 * N));
+    const int64_t n = N * 4;
+    #pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < n; i++) a[i] += b[i];
+}
+
+/* k17_conv2d_backward  [outElementwiseFusable]
+ *   %21 conv2d {stride=1 padding=1} : f32[N,12,4,4]  bbox_0  GoldenModel.swift:23
+ *   reads  blk_0.3 B+3648*N, bbox_0.weight P[560], grad.bbox_0 B+2880*N
+ *   writes grad.blk_0.3 B+8000*N, grad.bbox_0.weight P[2368], grad.bbox_0.bias P[2800]
+ */
+static void train_step_k17_conv2d_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+    (void)P; (void)F; (void)B; (void)S;
+    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 12, 3, 1, 1);
+    ssd_conv2d_backward_data(&g, ((float *)(B + (size_t)2880 * N)), (P + 560), ((float *)(B + (size_t)8000 * N)), S);
+    ssd_conv2d_backward_weight(&g, ((float *)(B + (size_t)3648 * N)), ((float *)(B + (size_t)2880 * N)), (P + 2368), (P + 2800), S);
+}
+
+/* k18_conv2d_backward  [outElementwiseFusable]
+ *   %16 conv2d {stride=1 padding=1} : f32[N,9,4,4]  cls_0  GoldenModel.swift:22
+ *   reads  blk_0.3 B+3648*N, cls_0.weight P[208], grad.cls_0 B+2048*N
+ *   writes grad.blk_0.3 B+2624*N, grad.cls_0.weight P[2016], grad.cls_0.bias P[2352]
+ */
+static void train_step_k18_conv2d_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+    (void)P; (void)F; (void)B; (void)S;
+    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 9, 3, 1, 1);
+    ssd_conv2d_backward_data(&g, ((float *)(B + (size_t)2048 * N)), (P + 208), ((float *)(B + (size_t)2624 * N)), S);
+    ssd_conv2d_backward_weight(&g, ((float *)(B + (size_t)3648 * N)), ((float *)(B + (size_t)2048 * N)), (P + 2016), (P + 2352), S);
+}
+
+/* k19_accumulate_grad  [elementwise]
+ *   %16 conv2d {stride=1 padding=1} : f32[N,9,4,4]  cls_0  GoldenModel.swift:22
+ *   reads  grad.blk_0.3 B+8000*N, grad.blk_0.3 B+2624*N
+ *   writes grad.blk_0.3 B+8000*N
+ */
+static void train_step_k19_accumulate_grad(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+    (void)P; (void)F; (void)B; (void)S;
+    float *restrict a = ((float *)(B + (size_t)8000 * N));
+    const float *restrict b = ((float *)(B + (size_t)2624 * N));
+    const int64_t n = N * 64;
+    #pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < n; i++) a[i] += b[i];
+}
+
+/* k20_global_max_pool_backward  [reduction]
+ *   %12 global_max_pool : f32[N,4,1,1]  blk_1  GoldenModel.swift:18
+ *   reads  blk_0.3 B+3648*N, grad.blk_1 B+4032*N
+ *   writes grad.blk_0.3 B+2048*N
+ */
+static void train_step_k20_global_max_pool_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+    (void)P; (void)F; (void)B; (void)S;
+    ssd_global_maxpool_backward((int)N, 4, 16, ((float *)(B + (size_t)3648 * N)), ((float *)(B + (size_t)4032 * N)), ((float *)(B + (size_t)2048 * N)));
+}
+
+/* k21_accumulate_grad  [elementwise]
+ *   %12 global_max_pool : f32[N,4,1,1]  blk_1  GoldenModel.swift:18
+ *   reads  grad.blk_0.3 B+8000*N, grad.blk_0.3 B+2048*N
+ *   writes grad.blk_0.3 B+8000*N
+ */
+static void train_step_k21_accumulate_grad(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+    (void)P; (void)F; (void)B; (void)S;
+    float *restrict a = ((float *)(B + (size_t)8000 * N));
+    const float *restrict b = ((float *)(B + (size_t)2048 * N));
+    const int64_t n = N * 64;
+    #pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < n; i++) a[i] += b[i];
+}
+
+/* k22_max_pool2d_backward  [outElementwiseFusable]
+ *   %11 max_pool2d : f32[N,4,4,4]  blk_0.3  GoldenModel.swift:12
+ *   reads  blk_0.2 B+1024*N, grad.blk_0.3 B+8000*N
+ *   writes grad.blk_0.2 B+2048*N
+ */
+static void train_step_k22_max_pool2d_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+    (void)P; (void)F; (void)B; (void)S;
+    ssd_maxpool2_backward((int)N, 4, 8, 8, ((float *)(B + (size_t)1024 * N)), ((float *)(B + (size_t)8000 * N)), ((float *)(B + (size_t)2048 * N)));
+}
+
+/* k23_relu_batch_norm_backward  [outElementwiseFusable]
+ *   %9 batch_norm {eps=1e-05 momentum=0.1} : f32[N,4,8,8]  blk_0.1  GoldenModel.swift:10
+ *   %10 relu : f32[N,4,8,8]  blk_0.2  GoldenModel.swift:11
+ *   reads  blk_0.0 B+0*N, blk_0.1.batch_mean F+64, blk_0.1.batch_var F+128, blk_0.1.weight P[128], grad.blk_0.2 B+2048*N, blk_0.2 B+1024*N
+ *   writes grad.blk_0.0 B+3072*N, grad.blk_0.1.weight P[1936], grad.blk_0.1.bias P[1952]
+ */
+static void train_step_k23_relu_batch_norm_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+    (void)P; (void)F; (void)B; (void)S;
+    ssd_bn_backward((int)N, 4, 64, ((float *)(B + (size_t)0 * N)), ((float *)(F + 64)), ((float *)(F + 128)), (P + 128), 9.99999975e-06f, ((float *)(B + (size_t)1024 * N)), ((float *)(B + (size_t)2048 * N)), ((float *)(B + (size_t)3072 * N)), (P + 1936), (P + 1952));
+}
+
+/* k24_conv2d_backward  [outElementwiseFusable]
+ *   %3 conv2d {stride=1 padding=1} : f32[N,4,8,8]  blk_0.0  GoldenModel.swift:9
+ *   reads  X B+6592*N, blk_0.0.weight P[0], grad.blk_0.0 B+3072*N
+ *   writes grad.blk_0.0.weight P[1808], grad.blk_0.0.bias P[1920]
+ */
+static void train_step_k24_conv2d_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+    (void)P; (void)F; (void)B; (void)S;
+    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 3, 8, 8, 4, 3, 1, 1);
+    ssd_conv2d_backward_weight(&g, ((float *)(B + (size_t)6592 * N)), ((float *)(B + (size_t)3072 * N)), (P + 1808), (P + 1920), S);
+}
+
+/* k25_sgd  [opaque]
+ *   %1 parameter {name=blk_0.0.weight} : f32[4,3,3,3]  blk_0.0.weight  GoldenModel.swift:9
+ *   %2 parameter {name=blk_0.0.bias} : f32[4]  blk_0.0.bias  GoldenModel.swift:9
+ *   %4 parameter {name=blk_0.1.weight} : f32[4]  blk_0.1.weight  GoldenModel.swift:10
+ *   %5 parameter {name=blk_0.1.bias} : f32[4]  blk_0.1.bias  GoldenModel.swift:10
+ *   %14 parameter {name=cls_0.weight} : f32[9,4,3,3]  cls_0.weight  GoldenModel.swift:22
+ *   %15 parameter {name=cls_0.bias} : f32[9]  cls_0.bias  GoldenModel.swift:22
+ *   %19 parameter {name=bbox_0.weight} : f32[12,4,3,3]  bbox_0.weight  GoldenModel.swift:23
+ *   %20 parameter {name=bbox_0.bias} : f32[12]  bbox_0.bias  GoldenModel.swift:23
+ *   %25 parameter {name=cls_1.weight} : f32[9,4,3,3]  cls_1.weight  GoldenModel.swift:22
+ *   %26 parameter {name=cls_1.bias} : f32[9]  cls_1.bias  GoldenModel.swift:22
+ *   %30 parameter {name=bbox_1.weight} : f32[12,4,3,3]  bbox_1.weight  GoldenModel.swift:23
+ *   %31 parameter {name=bbox_1.bias} : f32[12]  bbox_1.bias  GoldenModel.swift:23
+ *   reads  blk_0.0.weight P[0], blk_0.0.bias P[112], blk_0.1.weight P[128], blk_0.1.bias P[144], cls_0.weight P[208], cls_0.bias P[544], bbox_0.weight P[560], bbox_0.bias P[992], cls_1.weight P[1008], cls_1.bias P[1344], bbox_1.weight P[1360], bbox_1.bias P[1792]
+ *   writes blk_0.0.weight P[0], blk_0.0.bias P[112], blk_0.1.weight P[128], blk_0.1.bias P[144], cls_0.weight P[208], cls_0.bias P[544], bbox_0.weight P[560], bbox_0.bias P[992], cls_1.weight P[1008], cls_1.bias P[1344], bbox_1.weight P[1360], bbox_1.bias P[1792]
+ */
+static void train_step_k25_sgd(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+    (void)P; (void)F; (void)B; (void)S;
+    const float lr = P[3616], wd = P[3617];
+    ssd_sgd_update(108, P + 0, P + 1808, lr, wd); /* blk_0.0.weight */
+    ssd_sgd_update(4, P + 112, P + 1920, lr, wd); /* blk_0.0.bias */
+    ssd_sgd_update(4, P + 128, P + 1936, lr, wd); /* blk_0.1.weight */
+    ssd_sgd_update(4, P + 144, P + 1952, lr, wd); /* blk_0.1.bias */
+    ssd_sgd_update(324, P + 208, P + 2016, lr, wd); /* cls_0.weight */
+    ssd_sgd_update(9, P + 544, P + 2352, lr, wd); /* cls_0.bias */
+    ssd_sgd_update(432, P + 560, P + 2368, lr, wd); /* bbox_0.weight */
+    ssd_sgd_update(12, P + 992, P + 2800, lr, wd); /* bbox_0.bias */
+    ssd_sgd_update(324, P + 1008, P + 2816, lr, wd); /* cls_1.weight */
+    ssd_sgd_update(9, P + 1344, P + 3152, lr, wd); /* cls_1.bias */
+    ssd_sgd_update(432, P + 1360, P + 3168, lr, wd); /* bbox_1.weight */
+    ssd_sgd_update(12, P + 1792, P + 3600, lr, wd); /* bbox_1.bias */
+}
+
+size_t ssdc_train_step_scratch_floats(int64_t N) {
+    size_t s = 1, t = 0;
+    { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 3, 8, 8, 4, 3, 1, 1); t = ssd_conv2d_scratch_floats(&g); } if (t > s) s = t;
+    { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 9, 3, 1, 1); t = ssd_conv2d_scratch_floats(&g); } if (t > s) s = t;
+    { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 12, 3, 1, 1); t = ssd_conv2d_scratch_floats(&g); } if (t > s) s = t;
+    { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 9, 3, 1, 1); t = ssd_conv2d_scratch_floats(&g); } if (t > s) s = t;
+    { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 12, 3, 1, 1); t = ssd_conv2d_scratch_floats(&g); } if (t > s) s = t;
+    t = ssd_target_scratch_floats(51, 1) * (size_t)N; if (t > s) s = t;
+    t = ssd_loss_scratch_floats((int)N, 51, 3); if (t > s) s = t;
+    { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 12, 3, 1, 1); t = ssd_conv2d_scratch_floats(&g); } if (t > s) s = t;
+    { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 9, 3, 1, 1); t = ssd_conv2d_scratch_floats(&g); } if (t > s) s = t;
+    { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 12, 3, 1, 1); t = ssd_conv2d_scratch_floats(&g); } if (t > s) s = t;
+    { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 9, 3, 1, 1); t = ssd_conv2d_scratch_floats(&g); } if (t > s) s = t;
+    { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 3, 8, 8, 4, 3, 1, 1); t = ssd_conv2d_scratch_floats(&g); } if (t > s) s = t;
+    return s;
+}
+
+static double train_step_times[26];
+
+int ssdc_train_step(int64_t N, float *P, char *F, char *B, float *S) {
+    if (N < 1) return SSDC_ERR_BATCH;
+    if (!P || !F || !B || !S) return SSDC_ERR_NULL;
+    SSDC_TIMED(train_step_times, 0, train_step_k00_conv2d(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 1, train_step_k01_batch_norm_relu(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 2, train_step_k02_max_pool2d(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 3, train_step_k03_global_max_pool(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 4, train_step_k04_conv2d(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 5, train_step_k05_conv2d(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 6, train_step_k06_conv2d(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 7, train_step_k07_conv2d(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 8, train_step_k08_permute_reshape_concat(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 9, train_step_k09_permute_reshape_concat(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 10, train_step_k10_multibox_target(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 11, train_step_k11_multibox_loss(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 12, train_step_k12_concat_permute_backward(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 13, train_step_k13_concat_permute_backward(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 14, train_step_k14_conv2d_backward(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 15, train_step_k15_conv2d_backward(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 16, train_step_k16_accumulate_grad(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 17, train_step_k17_conv2d_backward(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 18, train_step_k18_conv2d_backward(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 19, train_step_k19_accumulate_grad(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 20, train_step_k20_global_max_pool_backward(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 21, train_step_k21_accumulate_grad(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 22, train_step_k22_max_pool2d_backward(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 23, train_step_k23_relu_batch_norm_backward(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 24, train_step_k24_conv2d_backward(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 25, train_step_k25_sgd(N, P, F, B, S));
+    return SSDC_OK;
+}
+
+/* ==== program eval_step (BatchNorm: running statistics) ==== */
+
+/* k00_conv2d  [outElementwiseFusable]
+ *   %3 conv2d {stride=1 padding=1} : f32[N,4,8,8]  blk_0.0  GoldenModel.swift:9
+ *   reads  X B+1024*N, blk_0.0.weight P[0], blk_0.0.bias P[112]
+ *   writes blk_0.0 B+0*N
+ */
+static void eval_step_k00_conv2d(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+    (void)P; (void)F; (void)B; (void)S;
+    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 3, 8, 8, 4, 3, 1, 1);
+    ssd_conv2d_forward(&g, ((float *)(B + (size_t)1024 * N)), (P + 0), (P + 112), ((float *)(B + (size_t)0 * N)), 0, S);
+}
+
+/* k01_batch_norm_relu  [outElementwiseFusable]
+ *   %9 batch_norm {eps=1e-05 momentum=0.1} : f32[N,4,8,8]  blk_0.1  GoldenModel.swift:10
+ *   %10 relu : f32[N,4,8,8]  blk_0.2  GoldenModel.swift:11
+ *   reads  blk_0.0 B+0*N, blk_0.1.weight P[128], blk_0.1.bias P[144], blk_0.1.running_mean P[160], blk_0.1.running_var P[176]
+ *   writes blk_0.2 B+1024*N
+ */
+static void eval_step_k01_batch_norm_relu(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+    (void)P; (void)F; (void)B; (void)S;
+    ssd_bn_apply((int)N, 4, 64, ((float *)(B + (size_t)0 * N)), (P + 160), (P + 176), (P + 128), (P + 144), 9.99999975e-06f, 1, ((float *)(B + (size_t)1024 * N)));
+}
+
+/* k02_max_pool2d  [outElementwiseFusable]
+ *   %11 max_pool2d : f32[N,4,4,4]  blk_0.3  GoldenModel.swift:12
+ *   reads  blk_0.2 B+1024*N
+ *   writes blk_0.3 B+576*N
+ */
+static void eval_step_k02_max_pool2d(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+    (void)P; (void)F; (void)B; (void)S;
+    ssd_maxpool2_forward((int)N, 4, 8, 8, ((float *)(B + (size_t)1024 * N)), ((float *)(B + (size_t)576 * N)));
+}
+
+/* k03_global_max_pool  [reduction]
+ *   %12 global_max_pool : f32[N,4,1,1]  blk_1  GoldenModel.swift:18
+ *   reads  blk_0.3 B+576*N
+ *   writes blk_1 B+1664*N
+ */
+static void eval_step_k03_global_max_pool(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+    (void)P; (void)F; (void)B; (void)S;
+    ssd_global_maxpool_forward((int)N, 4, 16, ((float *)(B + (size_t)576 * N)), ((float *)(B + (size_t)1664 * N)));
+}
+
+/* k04_conv2d  [outElementwiseFusable]
+ *   %16 conv2d {stride=1 padding=1} : f32[N,9,4,4]  cls_0  GoldenModel.swift:22
+ *   reads  blk_0.3 B+576*N, cls_0.weight P[208], cls_0.bias P[544]
+ *   writes cls_0 B+0*N
+ */
+static void eval_step_k04_conv2d(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+    (void)P; (void)F; (void)B; (void)S;
+    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 9, 3, 1, 1);
+    ssd_conv2d_forward(&g, ((float *)(B + (size_t)576 * N)), (P + 208), (P + 544), ((float *)(B + (size_t)0 * N)), 0, S);
+}
+
+/* k05_conv2d  [outElementwiseFusable]
+ *   %21 conv2d {stride=1 padding=1} : f32[N,12,4,4]  bbox_0  GoldenModel.swift:23
+ *   reads  blk_0.3 B+576*N, bbox_0.weight P[560], bbox_0.bias P[992]
+ *   writes bbox_0 B+832*N
+ */
+static void eval_step_k05_conv2d(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+    (void)P; (void)F; (void)B; (void)S;
+    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 12, 3, 1, 1);
+    ssd_conv2d_forward(&g, ((float *)(B + (size_t)576 * N)), (P + 560), (P + 992), ((float *)(B + (size_t)832 * N)), 0, S);
+}
+
+/* k06_conv2d  [outElementwiseFusable]
+ *   %27 conv2d {stride=1 padding=1} : f32[N,9,1,1]  cls_1  GoldenModel.swift:22
+ *   reads  blk_1 B+1664*N, cls_1.weight P[1008], cls_1.bias P[1344]
+ *   writes cls_1 B+576*N
+ */
+static void eval_step_k06_conv2d(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+    (void)P; (void)F; (void)B; (void)S;
+    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 9, 3, 1, 1);
+    ssd_conv2d_forward(&g, ((float *)(B + (size_t)1664 * N)), (P + 1008), (P + 1344), ((float *)(B + (size_t)576 * N)), 0, S);
+}
+
+/* k07_conv2d  [outElementwiseFusable]
+ *   %32 conv2d {stride=1 padding=1} : f32[N,12,1,1]  bbox_1  GoldenModel.swift:23
+ *   reads  blk_1 B+1664*N, bbox_1.weight P[1360], bbox_1.bias P[1792]
+ *   writes bbox_1 B+1600*N
+ */
+static void eval_step_k07_conv2d(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+    (void)P; (void)F; (void)B; (void)S;
+    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 12, 3, 1, 1);
+    ssd_conv2d_forward(&g, ((float *)(B + (size_t)1664 * N)), (P + 1360), (P + 1792), ((float *)(B + (size_t)1600 * N)), 0, S);
+}
+
+/* k08_permute_reshape_concat  [injective]
+ *   %17 permute {perm=[0, 2, 3, 1]} : f32[N,4,4,9]    GoldenModel.swift:22
+ *   %18 reshape {dims=[-1]} : f32[N,144]    GoldenModel.swift:22
+ *   %28 permute {perm=[0, 2, 3, 1]} : f32[N,1,1,9]    GoldenModel.swift:22
+ *   %29 reshape {dims=[-1]} : f32[N,9]    GoldenModel.swift:22
+ *   %36 concat {axis=1} : f32[N,153]    GoldenModel.swift:26
+ *   reads  cls_0 B+0*N, cls_1 B+576*N
+ *   writes v36_concat B+3328*N
+ */
+static void eval_step_k08_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+    (void)P; (void)F; (void)B; (void)S;
+    float *restrict y = ((float *)(B + (size_t)3328 * N));
+    /* piece 0: cls_0 [9, 4, 4] permuted [1, 2, 0] -> rows of 144 at +0 of 153 */
+    #pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+        const float *restrict x = ((float *)(B + (size_t)0 * N)) + n * 144;
+        float *restrict yn = y + n * 153;
+        int64_t lin = 0;
+        for (int64_t i0 = 0; i0 < 4; i0++) {
+            for (int64_t i1 = 0; i1 < 4; i1++) {
+                for (int64_t i2 = 0; i2 < 9; i2++) {
+                    yn[0 + lin] = x[i0 * 4 + i1 * 1 + i2 * 16];
+                    lin++;
+                }
+            }
+        }
+    }
+    /* piece 1: cls_1 [9, 1, 1] permuted [1, 2, 0] -> rows of 9 at +144 of 153 */
+    #pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+        const float *restrict x = ((float *)(B + (size_t)576 * N)) + n * 9;
+        float *restrict yn = y + n * 153;
+        int64_t lin = 0;
+        for (int64_t i0 = 0; i0 < 1; i0++) {
+            for (int64_t i1 = 0; i1 < 1; i1++) {
+                for (int64_t i2 = 0; i2 < 9; i2++) {
+                    yn[144 + lin] = x[i0 * 1 + i1 * 1 + i2 * 1];
+                    lin++;
+                }
+            }
+        }
+    }
+}
+
+/* k09_permute_reshape_concat  [injective]
+ *   %22 permute {perm=[0, 2, 3, 1]} : f32[N,4,4,12]    GoldenModel.swift:23
+ *   %23 reshape {dims=[-1]} : f32[N,192]    GoldenModel.swift:23
+ *   %33 permute {perm=[0, 2, 3, 1]} : f32[N,1,1,12]    GoldenModel.swift:23
+ *   %34 reshape {dims=[-1]} : f32[N,12]    GoldenModel.swift:23
+ *   %38 concat {axis=1} : f32[N,204]  bbox_preds  GoldenModel.swift:27
+ *   reads  bbox_0 B+832*N, bbox_1 B+1600*N
+ *   writes bbox_preds B+0*N
+ */
+static void eval_step_k09_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+    (void)P; (void)F; (void)B; (void)S;
+    float *restrict y = ((float *)(B + (size_t)0 * N));
+    /* piece 0: bbox_0 [12, 4, 4] permuted [1, 2, 0] -> rows of 192 at +0 of 204 */
+    #pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+        const float *restrict x = ((float *)(B + (size_t)832 * N)) + n * 192;
+        float *restrict yn = y + n * 204;
+        int64_t lin = 0;
+        for (int64_t i0 = 0; i0 < 4; i0++) {
+            for (int64_t i1 = 0; i1 < 4; i1++) {
+                for (int64_t i2 = 0; i2 < 12; i2++) {
+                    yn[0 + lin] = x[i0 * 4 + i1 * 1 + i2 * 16];
+                    lin++;
+                }
+            }
+        }
+    }
+    /* piece 1: bbox_1 [12, 1, 1] permuted [1, 2, 0] -> rows of 12 at +192 of 204 */
+    #pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+        const float *restrict x = ((float *)(B + (size_t)1600 * N)) + n * 12;
+        float *restrict yn = y + n * 204;
+        int64_t lin = 0;
+        for (int64_t i0 = 0; i0 < 1; i0++) {
+            for (int64_t i1 = 0; i1 < 1; i1++) {
+                for (int64_t i2 = 0; i2 < 12; i2++) {
+                    yn[192 + lin] = x[i0 * 1 + i1 * 1 + i2 * 1];
+                    lin++;
+                }
+            }
+        }
+    }
+}
+
+/* k10_multibox_target  [opaque]
+ *   %35 concat {axis=1} : f32[1,51,4]  anchors  GoldenModel.swift:25
+ *   reads  anchors c_anchors, Y B+2496*N
+ *   writes target.bbox_labels B+832*N, target.bbox_masks B+1664*N, target.cls_labels B+4608*N
+ */
+static void eval_step_k10_multibox_target(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+    (void)P; (void)F; (void)B; (void)S;
+    ssd_multibox_target((int)N, 51, 1, c_anchors, ((float *)(B + (size_t)2496 * N)), 0.5f, ((float *)(B + (size_t)832 * N)), ((float *)(B + (size_t)1664 * N)), ((float *)(B + (size_t)4608 * N)), S);
+}
+
+/* k11_multibox_loss  [opaque]
+ *   %37 reshape {dims=[-1, 3]} : f32[N,51,3]  cls_preds  GoldenModel.swift:26
+ *   %38 concat {axis=1} : f32[N,204]  bbox_preds  GoldenModel.swift:27
+ *   reads  v36_concat B+3328*N, bbox_preds B+0*N, target.cls_labels B+4608*N, target.bbox_labels B+832*N, target.bbox_masks B+1664*N
+ *   writes loss.per_example B+4864*N, grad.cls_preds B+3968*N, grad.bbox_preds B+2496*N, metrics F+0
+ */
+static void eval_step_k11_multibox_loss(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+    (void)P; (void)F; (void)B; (void)S;
+    const ssd_loss_config_t cfg = { 0, 2.0f, 0.25f, 0, 1.0f, 1.0f, 1.0f, 0.0f };
+    ssd_multibox_loss(&cfg, (int)N, 51, 3, ((float *)(B + (size_t)3328 * N)), ((float *)(B + (size_t)0 * N)), ((float *)(B + (size_t)4608 * N)), ((float *)(B + (size_t)832 * N)), ((float *)(B + (size_t)1664 * N)), ((float *)(B + (size_t)4864 * N)), ((float *)(B + (size_t)3968 * N)), ((float *)(B + (size_t)2496 * N)), (double *)((float *)(F + 0)), S);
+}
+
+size_t ssdc_eval_step_scratch_floats(int64_t N) {
+    size_t s = 1, t = 0;
+    { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 3, 8, 8, 4, 3, 1, 1); t = ssd_conv2d_scratch_floats(&g); } if (t > s) s = t;
+    { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 9, 3, 1, 1); t = ssd_conv2d_scratch_floats(&g); } if (t > s) s = t;
+    { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 12, 3, 1, 1); t = ssd_conv2d_scratch_floats(&g); } if (t > s) s = t;
+    { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 9, 3, 1, 1); t = ssd_conv2d_scratch_floats(&g); } if (t > s) s = t;
+    { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 12, 3, 1, 1); t = ssd_conv2d_scratch_floats(&g); } if (t > s) s = t;
+    t = ssd_target_scratch_floats(51, 1) * (size_t)N; if (t > s) s = t;
+    t = ssd_loss_scratch_floats((int)N, 51, 3); if (t > s) s = t;
+    return s;
+}
+
+static double eval_step_times[12];
+
+int ssdc_eval_step(int64_t N, float *P, char *F, char *B, float *S) {
+    if (N < 1) return SSDC_ERR_BATCH;
+    if (!P || !F || !B || !S) return SSDC_ERR_NULL;
+    SSDC_TIMED(eval_step_times, 0, eval_step_k00_conv2d(N, P, F, B, S));
+    SSDC_TIMED(eval_step_times, 1, eval_step_k01_batch_norm_relu(N, P, F, B, S));
+    SSDC_TIMED(eval_step_times, 2, eval_step_k02_max_pool2d(N, P, F, B, S));
+    SSDC_TIMED(eval_step_times, 3, eval_step_k03_global_max_pool(N, P, F, B, S));
+    SSDC_TIMED(eval_step_times, 4, eval_step_k04_conv2d(N, P, F, B, S));
+    SSDC_TIMED(eval_step_times, 5, eval_step_k05_conv2d(N, P, F, B, S));
+    SSDC_TIMED(eval_step_times, 6, eval_step_k06_conv2d(N, P, F, B, S));
+    SSDC_TIMED(eval_step_times, 7, eval_step_k07_conv2d(N, P, F, B, S));
+    SSDC_TIMED(eval_step_times, 8, eval_step_k08_permute_reshape_concat(N, P, F, B, S));
+    SSDC_TIMED(eval_step_times, 9, eval_step_k09_permute_reshape_concat(N, P, F, B, S));
+    SSDC_TIMED(eval_step_times, 10, eval_step_k10_multibox_target(N, P, F, B, S));
+    SSDC_TIMED(eval_step_times, 11, eval_step_k11_multibox_loss(N, P, F, B, S));
     return SSDC_OK;
 }
 
 void ssdc_set_threads(int n) { ssd_set_num_threads(n); }
+
+void ssdc_set_profiling(int on) { ssdc_profiling = on; }
+
+/* Seconds spent in each kernel of a program since profiling was turned on (NULL if unknown). */
+double *ssdc_profile(const char *program) {
+    if (!strcmp(program, "forward_train")) return forward_train_times;
+    if (!strcmp(program, "infer")) return infer_times;
+    if (!strcmp(program, "train_step")) return train_step_times;
+    if (!strcmp(program, "eval_step")) return eval_step_times;
+    return NULL;
+}
 
 int ssdc_abi_version(void) { return SSDC_ABI_VERSION; }
 
@@ -477,6 +1234,10 @@ const char *ssdc_manifest(void) {
         "    \"input\" : \"3x8x8\",\n"
         "    \"num_classes\" : \"2\"\n"
         "  },\n"
+        "  \"gradients_offset\" : 1808,\n"
+        "  \"hyper_offset\" : 3616,\n"
+        "  \"loss\" : \"cross-entropy, L1\",\n"
+        "  \"max_boxes\" : 1,\n"
         "  \"model\" : \"golden\",\n"
         "  \"parameters\" : [\n"
         "    {\n"
@@ -958,7 +1719,552 @@ const char *ssdc_manifest(void) {
         "        }\n"
         "      ],\n"
         "      \"scratch_entry\" : \"ssdc_infer_scratch_floats\"\n"
+        "    },\n"
+        "    {\n"
+        "      \"batched_bytes_per_example\" : 8960,\n"
+        "      \"entry\" : \"ssdc_train_step\",\n"
+        "      \"fixed_bytes\" : 192,\n"
+        "      \"inputs\" : [\n"
+        "        {\n"
+        "          \"dtype\" : \"f32\",\n"
+        "          \"name\" : \"X\",\n"
+        "          \"offset\" : 6592,\n"
+        "          \"region\" : \"batched\",\n"
+        "          \"shape\" : [\n"
+        "            -1,\n"
+        "            3,\n"
+        "            8,\n"
+        "            8\n"
+        "          ]\n"
+        "        },\n"
+        "        {\n"
+        "          \"dtype\" : \"f32\",\n"
+        "          \"name\" : \"Y\",\n"
+        "          \"offset\" : 3520,\n"
+        "          \"region\" : \"batched\",\n"
+        "          \"shape\" : [\n"
+        "            -1,\n"
+        "            1,\n"
+        "            5\n"
+        "          ]\n"
+        "        }\n"
+        "      ],\n"
+        "      \"kernels\" : [\n"
+        "        {\n"
+        "          \"kind\" : \"outElementwiseFusable\",\n"
+        "          \"name\" : \"k00_conv2d\",\n"
+        "          \"nodes\" : [\n"
+        "            3\n"
+        "          ]\n"
+        "        },\n"
+        "        {\n"
+        "          \"kind\" : \"outElementwiseFusable\",\n"
+        "          \"name\" : \"k01_batch_norm_relu\",\n"
+        "          \"nodes\" : [\n"
+        "            9,\n"
+        "            10\n"
+        "          ]\n"
+        "        },\n"
+        "        {\n"
+        "          \"kind\" : \"outElementwiseFusable\",\n"
+        "          \"name\" : \"k02_max_pool2d\",\n"
+        "          \"nodes\" : [\n"
+        "            11\n"
+        "          ]\n"
+        "        },\n"
+        "        {\n"
+        "          \"kind\" : \"reduction\",\n"
+        "          \"name\" : \"k03_global_max_pool\",\n"
+        "          \"nodes\" : [\n"
+        "            12\n"
+        "          ]\n"
+        "        },\n"
+        "        {\n"
+        "          \"kind\" : \"outElementwiseFusable\",\n"
+        "          \"name\" : \"k04_conv2d\",\n"
+        "          \"nodes\" : [\n"
+        "            16\n"
+        "          ]\n"
+        "        },\n"
+        "        {\n"
+        "          \"kind\" : \"outElementwiseFusable\",\n"
+        "          \"name\" : \"k05_conv2d\",\n"
+        "          \"nodes\" : [\n"
+        "            21\n"
+        "          ]\n"
+        "        },\n"
+        "        {\n"
+        "          \"kind\" : \"outElementwiseFusable\",\n"
+        "          \"name\" : \"k06_conv2d\",\n"
+        "          \"nodes\" : [\n"
+        "            27\n"
+        "          ]\n"
+        "        },\n"
+        "        {\n"
+        "          \"kind\" : \"outElementwiseFusable\",\n"
+        "          \"name\" : \"k07_conv2d\",\n"
+        "          \"nodes\" : [\n"
+        "            32\n"
+        "          ]\n"
+        "        },\n"
+        "        {\n"
+        "          \"kind\" : \"injective\",\n"
+        "          \"name\" : \"k08_permute_reshape_concat\",\n"
+        "          \"nodes\" : [\n"
+        "            17,\n"
+        "            18,\n"
+        "            28,\n"
+        "            29,\n"
+        "            36\n"
+        "          ]\n"
+        "        },\n"
+        "        {\n"
+        "          \"kind\" : \"injective\",\n"
+        "          \"name\" : \"k09_permute_reshape_concat\",\n"
+        "          \"nodes\" : [\n"
+        "            22,\n"
+        "            23,\n"
+        "            33,\n"
+        "            34,\n"
+        "            38\n"
+        "          ]\n"
+        "        },\n"
+        "        {\n"
+        "          \"kind\" : \"opaque\",\n"
+        "          \"name\" : \"k10_multibox_target\",\n"
+        "          \"nodes\" : [\n"
+        "            35\n"
+        "          ]\n"
+        "        },\n"
+        "        {\n"
+        "          \"kind\" : \"opaque\",\n"
+        "          \"name\" : \"k11_multibox_loss\",\n"
+        "          \"nodes\" : [\n"
+        "            37,\n"
+        "            38\n"
+        "          ]\n"
+        "        },\n"
+        "        {\n"
+        "          \"kind\" : \"injective\",\n"
+        "          \"name\" : \"k12_concat_permute_backward\",\n"
+        "          \"nodes\" : [\n"
+        "            38,\n"
+        "            23,\n"
+        "            22,\n"
+        "            34,\n"
+        "            33\n"
+        "          ]\n"
+        "        },\n"
+        "        {\n"
+        "          \"kind\" : \"injective\",\n"
+        "          \"name\" : \"k13_concat_permute_backward\",\n"
+        "          \"nodes\" : [\n"
+        "            36,\n"
+        "            18,\n"
+        "            17,\n"
+        "            29,\n"
+        "            28\n"
+        "          ]\n"
+        "        },\n"
+        "        {\n"
+        "          \"kind\" : \"outElementwiseFusable\",\n"
+        "          \"name\" : \"k14_conv2d_backward\",\n"
+        "          \"nodes\" : [\n"
+        "            32\n"
+        "          ]\n"
+        "        },\n"
+        "        {\n"
+        "          \"kind\" : \"outElementwiseFusable\",\n"
+        "          \"name\" : \"k15_conv2d_backward\",\n"
+        "          \"nodes\" : [\n"
+        "            27\n"
+        "          ]\n"
+        "        },\n"
+        "        {\n"
+        "          \"kind\" : \"elementwise\",\n"
+        "          \"name\" : \"k16_accumulate_grad\",\n"
+        "          \"nodes\" : [\n"
+        "            27\n"
+        "          ]\n"
+        "        },\n"
+        "        {\n"
+        "          \"kind\" : \"outElementwiseFusable\",\n"
+        "          \"name\" : \"k17_conv2d_backward\",\n"
+        "          \"nodes\" : [\n"
+        "            21\n"
+        "          ]\n"
+        "        },\n"
+        "        {\n"
+        "          \"kind\" : \"outElementwiseFusable\",\n"
+        "          \"name\" : \"k18_conv2d_backward\",\n"
+        "          \"nodes\" : [\n"
+        "            16\n"
+        "          ]\n"
+        "        },\n"
+        "        {\n"
+        "          \"kind\" : \"elementwise\",\n"
+        "          \"name\" : \"k19_accumulate_grad\",\n"
+        "          \"nodes\" : [\n"
+        "            16\n"
+        "          ]\n"
+        "        },\n"
+        "        {\n"
+        "          \"kind\" : \"reduction\",\n"
+        "          \"name\" : \"k20_global_max_pool_backward\",\n"
+        "          \"nodes\" : [\n"
+        "            12\n"
+        "          ]\n"
+        "        },\n"
+        "        {\n"
+        "          \"kind\" : \"elementwise\",\n"
+        "          \"name\" : \"k21_accumulate_grad\",\n"
+        "          \"nodes\" : [\n"
+        "            12\n"
+        "          ]\n"
+        "        },\n"
+        "        {\n"
+        "          \"kind\" : \"outElementwiseFusable\",\n"
+        "          \"name\" : \"k22_max_pool2d_backward\",\n"
+        "          \"nodes\" : [\n"
+        "            11\n"
+        "          ]\n"
+        "        },\n"
+        "        {\n"
+        "          \"kind\" : \"outElementwiseFusable\",\n"
+        "          \"name\" : \"k23_relu_batch_norm_backward\",\n"
+        "          \"nodes\" : [\n"
+        "            9,\n"
+        "            10\n"
+        "          ]\n"
+        "        },\n"
+        "        {\n"
+        "          \"kind\" : \"outElementwiseFusable\",\n"
+        "          \"name\" : \"k24_conv2d_backward\",\n"
+        "          \"nodes\" : [\n"
+        "            3\n"
+        "          ]\n"
+        "        },\n"
+        "        {\n"
+        "          \"kind\" : \"opaque\",\n"
+        "          \"name\" : \"k25_sgd\",\n"
+        "          \"nodes\" : [\n"
+        "            1,\n"
+        "            2,\n"
+        "            4,\n"
+        "            5,\n"
+        "            14,\n"
+        "            15,\n"
+        "            19,\n"
+        "            20,\n"
+        "            25,\n"
+        "            26,\n"
+        "            30,\n"
+        "            31\n"
+        "          ]\n"
+        "        }\n"
+        "      ],\n"
+        "      \"mode\" : \"train\",\n"
+        "      \"name\" : \"train_step\",\n"
+        "      \"outputs\" : [\n"
+        "        {\n"
+        "          \"dtype\" : \"f32\",\n"
+        "          \"name\" : \"anchors\",\n"
+        "          \"offset\" : 0,\n"
+        "          \"region\" : \"constant\",\n"
+        "          \"shape\" : [\n"
+        "            1,\n"
+        "            51,\n"
+        "            4\n"
+        "          ],\n"
+        "          \"symbol\" : \"c_anchors\"\n"
+        "        },\n"
+        "        {\n"
+        "          \"dtype\" : \"f32\",\n"
+        "          \"name\" : \"cls_preds\",\n"
+        "          \"offset\" : 7360,\n"
+        "          \"region\" : \"batched\",\n"
+        "          \"shape\" : [\n"
+        "            -1,\n"
+        "            51,\n"
+        "            3\n"
+        "          ]\n"
+        "        },\n"
+        "        {\n"
+        "          \"dtype\" : \"f32\",\n"
+        "          \"name\" : \"bbox_preds\",\n"
+        "          \"offset\" : 4096,\n"
+        "          \"region\" : \"batched\",\n"
+        "          \"shape\" : [\n"
+        "            -1,\n"
+        "            204\n"
+        "          ]\n"
+        "        },\n"
+        "        {\n"
+        "          \"dtype\" : \"f32\",\n"
+        "          \"name\" : \"target.bbox_labels\",\n"
+        "          \"offset\" : 4928,\n"
+        "          \"region\" : \"batched\",\n"
+        "          \"shape\" : [\n"
+        "            -1,\n"
+        "            204\n"
+        "          ]\n"
+        "        },\n"
+        "        {\n"
+        "          \"dtype\" : \"f32\",\n"
+        "          \"name\" : \"target.bbox_masks\",\n"
+        "          \"offset\" : 5760,\n"
+        "          \"region\" : \"batched\",\n"
+        "          \"shape\" : [\n"
+        "            -1,\n"
+        "            204\n"
+        "          ]\n"
+        "        },\n"
+        "        {\n"
+        "          \"dtype\" : \"f32\",\n"
+        "          \"name\" : \"target.cls_labels\",\n"
+        "          \"offset\" : 8640,\n"
+        "          \"region\" : \"batched\",\n"
+        "          \"shape\" : [\n"
+        "            -1,\n"
+        "            51\n"
+        "          ]\n"
+        "        },\n"
+        "        {\n"
+        "          \"dtype\" : \"f32\",\n"
+        "          \"name\" : \"loss.per_example\",\n"
+        "          \"offset\" : 8896,\n"
+        "          \"region\" : \"batched\",\n"
+        "          \"shape\" : [\n"
+        "            -1,\n"
+        "            1\n"
+        "          ]\n"
+        "        },\n"
+        "        {\n"
+        "          \"dtype\" : \"f64\",\n"
+        "          \"name\" : \"metrics\",\n"
+        "          \"offset\" : 0,\n"
+        "          \"region\" : \"fixed\",\n"
+        "          \"shape\" : [\n"
+        "            4\n"
+        "          ]\n"
+        "        }\n"
+        "      ],\n"
+        "      \"scratch_entry\" : \"ssdc_train_step_scratch_floats\"\n"
+        "    },\n"
+        "    {\n"
+        "      \"batched_bytes_per_example\" : 4928,\n"
+        "      \"entry\" : \"ssdc_eval_step\",\n"
+        "      \"fixed_bytes\" : 64,\n"
+        "      \"inputs\" : [\n"
+        "        {\n"
+        "          \"dtype\" : \"f32\",\n"
+        "          \"name\" : \"X\",\n"
+        "          \"offset\" : 1024,\n"
+        "          \"region\" : \"batched\",\n"
+        "          \"shape\" : [\n"
+        "            -1,\n"
+        "            3,\n"
+        "            8,\n"
+        "            8\n"
+        "          ]\n"
+        "        },\n"
+        "        {\n"
+        "          \"dtype\" : \"f32\",\n"
+        "          \"name\" : \"Y\",\n"
+        "          \"offset\" : 2496,\n"
+        "          \"region\" : \"batched\",\n"
+        "          \"shape\" : [\n"
+        "            -1,\n"
+        "            1,\n"
+        "            5\n"
+        "          ]\n"
+        "        }\n"
+        "      ],\n"
+        "      \"kernels\" : [\n"
+        "        {\n"
+        "          \"kind\" : \"outElementwiseFusable\",\n"
+        "          \"name\" : \"k00_conv2d\",\n"
+        "          \"nodes\" : [\n"
+        "            3\n"
+        "          ]\n"
+        "        },\n"
+        "        {\n"
+        "          \"kind\" : \"outElementwiseFusable\",\n"
+        "          \"name\" : \"k01_batch_norm_relu\",\n"
+        "          \"nodes\" : [\n"
+        "            9,\n"
+        "            10\n"
+        "          ]\n"
+        "        },\n"
+        "        {\n"
+        "          \"kind\" : \"outElementwiseFusable\",\n"
+        "          \"name\" : \"k02_max_pool2d\",\n"
+        "          \"nodes\" : [\n"
+        "            11\n"
+        "          ]\n"
+        "        },\n"
+        "        {\n"
+        "          \"kind\" : \"reduction\",\n"
+        "          \"name\" : \"k03_global_max_pool\",\n"
+        "          \"nodes\" : [\n"
+        "            12\n"
+        "          ]\n"
+        "        },\n"
+        "        {\n"
+        "          \"kind\" : \"outElementwiseFusable\",\n"
+        "          \"name\" : \"k04_conv2d\",\n"
+        "          \"nodes\" : [\n"
+        "            16\n"
+        "          ]\n"
+        "        },\n"
+        "        {\n"
+        "          \"kind\" : \"outElementwiseFusable\",\n"
+        "          \"name\" : \"k05_conv2d\",\n"
+        "          \"nodes\" : [\n"
+        "            21\n"
+        "          ]\n"
+        "        },\n"
+        "        {\n"
+        "          \"kind\" : \"outElementwiseFusable\",\n"
+        "          \"name\" : \"k06_conv2d\",\n"
+        "          \"nodes\" : [\n"
+        "            27\n"
+        "          ]\n"
+        "        },\n"
+        "        {\n"
+        "          \"kind\" : \"outElementwiseFusable\",\n"
+        "          \"name\" : \"k07_conv2d\",\n"
+        "          \"nodes\" : [\n"
+        "            32\n"
+        "          ]\n"
+        "        },\n"
+        "        {\n"
+        "          \"kind\" : \"injective\",\n"
+        "          \"name\" : \"k08_permute_reshape_concat\",\n"
+        "          \"nodes\" : [\n"
+        "            17,\n"
+        "            18,\n"
+        "            28,\n"
+        "            29,\n"
+        "            36\n"
+        "          ]\n"
+        "        },\n"
+        "        {\n"
+        "          \"kind\" : \"injective\",\n"
+        "          \"name\" : \"k09_permute_reshape_concat\",\n"
+        "          \"nodes\" : [\n"
+        "            22,\n"
+        "            23,\n"
+        "            33,\n"
+        "            34,\n"
+        "            38\n"
+        "          ]\n"
+        "        },\n"
+        "        {\n"
+        "          \"kind\" : \"opaque\",\n"
+        "          \"name\" : \"k10_multibox_target\",\n"
+        "          \"nodes\" : [\n"
+        "            35\n"
+        "          ]\n"
+        "        },\n"
+        "        {\n"
+        "          \"kind\" : \"opaque\",\n"
+        "          \"name\" : \"k11_multibox_loss\",\n"
+        "          \"nodes\" : [\n"
+        "            37,\n"
+        "            38\n"
+        "          ]\n"
+        "        }\n"
+        "      ],\n"
+        "      \"mode\" : \"eval\",\n"
+        "      \"name\" : \"eval_step\",\n"
+        "      \"outputs\" : [\n"
+        "        {\n"
+        "          \"dtype\" : \"f32\",\n"
+        "          \"name\" : \"anchors\",\n"
+        "          \"offset\" : 0,\n"
+        "          \"region\" : \"constant\",\n"
+        "          \"shape\" : [\n"
+        "            1,\n"
+        "            51,\n"
+        "            4\n"
+        "          ],\n"
+        "          \"symbol\" : \"c_anchors\"\n"
+        "        },\n"
+        "        {\n"
+        "          \"dtype\" : \"f32\",\n"
+        "          \"name\" : \"cls_preds\",\n"
+        "          \"offset\" : 3328,\n"
+        "          \"region\" : \"batched\",\n"
+        "          \"shape\" : [\n"
+        "            -1,\n"
+        "            51,\n"
+        "            3\n"
+        "          ]\n"
+        "        },\n"
+        "        {\n"
+        "          \"dtype\" : \"f32\",\n"
+        "          \"name\" : \"bbox_preds\",\n"
+        "          \"offset\" : 0,\n"
+        "          \"region\" : \"batched\",\n"
+        "          \"shape\" : [\n"
+        "            -1,\n"
+        "            204\n"
+        "          ]\n"
+        "        },\n"
+        "        {\n"
+        "          \"dtype\" : \"f32\",\n"
+        "          \"name\" : \"target.bbox_labels\",\n"
+        "          \"offset\" : 832,\n"
+        "          \"region\" : \"batched\",\n"
+        "          \"shape\" : [\n"
+        "            -1,\n"
+        "            204\n"
+        "          ]\n"
+        "        },\n"
+        "        {\n"
+        "          \"dtype\" : \"f32\",\n"
+        "          \"name\" : \"target.bbox_masks\",\n"
+        "          \"offset\" : 1664,\n"
+        "          \"region\" : \"batched\",\n"
+        "          \"shape\" : [\n"
+        "            -1,\n"
+        "            204\n"
+        "          ]\n"
+        "        },\n"
+        "        {\n"
+        "          \"dtype\" : \"f32\",\n"
+        "          \"name\" : \"target.cls_labels\",\n"
+        "          \"offset\" : 4608,\n"
+        "          \"region\" : \"batched\",\n"
+        "          \"shape\" : [\n"
+        "            -1,\n"
+        "            51\n"
+        "          ]\n"
+        "        },\n"
+        "        {\n"
+        "          \"dtype\" : \"f32\",\n"
+        "          \"name\" : \"loss.per_example\",\n"
+        "          \"offset\" : 4864,\n"
+        "          \"region\" : \"batched\",\n"
+        "          \"shape\" : [\n"
+        "            -1,\n"
+        "            1\n"
+        "          ]\n"
+        "        },\n"
+        "        {\n"
+        "          \"dtype\" : \"f64\",\n"
+        "          \"name\" : \"metrics\",\n"
+        "          \"offset\" : 0,\n"
+        "          \"region\" : \"fixed\",\n"
+        "          \"shape\" : [\n"
+        "            4\n"
+        "          ]\n"
+        "        }\n"
+        "      ],\n"
+        "      \"scratch_entry\" : \"ssdc_eval_step_scratch_floats\"\n"
         "    }\n"
-        "  ]\n"
+        "  ],\n"
+        "  \"region_floats\" : 3632\n"
         "}";
 }

@@ -12,6 +12,9 @@
 
 #define SSDC_ABI_VERSION 1
 #define SSDC_PARAMS_FLOATS 1808
+#define SSDC_GRADS_OFFSET 1808 /* gradients mirror the parameters from here */
+#define SSDC_HYPER_OFFSET 3616 /* [0] learning rate, [1] weight decay */
+#define SSDC_PARAMS_REGION_FLOATS 3632
 #define SSDC_NUM_CLASSES 2
 
 /* parameter offsets in P (floats), state_dict order */
@@ -53,8 +56,42 @@ size_t ssdc_forward_train_scratch_floats(int64_t N);
 int ssdc_infer(int64_t N, float *P, char *F, char *B, float *S);
 size_t ssdc_infer_scratch_floats(int64_t N);
 
+/* program train_step */
+#define SSDC_TRAIN_STEP_FIXED_BYTES 192
+#define SSDC_TRAIN_STEP_BATCHED_BYTES 8960
+#define SSDC_TRAIN_STEP_IN_X 6592 /* batched, f32[N,3,8,8] */
+#define SSDC_TRAIN_STEP_IN_Y 3520 /* batched, f32[N,1,5] */
+#define SSDC_TRAIN_STEP_OUT_ANCHORS 0 /* constant, f32[1,51,4] */
+#define SSDC_TRAIN_STEP_OUT_CLS_PREDS 7360 /* batched, f32[N,51,3] */
+#define SSDC_TRAIN_STEP_OUT_BBOX_PREDS 4096 /* batched, f32[N,204] */
+#define SSDC_TRAIN_STEP_OUT_TARGET_BBOX_LABELS 4928 /* batched, f32[N,204] */
+#define SSDC_TRAIN_STEP_OUT_TARGET_BBOX_MASKS 5760 /* batched, f32[N,204] */
+#define SSDC_TRAIN_STEP_OUT_TARGET_CLS_LABELS 8640 /* batched, f32[N,51] */
+#define SSDC_TRAIN_STEP_OUT_LOSS_PER_EXAMPLE 8896 /* batched, f32[N,1] */
+#define SSDC_TRAIN_STEP_OUT_METRICS 0 /* fixed, f64[4] */
+int ssdc_train_step(int64_t N, float *P, char *F, char *B, float *S);
+size_t ssdc_train_step_scratch_floats(int64_t N);
+
+/* program eval_step */
+#define SSDC_EVAL_STEP_FIXED_BYTES 64
+#define SSDC_EVAL_STEP_BATCHED_BYTES 4928
+#define SSDC_EVAL_STEP_IN_X 1024 /* batched, f32[N,3,8,8] */
+#define SSDC_EVAL_STEP_IN_Y 2496 /* batched, f32[N,1,5] */
+#define SSDC_EVAL_STEP_OUT_ANCHORS 0 /* constant, f32[1,51,4] */
+#define SSDC_EVAL_STEP_OUT_CLS_PREDS 3328 /* batched, f32[N,51,3] */
+#define SSDC_EVAL_STEP_OUT_BBOX_PREDS 0 /* batched, f32[N,204] */
+#define SSDC_EVAL_STEP_OUT_TARGET_BBOX_LABELS 832 /* batched, f32[N,204] */
+#define SSDC_EVAL_STEP_OUT_TARGET_BBOX_MASKS 1664 /* batched, f32[N,204] */
+#define SSDC_EVAL_STEP_OUT_TARGET_CLS_LABELS 4608 /* batched, f32[N,51] */
+#define SSDC_EVAL_STEP_OUT_LOSS_PER_EXAMPLE 4864 /* batched, f32[N,1] */
+#define SSDC_EVAL_STEP_OUT_METRICS 0 /* fixed, f64[4] */
+int ssdc_eval_step(int64_t N, float *P, char *F, char *B, float *S);
+size_t ssdc_eval_step_scratch_floats(int64_t N);
+
 extern const float c_anchors[204];
 void ssdc_set_threads(int n);
+void ssdc_set_profiling(int on);
+double *ssdc_profile(const char *program);
 int ssdc_abi_version(void);
 /* The manifest (JSON): parameters, programs, buffers, as manifest.json. */
 const char *ssdc_manifest(void);

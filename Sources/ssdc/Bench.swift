@@ -1,0 +1,123 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import ArgumentParser
+import Foundation
+import SSDCompiler
+import SSDGraph
+import SSDIO
+import SSDModels
+import SSDRuntime
+
+/// `ssdc bench`: what the compiler buys, measured on this machine.
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure training examples/s, inference latency and throughput, compile time and peak memory.")
+
+    @Option(help: "OpenMP threads.") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    @Option(help: "Training batch size.") var batchSize: Int = 32
+    @Option(help: "Timed training steps (after one warm-up step).") var steps: Int = 4
+    @Option(help: "Inference batch-1 repetitions (median reported).") var repeats: Int = 20
+    @Flag(help: "Time every kernel and report GFLOP/s of the convolutions.") var profile = false
+    @Flag(help: "Print one JSON object instead of the table.") var json = false
+
+    func run() throws {
+        // Compile time: cold in an empty cache, then cached.
+        let cache = FileManager.default.temporaryDirectory.appendingPathComponent("ssdc-bench-\(getpid())").path
+        defer { try? FileManager.default.removeItem(atPath: cache) }
+        setenv("SSDC_CACHE_DIR", cache, 1)
+        var t = Date()
+        let graph = try BuiltinModels.tinySSD.graph(height: 256, width: 256)
+        _ = try Driver.compile(graph, into: cache + "/tinyssd")
+        let cold = Date().timeIntervalSince(t)
+        t = Date()
+        let result = try Driver.compile(try BuiltinModels.tinySSD.graph(height: 256, width: 256), into: cache + "/tinyssd")
+        let cached = Date().timeIntervalSince(t)
+
+        let lib = try ModelLibrary(path: result.libraryPath)
+        lib.setThreads(threads)
+        let session = ModelSession(library: lib)
+        session.initializeParameters(seed: 0, graph: graph)
+        session.setHyperParameters(learningRate: 0.01, weightDecay: 5e-4)
+        var rng = SplitMix64(seed: 1)
+
+        func images(_ n: Int) -> HostTensor {
+            HostTensor(floats: (0..<(n * 3 * 256 * 256)).map { _ in 127.5 + rng.uniform(127.5) }, shape: [n, 3, 256, 256])
+        }
+        func labels(_ n: Int) -> HostTensor {
+            var y: [Float] = []
+            for _ in 0..<n {
+                let x0 = 0.1 + abs(rng.uniform(0.5)), y0 = 0.1 + abs(rng.uniform(0.5))
+                y += [0, x0, y0, x0 + 0.2, y0 + 0.15]
+            }
+            return HostTensor(floats: y, shape: [n, 1, 5])
+        }
+
+        // Training.
+        let x = images(batchSize), y = labels(batchSize)
+        let wanted: Set<String> = ["metrics"]
+        _ = try session.run("train_step", inputs: ["X": x, "Y": y], outputs: wanted)
+        lib.setProfiling(profile)
+        t = Date()
+        for _ in 0..<steps { _ = try session.run("train_step", inputs: ["X": x, "Y": y], outputs: wanted) }
+        let trainSeconds = Date().timeIntervalSince(t)
+        let trainRate = Double(steps * batchSize) / trainSeconds
+        let trainProfile = profile ? lib.profile("train_step") : []
+        lib.setProfiling(false)
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        let peakTrain = Int(usage.ru_maxrss) * 1024
+
+        // Inference: batch 1 latency (forward + softmax + detection), batch 32 throughput.
+        let one = images(1)
+        _ = try session.run("infer", inputs: ["X": one], outputs: ["detection"])
+        var times: [Double] = []
+        for _ in 0..<repeats {
+            let s = Date()
+            _ = try session.run("infer", inputs: ["X": one], outputs: ["detection"])
+            times.append(Date().timeIntervalSince(s))
+        }
+        times.sort()
+        let b1 = times[times.count / 2] * 1000
+        let x32 = images(32)
+        _ = try session.run("infer", inputs: ["X": x32], outputs: ["detection"])
+        lib.setProfiling(profile)
+        t = Date()
+        let inferRuns = 3
+        for _ in 0..<inferRuns { _ = try session.run("infer", inputs: ["X": x32], outputs: ["detection"]) }
+        let b32 = Double(32 * inferRuns) / Date().timeIntervalSince(t)
+        let inferProfile = profile ? lib.profile("infer") : []
+
+        let model = result.model
+        if json {
+            let o: [String: Any] = [
+                "train_examples_per_sec": trainRate, "infer_b1_ms": b1, "infer_b32_examples_per_sec": b32,
+                "compile_seconds": cold, "compile_cached_seconds": cached, "peak_rss_bytes": peakTrain,
+                "threads": threads, "batch_size": batchSize, "ssdc_version": CompiledModel.version,
+                "cc": model.toolchain.version,
+            ]
+            let data = try JSONSerialization.data(withJSONObject: o, options: [.sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+        } else {
+            print("ssdc \(CompiledModel.version) bench: TinySSD 256x256, \(threads) threads, \(ProcessInfo.processInfo.activeProcessorCount) cores, \(model.toolchain.version)")
+            print(String(format: "  train, batch %d:        %8.2f examples/s  (%.2f s per step)", batchSize, trainRate, trainSeconds / Double(steps)))
+            print(String(format: "  infer, batch 1:         %8.2f ms (forward + softmax + detection, median of %d)", b1, repeats))
+            print(String(format: "  infer, batch 32:        %8.2f examples/s", b32))
+            print(String(format: "  compile (cold/cached):  %8.2f s / %.2f s", cold, cached))
+            print(String(format: "  peak RSS:               %8.1f MiB", Double(peakTrain) / 1048576))
+        }
+        if profile {
+            for (name, times, n, runs) in [("train_step", trainProfile, batchSize, steps), ("infer", inferProfile, 32, inferRuns)] {
+                guard let p = model.program(name) else { continue }
+                let total = times.reduce(0, +)
+                print("\nprofile of \(name), batch \(n), \(runs) runs: \(String(format: "%.3f", total / Double(runs))) s per run")
+                let rows = zip(p.kernels, times).sorted { $0.1 > $1.1 }
+                for (k, sec) in rows.prefix(40) {
+                    let flops = k.body.flops(batch: n)
+                    let gf = flops > 0 ? String(format: "%7.1f GFLOP/s", flops * Double(runs) / sec / 1e9) : String(repeating: " ", count: 15)
+                    print(String(format: "  %6.1f%%  %8.2f ms  %@  %@", 100 * sec / total, 1000 * sec / Double(runs), gf, k.name))
+                }
+            }
+        }
+    }
+}
