@@ -53,6 +53,7 @@
 #define OFF_TABLE 1280  /* tap offsets kept per thread (K <= 1280 covers C*9 up to 142) */
 
 static inline int imin(int a, int b) { return a < b ? a : b; }
+static inline int imax(int a, int b) { return a > b ? a : b; }
 static inline size_t round_up(size_t v, size_t m) { return (v + m - 1) / m * m; }
 
 ssd_conv2d_t ssd_conv2d_geometry(int N, int C, int H, int W, int O, int k, int stride, int pad)
@@ -267,8 +268,12 @@ static void flat_image(const flat_t *f, const float *src, float *y)
     const int table_full = f->K <= OFF_TABLE;
     if (table_full) fill_offsets(f, 0, f->K, boff);
 
-#pragma omp for schedule(static)
-    for (int task = 0; task < f->npan * ng; ++task) {
+    /* Dynamic chunks of consecutive tasks: neighbouring panels share input rows, and a
+     * thread slowed down by something else on the machine does not stall the image. */
+    const int ntask = f->npan * ng;
+    const int chunk = imin(64, imax(1, ntask / (16 * nt)));
+#pragma omp for schedule(dynamic, chunk)
+    for (int task = 0; task < ntask; ++task) {
         const int jp = task / ng, grp = task % ng;
         const int r0 = grp * rows, r1 = imin(r0 + rows, Mpad);
         flat_panel(f, src, y, jp, r0, r1, boff, table_full, T);
@@ -574,14 +579,18 @@ static void backward_weight_flat(const ssd_conv2d_t *g, const float *x, const fl
     float *dq = scratch + xp_len;        /* G x O rows of Qv: dy on the padded-width grid */
     const size_t dq_len = G * dseg + SLACK;
 
+    /* dw is cut into tiles of 4 channels x 3 taps; a task owns one channel block and a
+     * group of tap tiles and runs all pixel chunks of the image group for them, so no two
+     * threads ever touch the same dw element and tasks can be scheduled dynamically. */
     const int O4 = (O + 3) / 4, T3 = (K + 2) / 3;
-    const int ntiles = O4 * T3;
 
 #pragma omp parallel num_threads(ssd_get_num_threads())
     {
-        const int nt = omp_get_num_threads(), tid = omp_get_thread_num();
-        const int tile0 = (int)((long long)ntiles * tid / nt);
-        const int tile1 = (int)((long long)ntiles * (tid + 1) / nt);
+        const int nt = omp_get_num_threads();
+        int TG = (4 * nt + O4 - 1) / O4; /* tap groups: >= 4 tasks per thread if possible */
+        if (TG > T3) TG = T3;
+        const int tpg = (T3 + TG - 1) / TG; /* tap tiles per group */
+        TG = (T3 + tpg - 1) / tpg;
         /* Offsets of the K taps in a padded image (no divisions in the tile loop). */
         size_t xoff_tab[OFF_TABLE];
         const int table_full = K <= OFF_TABLE;
@@ -609,30 +618,36 @@ static void backward_weight_flat(const ssd_conv2d_t *g, const float *x, const fl
             }
             /* (implicit barrier: the group is in place) */
 
-            for (int q0 = 0; q0 < Qv; q0 += b.qchunk) {
-                const int nq = imin(b.qchunk, Qv - q0);
-                for (int tile = tile0; tile < tile1; ++tile) {
-                    const int o0 = tile / T3 * 4, t0 = tile % T3 * 3;
+#pragma omp for schedule(dynamic, 1)
+            for (int task = 0; task < O4 * TG; ++task) {
+                const int o0 = task / TG * 4;
+                const int tt0 = task % TG * tpg, tt1 = imin(tt0 + tpg, T3);
+                for (int q0 = 0; q0 < Qv; q0 += b.qchunk) {
+                    const int nq = imin(b.qchunk, Qv - q0);
                     const float *d[4];
                     for (int r = 0; r < 4; ++r)
                         d[r] = dq + (size_t)imin(o0 + r, O - 1) * Qv + q0;
-                    const float *xs[3];
-                    for (int s = 0; s < 3; ++s) {
-                        const int t = imin(t0 + s, K - 1);
-                        const size_t off = table_full ? xoff_tab[t]
-                                                      : (size_t)(t / kk) * HpWp +
-                                                            (size_t)(t % kk / k) * Wp + t % k;
-                        xs[s] = xp + off + q0;
+                    for (int tt = tt0; tt < tt1; ++tt) {
+                        const int t0 = tt * 3;
+                        const float *xs[3];
+                        for (int s = 0; s < 3; ++s) {
+                            const int t = imin(t0 + s, K - 1);
+                            const size_t off =
+                                table_full ? xoff_tab[t]
+                                           : (size_t)(t / kk) * HpWp + (size_t)(t % kk / k) * Wp +
+                                                 t % k;
+                            xs[s] = xp + off + q0;
+                        }
+                        float out[12];
+                        bw_tile(d[0], d[1], d[2], d[3], xs[0], xs[1], xs[2], nq, gc, dseg, xseg,
+                                out);
+                        for (int r = 0; r < 4 && o0 + r < O; ++r)
+                            for (int s = 0; s < 3 && t0 + s < K; ++s)
+                                dw[(size_t)(o0 + r) * K + t0 + s] += out[r * 3 + s];
                     }
-                    float out[12];
-                    bw_tile(d[0], d[1], d[2], d[3], xs[0], xs[1], xs[2], nq, gc, dseg, xseg,
-                            out);
-                    for (int r = 0; r < 4 && o0 + r < O; ++r)
-                        for (int s = 0; s < 3 && t0 + s < K; ++s)
-                            dw[(size_t)(o0 + r) * K + t0 + s] += out[r * 3 + s];
                 }
             }
-#pragma omp barrier
+            /* (implicit barrier: the group's buffers can be overwritten) */
         }
     }
 }

@@ -81,6 +81,21 @@ public struct CEmitter {
                 "const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, \(c), \(h), \(wd), \(o), \(ks), \(s), \(pad));",
                 "ssd_conv2d_forward(&g, \(P(x)), \(P(w)), \(b.map(P) ?? "NULL"), \(P(y)), \(relu ? 1 : 0), S);",
             ]
+        case .conv2dFoldedBatchNorm(let x, let w, let b, let g, let be, let m, let v, let eps, let fw, let fb, let y,
+                                    let c, let h, let wd, let o, let ks, let s, let pad, let relu):
+            let per = c * ks * ks
+            return [
+                "const float *restrict w = \(P(w)), *restrict gamma = \(P(g)), *restrict beta = \(P(be));",
+                "const float *restrict mean = \(P(m)), *restrict var = \(P(v));",
+                "float *restrict fw = \(P(fw)), *restrict fb = \(P(fb));",
+                "for (int o = 0; o < \(o); o++) {",
+                "    const float scale = gamma[o] / sqrtf(var[o] + \(CEmitter.float(eps)));",
+                "    for (int i = 0; i < \(per); i++) fw[o * \(per) + i] = w[o * \(per) + i] * scale;",
+                "    fb[o] = (\(b.map { "\(P($0))[o]" } ?? "0.0f") - mean[o]) * scale + beta[o];",
+                "}",
+                "const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, \(c), \(h), \(wd), \(o), \(ks), \(s), \(pad));",
+                "ssd_conv2d_forward(&g, \(P(x)), fw, fb, \(P(y)), \(relu ? 1 : 0), S);",
+            ]
         case .batchNormTrain(let x, let g, let b, let m, let v, let y, let c, let hw, let eps, let relu, let running):
             var lines = [
                 "ssd_bn_stats((int)N, \(c), \(hw), \(P(x)), \(P(m)), \(P(v)));",
@@ -224,7 +239,8 @@ public struct CEmitter {
     /// Scratch floats a kernel needs from the shared scratch region (0 for none).
     func scratchQuery(_ k: Kernel) -> String? {
         switch k.body {
-        case .conv2d(_, _, _, _, let c, let h, let w, let o, let ks, let s, let pad, _):
+        case .conv2d(_, _, _, _, let c, let h, let w, let o, let ks, let s, let pad, _),
+             .conv2dFoldedBatchNorm(_, _, _, _, _, _, _, _, _, _, _, let c, let h, let w, let o, let ks, let s, let pad, _):
             return "{ const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, \(c), \(h), \(w), \(o), \(ks), \(s), \(pad)); t = ssd_conv2d_scratch_floats(&g); }"
         case .multiboxDetection(_, _, _, _, let a, _, _, _):
             return "t = ssd_detection_scratch_floats(\(a)) * (size_t)N;"

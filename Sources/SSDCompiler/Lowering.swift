@@ -84,6 +84,16 @@ public struct Lowering {
         for n in graph.nodes { for i in n.inputs { consumers[i, default: []].append(n.id) } }
         outputNodes = Set(graph.outputs.map(\.node))
         var inputs: [(String, Int)] = []
+        // Parameters live in the params region at their state_dict offsets; placing them
+        // first lets a fused kernel read parameters of nodes after its first node (a BN
+        // folded into the conv before it).
+        for n in graph.nodes {
+            guard case .parameter(let info) = n.op, let slot = layout.slot(forNode: n.id) else { continue }
+            let b = Buffer(id: buffers.count, name: info.name, region: .params, bytes: slot.count * 4,
+                           offset: slot.offset * 4, type: n.type)
+            buffers.append(b)
+            views[n.id] = View(buffer: b.id, sourceDims: n.type.dims, perm: nil, nodes: [])
+        }
 
         for n in graph.nodes {
             if fusedAway.contains(n.id) { continue }
@@ -93,13 +103,8 @@ public struct Lowering {
                 views[n.id] = View(buffer: b, sourceDims: n.type.dims, perm: nil, nodes: [])
                 inputs.append((name, b))
 
-            case .parameter(let info):
-                guard let slot = layout.slot(forNode: n.id) else { fatalError("parameter without a slot") }
-                var b = Buffer(id: buffers.count, name: info.name, region: .params, bytes: slot.count * 4,
-                               offset: slot.offset * 4, type: n.type)
-                b.type = n.type
-                buffers.append(b)
-                views[n.id] = View(buffer: b.id, sourceDims: n.type.dims, perm: nil, nodes: [])
+            case .parameter:
+                continue  // placed before the walk
 
             case .anchors(let sizes, let ratios):
                 let x = graph[n.inputs[0]].type
@@ -149,6 +154,22 @@ public struct Lowering {
                 let x = try materialized(n.inputs[0])
                 let w = try materialized(n.inputs[1])
                 let bias = n.inputs.count > 2 ? try materialized(n.inputs[2]) : nil
+                if mode == .eval, let bn = foldableBatchNorm(after: n), case .batchNorm(let eps, _) = graph[bn].op {
+                    fusedAway.insert(bn)
+                    let (epilogue, last) = reluEpilogue(after: graph[bn])
+                    let xt = graph[n.inputs[0]].type, wt = graph[n.inputs[1]].type
+                    let stats = try graph[bn].inputs[1...4].map { try materialized($0) }
+                    let fw = newBuffer(valueName(n.id) + ".folded_weight", TensorType(wt.dims, batched: false), region: .fixed)
+                    let fb = newBuffer(valueName(n.id) + ".folded_bias", TensorType([wt.dims[0]], batched: false), region: .fixed)
+                    let y = newBuffer(valueName(last), n.type, region: .batched)
+                    addKernel(.outElementwiseFusable, [n.id, bn] + (epilogue ? [last] : []),
+                              .conv2dFoldedBatchNorm(x: x, weight: w, bias: bias, gamma: stats[0], beta: stats[1],
+                                                     runningMean: stats[2], runningVar: stats[3], eps: eps, foldedWeight: fw,
+                                                     foldedBias: fb, y: y, c: xt.dims[0], h: xt.dims[1], w: xt.dims[2],
+                                                     o: wt.dims[0], k: wt.dims[2], stride: stride, pad: padding, relu: epilogue))
+                    views[last] = View(buffer: y, sourceDims: n.type.dims, perm: nil, nodes: [])
+                    continue
+                }
                 let (epilogue, last) = reluEpilogue(after: n)
                 let y = newBuffer(valueName(last), n.type, region: .batched)
                 let xt = graph[n.inputs[0]].type, wt = graph[n.inputs[1]].type
@@ -236,6 +257,14 @@ public struct Lowering {
         fusedAway.insert(c.id)
         epilogueOf[c.id] = n.id
         return (true, c.id)
+    }
+
+    /// An eval-mode BN that is the only consumer of conv `n` (and `n` no output): it can be
+    /// folded into the conv's weights.
+    func foldableBatchNorm(after n: Node) -> Int? {
+        guard !outputNodes.contains(n.id), let cs = consumers[n.id], cs.count == 1,
+              case .batchNorm = graph[cs[0]].op, graph[cs[0]].inputs[0] == n.id else { return nil }
+        return cs[0]
     }
 
     func view(of node: Int) throws -> View {

@@ -30,6 +30,13 @@ public struct Buffer: Codable, Hashable, Sendable {
 public enum KernelBody: Hashable, Sendable {
     case conv2d(x: Int, weight: Int, bias: Int?, y: Int, c: Int, h: Int, w: Int, o: Int, k: Int,
                 stride: Int, pad: Int, relu: Bool)
+    /// Inference: an eval-mode BN folded into the conv before it. The folded weights
+    /// w * gamma / sqrt(var + eps) and bias (b - mean) * gamma / sqrt(var + eps) + beta are
+    /// computed into `foldedWeight`/`foldedBias` (cheap: one pass over the weights), then one
+    /// conv with the ReLU epilogue replaces conv + BN + ReLU.
+    case conv2dFoldedBatchNorm(x: Int, weight: Int, bias: Int?, gamma: Int, beta: Int, runningMean: Int, runningVar: Int,
+                               eps: Float, foldedWeight: Int, foldedBias: Int, y: Int,
+                               c: Int, h: Int, w: Int, o: Int, k: Int, stride: Int, pad: Int, relu: Bool)
     /// Batch statistics into mean/var, then normalise (training-mode forward). In a train
     /// step it also updates the running statistics and the batch counter.
     case batchNormTrain(x: Int, gamma: Int, beta: Int, mean: Int, variance: Int, y: Int,
@@ -174,6 +181,8 @@ public struct Program: Sendable {
         switch k.body {
         case .conv2d(let x, let w, let b, let y, _, _, _, _, _, _, _, _):
             return ([x, w] + (b.map { [$0] } ?? []), [y])
+        case .conv2dFoldedBatchNorm(let x, let w, let b, let g, let be, let m, let v, _, let fw, let fb, let y, _, _, _, _, _, _, _, _):
+            return ([x, w, g, be, m, v] + (b.map { [$0] } ?? []), [fw, fb, y])
         case .batchNormTrain(let x, let g, let b, let m, let v, let y, _, _, _, _, let r):
             let state = r.map { [$0.mean, $0.variance, $0.counter] } ?? []
             return ([x, g, b] + state, [m, v, y] + state)
@@ -260,7 +269,8 @@ extension KernelBody {
             return 2.0 * Double(n) * Double(o * oh * ow) * Double(c * k * k)
         }
         switch self {
-        case .conv2d(_, _, _, _, let c, let h, let w, let o, let k, let s, let p, _):
+        case .conv2d(_, _, _, _, let c, let h, let w, let o, let k, let s, let p, _),
+             .conv2dFoldedBatchNorm(_, _, _, _, _, _, _, _, _, _, _, let c, let h, let w, let o, let k, let s, let p, _):
             return conv(c, h, w, o, k, s, p)
         case .conv2dBackward(_, _, _, let dx, _, _, let c, let h, let w, let o, let k, let s, let p):
             return conv(c, h, w, o, k, s, p) * (dx == nil ? 1 : 2)

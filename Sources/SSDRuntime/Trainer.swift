@@ -148,10 +148,18 @@ public final class Trainer {
     }
 }
 
-/// Evaluation on a split: the eval-mode loss metrics (class err, bbox mae).
+/// Evaluation on a split: the eval-mode loss metrics (class err, bbox mae) and, from the
+/// detections, mean average precision at IoU 0.5.
 public enum Evaluator {
-    public static func evaluate(_ session: ModelSession, data: DetectionDataSet, batchSize: Int, maxBoxes g: Int) throws -> MetricAccumulator {
+    public struct Result: Sendable {
+        public var metrics: MetricAccumulator
+        public var meanAP: Double
+        public var averagePrecisions: [Int: Double]
+    }
+
+    public static func evaluate(_ session: ModelSession, data: DetectionDataSet, batchSize: Int, maxBoxes g: Int) throws -> Result {
         var acc = MetricAccumulator()
+        var map = MeanAveragePrecision(iouThreshold: 0.5)
         let order = EpochOrder(count: data.count, batchSize: batchSize, shuffle: false)
         for indices in order.batches(epoch: 0) {
             let (x, y) = try data.batch(indices: indices, boxesPerImage: g)
@@ -161,8 +169,29 @@ public enum Evaluator {
                 "Y": HostTensor(floats: y, shape: [n, g, 5]),
             ], outputs: ["metrics", "loss.per_example"])
             acc.add(metrics: out["metrics"]!.doubles, perExample: out["loss.per_example"]!.floats)
+            let det = try session.run("infer", inputs: ["X": HostTensor(floats: x, shape: [n, 3, data.height, data.width])],
+                                      outputs: ["detection"])["detection"]!
+            let rows = det.floats, a = det.shape[1]
+            for i in 0..<n {
+                var dets: [(cls: Int, score: Float, box: MeanAveragePrecision.Box)] = []
+                for r in 0..<a {
+                    let o = (i * a + r) * 6
+                    guard rows[o] >= 0 else { continue }
+                    dets.append((Int(rows[o]), rows[o + 1], .init(rows[o + 2], rows[o + 3], rows[o + 4], rows[o + 5])))
+                }
+                var truth: [(cls: Int, box: MeanAveragePrecision.Box)] = []
+                for b in 0..<g {
+                    let o = (i * g + b) * 5
+                    guard y[o] >= 0 else { continue }
+                    truth.append((Int(y[o]), .init(y[o + 1], y[o + 2], y[o + 3], y[o + 4])))
+                }
+                map.add(detections: dets, truth: truth)
+            }
         }
-        return acc
+        let classes = Set((0..<data.classCount))
+        var aps: [Int: Double] = [:]
+        for c in classes { if let ap = map.averagePrecision(ofClass: c) { aps[c] = ap } }
+        return Result(metrics: acc, meanAP: map.mean, averagePrecisions: aps)
     }
 }
 

@@ -286,9 +286,9 @@ struct Run: ParsableCommand {
         if let t = modelOptions.threads { m.library.setThreads(t) }
         let session = ModelSession(library: m.library)
         try session.loadStateDict(try SafeTensors.read(weights!), source: weights!)
-        let acc = try Evaluator.evaluate(session, data: data, batchSize: batchSize, maxBoxes: m.library.manifest.maxBoxes ?? data.maxBoxes)
-        print(String(format: "%@ (%d images): class err %.2e, bbox mae %.2e, loss %.4f", root + "/bananas_val", data.count,
-                     acc.classError, acc.bboxMAE, acc.meanLoss))
+        let r = try Evaluator.evaluate(session, data: data, batchSize: batchSize, maxBoxes: m.library.manifest.maxBoxes ?? data.maxBoxes)
+        print(String(format: "%@ (%d images): class err %.2e, bbox mae %.2e, loss %.4f, mAP@0.5 %.4f", root + "/bananas_val", data.count,
+                     r.metrics.classError, r.metrics.bboxMAE, r.metrics.meanLoss, r.meanAP))
     }
 
     func forward(_ session: ModelSession) throws {

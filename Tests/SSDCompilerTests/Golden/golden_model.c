@@ -252,93 +252,92 @@ int ssdc_forward_train(int64_t N, float *P, char *F, char *B, float *S) {
 
 /* ==== program infer (BatchNorm: running statistics) ==== */
 
-/* k00_conv2d  [outElementwiseFusable]
+/* k00_conv2d_batch_norm_relu  [outElementwiseFusable]
  *   %3 conv2d {stride=1 padding=1} : f32[N,4,8,8]  blk_0.0  GoldenModel.swift:9
- *   reads  X B+1024*N, blk_0.0.weight P[0], blk_0.0.bias P[112]
- *   writes blk_0.0 B+0*N
- */
-static void infer_k00_conv2d(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
-    (void)P; (void)F; (void)B; (void)S;
-    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 3, 8, 8, 4, 3, 1, 1);
-    ssd_conv2d_forward(&g, ((float *)(B + (size_t)1024 * N)), (P + 0), (P + 112), ((float *)(B + (size_t)0 * N)), 0, S);
-}
-
-/* k01_batch_norm_relu  [outElementwiseFusable]
  *   %9 batch_norm {eps=1e-05 momentum=0.1} : f32[N,4,8,8]  blk_0.1  GoldenModel.swift:10
  *   %10 relu : f32[N,4,8,8]  blk_0.2  GoldenModel.swift:11
- *   reads  blk_0.0 B+0*N, blk_0.1.weight P[128], blk_0.1.bias P[144], blk_0.1.running_mean P[160], blk_0.1.running_var P[176]
- *   writes blk_0.2 B+1024*N
+ *   reads  X B+1024*N, blk_0.0.weight P[0], blk_0.1.weight P[128], blk_0.1.bias P[144], blk_0.1.running_mean P[160], blk_0.1.running_var P[176], blk_0.0.bias P[112]
+ *   writes blk_0.0.folded_weight F+0, blk_0.0.folded_bias F+448, blk_0.2 B+0*N
  */
-static void infer_k01_batch_norm_relu(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void infer_k00_conv2d_batch_norm_relu(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    ssd_bn_apply((int)N, 4, 64, ((float *)(B + (size_t)0 * N)), (P + 160), (P + 176), (P + 128), (P + 144), 9.99999975e-06f, 1, ((float *)(B + (size_t)1024 * N)));
+    const float *restrict w = (P + 0), *restrict gamma = (P + 128), *restrict beta = (P + 144);
+    const float *restrict mean = (P + 160), *restrict var = (P + 176);
+    float *restrict fw = ((float *)(F + 0)), *restrict fb = ((float *)(F + 448));
+    for (int o = 0; o < 4; o++) {
+        const float scale = gamma[o] / sqrtf(var[o] + 9.99999975e-06f);
+        for (int i = 0; i < 27; i++) fw[o * 27 + i] = w[o * 27 + i] * scale;
+        fb[o] = ((P + 112)[o] - mean[o]) * scale + beta[o];
+    }
+    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 3, 8, 8, 4, 3, 1, 1);
+    ssd_conv2d_forward(&g, ((float *)(B + (size_t)1024 * N)), fw, fb, ((float *)(B + (size_t)0 * N)), 1, S);
 }
 
-/* k02_max_pool2d  [outElementwiseFusable]
+/* k01_max_pool2d  [outElementwiseFusable]
  *   %11 max_pool2d : f32[N,4,4,4]  blk_0.3  GoldenModel.swift:12
- *   reads  blk_0.2 B+1024*N
- *   writes blk_0.3 B+2048*N
+ *   reads  blk_0.2 B+0*N
+ *   writes blk_0.3 B+1344*N
  */
-static void infer_k02_max_pool2d(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void infer_k01_max_pool2d(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    ssd_maxpool2_forward((int)N, 4, 8, 8, ((float *)(B + (size_t)1024 * N)), ((float *)(B + (size_t)2048 * N)));
+    ssd_maxpool2_forward((int)N, 4, 8, 8, ((float *)(B + (size_t)0 * N)), ((float *)(B + (size_t)1344 * N)));
 }
 
-/* k03_global_max_pool  [reduction]
+/* k02_global_max_pool  [reduction]
  *   %12 global_max_pool : f32[N,4,1,1]  blk_1  GoldenModel.swift:18
- *   reads  blk_0.3 B+2048*N
- *   writes blk_1 B+1408*N
+ *   reads  blk_0.3 B+1344*N
+ *   writes blk_1 B+1600*N
  */
-static void infer_k03_global_max_pool(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void infer_k02_global_max_pool(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    ssd_global_maxpool_forward((int)N, 4, 16, ((float *)(B + (size_t)2048 * N)), ((float *)(B + (size_t)1408 * N)));
+    ssd_global_maxpool_forward((int)N, 4, 16, ((float *)(B + (size_t)1344 * N)), ((float *)(B + (size_t)1600 * N)));
+}
+
+/* k03_conv2d  [outElementwiseFusable]
+ *   %16 conv2d {stride=1 padding=1} : f32[N,9,4,4]  cls_0  GoldenModel.swift:22
+ *   reads  blk_0.3 B+1344*N, cls_0.weight P[208], cls_0.bias P[544]
+ *   writes cls_0 B+768*N
+ */
+static void infer_k03_conv2d(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+    (void)P; (void)F; (void)B; (void)S;
+    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 9, 3, 1, 1);
+    ssd_conv2d_forward(&g, ((float *)(B + (size_t)1344 * N)), (P + 208), (P + 544), ((float *)(B + (size_t)768 * N)), 0, S);
 }
 
 /* k04_conv2d  [outElementwiseFusable]
- *   %16 conv2d {stride=1 padding=1} : f32[N,9,4,4]  cls_0  GoldenModel.swift:22
- *   reads  blk_0.3 B+2048*N, cls_0.weight P[208], cls_0.bias P[544]
- *   writes cls_0 B+768*N
+ *   %21 conv2d {stride=1 padding=1} : f32[N,12,4,4]  bbox_0  GoldenModel.swift:23
+ *   reads  blk_0.3 B+1344*N, bbox_0.weight P[560], bbox_0.bias P[992]
+ *   writes bbox_0 B+0*N
  */
 static void infer_k04_conv2d(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 9, 3, 1, 1);
-    ssd_conv2d_forward(&g, ((float *)(B + (size_t)2048 * N)), (P + 208), (P + 544), ((float *)(B + (size_t)768 * N)), 0, S);
+    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 12, 3, 1, 1);
+    ssd_conv2d_forward(&g, ((float *)(B + (size_t)1344 * N)), (P + 560), (P + 992), ((float *)(B + (size_t)0 * N)), 0, S);
 }
 
 /* k05_conv2d  [outElementwiseFusable]
- *   %21 conv2d {stride=1 padding=1} : f32[N,12,4,4]  bbox_0  GoldenModel.swift:23
- *   reads  blk_0.3 B+2048*N, bbox_0.weight P[560], bbox_0.bias P[992]
- *   writes bbox_0 B+0*N
+ *   %27 conv2d {stride=1 padding=1} : f32[N,9,1,1]  cls_1  GoldenModel.swift:22
+ *   reads  blk_1 B+1600*N, cls_1.weight P[1008], cls_1.bias P[1344]
+ *   writes cls_1 B+1344*N
  */
 static void infer_k05_conv2d(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 12, 3, 1, 1);
-    ssd_conv2d_forward(&g, ((float *)(B + (size_t)2048 * N)), (P + 560), (P + 992), ((float *)(B + (size_t)0 * N)), 0, S);
+    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 9, 3, 1, 1);
+    ssd_conv2d_forward(&g, ((float *)(B + (size_t)1600 * N)), (P + 1008), (P + 1344), ((float *)(B + (size_t)1344 * N)), 0, S);
 }
 
 /* k06_conv2d  [outElementwiseFusable]
- *   %27 conv2d {stride=1 padding=1} : f32[N,9,1,1]  cls_1  GoldenModel.swift:22
- *   reads  blk_1 B+1408*N, cls_1.weight P[1008], cls_1.bias P[1344]
- *   writes cls_1 B+1344*N
+ *   %32 conv2d {stride=1 padding=1} : f32[N,12,1,1]  bbox_1  GoldenModel.swift:23
+ *   reads  blk_1 B+1600*N, bbox_1.weight P[1360], bbox_1.bias P[1792]
+ *   writes bbox_1 B+2752*N
  */
 static void infer_k06_conv2d(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 9, 3, 1, 1);
-    ssd_conv2d_forward(&g, ((float *)(B + (size_t)1408 * N)), (P + 1008), (P + 1344), ((float *)(B + (size_t)1344 * N)), 0, S);
-}
-
-/* k07_conv2d  [outElementwiseFusable]
- *   %32 conv2d {stride=1 padding=1} : f32[N,12,1,1]  bbox_1  GoldenModel.swift:23
- *   reads  blk_1 B+1408*N, bbox_1.weight P[1360], bbox_1.bias P[1792]
- *   writes bbox_1 B+2752*N
- */
-static void infer_k07_conv2d(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
-    (void)P; (void)F; (void)B; (void)S;
     const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 12, 3, 1, 1);
-    ssd_conv2d_forward(&g, ((float *)(B + (size_t)1408 * N)), (P + 1360), (P + 1792), ((float *)(B + (size_t)2752 * N)), 0, S);
+    ssd_conv2d_forward(&g, ((float *)(B + (size_t)1600 * N)), (P + 1360), (P + 1792), ((float *)(B + (size_t)2752 * N)), 0, S);
 }
 
-/* k08_permute_reshape_concat  [injective]
+/* k07_permute_reshape_concat  [injective]
  *   %17 permute {perm=[0, 2, 3, 1]} : f32[N,4,4,9]    GoldenModel.swift:22
  *   %18 reshape {dims=[-1]} : f32[N,144]    GoldenModel.swift:22
  *   %28 permute {perm=[0, 2, 3, 1]} : f32[N,1,1,9]    GoldenModel.swift:22
@@ -347,7 +346,7 @@ static void infer_k07_conv2d(int64_t N, float *restrict P, char *restrict F, cha
  *   reads  cls_0 B+768*N, cls_1 B+1344*N
  *   writes v36_concat B+2112*N
  */
-static void infer_k08_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void infer_k07_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     float *restrict y = ((float *)(B + (size_t)2112 * N));
     /* piece 0: cls_0 [9, 4, 4] permuted [1, 2, 0] -> rows of 144 at +0 of 153 */
@@ -382,7 +381,7 @@ static void infer_k08_permute_reshape_concat(int64_t N, float *restrict P, char 
     }
 }
 
-/* k09_permute_reshape_concat  [injective]
+/* k08_permute_reshape_concat  [injective]
  *   %22 permute {perm=[0, 2, 3, 1]} : f32[N,4,4,12]    GoldenModel.swift:23
  *   %23 reshape {dims=[-1]} : f32[N,192]    GoldenModel.swift:23
  *   %33 permute {perm=[0, 2, 3, 1]} : f32[N,1,1,12]    GoldenModel.swift:23
@@ -391,7 +390,7 @@ static void infer_k08_permute_reshape_concat(int64_t N, float *restrict P, char 
  *   reads  bbox_0 B+0*N, bbox_1 B+2752*N
  *   writes bbox_preds B+1280*N
  */
-static void infer_k09_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void infer_k08_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     float *restrict y = ((float *)(B + (size_t)1280 * N));
     /* piece 0: bbox_0 [12, 4, 4] permuted [1, 2, 0] -> rows of 192 at +0 of 204 */
@@ -426,22 +425,22 @@ static void infer_k09_permute_reshape_concat(int64_t N, float *restrict P, char 
     }
 }
 
-/* k10_softmax  [opaque]
+/* k09_softmax  [opaque]
  *   %39 softmax {axis=2} : f32[N,51,3]  probs  GoldenModel.swift:26
  *   reads  v36_concat B+2112*N
  *   writes probs B+2752*N
  */
-static void infer_k10_softmax(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void infer_k09_softmax(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     ssd_softmax_rows((int)(N * 51), 3, ((float *)(B + (size_t)2112 * N)), ((float *)(B + (size_t)2752 * N)));
 }
 
-/* k11_multibox_detection  [opaque]
+/* k10_multibox_detection  [opaque]
  *   %40 multibox_detection {nms=0.5 pos=0.009999999} : f32[N,51,6]  detection  GoldenModel.swift:26
  *   reads  probs B+2752*N, bbox_preds B+1280*N, anchors c_anchors
  *   writes detection B+0*N
  */
-static void infer_k11_multibox_detection(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void infer_k10_multibox_detection(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     ssd_multibox_detection((int)N, 51, 3, ((float *)(B + (size_t)2752 * N)), ((float *)(B + (size_t)1280 * N)), c_anchors, 0.5f, 0.00999999885f, ((float *)(B + (size_t)0 * N)), S);
 }
@@ -457,23 +456,22 @@ size_t ssdc_infer_scratch_floats(int64_t N) {
     return s;
 }
 
-static double infer_times[12];
+static double infer_times[11];
 
 int ssdc_infer(int64_t N, float *P, char *F, char *B, float *S) {
     if (N < 1) return SSDC_ERR_BATCH;
     if (!P || !F || !B || !S) return SSDC_ERR_NULL;
-    SSDC_TIMED(infer_times, 0, infer_k00_conv2d(N, P, F, B, S));
-    SSDC_TIMED(infer_times, 1, infer_k01_batch_norm_relu(N, P, F, B, S));
-    SSDC_TIMED(infer_times, 2, infer_k02_max_pool2d(N, P, F, B, S));
-    SSDC_TIMED(infer_times, 3, infer_k03_global_max_pool(N, P, F, B, S));
+    SSDC_TIMED(infer_times, 0, infer_k00_conv2d_batch_norm_relu(N, P, F, B, S));
+    SSDC_TIMED(infer_times, 1, infer_k01_max_pool2d(N, P, F, B, S));
+    SSDC_TIMED(infer_times, 2, infer_k02_global_max_pool(N, P, F, B, S));
+    SSDC_TIMED(infer_times, 3, infer_k03_conv2d(N, P, F, B, S));
     SSDC_TIMED(infer_times, 4, infer_k04_conv2d(N, P, F, B, S));
     SSDC_TIMED(infer_times, 5, infer_k05_conv2d(N, P, F, B, S));
     SSDC_TIMED(infer_times, 6, infer_k06_conv2d(N, P, F, B, S));
-    SSDC_TIMED(infer_times, 7, infer_k07_conv2d(N, P, F, B, S));
+    SSDC_TIMED(infer_times, 7, infer_k07_permute_reshape_concat(N, P, F, B, S));
     SSDC_TIMED(infer_times, 8, infer_k08_permute_reshape_concat(N, P, F, B, S));
-    SSDC_TIMED(infer_times, 9, infer_k09_permute_reshape_concat(N, P, F, B, S));
-    SSDC_TIMED(infer_times, 10, infer_k10_softmax(N, P, F, B, S));
-    SSDC_TIMED(infer_times, 11, infer_k11_multibox_detection(N, P, F, B, S));
+    SSDC_TIMED(infer_times, 9, infer_k09_softmax(N, P, F, B, S));
+    SSDC_TIMED(infer_times, 10, infer_k10_multibox_detection(N, P, F, B, S));
     return SSDC_OK;
 }
 
@@ -984,93 +982,92 @@ int ssdc_train_step(int64_t N, float *P, char *F, char *B, float *S) {
 
 /* ==== program eval_step (BatchNorm: running statistics) ==== */
 
-/* k00_conv2d  [outElementwiseFusable]
+/* k00_conv2d_batch_norm_relu  [outElementwiseFusable]
  *   %3 conv2d {stride=1 padding=1} : f32[N,4,8,8]  blk_0.0  GoldenModel.swift:9
- *   reads  X B+1024*N, blk_0.0.weight P[0], blk_0.0.bias P[112]
- *   writes blk_0.0 B+0*N
- */
-static void eval_step_k00_conv2d(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
-    (void)P; (void)F; (void)B; (void)S;
-    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 3, 8, 8, 4, 3, 1, 1);
-    ssd_conv2d_forward(&g, ((float *)(B + (size_t)1024 * N)), (P + 0), (P + 112), ((float *)(B + (size_t)0 * N)), 0, S);
-}
-
-/* k01_batch_norm_relu  [outElementwiseFusable]
  *   %9 batch_norm {eps=1e-05 momentum=0.1} : f32[N,4,8,8]  blk_0.1  GoldenModel.swift:10
  *   %10 relu : f32[N,4,8,8]  blk_0.2  GoldenModel.swift:11
- *   reads  blk_0.0 B+0*N, blk_0.1.weight P[128], blk_0.1.bias P[144], blk_0.1.running_mean P[160], blk_0.1.running_var P[176]
- *   writes blk_0.2 B+1024*N
+ *   reads  X B+1024*N, blk_0.0.weight P[0], blk_0.1.weight P[128], blk_0.1.bias P[144], blk_0.1.running_mean P[160], blk_0.1.running_var P[176], blk_0.0.bias P[112]
+ *   writes blk_0.0.folded_weight F+0, blk_0.0.folded_bias F+448, blk_0.2 B+0*N
  */
-static void eval_step_k01_batch_norm_relu(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void eval_step_k00_conv2d_batch_norm_relu(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    ssd_bn_apply((int)N, 4, 64, ((float *)(B + (size_t)0 * N)), (P + 160), (P + 176), (P + 128), (P + 144), 9.99999975e-06f, 1, ((float *)(B + (size_t)1024 * N)));
+    const float *restrict w = (P + 0), *restrict gamma = (P + 128), *restrict beta = (P + 144);
+    const float *restrict mean = (P + 160), *restrict var = (P + 176);
+    float *restrict fw = ((float *)(F + 0)), *restrict fb = ((float *)(F + 448));
+    for (int o = 0; o < 4; o++) {
+        const float scale = gamma[o] / sqrtf(var[o] + 9.99999975e-06f);
+        for (int i = 0; i < 27; i++) fw[o * 27 + i] = w[o * 27 + i] * scale;
+        fb[o] = ((P + 112)[o] - mean[o]) * scale + beta[o];
+    }
+    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 3, 8, 8, 4, 3, 1, 1);
+    ssd_conv2d_forward(&g, ((float *)(B + (size_t)1024 * N)), fw, fb, ((float *)(B + (size_t)0 * N)), 1, S);
 }
 
-/* k02_max_pool2d  [outElementwiseFusable]
+/* k01_max_pool2d  [outElementwiseFusable]
  *   %11 max_pool2d : f32[N,4,4,4]  blk_0.3  GoldenModel.swift:12
- *   reads  blk_0.2 B+1024*N
- *   writes blk_0.3 B+576*N
+ *   reads  blk_0.2 B+0*N
+ *   writes blk_0.3 B+1600*N
  */
-static void eval_step_k02_max_pool2d(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void eval_step_k01_max_pool2d(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    ssd_maxpool2_forward((int)N, 4, 8, 8, ((float *)(B + (size_t)1024 * N)), ((float *)(B + (size_t)576 * N)));
+    ssd_maxpool2_forward((int)N, 4, 8, 8, ((float *)(B + (size_t)0 * N)), ((float *)(B + (size_t)1600 * N)));
 }
 
-/* k03_global_max_pool  [reduction]
+/* k02_global_max_pool  [reduction]
  *   %12 global_max_pool : f32[N,4,1,1]  blk_1  GoldenModel.swift:18
- *   reads  blk_0.3 B+576*N
- *   writes blk_1 B+1664*N
+ *   reads  blk_0.3 B+1600*N
+ *   writes blk_1 B+640*N
  */
-static void eval_step_k03_global_max_pool(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void eval_step_k02_global_max_pool(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    ssd_global_maxpool_forward((int)N, 4, 16, ((float *)(B + (size_t)576 * N)), ((float *)(B + (size_t)1664 * N)));
+    ssd_global_maxpool_forward((int)N, 4, 16, ((float *)(B + (size_t)1600 * N)), ((float *)(B + (size_t)640 * N)));
+}
+
+/* k03_conv2d  [outElementwiseFusable]
+ *   %16 conv2d {stride=1 padding=1} : f32[N,9,4,4]  cls_0  GoldenModel.swift:22
+ *   reads  blk_0.3 B+1600*N, cls_0.weight P[208], cls_0.bias P[544]
+ *   writes cls_0 B+0*N
+ */
+static void eval_step_k03_conv2d(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+    (void)P; (void)F; (void)B; (void)S;
+    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 9, 3, 1, 1);
+    ssd_conv2d_forward(&g, ((float *)(B + (size_t)1600 * N)), (P + 208), (P + 544), ((float *)(B + (size_t)0 * N)), 0, S);
 }
 
 /* k04_conv2d  [outElementwiseFusable]
- *   %16 conv2d {stride=1 padding=1} : f32[N,9,4,4]  cls_0  GoldenModel.swift:22
- *   reads  blk_0.3 B+576*N, cls_0.weight P[208], cls_0.bias P[544]
- *   writes cls_0 B+0*N
+ *   %21 conv2d {stride=1 padding=1} : f32[N,12,4,4]  bbox_0  GoldenModel.swift:23
+ *   reads  blk_0.3 B+1600*N, bbox_0.weight P[560], bbox_0.bias P[992]
+ *   writes bbox_0 B+832*N
  */
 static void eval_step_k04_conv2d(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 9, 3, 1, 1);
-    ssd_conv2d_forward(&g, ((float *)(B + (size_t)576 * N)), (P + 208), (P + 544), ((float *)(B + (size_t)0 * N)), 0, S);
+    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 12, 3, 1, 1);
+    ssd_conv2d_forward(&g, ((float *)(B + (size_t)1600 * N)), (P + 560), (P + 992), ((float *)(B + (size_t)832 * N)), 0, S);
 }
 
 /* k05_conv2d  [outElementwiseFusable]
- *   %21 conv2d {stride=1 padding=1} : f32[N,12,4,4]  bbox_0  GoldenModel.swift:23
- *   reads  blk_0.3 B+576*N, bbox_0.weight P[560], bbox_0.bias P[992]
- *   writes bbox_0 B+832*N
+ *   %27 conv2d {stride=1 padding=1} : f32[N,9,1,1]  cls_1  GoldenModel.swift:22
+ *   reads  blk_1 B+640*N, cls_1.weight P[1008], cls_1.bias P[1344]
+ *   writes cls_1 B+576*N
  */
 static void eval_step_k05_conv2d(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 12, 3, 1, 1);
-    ssd_conv2d_forward(&g, ((float *)(B + (size_t)576 * N)), (P + 560), (P + 992), ((float *)(B + (size_t)832 * N)), 0, S);
+    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 9, 3, 1, 1);
+    ssd_conv2d_forward(&g, ((float *)(B + (size_t)640 * N)), (P + 1008), (P + 1344), ((float *)(B + (size_t)576 * N)), 0, S);
 }
 
 /* k06_conv2d  [outElementwiseFusable]
- *   %27 conv2d {stride=1 padding=1} : f32[N,9,1,1]  cls_1  GoldenModel.swift:22
- *   reads  blk_1 B+1664*N, cls_1.weight P[1008], cls_1.bias P[1344]
- *   writes cls_1 B+576*N
+ *   %32 conv2d {stride=1 padding=1} : f32[N,12,1,1]  bbox_1  GoldenModel.swift:23
+ *   reads  blk_1 B+640*N, bbox_1.weight P[1360], bbox_1.bias P[1792]
+ *   writes bbox_1 B+1600*N
  */
 static void eval_step_k06_conv2d(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 9, 3, 1, 1);
-    ssd_conv2d_forward(&g, ((float *)(B + (size_t)1664 * N)), (P + 1008), (P + 1344), ((float *)(B + (size_t)576 * N)), 0, S);
-}
-
-/* k07_conv2d  [outElementwiseFusable]
- *   %32 conv2d {stride=1 padding=1} : f32[N,12,1,1]  bbox_1  GoldenModel.swift:23
- *   reads  blk_1 B+1664*N, bbox_1.weight P[1360], bbox_1.bias P[1792]
- *   writes bbox_1 B+1600*N
- */
-static void eval_step_k07_conv2d(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
-    (void)P; (void)F; (void)B; (void)S;
     const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 12, 3, 1, 1);
-    ssd_conv2d_forward(&g, ((float *)(B + (size_t)1664 * N)), (P + 1360), (P + 1792), ((float *)(B + (size_t)1600 * N)), 0, S);
+    ssd_conv2d_forward(&g, ((float *)(B + (size_t)640 * N)), (P + 1360), (P + 1792), ((float *)(B + (size_t)1600 * N)), 0, S);
 }
 
-/* k08_permute_reshape_concat  [injective]
+/* k07_permute_reshape_concat  [injective]
  *   %17 permute {perm=[0, 2, 3, 1]} : f32[N,4,4,9]    GoldenModel.swift:22
  *   %18 reshape {dims=[-1]} : f32[N,144]    GoldenModel.swift:22
  *   %28 permute {perm=[0, 2, 3, 1]} : f32[N,1,1,9]    GoldenModel.swift:22
@@ -1079,7 +1076,7 @@ static void eval_step_k07_conv2d(int64_t N, float *restrict P, char *restrict F,
  *   reads  cls_0 B+0*N, cls_1 B+576*N
  *   writes v36_concat B+3328*N
  */
-static void eval_step_k08_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void eval_step_k07_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     float *restrict y = ((float *)(B + (size_t)3328 * N));
     /* piece 0: cls_0 [9, 4, 4] permuted [1, 2, 0] -> rows of 144 at +0 of 153 */
@@ -1114,7 +1111,7 @@ static void eval_step_k08_permute_reshape_concat(int64_t N, float *restrict P, c
     }
 }
 
-/* k09_permute_reshape_concat  [injective]
+/* k08_permute_reshape_concat  [injective]
  *   %22 permute {perm=[0, 2, 3, 1]} : f32[N,4,4,12]    GoldenModel.swift:23
  *   %23 reshape {dims=[-1]} : f32[N,192]    GoldenModel.swift:23
  *   %33 permute {perm=[0, 2, 3, 1]} : f32[N,1,1,12]    GoldenModel.swift:23
@@ -1123,7 +1120,7 @@ static void eval_step_k08_permute_reshape_concat(int64_t N, float *restrict P, c
  *   reads  bbox_0 B+832*N, bbox_1 B+1600*N
  *   writes bbox_preds B+0*N
  */
-static void eval_step_k09_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void eval_step_k08_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     float *restrict y = ((float *)(B + (size_t)0 * N));
     /* piece 0: bbox_0 [12, 4, 4] permuted [1, 2, 0] -> rows of 192 at +0 of 204 */
@@ -1158,23 +1155,23 @@ static void eval_step_k09_permute_reshape_concat(int64_t N, float *restrict P, c
     }
 }
 
-/* k10_multibox_target  [opaque]
+/* k09_multibox_target  [opaque]
  *   %35 concat {axis=1} : f32[1,51,4]  anchors  GoldenModel.swift:25
  *   reads  anchors c_anchors, Y B+2496*N
  *   writes target.bbox_labels B+832*N, target.bbox_masks B+1664*N, target.cls_labels B+4608*N
  */
-static void eval_step_k10_multibox_target(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void eval_step_k09_multibox_target(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     ssd_multibox_target((int)N, 51, 1, c_anchors, ((float *)(B + (size_t)2496 * N)), 0.5f, ((float *)(B + (size_t)832 * N)), ((float *)(B + (size_t)1664 * N)), ((float *)(B + (size_t)4608 * N)), S);
 }
 
-/* k11_multibox_loss  [opaque]
+/* k10_multibox_loss  [opaque]
  *   %37 reshape {dims=[-1, 3]} : f32[N,51,3]  cls_preds  GoldenModel.swift:26
  *   %38 concat {axis=1} : f32[N,204]  bbox_preds  GoldenModel.swift:27
  *   reads  v36_concat B+3328*N, bbox_preds B+0*N, target.cls_labels B+4608*N, target.bbox_labels B+832*N, target.bbox_masks B+1664*N
  *   writes loss.per_example B+4864*N, grad.cls_preds B+3968*N, grad.bbox_preds B+2496*N, metrics F+0
  */
-static void eval_step_k11_multibox_loss(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void eval_step_k10_multibox_loss(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     const ssd_loss_config_t cfg = { 0, 2.0f, 0.25f, 0, 1.0f, 1.0f, 1.0f, 0.0f };
     ssd_multibox_loss(&cfg, (int)N, 51, 3, ((float *)(B + (size_t)3328 * N)), ((float *)(B + (size_t)0 * N)), ((float *)(B + (size_t)4608 * N)), ((float *)(B + (size_t)832 * N)), ((float *)(B + (size_t)1664 * N)), ((float *)(B + (size_t)4864 * N)), ((float *)(B + (size_t)3968 * N)), ((float *)(B + (size_t)2496 * N)), (double *)((float *)(F + 0)), S);
@@ -1192,23 +1189,22 @@ size_t ssdc_eval_step_scratch_floats(int64_t N) {
     return s;
 }
 
-static double eval_step_times[12];
+static double eval_step_times[11];
 
 int ssdc_eval_step(int64_t N, float *P, char *F, char *B, float *S) {
     if (N < 1) return SSDC_ERR_BATCH;
     if (!P || !F || !B || !S) return SSDC_ERR_NULL;
-    SSDC_TIMED(eval_step_times, 0, eval_step_k00_conv2d(N, P, F, B, S));
-    SSDC_TIMED(eval_step_times, 1, eval_step_k01_batch_norm_relu(N, P, F, B, S));
-    SSDC_TIMED(eval_step_times, 2, eval_step_k02_max_pool2d(N, P, F, B, S));
-    SSDC_TIMED(eval_step_times, 3, eval_step_k03_global_max_pool(N, P, F, B, S));
+    SSDC_TIMED(eval_step_times, 0, eval_step_k00_conv2d_batch_norm_relu(N, P, F, B, S));
+    SSDC_TIMED(eval_step_times, 1, eval_step_k01_max_pool2d(N, P, F, B, S));
+    SSDC_TIMED(eval_step_times, 2, eval_step_k02_global_max_pool(N, P, F, B, S));
+    SSDC_TIMED(eval_step_times, 3, eval_step_k03_conv2d(N, P, F, B, S));
     SSDC_TIMED(eval_step_times, 4, eval_step_k04_conv2d(N, P, F, B, S));
     SSDC_TIMED(eval_step_times, 5, eval_step_k05_conv2d(N, P, F, B, S));
     SSDC_TIMED(eval_step_times, 6, eval_step_k06_conv2d(N, P, F, B, S));
-    SSDC_TIMED(eval_step_times, 7, eval_step_k07_conv2d(N, P, F, B, S));
+    SSDC_TIMED(eval_step_times, 7, eval_step_k07_permute_reshape_concat(N, P, F, B, S));
     SSDC_TIMED(eval_step_times, 8, eval_step_k08_permute_reshape_concat(N, P, F, B, S));
-    SSDC_TIMED(eval_step_times, 9, eval_step_k09_permute_reshape_concat(N, P, F, B, S));
-    SSDC_TIMED(eval_step_times, 10, eval_step_k10_multibox_target(N, P, F, B, S));
-    SSDC_TIMED(eval_step_times, 11, eval_step_k11_multibox_loss(N, P, F, B, S));
+    SSDC_TIMED(eval_step_times, 9, eval_step_k09_multibox_target(N, P, F, B, S));
+    SSDC_TIMED(eval_step_times, 10, eval_step_k10_multibox_loss(N, P, F, B, S));
     return SSDC_OK;
 }
 
@@ -1549,7 +1545,7 @@ const char *ssdc_manifest(void) {
         "    {\n"
         "      \"batched_bytes_per_example\" : 3392,\n"
         "      \"entry\" : \"ssdc_infer\",\n"
-        "      \"fixed_bytes\" : 0,\n"
+        "      \"fixed_bytes\" : 512,\n"
         "      \"inputs\" : [\n"
         "        {\n"
         "          \"dtype\" : \"f32\",\n"
@@ -1567,64 +1563,58 @@ const char *ssdc_manifest(void) {
         "      \"kernels\" : [\n"
         "        {\n"
         "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k00_conv2d\",\n"
+        "          \"name\" : \"k00_conv2d_batch_norm_relu\",\n"
         "          \"nodes\" : [\n"
-        "            3\n"
-        "          ]\n"
-        "        },\n"
-        "        {\n"
-        "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k01_batch_norm_relu\",\n"
-        "          \"nodes\" : [\n"
+        "            3,\n"
         "            9,\n"
         "            10\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k02_max_pool2d\",\n"
+        "          \"name\" : \"k01_max_pool2d\",\n"
         "          \"nodes\" : [\n"
         "            11\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"reduction\",\n"
-        "          \"name\" : \"k03_global_max_pool\",\n"
+        "          \"name\" : \"k02_global_max_pool\",\n"
         "          \"nodes\" : [\n"
         "            12\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k04_conv2d\",\n"
+        "          \"name\" : \"k03_conv2d\",\n"
         "          \"nodes\" : [\n"
         "            16\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k05_conv2d\",\n"
+        "          \"name\" : \"k04_conv2d\",\n"
         "          \"nodes\" : [\n"
         "            21\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k06_conv2d\",\n"
+        "          \"name\" : \"k05_conv2d\",\n"
         "          \"nodes\" : [\n"
         "            27\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k07_conv2d\",\n"
+        "          \"name\" : \"k06_conv2d\",\n"
         "          \"nodes\" : [\n"
         "            32\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"injective\",\n"
-        "          \"name\" : \"k08_permute_reshape_concat\",\n"
+        "          \"name\" : \"k07_permute_reshape_concat\",\n"
         "          \"nodes\" : [\n"
         "            17,\n"
         "            18,\n"
@@ -1635,7 +1625,7 @@ const char *ssdc_manifest(void) {
         "        },\n"
         "        {\n"
         "          \"kind\" : \"injective\",\n"
-        "          \"name\" : \"k09_permute_reshape_concat\",\n"
+        "          \"name\" : \"k08_permute_reshape_concat\",\n"
         "          \"nodes\" : [\n"
         "            22,\n"
         "            23,\n"
@@ -1646,14 +1636,14 @@ const char *ssdc_manifest(void) {
         "        },\n"
         "        {\n"
         "          \"kind\" : \"opaque\",\n"
-        "          \"name\" : \"k10_softmax\",\n"
+        "          \"name\" : \"k09_softmax\",\n"
         "          \"nodes\" : [\n"
         "            39\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"opaque\",\n"
-        "          \"name\" : \"k11_multibox_detection\",\n"
+        "          \"name\" : \"k10_multibox_detection\",\n"
         "          \"nodes\" : [\n"
         "            40\n"
         "          ]\n"
@@ -2054,7 +2044,7 @@ const char *ssdc_manifest(void) {
         "    {\n"
         "      \"batched_bytes_per_example\" : 4928,\n"
         "      \"entry\" : \"ssdc_eval_step\",\n"
-        "      \"fixed_bytes\" : 64,\n"
+        "      \"fixed_bytes\" : 512,\n"
         "      \"inputs\" : [\n"
         "        {\n"
         "          \"dtype\" : \"f32\",\n"
@@ -2083,64 +2073,58 @@ const char *ssdc_manifest(void) {
         "      \"kernels\" : [\n"
         "        {\n"
         "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k00_conv2d\",\n"
+        "          \"name\" : \"k00_conv2d_batch_norm_relu\",\n"
         "          \"nodes\" : [\n"
-        "            3\n"
-        "          ]\n"
-        "        },\n"
-        "        {\n"
-        "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k01_batch_norm_relu\",\n"
-        "          \"nodes\" : [\n"
+        "            3,\n"
         "            9,\n"
         "            10\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k02_max_pool2d\",\n"
+        "          \"name\" : \"k01_max_pool2d\",\n"
         "          \"nodes\" : [\n"
         "            11\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"reduction\",\n"
-        "          \"name\" : \"k03_global_max_pool\",\n"
+        "          \"name\" : \"k02_global_max_pool\",\n"
         "          \"nodes\" : [\n"
         "            12\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k04_conv2d\",\n"
+        "          \"name\" : \"k03_conv2d\",\n"
         "          \"nodes\" : [\n"
         "            16\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k05_conv2d\",\n"
+        "          \"name\" : \"k04_conv2d\",\n"
         "          \"nodes\" : [\n"
         "            21\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k06_conv2d\",\n"
+        "          \"name\" : \"k05_conv2d\",\n"
         "          \"nodes\" : [\n"
         "            27\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k07_conv2d\",\n"
+        "          \"name\" : \"k06_conv2d\",\n"
         "          \"nodes\" : [\n"
         "            32\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"injective\",\n"
-        "          \"name\" : \"k08_permute_reshape_concat\",\n"
+        "          \"name\" : \"k07_permute_reshape_concat\",\n"
         "          \"nodes\" : [\n"
         "            17,\n"
         "            18,\n"
@@ -2151,7 +2135,7 @@ const char *ssdc_manifest(void) {
         "        },\n"
         "        {\n"
         "          \"kind\" : \"injective\",\n"
-        "          \"name\" : \"k09_permute_reshape_concat\",\n"
+        "          \"name\" : \"k08_permute_reshape_concat\",\n"
         "          \"nodes\" : [\n"
         "            22,\n"
         "            23,\n"
@@ -2162,14 +2146,14 @@ const char *ssdc_manifest(void) {
         "        },\n"
         "        {\n"
         "          \"kind\" : \"opaque\",\n"
-        "          \"name\" : \"k10_multibox_target\",\n"
+        "          \"name\" : \"k09_multibox_target\",\n"
         "          \"nodes\" : [\n"
         "            35\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"opaque\",\n"
-        "          \"name\" : \"k11_multibox_loss\",\n"
+        "          \"name\" : \"k10_multibox_loss\",\n"
         "          \"nodes\" : [\n"
         "            37,\n"
         "            38\n"

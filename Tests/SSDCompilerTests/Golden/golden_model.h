@@ -45,7 +45,7 @@ int ssdc_forward_train(int64_t N, float *P, char *F, char *B, float *S);
 size_t ssdc_forward_train_scratch_floats(int64_t N);
 
 /* program infer */
-#define SSDC_INFER_FIXED_BYTES 0
+#define SSDC_INFER_FIXED_BYTES 512
 #define SSDC_INFER_BATCHED_BYTES 3392
 #define SSDC_INFER_IN_X 1024 /* batched, f32[N,3,8,8] */
 #define SSDC_INFER_OUT_ANCHORS 0 /* constant, f32[1,51,4] */
@@ -73,7 +73,7 @@ int ssdc_train_step(int64_t N, float *P, char *F, char *B, float *S);
 size_t ssdc_train_step_scratch_floats(int64_t N);
 
 /* program eval_step */
-#define SSDC_EVAL_STEP_FIXED_BYTES 64
+#define SSDC_EVAL_STEP_FIXED_BYTES 512
 #define SSDC_EVAL_STEP_BATCHED_BYTES 4928
 #define SSDC_EVAL_STEP_IN_X 1024 /* batched, f32[N,3,8,8] */
 #define SSDC_EVAL_STEP_IN_Y 2496 /* batched, f32[N,1,5] */
