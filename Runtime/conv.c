@@ -492,9 +492,9 @@ static bw_plan_t bw_plan(const ssd_conv2d_t *g)
     b.Wp = g->W + 2 * g->pad;
     b.Q = (g->OH - 1) * b.Wp + g->OW;
     b.Qv = (int)round_up((size_t)b.Q, 8);
+    /* (G does not depend on N, so neither does the scratch size.) */
     b.G = b.Qv >= BW_QCHUNK ? 1 : BW_QCHUNK / b.Qv;
     if (b.G > BW_GMAX) b.G = BW_GMAX;
-    if (b.G > g->N) b.G = g->N > 0 ? g->N : 1;
     const int nch = (b.Qv + BW_QCHUNK - 1) / BW_QCHUNK;
     b.qchunk = (int)round_up((size_t)((b.Qv + nch - 1) / nch), 8);
     return b;
@@ -574,10 +574,8 @@ static void backward_weight_flat(const ssd_conv2d_t *g, const float *x, const fl
     const int Wp = b.Wp, Qv = b.Qv, G = b.G;
     const size_t HpWp = (size_t)b.Hp * b.Wp;
     const size_t xseg = (size_t)C * HpWp, dseg = (size_t)O * Qv;
-    float *xp = scratch;                 /* G padded images */
-    const size_t xp_len = G * xseg + SLACK;
-    float *dq = scratch + xp_len;        /* G x O rows of Qv: dy on the padded-width grid */
-    const size_t dq_len = G * dseg + SLACK;
+    float *xp = scratch;                        /* G padded images (+ slack) */
+    float *dq = scratch + G * xseg + SLACK;     /* G x O rows of Qv: dy on the padded grid */
 
     /* dw is cut into tiles of 4 channels x 3 taps; a task owns one channel block and a
      * group of tap tiles and runs all pixel chunks of the image group for them, so no two
@@ -599,10 +597,11 @@ static void backward_weight_flat(const ssd_conv2d_t *g, const float *x, const fl
                 xoff_tab[t] = (size_t)(t / kk) * HpWp + (size_t)(t % kk / k) * Wp + t % k;
 
         /* Zero once: the padding of xp and the dropped columns / tail of dq stay zero. */
+        const int gmax = imin(G, g->N); /* images of the largest group actually used */
 #pragma omp for schedule(static)
-        for (size_t i = 0; i < xp_len; ++i) xp[i] = 0.0f;
+        for (size_t i = 0; i < gmax * xseg + SLACK; ++i) xp[i] = 0.0f;
 #pragma omp for schedule(static)
-        for (size_t i = 0; i < dq_len; ++i) dq[i] = 0.0f;
+        for (size_t i = 0; i < gmax * dseg + SLACK; ++i) dq[i] = 0.0f;
 #pragma omp for schedule(static)
         for (size_t i = 0; i < (size_t)O * K; ++i) dw[i] = 0.0f;
         if (db) bias_grad(g, dy, db);

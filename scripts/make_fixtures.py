@@ -22,8 +22,10 @@ float behaviour of the torch build). Files written (see SPEC.md for meanings):
                                 softmax probs and d2l.multibox_detection
   tinyssd_anchors256.safetensors anchors of a 256x256 input, (1,5444,4)
   tinyssd_step.safetensors      one SGD training step (lr 0.2, wd 5e-4) from the
-                                weights above: inputs, targets, losses, grads and
-                                the whole state_dict after the step
+                                weights above: inputs, targets, losses, grads
+                                (float64 grads of blk_0.* too) and the state after
+                                the step that grads do not determine (BN running
+                                statistics, num_batches_tracked)
   multibox_cases.safetensors    crafted multibox_target and multibox_detection cases
   loss_variants.safetensors     losses/gradients of CE+L1, smooth L1, focal, weights
 

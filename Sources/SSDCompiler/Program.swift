@@ -119,6 +119,18 @@ public struct LossConfig: Codable, Hashable, Sendable {
 
     public init() {}
 
+    /// The loss a model declared in the DSL (graph attribute "loss"), or the default.
+    public init(graph: Graph) throws {
+        self.init()
+        guard let text = graph.attributes["loss"] else { return }
+        let l = try Loss(attribute: text)
+        if let s = l.smoothL1Sigma { smoothL1 = true; sigma = s }
+        if let g = l.focalGamma { focal = true; focalGamma = g; focalAlpha = l.focalAlpha }
+        negativeMiningRatio = l.negativeMiningRatio ?? 0
+        clsWeight = l.clsWeight
+        bboxWeight = l.bboxWeight
+    }
+
     public var summary: String {
         var parts = [focal ? "focal(gamma=\(focalGamma), alpha=\(focalAlpha))" : "cross-entropy",
                      smoothL1 ? "smooth-L1(sigma=\(sigma))" : "L1"]

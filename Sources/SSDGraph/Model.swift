@@ -35,12 +35,16 @@ public final class Model: @unchecked Sendable {
     private let forward: (Tensor) -> SSDOutputs
     public let location: SourceLocation
 
-    public init(name: String, numClasses: Int, inputChannels: Int = 3,
+    /// The training loss the model asks for (the CLI's loss options override it).
+    public let loss: Loss
+
+    public init(name: String, numClasses: Int, inputChannels: Int = 3, loss: Loss = Loss(),
                 file: StaticString = #filePath, line: UInt = #line,
                 register: Bool = true,
                 forward: @escaping (Tensor) -> SSDOutputs) {
         self.name = name
         self.numClasses = numClasses
+        self.loss = loss
         self.inputChannels = inputChannels
         self.forward = forward
         self.location = SourceLocation(file, line)
@@ -52,6 +56,7 @@ public final class Model: @unchecked Sendable {
         let b = GraphBuilder(name: name)
         b.setAttribute("num_classes", String(numClasses))
         b.setAttribute("input", "\(inputChannels)x\(height)x\(width)")
+        if loss != Loss() { b.setAttribute("loss", loss.attribute) }
         let x = b.input("X", [inputChannels, height, width], location: location)
         let out = forward(x)
         b.output("anchors", out.anchors)
@@ -77,6 +82,39 @@ public final class Model: @unchecked Sendable {
         guard bbox.type.batched, bbox.type.dims == [4 * a] else {
             throw GraphError(location: bbox.location, node: "bbox_preds", message: "bbox_preds must have shape (N,\(4 * a)) for \(a) anchors, got \(bbox.type)")
         }
+    }
+}
+
+/// The loss of SPEC sections 4 and 7 as a model file declares it, e.g.
+/// `Model(name: "tinyssd", numClasses: 1, loss: Loss(smoothL1Sigma: 1, focalGamma: 2))`.
+/// nil fields keep the chapter's choice (cross-entropy, L1, no mining, weights 1).
+public struct Loss: Codable, Equatable, Sendable {
+    public var smoothL1Sigma: Float?
+    public var focalGamma: Float?
+    public var focalAlpha: Float
+    public var negativeMiningRatio: Float?
+    public var clsWeight: Float
+    public var bboxWeight: Float
+
+    public init(smoothL1Sigma: Float? = nil, focalGamma: Float? = nil, focalAlpha: Float = 0.25,
+                negativeMiningRatio: Float? = nil, clsWeight: Float = 1, bboxWeight: Float = 1) {
+        self.smoothL1Sigma = smoothL1Sigma
+        self.focalGamma = focalGamma
+        self.focalAlpha = focalAlpha
+        self.negativeMiningRatio = negativeMiningRatio
+        self.clsWeight = clsWeight
+        self.bboxWeight = bboxWeight
+    }
+
+    /// As stored in the graph's attributes (sorted JSON).
+    public var attribute: String {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        return String(decoding: try! e.encode(self), as: UTF8.self)
+    }
+
+    public init(attribute: String) throws {
+        self = try JSONDecoder().decode(Loss.self, from: Data(attribute.utf8))
     }
 }
 

@@ -24,7 +24,9 @@ public enum ModelResolver {
     /// nothing (the built-in TinySSD). Files and the built-in model are compiled into the
     /// cache (and taken from it when unchanged).
     public static func resolve(_ spec: String?, height: Int = 256, width: Int = 256, numClasses: Int = 1,
-                               training: Lowering.TrainStepOptions = .init(maxBoxes: 1)) throws -> ResolvedModel {
+                               training requested: Lowering.TrainStepOptions = .init(maxBoxes: 1),
+                               lossFromModel: Bool = false) throws -> ResolvedModel {
+        var training = requested
         let fm = FileManager.default
         var isDir: ObjCBool = false
         if let spec, fm.fileExists(atPath: spec, isDirectory: &isDir), isDir.boolValue {
@@ -46,6 +48,7 @@ public enum ModelResolver {
         } else {
             graph = try BuiltinModels.tinySSD(numClasses: numClasses).graph(height: height, width: width)
         }
+        if lossFromModel { training.loss = try LossConfig(graph: graph) }
         var h = ContentHash()
         h.add(graph.text)
         h.add("boxes \(training.maxBoxes) loss \(training.loss.summary)")

@@ -7,6 +7,7 @@ import SSDRuntime
 
 @main
 struct SSDC: ParsableCommand {
+
     static let configuration = CommandConfiguration(
         commandName: "ssdc",
         abstract: "A static-graph compiler for single-shot multibox detectors: Swift DSL -> OpenMP C -> shared library.",
@@ -100,6 +101,9 @@ struct LossOptions: ParsableArguments {
     var clsWeight: Float = 1
     @Option(help: "Weight of the box-offset loss.")
     var bboxWeight: Float = 1
+
+    /// Whether any loss option was given (then they replace the model's declared loss).
+    var isSet: Bool { smoothL1 != nil || focal != nil || negativeMiningRatio != nil || clsWeight != 1 || bboxWeight != 1 }
 
     var config: LossConfig {
         var c = LossConfig()
@@ -217,11 +221,12 @@ struct Run: ParsableCommand {
         }
         let loss = lossOptions.config
         let m = try ModelResolver.resolve(modelOptions.model, height: h, width: w, numClasses: max(1, data.classCount),
-                                          training: .init(maxBoxes: max(1, data.maxBoxes), loss: loss))
+                                          training: .init(maxBoxes: max(1, data.maxBoxes), loss: loss), lossFromModel: !lossOptions.isSet)
         m.library.setThreads(threadCount)
         let session = ModelSession(library: m.library)
         let runDir = out ?? "runs/latest"
-        var settings = TrainSettings(data: root, threads: threadCount, model: modelOptions.model ?? "built-in tinyssd", loss: loss.summary)
+        let usedLoss = m.library.manifest.loss ?? loss.summary
+        var settings = TrainSettings(data: root, threads: threadCount, model: modelOptions.model ?? "built-in tinyssd", loss: usedLoss)
         settings.epochs = epochs; settings.batchSize = batchSize; settings.learningRate = lr; settings.weightDecay = wd
         settings.seed = seed; settings.initialWeights = weights
         let trainer = Trainer(model: m, session: session, data: data, settings: settings, runDirectory: runDir)
@@ -234,7 +239,8 @@ struct Run: ParsableCommand {
         } else {
             session.initializeParameters(seed: seed, graph: m.graph)
         }
-        print("training \(m.graph.name) on \(data.count) images of \(root) (\(epochs) epochs, batch \(batchSize), lr \(lr), wd \(wd), \(threadCount) threads, \(loss.summary))")
+        defer { fflush(nil) }
+        print("training \(m.graph.name) on \(data.count) images of \(root) (\(epochs) epochs, batch \(batchSize), lr \(lr), wd \(wd), \(threadCount) threads, \(usedLoss))")
         let progress = ProgressLine()
         let start = Date()
         let history = try trainer.train(from: first, onBatch: { done, total, rate, elapsed in
@@ -243,6 +249,7 @@ struct Run: ParsableCommand {
             progress.clear()
             print(String(format: "epoch %d, class err %.2e, bbox mae %.2e, time %.1f sec, loss %.4f",
                          e.epoch, e.classError, e.bboxMAE, e.seconds, e.loss))
+            fflush(nil)  // a log file shows each epoch as it ends
         })
         guard let last = history.last else { print("nothing to do: \(runDir) has finished \(epochs) epochs"); return }
         let examples = history.map(\.examples).reduce(0, +)
@@ -259,7 +266,7 @@ struct Run: ParsableCommand {
             throw RuntimeError("\(input!): X must be (N,3,H,W) and Y (N,G,5) with the same N; got \(x.shape) and \(y.shape)")
         }
         let m = try ModelResolver.resolve(modelOptions.model, height: x.shape[2], width: x.shape[3],
-                                          training: .init(maxBoxes: y.shape[1], loss: lossOptions.config))
+                                          training: .init(maxBoxes: y.shape[1], loss: lossOptions.config), lossFromModel: !lossOptions.isSet)
         if let t = modelOptions.threads { m.library.setThreads(t) }
         let session = ModelSession(library: m.library)
         try session.loadStateDict(try SafeTensors.read(weights!), source: weights!)
@@ -274,7 +281,7 @@ struct Run: ParsableCommand {
         result["loss.mean"] = HostTensor(floats: [Float(perExample.map(Double.init).reduce(0, +) / Double(perExample.count))], shape: [])
         for (k, v) in session.gradients() { result["grad.\(k)"] = v }
         for (k, v) in session.stateDict() { result["state.\(k)"] = v }
-        try SafeTensors.write(result, metadata: ["lr": "\(lr)", "wd": "\(wd)", "loss": lossOptions.config.summary], to: out!)
+        try SafeTensors.write(result, metadata: ["lr": "\(lr)", "wd": "\(wd)", "loss": m.library.manifest.loss ?? ""], to: out!)
         print(String(format: "loss %.6f; wrote %d tensors to %@", result["loss.mean"]!.floats[0], result.count, out!))
     }
 
@@ -282,7 +289,7 @@ struct Run: ParsableCommand {
         let root = try dataRoot()
         let data = try DetectionDataSet.load(root: root, split: .val)
         let m = try ModelResolver.resolve(modelOptions.model, height: data.height, width: data.width,
-                                          training: .init(maxBoxes: max(1, data.maxBoxes), loss: lossOptions.config))
+                                          training: .init(maxBoxes: max(1, data.maxBoxes), loss: lossOptions.config), lossFromModel: !lossOptions.isSet)
         if let t = modelOptions.threads { m.library.setThreads(t) }
         let session = ModelSession(library: m.library)
         try session.loadStateDict(try SafeTensors.read(weights!), source: weights!)
