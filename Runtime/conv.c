@@ -16,9 +16,10 @@
  *     straddle an output row go through a small stack buffer and are scattered);
  *   - backward-data of a stride-1 conv is the same flat conv of dy padded by k-1-pad with
  *     the weights transposed (O <-> C) and flipped, so it reuses the forward code;
- *   - parallel over (24-pixel panel, group of output channels) tasks of one image; with
- *     few panels (small maps) the channels are split into more groups. No reduction across
- *     threads: results are independent of the thread count.
+ *   - parallel over (24-pixel panel, group of output channels) tasks of one image, in
+ *     dynamic chunks of consecutive panels; with few panels (small maps) the channels are
+ *     split into more groups. No reduction across threads: results are independent of
+ *     the thread count.
  *
  * Backward-weight (stride 1) reduces over pixels, so it has its own kernel: a tile of
  * 4 output channels x 3 taps keeps 12 vector accumulators over q (8 pixels per vector),
@@ -26,8 +27,9 @@
  * padded x directly. Pixels are taken in chunks of ~1024 (4 dy rows = 16 KB stay in L1
  * while the tile walks over the taps); tiny maps are processed G images at a time instead
  * so that a chunk is still ~1024 pixels. Each chunk's 12 sums are reduced horizontally and
- * added to dw in a fixed order; threads split the (channel-tile, tap-tile) grid of dw, so
- * the result depends on the shape only, not on the thread count.
+ * added to dw in a fixed order. A task owns a block of 4 channels x a group of tap tiles
+ * for all chunks, so tasks are scheduled dynamically without any two threads touching the
+ * same dw element: the result depends on the shape only, not on the thread count.
  *
  * General path (stride > 1, or backward-data with pad > k-1): explicit im2col of one image
  * into scratch + ssd_sgemm (+ col2im for backward-data). Slower, but any k/stride/pad.
