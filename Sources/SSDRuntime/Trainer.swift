@@ -33,6 +33,8 @@ public struct EpochMetrics: Sendable {
     public var classError: Double
     public var bboxMAE: Double
     public var seconds: Double
+    /// Of `seconds`, the time spent preparing batches (decoding, converting) on the Swift side.
+    public var dataSeconds: Double = 0
     public var examples: Int
     public var examplesPerSecond: Double { Double(examples) / max(seconds, 1e-9) }
 }
@@ -101,7 +103,7 @@ public final class Trainer {
             e.outputFormatting = [.prettyPrinted, .sortedKeys]
             try e.encode(settings).write(to: URL(fileURLWithPath: "\(dir)/settings.json"), options: .atomic)
             if first == 1 {
-                try "epoch,loss,class_err,bbox_mae,seconds,examples_per_sec\n".write(toFile: metricsPath!, atomically: true, encoding: .utf8)
+                try "epoch,loss,class_err,bbox_mae,seconds,examples_per_sec,data_seconds\n".write(toFile: metricsPath!, atomically: true, encoding: .utf8)
             }
         }
         var history: [EpochMetrics] = []
@@ -110,8 +112,11 @@ public final class Trainer {
             let start = Date()
             var acc = MetricAccumulator()
             var done = 0
+            var dataSeconds = 0.0
             for indices in order.batches(epoch: epoch - 1) {
+                let t0 = Date()
                 let (x, y) = try data.batch(indices: indices, boxesPerImage: g)
+                dataSeconds += Date().timeIntervalSince(t0)
                 let n = indices.count
                 let out = try session.run("train_step", inputs: [
                     "X": HostTensor(floats: x, shape: [n, 3, data.height, data.width]),
@@ -123,13 +128,14 @@ public final class Trainer {
                 onBatch(done, data.count, Double(done) / max(elapsed, 1e-9), elapsed)
             }
             let m = EpochMetrics(epoch: epoch, loss: acc.meanLoss, classError: acc.classError, bboxMAE: acc.bboxMAE,
-                                 seconds: Date().timeIntervalSince(start), examples: done)
+                                 seconds: Date().timeIntervalSince(start), dataSeconds: dataSeconds, examples: done)
             guard m.loss.isFinite else {
                 throw RuntimeError("epoch \(epoch): the loss is \(m.loss); try a smaller --lr (checkpoint of epoch \(epoch - 1) kept)")
             }
             try saveCheckpoint(epoch: epoch)
             if let path = metricsPath {
-                let line = String(format: "%d,%.6f,%.6e,%.6e,%.3f,%.2f\n", epoch, m.loss, m.classError, m.bboxMAE, m.seconds, m.examplesPerSecond)
+                let line = String(format: "%d,%.6f,%.6e,%.6e,%.3f,%.2f,%.3f\n", epoch, m.loss, m.classError, m.bboxMAE, m.seconds,
+                                  m.examplesPerSecond, m.dataSeconds)
                 let h = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
                 h.seekToEndOfFile()
                 h.write(Data(line.utf8))
