@@ -67,6 +67,24 @@ final class CLITests: XCTestCase {
         XCTAssertTrue((r.stdout + r.stderr).contains("typo.swift:2:"), r.stdout + r.stderr)
     }
 
+    func testMissingCompilerOrOpenMPSaysWhatToInstall() throws {
+        let model = Fixtures.packageRoot + "/Examples/tinyssd/model.swift"
+        var env = ProcessInfo.processInfo.environment
+        env["SSDC_CACHE_DIR"] = tmp + "/cache"  // nothing cached: the compiler must run
+        env["SSDC_CC"] = "/nonexistent/clang"
+        var r = try Shell.run(Self.ssdc, ["compile", model, "-o", tmp + "/out", "--input-size", "64x64"], environment: env)
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("SSDC_CC=/nonexistent/clang: no such compiler"), r.stderr)
+        // The Swift toolchain's clang has no omp.h.
+        let swiftClang = "/opt/swift/usr/bin/clang"
+        guard FileManager.default.isExecutableFile(atPath: swiftClang) else { return }
+        env["SSDC_CC"] = swiftClang
+        r = try Shell.run(Self.ssdc, ["compile", model, "-o", tmp + "/out", "--input-size", "64x64"], environment: env)
+        if r.status != 0 {
+            XCTAssertTrue(r.stderr.contains("apt-get install clang libomp-dev"), r.stderr)
+        }
+    }
+
     func forwardInput() throws -> String {
         let fx = try Fixtures.load("tinyssd_forward")
         let path = "\(tmp!)/in.safetensors"
