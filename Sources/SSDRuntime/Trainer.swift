@@ -118,11 +118,7 @@ public final class Trainer {
                 let (x, y) = try data.batch(indices: indices, boxesPerImage: g)
                 dataSeconds += Date().timeIntervalSince(t0)
                 let n = indices.count
-                let out = try session.run("train_step", inputs: [
-                    "X": HostTensor(floats: x, shape: [n, 3, data.height, data.width]),
-                    "Y": HostTensor(floats: y, shape: [n, g, 5]),
-                ], outputs: ["metrics", "loss.per_example"])
-                acc.add(metrics: out["metrics"]!.doubles, perExample: out["loss.per_example"]!.floats)
+                try session.runLossStep("train_step", x: x, y: y, batch: n, data: data, boxes: g, into: &acc)
                 done += n
                 let elapsed = Date().timeIntervalSince(start)
                 onBatch(done, data.count, Double(done) / max(elapsed, 1e-9), elapsed)
@@ -170,11 +166,7 @@ public enum Evaluator {
         for indices in order.batches(epoch: 0) {
             let (x, y) = try data.batch(indices: indices, boxesPerImage: g)
             let n = indices.count
-            let out = try session.run("eval_step", inputs: [
-                "X": HostTensor(floats: x, shape: [n, 3, data.height, data.width]),
-                "Y": HostTensor(floats: y, shape: [n, g, 5]),
-            ], outputs: ["metrics", "loss.per_example"])
-            acc.add(metrics: out["metrics"]!.doubles, perExample: out["loss.per_example"]!.floats)
+            try session.runLossStep("eval_step", x: x, y: y, batch: n, data: data, boxes: g, into: &acc)
             let det = try session.run("infer", inputs: ["X": HostTensor(floats: x, shape: [n, 3, data.height, data.width])],
                                       outputs: ["detection"])["detection"]!
             let rows = det.floats, a = det.shape[1]
@@ -198,6 +190,19 @@ public enum Evaluator {
         var aps: [Int: Double] = [:]
         for c in classes { if let ap = map.averagePrecision(ofClass: c) { aps[c] = ap } }
         return Result(metrics: acc, meanAP: map.mean, averagePrecisions: aps)
+    }
+}
+
+extension ModelSession {
+    /// Runs a program that labels anchors and computes the loss (train_step or eval_step)
+    /// on a batch of `data`, adding its metrics to `acc`.
+    func runLossStep(_ program: String, x: [Float], y: [Float], batch n: Int, data: DetectionDataSet, boxes g: Int,
+                     into acc: inout MetricAccumulator) throws {
+        let out = try run(program, inputs: [
+            "X": HostTensor(floats: x, shape: [n, 3, data.height, data.width]),
+            "Y": HostTensor(floats: y, shape: [n, g, 5]),
+        ], outputs: ["metrics", "loss.per_example"])
+        acc.add(metrics: out["metrics"]!.doubles, perExample: out["loss.per_example"]!.floats)
     }
 }
 
