@@ -167,6 +167,44 @@ void ssd_multibox_loss(const ssd_loss_config_t *cfg, int N, int A, int ncls,
 /* SGD as torch.optim.SGD(lr, weight_decay): p -= lr * (g + wd * p). */
 void ssd_sgd_update(int64_t n, float *p, const float *g, float lr, float wd);
 
+/* ---- fused kernels (fused.c) ------------------------------------------------------------ */
+
+/* One pass of BN -> ReLU -> MaxPool2d(2) (inference or training with given statistics):
+ * y = relu(gamma * (x - mean) / sqrt(var + eps) + beta), N x C x H x W, written in full
+ * unless y == NULL; pooled (N x C x H/2 x W/2) = 2x2 / stride-2 max pool of y (PyTorch
+ * floor semantics, first max / NaN wins as ssd_maxpool2_forward). Bit-identical to
+ * ssd_bn_apply(..., relu = 1, y) followed by ssd_maxpool2_forward(y, pooled). */
+void ssd_bn_apply_relu_maxpool2(int N, int C, int H, int W, const float *x, const float *mean,
+                                const float *var, const float *gamma, const float *beta,
+                                float eps, float *y, float *pooled);
+
+/* Backward of [BN (batch statistics) -> ReLU -> MaxPool2d(2)] in one kernel. x is the BN
+ * input, y = relu(BN(x)) the pooled tensor (N x C x H x W), dpooled the gradient of the
+ * pooled output (N x C x H/2 x W/2). The gradient of y (dpooled routed to the first max of
+ * each window of y, as ssd_maxpool2_backward) is masked by y > 0 and back-propagated
+ * through BN as ssd_bn_backward, without being stored. Writes dx, dgamma, dbeta
+ * (overwrite); bit-identical to ssd_maxpool2_backward + ssd_bn_backward(..., y, ...). */
+void ssd_maxpool2_bn_relu_backward(int N, int C, int H, int W, const float *x,
+                                   const float *mean, const float *var, const float *gamma,
+                                   float eps, const float *y, const float *dpooled, float *dx,
+                                   float *dgamma, float *dbeta);
+
+/* Floats of scratch ssd_conv2d_forward_stats needs for this geometry. */
+size_t ssd_conv2d_stats_scratch_floats(const ssd_conv2d_t *g);
+
+/* y = conv(x, w) + b exactly as ssd_conv2d_forward(g, x, w, b, y, relu = 0, ...), plus the
+ * batch statistics of y per output channel over (N, OH, OW): mean and biased variance
+ * (double accumulation), as ssd_bn_stats(N, O, OH*OW, y, mean, var) computes them but in
+ * a different fixed summation order (so they may differ in the last bits). On the stride-1
+ * fast path the sums are taken in the conv's epilogue: per (image, block of 16 24-pixel
+ * panels, channel), 8 double lanes (position in the panel mod 8) over the block's panels
+ * in order, combined pairwise; then per channel the partials are added sequentially over
+ * images and blocks. The order depends on the shape only: same result for any thread
+ * count. Other geometries run ssd_conv2d_forward then ssd_bn_stats. */
+void ssd_conv2d_forward_stats(const ssd_conv2d_t *g, const float *x, const float *w,
+                              const float *b, float *y, float *mean, float *var,
+                              float *scratch);
+
 #ifdef __cplusplus
 }
 #endif

@@ -595,6 +595,170 @@ static int make_anchors(float *anc)
     return n;
 }
 
+/* ---- detection: literal float32 reimplementation ------------------------------------------ */
+
+/* The runtime's detection without any of its speed-ups (grids, blocks, radix sort, AVX2):
+ * decode, stable merge sort by descending conf, NMS of every candidate against every kept box
+ * in keep order, rows. Same float32 expressions as the runtime (and d2l), FP contraction
+ * off, so the two must agree bit for bit. */
+#ifdef __clang__
+#pragma STDC FP_CONTRACT OFF
+#endif
+static float naive_iou(const float *b1, float a1, const float *b2, float a2)
+{
+    float ulx = b1[0] > b2[0] ? b1[0] : b2[0];
+    float uly = b1[1] > b2[1] ? b1[1] : b2[1];
+    float lrx = b1[2] < b2[2] ? b1[2] : b2[2];
+    float lry = b1[3] < b2[3] ? b1[3] : b2[3];
+    float iw = lrx - ulx, ih = lry - uly;
+    if (iw < 0.0f) iw = 0.0f;
+    if (ih < 0.0f) ih = 0.0f;
+    float inter = iw * ih;
+    float uni = (a1 + a2) - inter;
+    return inter / uni;
+}
+
+static void naive_detection(int N, int A, int ncls, const float *probs, const float *offs,
+                            const float *anchors, float nms_thr, float pos_thr, float *out,
+                            long *nkept)
+{
+    float *conf = NEWF(A), *box = NEWF(4 * A), *area = NEWF(A);
+    int *cls = NEWI(A), *order = NEWI(A), *tmp = NEWI(A), *keep = NEWI(A), *kept = NEWI(A);
+    for (int n = 0; n < N; n++) {
+        const float *pr = probs + (size_t)n * A * ncls, *of = offs + (size_t)n * 4 * A;
+        for (int a = 0; a < A; a++) {
+            const float *p = pr + (size_t)a * ncls;
+            float best = 0.0f;
+            int bc = 0;
+            if (ncls >= 2) {
+                best = p[1];
+                for (int c = 2; c < ncls; c++)
+                    if (p[c] > best) { best = p[c]; bc = c - 1; }
+            }
+            conf[a] = best;
+            cls[a] = bc;
+            const float *an = anchors + 4 * a, *o = of + 4 * a;
+            float acx = (an[0] + an[2]) / 2.0f, acy = (an[1] + an[3]) / 2.0f;
+            float aw = an[2] - an[0], ah = an[3] - an[1];
+            float cx = (o[0] * aw) / 10.0f + acx, cy = (o[1] * ah) / 10.0f + acy;
+            float w = expf(o[2] / 5.0f) * aw, h = expf(o[3] / 5.0f) * ah;
+            float *b = box + 4 * a;
+            b[0] = cx - 0.5f * w;
+            b[1] = cy - 0.5f * h;
+            b[2] = cx + 0.5f * w;
+            b[3] = cy + 0.5f * h;
+            area[a] = (b[2] - b[0]) * (b[3] - b[1]);
+            order[a] = a;
+        }
+        /* bottom-up merge sort, right element first only if strictly larger */
+        int *src = order, *dst = tmp;
+        for (int width = 1; width < A; width *= 2) {
+            for (int lo = 0; lo < A; lo += 2 * width) {
+                int mid = lo + width < A ? lo + width : A, hi = lo + 2 * width < A ? lo + 2 * width : A;
+                int i = lo, j = mid, k = lo;
+                while (i < mid && j < hi) dst[k++] = conf[src[j]] > conf[src[i]] ? src[j++] : src[i++];
+                while (i < mid) dst[k++] = src[i++];
+                while (j < hi) dst[k++] = src[j++];
+            }
+            int *t = src; src = dst; dst = t;
+        }
+        int nk = 0;
+        for (int a = 0; a < A; a++) kept[a] = 0;
+        for (int t = 0; t < A; t++) {
+            int j = src[t], ok = 1;
+            for (int q = 0; q < nk && ok; q++)
+                if (!(naive_iou(box + 4 * keep[q], area[keep[q]], box + 4 * j, area[j]) <= nms_thr)) ok = 0;
+            if (ok) { keep[nk++] = j; kept[j] = 1; }
+        }
+        if (nkept) *nkept += nk;
+        for (int t = 0, r = 0; t < A; t++) {
+            int j, c;
+            if (t < nk) { j = keep[t]; c = cls[j]; }
+            else { while (kept[r]) r++; j = r++; c = -1; }
+            float cf = conf[j];
+            if (cf < pos_thr) { c = -1; cf = 1.0f - cf; }
+            float *row = out + ((size_t)n * A + t) * 6;
+            row[0] = (float)c;
+            row[1] = cf;
+            memcpy(row + 2, box + 4 * j, 4 * sizeof(float));
+        }
+    }
+    free(conf); free(box); free(area); free(cls); free(order); free(tmp); free(keep); free(kept);
+}
+#ifdef __clang__
+#pragma STDC FP_CONTRACT DEFAULT
+#endif
+
+/* runtime vs naive_detection, bit for bit (memcmp of the rows); adds the number of boxes kept
+ * by NMS to *nkept */
+static int det_vs_naive(int N, int A, int ncls, const float *probs, const float *offs,
+                        const float *anc, float nms_thr, float pos_thr, long *nkept)
+{
+    float *out = NEWF((size_t)N * A * 6), *ref = NEWF((size_t)N * A * 6);
+    float *scr = NEWF((size_t)N * ssd_detection_scratch_floats(A));
+    memset(out, 0xA5, sizeof(float) * (size_t)N * A * 6);
+    ssd_multibox_detection(N, A, ncls, probs, offs, anc, nms_thr, pos_thr, out, scr);
+    naive_detection(N, A, ncls, probs, offs, anc, nms_thr, pos_thr, ref, nkept);
+    int same = memcmp(out, ref, sizeof(float) * (size_t)N * A * 6) == 0;
+    free(out); free(ref); free(scr);
+    return same;
+}
+
+/* one random image set for det_vs_naive: kind 0 test-like (random logits and offsets), 1
+ * trained-like (mostly background, a few objects with many overlapping confident boxes),
+ * 2 grid (anchors on a 1/64 grid, zero offsets, conf k/16: exact IoU and conf ties), 3
+ * hostile (NaN, +-inf, -0, huge offsets, empty and inverted anchors) */
+static void det_random_case(int kind, int N, int A, int ncls, const float *anc_in, float *anc,
+                            float *probs, float *offs)
+{
+    memcpy(anc, anc_in, sizeof(float) * 4 * (size_t)A);
+    for (size_t i = 0; i < (size_t)N * A; i++) {
+        float *p = probs + i * ncls;
+        double s = 0;
+        for (int c = 0; c < ncls; c++) {
+            double l = kind == 1 ? (c == 0 ? 6 + 2 * nrand() : 2 * nrand()) : 2 * nrand() - (c > 0);
+            p[c] = (float)exp(l);
+            s += p[c];
+        }
+        for (int c = 0; c < ncls; c++) p[c] = (float)(p[c] / s);
+        if (kind == 2)
+            for (int c = 1; c < ncls; c++) p[c] = irand(16) / 16.0f;
+    }
+    for (size_t i = 0; i < (size_t)N * 4 * A; i++) offs[i] = kind == 2 ? 0.0f : (float)((kind == 1 ? 0.5 : 0.8) * nrand());
+    if (kind == 1) { /* objects: boost a few clusters of anchors */
+        for (int n = 0; n < N; n++)
+            for (int o = 0; o < 3; o++) {
+                double cx = urand(), cy = urand();
+                for (int a = 0; a < A; a++) {
+                    const float *b = anc + 4 * a;
+                    double dx = (b[0] + b[2]) / 2 - cx, dy = (b[1] + b[3]) / 2 - cy;
+                    if (dx * dx + dy * dy < 0.01) {
+                        float *p = probs + ((size_t)n * A + a) * ncls;
+                        p[1] = (float)(0.5 + 0.5 * urand());
+                        p[0] = 1 - p[1];
+                        for (int c = 2; c < ncls; c++) p[c] = 0;
+                    }
+                }
+            }
+    }
+    if (kind == 2)
+        for (int i = 0; i < 4 * A; i++) anc[i] = roundf(anc[i] * 64) / 64;
+    if (kind == 3) {
+        const float special[] = {NAN, INFINITY, -INFINITY, -0.0f, 0.0f, 1e30f, -1e30f, 400.0f, -400.0f};
+        const int ns = (int)(sizeof special / sizeof special[0]);
+        for (int k = 0; k < A / 50 + 1; k++) {
+            int a = irand(A), n = irand(N);
+            switch (irand(5)) {
+            case 0: probs[((size_t)n * A + a) * ncls + 1 + irand(ncls - 1)] = special[irand(5)]; break;
+            case 1: offs[((size_t)n * A + a) * 4 + irand(4)] = special[irand(ns)]; break;
+            case 2: anc[4 * a + 2] = anc[4 * a]; break;                       /* empty */
+            case 3: { float t = anc[4 * a]; anc[4 * a] = anc[4 * a + 2]; anc[4 * a + 2] = t; } break;
+            default: anc[4 * a + irand(4)] = special[irand(ns)]; break;
+            }
+        }
+    }
+}
+
 static void test_detection(void)
 {
     /* d2l's book example (sec. NMS), numbers from d2l 1.0.3 + PyTorch */
@@ -607,8 +771,9 @@ static void test_detection(void)
                             1.0, 0.8999999761581421, 0.5500000715255737, 0.20000001788139343, 0.8999999761581421, 0.8799999952316284,
                             -1.0, 0.800000011920929, 0.07999998331069946, 0.19999998807907104, 0.5600000023841858, 0.949999988079071,
                             -1.0, 0.699999988079071, 0.14999999105930328, 0.30000001192092896, 0.6200000047683716, 0.9100000262260437};
-        float out[24], scr[64];
+        float out[24], *scr = NEWF(ssd_detection_scratch_floats(4));
         ssd_multibox_detection(1, 4, 3, probs, offs, anc, 0.5f, 0.009999999f, out, scr);
+        free(scr);
         int exact = 1;
         double e = 0;
         for (int i = 0; i < 24; i++) {
@@ -787,6 +952,115 @@ static void test_detection(void)
         int okr = det_vs_ref(1, A, 2, probs, offs, anc, 0.5f, 0.009999999f, NULL, NULL);
         check(okr, "detection: A = 5444 image on a 1/64 grid matches the reference (%.0f ms with the reference)", (now_sec() - t2) * 1e3);
         free(anc); free(logits); free(probs); free(offs); free(out); free(out1); free(scr);
+    }
+    /* the fast paths (radix sort, step-1 grid, bounding-box blocks, AVX2) against the literal
+     * float32 reimplementation, bit for bit, on large and on odd cases */
+    {
+        enum { NMAX = 4, CMAX = 4 };
+        float *tiny = NEWF(4 * 5444);
+        const int A = make_anchors(tiny);
+        float *anc = NEWF(4 * A), *probs = NEWF(NMAX * A * CMAX), *offs = NEWF(NMAX * 4 * A);
+        long kept = 0;
+        int ok = 1, images = 0;
+        /* A = 5444: random, trained-like, grid with exact ties; 2 and 3 classes */
+        for (int kind = 0; kind < 3; kind++)
+            for (int ncls = 2; ncls <= 3; ncls++) {
+                det_random_case(kind, 3, A, ncls, tiny, anc, probs, offs);
+                ok &= det_vs_naive(3, A, ncls, probs, offs, anc, 0.5f, 0.009999999f, &kept);
+                images += 3;
+            }
+        check(ok, "detection: A = %d, %d images (random, trained-like, 1/64 grid with conf/IoU ties; 2 and 3 classes): bit-identical to the literal float32 version (%ld boxes kept)", A, images, kept);
+        /* thresholds */
+        const float nms[] = {0.3f, 0.7f, 0.0f, 1.0f, -0.25f, NAN, 0.5f, 0.5f};
+        const float pos[] = {0.01f, 0.5f, 0.01f, 0.0f, 0.01f, 0.01f, 1.0f, -1.0f};
+        int okt = 1;
+        kept = 0;
+        for (int k = 0; k < 8; k++) {
+            det_random_case(k & 1 ? 2 : 0, 2, A, 2, tiny, anc, probs, offs);
+            okt &= det_vs_naive(2, A, 2, probs, offs, anc, nms[k], pos[k], &kept);
+        }
+        check(okt, "detection: A = %d, nms_threshold 0.3, 0.7, 0, 1, -0.25, NaN, pos_threshold 0..1: bit-identical (%ld boxes kept)", A, kept);
+        /* NaN / inf / -0 conf and boxes, empty and inverted anchors */
+        int okh = 1;
+        kept = 0;
+        for (int rep = 0; rep < 6; rep++) {
+            det_random_case(3, 2, A, 2 + rep % 3, tiny, anc, probs, offs);
+            okh &= det_vs_naive(2, A, 2 + rep % 3, probs, offs, anc, rep == 5 ? 0.0f : 0.5f, 0.009999999f, &kept);
+        }
+        check(okh, "detection: A = %d with NaN/inf/-0 probs, offsets and anchors, empty and inverted anchors: bit-identical (%ld boxes kept)", A, kept);
+        /* odd sizes (no grid below 64 anchors, vector tails) on clustered boxes */
+        const int sizes[] = {1, 2, 3, 7, 8, 9, 63, 64, 65, 100, 1001, 5443};
+        int oks = 1;
+        for (int k = 0; k < (int)(sizeof sizes / sizeof sizes[0]); k++)
+            for (int kind = 0; kind < 4; kind++) {
+                int a = sizes[k];
+                for (int i = 0; i < a; i++) /* around 5 centres: many overlaps */
+                    for (int c = 0; c < 4; c++) tiny[4 * i + c] = 0; /* rebuilt below */
+                for (int i = 0; i < a; i++) {
+                    double cx = 0.2 + 0.15 * (i % 5) + 0.05 * nrand(), cy = 0.5 + 0.05 * nrand();
+                    double w = 0.1 + 0.2 * urand(), h = 0.1 + 0.2 * urand();
+                    tiny[4 * i] = (float)(cx - w / 2); tiny[4 * i + 1] = (float)(cy - h / 2);
+                    tiny[4 * i + 2] = (float)(cx + w / 2); tiny[4 * i + 3] = (float)(cy + h / 2);
+                }
+                det_random_case(kind, 2, a, 2, tiny, anc, probs, offs);
+                oks &= det_vs_naive(2, a, 2, probs, offs, anc, 0.5f, 0.009999999f, NULL);
+            }
+        check(oks, "detection: A = 1..5443 (12 sizes x 4 kinds, clustered boxes): bit-identical");
+        /* several threads */
+        make_anchors(tiny);
+        det_random_case(0, NMAX, A, 2, tiny, anc, probs, offs);
+        set_threads(2);
+        int okp = det_vs_naive(NMAX, A, 2, probs, offs, anc, 0.5f, 0.009999999f, NULL);
+        set_threads(4);
+        check(okp, "detection: %d images on 2 threads: bit-identical", NMAX);
+        free(tiny); free(anc); free(probs); free(offs);
+    }
+    /* crafted corner cases of the skipping rules: A = 100 boxes of side 1/32 on a 10 x 10
+     * grid of pitch 1/16 (disjoint, exact in float), so that the step-1 grid exists and most
+     * pairs are far apart */
+    {
+        enum { A = 100 };
+        float anc[4 * A], probs[2 * A], offs[4 * A], out[6 * A];
+        float *scr = NEWF(ssd_detection_scratch_floats(A));
+        memset(offs, 0, sizeof offs);
+        for (int a = 0; a < A; a++) {
+            float x = (a % 10) / 16.0f, y = (a / 10) / 16.0f;
+            anc[4 * a] = x; anc[4 * a + 1] = y; anc[4 * a + 2] = x + 0.03125f; anc[4 * a + 3] = y + 0.03125f;
+            probs[2 * a + 1] = (float)(0.1 + 0.8 * urand());
+            probs[2 * a] = 1 - probs[2 * a + 1];
+        }
+        int ok = det_vs_naive(1, A, 2, probs, offs, anc, 0.5f, 0.009999999f, NULL);
+        ssd_multibox_detection(1, A, 2, probs, offs, anc, 0.5f, 0.009999999f, out, scr);
+        int nk = 0;
+        while (nk < A && out[6 * nk] >= 0) nk++;
+        check(ok && nk == A, "detection: 100 disjoint boxes: all kept, bit-identical");
+        /* zero-area boxes: 0 / 0 = NaN IoU even when disjoint, so only the first is kept */
+        float za[4 * A];
+        memcpy(za, anc, sizeof za);
+        for (int a = 0; a < A; a++) za[4 * a + 2] = za[4 * a];
+        ok = det_vs_naive(1, A, 2, probs, offs, za, 0.5f, 0.009999999f, NULL);
+        ssd_multibox_detection(1, A, 2, probs, offs, za, 0.5f, 0.009999999f, out, scr);
+        check(ok && out[0] >= 0 && out[6] == -1, "detection: zero-area disjoint boxes (IoU 0/0 = NaN): only the first kept, bit-identical");
+        /* an x-inverted box with minus the area of a disjoint kept box: union 0, IoU NaN */
+        float inv[4 * A];
+        memcpy(inv, anc, sizeof inv);
+        float t = inv[4 * 99]; inv[4 * 99] = inv[4 * 99 + 2]; inv[4 * 99 + 2] = t;
+        probs[1] = 0.99f; probs[0] = 0.01f;
+        probs[2 * 99 + 1] = 0.98f; probs[2 * 99] = 0.02f;
+        ok = det_vs_naive(1, A, 2, probs, offs, inv, 0.5f, 0.009999999f, NULL);
+        ssd_multibox_detection(1, A, 2, probs, offs, inv, 0.5f, 0.009999999f, out, scr);
+        check(ok && out[0] >= 0 && out[6] == 0 && out[6 * 99] == -1 && out[6 * 99 + 2] == inv[4 * 99],
+              "detection: a box whose area is minus that of a disjoint kept box (union 0): suppressed, bit-identical");
+        /* conf -0 and +0 tie: lower anchor first */
+        probs[2 * 3 + 1] = -0.0f; probs[2 * 7 + 1] = 0.0f; probs[2 * 5 + 1] = -0.0f;
+        ok = det_vs_naive(1, A, 2, probs, offs, anc, 0.5f, -1.0f, NULL);
+        ssd_multibox_detection(1, A, 2, probs, offs, anc, 0.5f, -1.0f, out, scr);
+        check(ok && out[6 * 97 + 2] == anc[4 * 3] && out[6 * 98 + 2] == anc[4 * 5] && out[6 * 99 + 2] == anc[4 * 7],
+              "detection: conf -0 and +0 are a tie (lower anchor first), bit-identical");
+        /* a NaN conf: the order of the merge sort */
+        probs[2 * 11 + 1] = NAN;
+        check(det_vs_naive(1, A, 2, probs, offs, anc, 0.5f, 0.009999999f, NULL), "detection: a NaN conf: bit-identical");
+        free(scr);
     }
 }
 

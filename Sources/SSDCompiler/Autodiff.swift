@@ -210,6 +210,19 @@ extension Lowering {
                                          c: n.type.dims[0], hw: n.type.dims[1] * n.type.dims[2], eps: eps))
             if needsGradient(x) { contribute(x, dx, &bw, from: n.id) }
 
+        case .maxPool2d where fusedPoolBackward(n) != nil:
+            // Max pool over a ReLU fused into a training-mode BN: one backward kernel for all three.
+            let (relu, bn) = fusedPoolBackward(n)!
+            guard let stats = bnStatistics[bn], case .batchNorm(let eps, _) = graph[bn].op else { return }
+            let bx = graph[bn].inputs[0], xt = graph[bx].type
+            let dx = newBuffer("grad." + valueName(bx), xt, region: .batched)
+            addKernel(.outElementwiseFusable, [n.id, relu, bn], .maxPool2dBatchNormBackward(
+                x: try materialized(bx), mean: stats.mean, variance: stats.variance, gamma: try materialized(graph[bn].inputs[1]),
+                y: try materialized(relu), dPooled: dy, dx: dx, dGamma: gradientBuffer(ofParameter: graph[bn].inputs[1]),
+                dBeta: gradientBuffer(ofParameter: graph[bn].inputs[2]), c: xt.dims[0], h: xt.dims[1], w: xt.dims[2], eps: eps))
+            bw.handled.formUnion([relu, bn])
+            if needsGradient(bx) { contribute(bx, dx, &bw, from: n.id) }
+
         case .maxPool2d:
             let x = n.inputs[0], xt = graph[x].type
             let dx = newBuffer("grad." + valueName(x), xt, region: .batched)
@@ -251,6 +264,15 @@ extension Lowering {
             }
             for (s, d) in zip(sources, dests) { contribute(s, d, &bw, from: n.id) }
         }
+    }
+
+    /// For a max pool whose input is a ReLU computed as the epilogue of a training-mode BN,
+    /// with the pool its only consumer: (relu, bn), whose backward fuses with the pool's.
+    func fusedPoolBackward(_ pool: Node) -> (relu: Int, bn: Int)? {
+        let relu = pool.inputs[0]
+        guard case .relu = graph[relu].op, let bn = epilogueOf[relu], case .batchNorm = graph[bn].op,
+              consumers[relu] == [pool.id], bnStatistics[bn] != nil else { return nil }
+        return (relu, bn)
     }
 
     /// Walks back from `node` through reshapes and at most one permute to the value they

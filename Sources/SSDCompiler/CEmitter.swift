@@ -96,16 +96,21 @@ public struct CEmitter {
                 "const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, \(c), \(h), \(wd), \(o), \(ks), \(s), \(pad));",
                 "ssd_conv2d_forward(&g, \(P(x)), fw, fb, \(P(y)), \(relu ? 1 : 0), S);",
             ]
-        case .batchNormTrain(let x, let g, let b, let m, let v, let y, let c, let hw, let eps, let relu, let running):
-            var lines = [
-                "ssd_bn_stats((int)N, \(c), \(hw), \(P(x)), \(P(m)), \(P(v)));",
-                "ssd_bn_apply((int)N, \(c), \(hw), \(P(x)), \(P(m)), \(P(v)), \(P(g)), \(P(b)), \(CEmitter.float(eps)), \(relu ? 1 : 0), \(P(y)));",
-            ]
-            if let r = running {
-                lines.append("ssd_bn_update_running(\(c), \(P(m)), \(P(v)), N * \(hw), \(CEmitter.float(r.momentum)), \(P(r.mean)), \(P(r.variance)));")
+        case .batchNormTrain(let bn):
+            let hw = bn.h * bn.w
+            var lines = ["ssd_bn_stats((int)N, \(bn.c), \(hw), \(P(bn.x)), \(P(bn.mean)), \(P(bn.variance)));"]
+            if let pooled = bn.pooled {
+                lines.append("ssd_bn_apply_relu_maxpool2((int)N, \(bn.c), \(bn.h), \(bn.w), \(P(bn.x)), \(P(bn.mean)), \(P(bn.variance)), \(P(bn.gamma)), \(P(bn.beta)), \(CEmitter.float(bn.eps)), \(bn.y.map(P) ?? "NULL"), \(P(pooled)));")
+            } else {
+                lines.append("ssd_bn_apply((int)N, \(bn.c), \(hw), \(P(bn.x)), \(P(bn.mean)), \(P(bn.variance)), \(P(bn.gamma)), \(P(bn.beta)), \(CEmitter.float(bn.eps)), \(bn.relu ? 1 : 0), \(P(bn.y!)));")
+            }
+            if let r = bn.running {
+                lines.append("ssd_bn_update_running(\(bn.c), \(P(bn.mean)), \(P(bn.variance)), N * \(hw), \(CEmitter.float(r.momentum)), \(P(r.mean)), \(P(r.variance)));")
                 lines.append("\(P(r.counter))[0] += 1.0f; /* num_batches_tracked */")
             }
             return lines
+        case .maxPool2dBatchNormBackward(let x, let m, let v, let g, let y, let dp, let dx, let dg, let db, let c, let h, let w, let eps):
+            return ["ssd_maxpool2_bn_relu_backward((int)N, \(c), \(h), \(w), \(P(x)), \(P(m)), \(P(v)), \(P(g)), \(CEmitter.float(eps)), \(P(y)), \(P(dp)), \(P(dx)), \(P(dg)), \(P(db)));"]
         case .batchNormEval(let x, let g, let b, let m, let v, let y, let c, let hw, let eps, let relu):
             return [
                 "ssd_bn_apply((int)N, \(c), \(hw), \(P(x)), \(P(m)), \(P(v)), \(P(g)), \(P(b)), \(CEmitter.float(eps)), \(relu ? 1 : 0), \(P(y)));",

@@ -183,16 +183,27 @@ public struct Lowering {
                 let (epilogue, last) = reluEpilogue(after: n)
                 let y = newBuffer(valueName(last), n.type, region: .batched)
                 let c = n.type.dims[0], hw = n.type.dims[1] * n.type.dims[2]
-                let nodes = [n.id] + (epilogue ? [last] : [])
+                var nodes = [n.id] + (epilogue ? [last] : [])
                 switch mode {
                 case .train:
                     let stat = TensorType([c], batched: false)
                     let mean = newBuffer(valueName(n.id) + ".batch_mean", stat, region: .fixed)
                     let variance = newBuffer(valueName(n.id) + ".batch_var", stat, region: .fixed)
-                    addKernel(.outElementwiseFusable, nodes,
-                              .batchNormTrain(x: ins[0], gamma: ins[1], beta: ins[2], mean: mean, variance: variance,
-                                              y: y, c: c, hw: hw, eps: eps, relu: epilogue,
-                                              running: updateRunningStats ? RunningStats(mean: ins[3], variance: ins[4], counter: ins[5], momentum: momentum) : nil))
+                    // BN + ReLU + max pool in one pass when the pool is the ReLU's only consumer.
+                    var pooled: Int? = nil
+                    if epilogue, let pool = poolAfter(last) {
+                        fusedAway.insert(pool)
+                        pooled = newBuffer(valueName(pool), graph[pool].type, region: .batched)
+                        views[pool] = View(buffer: pooled!, sourceDims: graph[pool].type.dims, perm: nil, nodes: [])
+                        nodes.append(pool)
+                    }
+                    // The full-size output is needed by a train step's backward, or by a consumer
+                    // other than the fused pool.
+                    let keepFull = pooled == nil || updateRunningStats
+                    addKernel(.outElementwiseFusable, nodes, .batchNormTrain(BatchNormTrain(
+                        x: ins[0], gamma: ins[1], beta: ins[2], mean: mean, variance: variance,
+                        y: keepFull ? y : nil, pooled: pooled, c: c, h: n.type.dims[1], w: n.type.dims[2], eps: eps, relu: epilogue,
+                        running: updateRunningStats ? RunningStats(mean: ins[3], variance: ins[4], counter: ins[5], momentum: momentum) : nil)))
                     bnStatistics[n.id] = (mean, variance)
                 case .eval:
                     addKernel(.outElementwiseFusable, nodes,
@@ -264,6 +275,13 @@ public struct Lowering {
     func foldableBatchNorm(after n: Node) -> Int? {
         guard !outputNodes.contains(n.id), let cs = consumers[n.id], cs.count == 1,
               case .batchNorm = graph[cs[0]].op, graph[cs[0]].inputs[0] == n.id else { return nil }
+        return cs[0]
+    }
+
+    /// A 2x2 max pool that is the only consumer of `node` (and neither is an output).
+    func poolAfter(_ node: Int) -> Int? {
+        guard !outputNodes.contains(node), let cs = consumers[node], cs.count == 1, case .maxPool2d = graph[cs[0]].op,
+              !outputNodes.contains(cs[0]) else { return nil }
         return cs[0]
     }
 

@@ -37,10 +37,12 @@ public enum KernelBody: Hashable, Sendable {
     case conv2dFoldedBatchNorm(x: Int, weight: Int, bias: Int?, gamma: Int, beta: Int, runningMean: Int, runningVar: Int,
                                eps: Float, foldedWeight: Int, foldedBias: Int, y: Int,
                                c: Int, h: Int, w: Int, o: Int, k: Int, stride: Int, pad: Int, relu: Bool)
-    /// Batch statistics into mean/var, then normalise (training-mode forward). In a train
-    /// step it also updates the running statistics and the batch counter.
-    case batchNormTrain(x: Int, gamma: Int, beta: Int, mean: Int, variance: Int, y: Int,
-                        c: Int, hw: Int, eps: Float, relu: Bool, running: RunningStats?)
+    /// Training-mode BN (batch statistics), see BatchNormTrain.
+    case batchNormTrain(BatchNormTrain)
+    /// Backward of BN (batch statistics) -> ReLU -> 2x2 max pool in one pass: the gradient of
+    /// the ReLU output is never written out.
+    case maxPool2dBatchNormBackward(x: Int, mean: Int, variance: Int, gamma: Int, y: Int, dPooled: Int, dx: Int,
+                                    dGamma: Int, dBeta: Int, c: Int, h: Int, w: Int, eps: Float)
     /// Running statistics (evaluation-mode forward).
     case batchNormEval(x: Int, gamma: Int, beta: Int, runningMean: Int, runningVar: Int, y: Int,
                        c: Int, hw: Int, eps: Float, relu: Bool)
@@ -89,6 +91,7 @@ extension KernelBody {
         case .accumulate: return "accumulate_grad"
         case .conv2dBackward: return "conv2d_backward"
         case .batchNormBackward(_, _, _, _, let y, _, _, _, _, _, _, _): return y == nil ? "batch_norm_backward" : "relu_batch_norm_backward"
+        case .maxPool2dBatchNormBackward: return "max_pool2d_relu_batch_norm_backward"
         case .maxPool2dBackward: return "max_pool2d_backward"
         case .globalMaxPoolBackward: return "global_max_pool_backward"
         case .scatter: return "concat_permute_backward"
@@ -96,6 +99,20 @@ extension KernelBody {
         default: return nil
         }
     }
+}
+
+/// A training-mode BN kernel: batch statistics into mean/var, normalise, optional ReLU
+/// epilogue and optional 2x2 max pool of the result in the same pass. In a train step it
+/// also updates the running statistics and the batch counter.
+public struct BatchNormTrain: Hashable, Sendable {
+    public var x: Int, gamma: Int, beta: Int, mean: Int, variance: Int
+    /// The full-size output; nil when only the pooled output is used.
+    public var y: Int?
+    public var pooled: Int?
+    public var c: Int, h: Int, w: Int
+    public var eps: Float
+    public var relu: Bool
+    public var running: RunningStats?
 }
 
 /// Where a train step's BN updates its running statistics (params-region buffers).
@@ -195,9 +212,13 @@ public struct Program: Sendable {
             return ([x, w] + (b.map { [$0] } ?? []), [y])
         case .conv2dFoldedBatchNorm(let x, let w, let b, let g, let be, let m, let v, _, let fw, let fb, let y, _, _, _, _, _, _, _, _):
             return ([x, w, g, be, m, v] + (b.map { [$0] } ?? []), [fw, fb, y])
-        case .batchNormTrain(let x, let g, let b, let m, let v, let y, _, _, _, _, let r):
-            let state = r.map { [$0.mean, $0.variance, $0.counter] } ?? []
-            return ([x, g, b] + state, [m, v, y] + state)
+        case .batchNormTrain(let bn):
+            let state = bn.running.map { [$0.mean, $0.variance, $0.counter] } ?? []
+            let stats = [bn.mean, bn.variance]
+            let outs = [bn.y, bn.pooled].compactMap { $0 }
+            return ([bn.x, bn.gamma, bn.beta] + state, stats + outs + state)
+        case .maxPool2dBatchNormBackward(let x, let m, let v, let g, let y, let dp, let dx, let dg, let db, _, _, _, _):
+            return ([x, m, v, g, y, dp], [dx, dg, db])
         case .batchNormEval(let x, let g, let b, let m, let v, let y, _, _, _, _):
             return ([x, g, b, m, v], [y])
         case .relu(let x, let y, _), .maxPool2d(let x, let y, _, _, _), .globalMaxPool(let x, let y, _, _),

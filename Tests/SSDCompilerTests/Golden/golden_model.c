@@ -58,83 +58,74 @@ static void forward_train_k00_conv2d(int64_t N, float *restrict P, char *restric
     ssd_conv2d_forward(&g, ((float *)(B + (size_t)1024 * N)), (P + 0), (P + 112), ((float *)(B + (size_t)0 * N)), 0, S);
 }
 
-/* k01_batch_norm_relu  [outElementwiseFusable]
+/* k01_batch_norm_relu_max_pool2d  [outElementwiseFusable]
  *   %9 batch_norm {eps=1e-05 momentum=0.1} : f32[N,4,8,8]  blk_0.1  GoldenModel.swift:10
  *   %10 relu : f32[N,4,8,8]  blk_0.2  GoldenModel.swift:11
+ *   %11 max_pool2d : f32[N,4,4,4]  blk_0.3  GoldenModel.swift:12
  *   reads  blk_0.0 B+0*N, blk_0.1.weight P[128], blk_0.1.bias P[144]
- *   writes blk_0.1.batch_mean F+0, blk_0.1.batch_var F+64, blk_0.2 B+1024*N
+ *   writes blk_0.1.batch_mean F+0, blk_0.1.batch_var F+64, blk_0.3 B+1600*N
  */
-static void forward_train_k01_batch_norm_relu(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void forward_train_k01_batch_norm_relu_max_pool2d(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     ssd_bn_stats((int)N, 4, 64, ((float *)(B + (size_t)0 * N)), ((float *)(F + 0)), ((float *)(F + 64)));
-    ssd_bn_apply((int)N, 4, 64, ((float *)(B + (size_t)0 * N)), ((float *)(F + 0)), ((float *)(F + 64)), (P + 128), (P + 144), 9.99999975e-06f, 1, ((float *)(B + (size_t)1024 * N)));
+    ssd_bn_apply_relu_maxpool2((int)N, 4, 8, 8, ((float *)(B + (size_t)0 * N)), ((float *)(F + 0)), ((float *)(F + 64)), (P + 128), (P + 144), 9.99999975e-06f, NULL, ((float *)(B + (size_t)1600 * N)));
 }
 
-/* k02_max_pool2d  [outElementwiseFusable]
- *   %11 max_pool2d : f32[N,4,4,4]  blk_0.3  GoldenModel.swift:12
- *   reads  blk_0.2 B+1024*N
- *   writes blk_0.3 B+576*N
- */
-static void forward_train_k02_max_pool2d(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
-    (void)P; (void)F; (void)B; (void)S;
-    ssd_maxpool2_forward((int)N, 4, 8, 8, ((float *)(B + (size_t)1024 * N)), ((float *)(B + (size_t)576 * N)));
-}
-
-/* k03_global_max_pool  [reduction]
+/* k02_global_max_pool  [reduction]
  *   %12 global_max_pool : f32[N,4,1,1]  blk_1  GoldenModel.swift:18
- *   reads  blk_0.3 B+576*N
- *   writes blk_1 B+1600*N
+ *   reads  blk_0.3 B+1600*N
+ *   writes blk_1 B+640*N
  */
-static void forward_train_k03_global_max_pool(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void forward_train_k02_global_max_pool(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    ssd_global_maxpool_forward((int)N, 4, 16, ((float *)(B + (size_t)576 * N)), ((float *)(B + (size_t)1600 * N)));
+    ssd_global_maxpool_forward((int)N, 4, 16, ((float *)(B + (size_t)1600 * N)), ((float *)(B + (size_t)640 * N)));
+}
+
+/* k03_conv2d  [outElementwiseFusable]
+ *   %16 conv2d {stride=1 padding=1} : f32[N,9,4,4]  cls_0  GoldenModel.swift:22
+ *   reads  blk_0.3 B+1600*N, cls_0.weight P[208], cls_0.bias P[544]
+ *   writes cls_0 B+0*N
+ */
+static void forward_train_k03_conv2d(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+    (void)P; (void)F; (void)B; (void)S;
+    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 9, 3, 1, 1);
+    ssd_conv2d_forward(&g, ((float *)(B + (size_t)1600 * N)), (P + 208), (P + 544), ((float *)(B + (size_t)0 * N)), 0, S);
 }
 
 /* k04_conv2d  [outElementwiseFusable]
- *   %16 conv2d {stride=1 padding=1} : f32[N,9,4,4]  cls_0  GoldenModel.swift:22
- *   reads  blk_0.3 B+576*N, cls_0.weight P[208], cls_0.bias P[544]
- *   writes cls_0 B+0*N
+ *   %21 conv2d {stride=1 padding=1} : f32[N,12,4,4]  bbox_0  GoldenModel.swift:23
+ *   reads  blk_0.3 B+1600*N, bbox_0.weight P[560], bbox_0.bias P[992]
+ *   writes bbox_0 B+832*N
  */
 static void forward_train_k04_conv2d(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 9, 3, 1, 1);
-    ssd_conv2d_forward(&g, ((float *)(B + (size_t)576 * N)), (P + 208), (P + 544), ((float *)(B + (size_t)0 * N)), 0, S);
+    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 12, 3, 1, 1);
+    ssd_conv2d_forward(&g, ((float *)(B + (size_t)1600 * N)), (P + 560), (P + 992), ((float *)(B + (size_t)832 * N)), 0, S);
 }
 
 /* k05_conv2d  [outElementwiseFusable]
- *   %21 conv2d {stride=1 padding=1} : f32[N,12,4,4]  bbox_0  GoldenModel.swift:23
- *   reads  blk_0.3 B+576*N, bbox_0.weight P[560], bbox_0.bias P[992]
- *   writes bbox_0 B+832*N
+ *   %27 conv2d {stride=1 padding=1} : f32[N,9,1,1]  cls_1  GoldenModel.swift:22
+ *   reads  blk_1 B+640*N, cls_1.weight P[1008], cls_1.bias P[1344]
+ *   writes cls_1 B+576*N
  */
 static void forward_train_k05_conv2d(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 12, 3, 1, 1);
-    ssd_conv2d_forward(&g, ((float *)(B + (size_t)576 * N)), (P + 560), (P + 992), ((float *)(B + (size_t)832 * N)), 0, S);
+    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 9, 3, 1, 1);
+    ssd_conv2d_forward(&g, ((float *)(B + (size_t)640 * N)), (P + 1008), (P + 1344), ((float *)(B + (size_t)576 * N)), 0, S);
 }
 
 /* k06_conv2d  [outElementwiseFusable]
- *   %27 conv2d {stride=1 padding=1} : f32[N,9,1,1]  cls_1  GoldenModel.swift:22
- *   reads  blk_1 B+1600*N, cls_1.weight P[1008], cls_1.bias P[1344]
- *   writes cls_1 B+576*N
+ *   %32 conv2d {stride=1 padding=1} : f32[N,12,1,1]  bbox_1  GoldenModel.swift:23
+ *   reads  blk_1 B+640*N, bbox_1.weight P[1360], bbox_1.bias P[1792]
+ *   writes bbox_1 B+2240*N
  */
 static void forward_train_k06_conv2d(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 9, 3, 1, 1);
-    ssd_conv2d_forward(&g, ((float *)(B + (size_t)1600 * N)), (P + 1008), (P + 1344), ((float *)(B + (size_t)576 * N)), 0, S);
-}
-
-/* k07_conv2d  [outElementwiseFusable]
- *   %32 conv2d {stride=1 padding=1} : f32[N,12,1,1]  bbox_1  GoldenModel.swift:23
- *   reads  blk_1 B+1600*N, bbox_1.weight P[1360], bbox_1.bias P[1792]
- *   writes bbox_1 B+2240*N
- */
-static void forward_train_k07_conv2d(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
-    (void)P; (void)F; (void)B; (void)S;
     const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 12, 3, 1, 1);
-    ssd_conv2d_forward(&g, ((float *)(B + (size_t)1600 * N)), (P + 1360), (P + 1792), ((float *)(B + (size_t)2240 * N)), 0, S);
+    ssd_conv2d_forward(&g, ((float *)(B + (size_t)640 * N)), (P + 1360), (P + 1792), ((float *)(B + (size_t)2240 * N)), 0, S);
 }
 
-/* k08_permute_reshape_concat  [injective]
+/* k07_permute_reshape_concat  [injective]
  *   %17 permute {perm=[0, 2, 3, 1]} : f32[N,4,4,9]    GoldenModel.swift:22
  *   %18 reshape {dims=[-1]} : f32[N,144]    GoldenModel.swift:22
  *   %28 permute {perm=[0, 2, 3, 1]} : f32[N,1,1,9]    GoldenModel.swift:22
@@ -143,7 +134,7 @@ static void forward_train_k07_conv2d(int64_t N, float *restrict P, char *restric
  *   reads  cls_0 B+0*N, cls_1 B+576*N
  *   writes v36_concat B+1600*N
  */
-static void forward_train_k08_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void forward_train_k07_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     float *restrict y = ((float *)(B + (size_t)1600 * N));
     /* piece 0: cls_0 [9, 4, 4] permuted [1, 2, 0] -> rows of 144 at +0 of 153 */
@@ -178,7 +169,7 @@ static void forward_train_k08_permute_reshape_concat(int64_t N, float *restrict 
     }
 }
 
-/* k09_permute_reshape_concat  [injective]
+/* k08_permute_reshape_concat  [injective]
  *   %22 permute {perm=[0, 2, 3, 1]} : f32[N,4,4,12]    GoldenModel.swift:23
  *   %23 reshape {dims=[-1]} : f32[N,192]    GoldenModel.swift:23
  *   %33 permute {perm=[0, 2, 3, 1]} : f32[N,1,1,12]    GoldenModel.swift:23
@@ -187,7 +178,7 @@ static void forward_train_k08_permute_reshape_concat(int64_t N, float *restrict 
  *   reads  bbox_0 B+832*N, bbox_1 B+2240*N
  *   writes bbox_preds B+0*N
  */
-static void forward_train_k09_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void forward_train_k08_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     float *restrict y = ((float *)(B + (size_t)0 * N));
     /* piece 0: bbox_0 [12, 4, 4] permuted [1, 2, 0] -> rows of 192 at +0 of 204 */
@@ -232,21 +223,20 @@ size_t ssdc_forward_train_scratch_floats(int64_t N) {
     return s;
 }
 
-static double forward_train_times[10];
+static double forward_train_times[9];
 
 int ssdc_forward_train(int64_t N, float *P, char *F, char *B, float *S) {
     if (N < 1) return SSDC_ERR_BATCH;
     if (!P || !F || !B || !S) return SSDC_ERR_NULL;
     SSDC_TIMED(forward_train_times, 0, forward_train_k00_conv2d(N, P, F, B, S));
-    SSDC_TIMED(forward_train_times, 1, forward_train_k01_batch_norm_relu(N, P, F, B, S));
-    SSDC_TIMED(forward_train_times, 2, forward_train_k02_max_pool2d(N, P, F, B, S));
-    SSDC_TIMED(forward_train_times, 3, forward_train_k03_global_max_pool(N, P, F, B, S));
+    SSDC_TIMED(forward_train_times, 1, forward_train_k01_batch_norm_relu_max_pool2d(N, P, F, B, S));
+    SSDC_TIMED(forward_train_times, 2, forward_train_k02_global_max_pool(N, P, F, B, S));
+    SSDC_TIMED(forward_train_times, 3, forward_train_k03_conv2d(N, P, F, B, S));
     SSDC_TIMED(forward_train_times, 4, forward_train_k04_conv2d(N, P, F, B, S));
     SSDC_TIMED(forward_train_times, 5, forward_train_k05_conv2d(N, P, F, B, S));
     SSDC_TIMED(forward_train_times, 6, forward_train_k06_conv2d(N, P, F, B, S));
-    SSDC_TIMED(forward_train_times, 7, forward_train_k07_conv2d(N, P, F, B, S));
+    SSDC_TIMED(forward_train_times, 7, forward_train_k07_permute_reshape_concat(N, P, F, B, S));
     SSDC_TIMED(forward_train_times, 8, forward_train_k08_permute_reshape_concat(N, P, F, B, S));
-    SSDC_TIMED(forward_train_times, 9, forward_train_k09_permute_reshape_concat(N, P, F, B, S));
     return SSDC_OK;
 }
 
@@ -479,105 +469,96 @@ int ssdc_infer(int64_t N, float *P, char *F, char *B, float *S) {
 
 /* k00_conv2d  [outElementwiseFusable]
  *   %3 conv2d {stride=1 padding=1} : f32[N,4,8,8]  blk_0.0  GoldenModel.swift:9
- *   reads  X B+6592*N, blk_0.0.weight P[0], blk_0.0.bias P[112]
+ *   reads  X B+5568*N, blk_0.0.weight P[0], blk_0.0.bias P[112]
  *   writes blk_0.0 B+0*N
  */
 static void train_step_k00_conv2d(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 3, 8, 8, 4, 3, 1, 1);
-    ssd_conv2d_forward(&g, ((float *)(B + (size_t)6592 * N)), (P + 0), (P + 112), ((float *)(B + (size_t)0 * N)), 0, S);
+    ssd_conv2d_forward(&g, ((float *)(B + (size_t)5568 * N)), (P + 0), (P + 112), ((float *)(B + (size_t)0 * N)), 0, S);
 }
 
-/* k01_batch_norm_relu  [outElementwiseFusable]
+/* k01_batch_norm_relu_max_pool2d  [outElementwiseFusable]
  *   %9 batch_norm {eps=1e-05 momentum=0.1} : f32[N,4,8,8]  blk_0.1  GoldenModel.swift:10
  *   %10 relu : f32[N,4,8,8]  blk_0.2  GoldenModel.swift:11
+ *   %11 max_pool2d : f32[N,4,4,4]  blk_0.3  GoldenModel.swift:12
  *   reads  blk_0.0 B+0*N, blk_0.1.weight P[128], blk_0.1.bias P[144], blk_0.1.running_mean P[160], blk_0.1.running_var P[176], blk_0.1.num_batches_tracked P[192]
- *   writes blk_0.1.batch_mean F+64, blk_0.1.batch_var F+128, blk_0.2 B+1024*N, blk_0.1.running_mean P[160], blk_0.1.running_var P[176], blk_0.1.num_batches_tracked P[192]
+ *   writes blk_0.1.batch_mean F+64, blk_0.1.batch_var F+128, blk_0.2 B+1024*N, blk_0.3 B+8384*N, blk_0.1.running_mean P[160], blk_0.1.running_var P[176], blk_0.1.num_batches_tracked P[192]
  */
-static void train_step_k01_batch_norm_relu(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void train_step_k01_batch_norm_relu_max_pool2d(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     ssd_bn_stats((int)N, 4, 64, ((float *)(B + (size_t)0 * N)), ((float *)(F + 64)), ((float *)(F + 128)));
-    ssd_bn_apply((int)N, 4, 64, ((float *)(B + (size_t)0 * N)), ((float *)(F + 64)), ((float *)(F + 128)), (P + 128), (P + 144), 9.99999975e-06f, 1, ((float *)(B + (size_t)1024 * N)));
+    ssd_bn_apply_relu_maxpool2((int)N, 4, 8, 8, ((float *)(B + (size_t)0 * N)), ((float *)(F + 64)), ((float *)(F + 128)), (P + 128), (P + 144), 9.99999975e-06f, ((float *)(B + (size_t)1024 * N)), ((float *)(B + (size_t)8384 * N)));
     ssd_bn_update_running(4, ((float *)(F + 64)), ((float *)(F + 128)), N * 64, 0.100000001f, (P + 160), (P + 176));
     (P + 192)[0] += 1.0f; /* num_batches_tracked */
 }
 
-/* k02_max_pool2d  [outElementwiseFusable]
- *   %11 max_pool2d : f32[N,4,4,4]  blk_0.3  GoldenModel.swift:12
- *   reads  blk_0.2 B+1024*N
- *   writes blk_0.3 B+3648*N
+/* k02_global_max_pool  [reduction]
+ *   %12 global_max_pool : f32[N,4,1,1]  blk_1  GoldenModel.swift:18
+ *   reads  blk_0.3 B+8384*N
+ *   writes blk_1 B+8896*N
  */
-static void train_step_k02_max_pool2d(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void train_step_k02_global_max_pool(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    ssd_maxpool2_forward((int)N, 4, 8, 8, ((float *)(B + (size_t)1024 * N)), ((float *)(B + (size_t)3648 * N)));
+    ssd_global_maxpool_forward((int)N, 4, 16, ((float *)(B + (size_t)8384 * N)), ((float *)(B + (size_t)8896 * N)));
 }
 
-/* k03_global_max_pool  [reduction]
- *   %12 global_max_pool : f32[N,4,1,1]  blk_1  GoldenModel.swift:18
- *   reads  blk_0.3 B+3648*N
- *   writes blk_1 B+3968*N
+/* k03_conv2d  [outElementwiseFusable]
+ *   %16 conv2d {stride=1 padding=1} : f32[N,9,4,4]  cls_0  GoldenModel.swift:22
+ *   reads  blk_0.3 B+8384*N, cls_0.weight P[208], cls_0.bias P[544]
+ *   writes cls_0 B+2816*N
  */
-static void train_step_k03_global_max_pool(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void train_step_k03_conv2d(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    ssd_global_maxpool_forward((int)N, 4, 16, ((float *)(B + (size_t)3648 * N)), ((float *)(B + (size_t)3968 * N)));
+    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 9, 3, 1, 1);
+    ssd_conv2d_forward(&g, ((float *)(B + (size_t)8384 * N)), (P + 208), (P + 544), ((float *)(B + (size_t)2816 * N)), 0, S);
 }
 
 /* k04_conv2d  [outElementwiseFusable]
- *   %16 conv2d {stride=1 padding=1} : f32[N,9,4,4]  cls_0  GoldenModel.swift:22
- *   reads  blk_0.3 B+3648*N, cls_0.weight P[208], cls_0.bias P[544]
- *   writes cls_0 B+2816*N
+ *   %21 conv2d {stride=1 padding=1} : f32[N,12,4,4]  bbox_0  GoldenModel.swift:23
+ *   reads  blk_0.3 B+8384*N, bbox_0.weight P[560], bbox_0.bias P[992]
+ *   writes bbox_0 B+2048*N
  */
 static void train_step_k04_conv2d(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 9, 3, 1, 1);
-    ssd_conv2d_forward(&g, ((float *)(B + (size_t)3648 * N)), (P + 208), (P + 544), ((float *)(B + (size_t)2816 * N)), 0, S);
+    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 12, 3, 1, 1);
+    ssd_conv2d_forward(&g, ((float *)(B + (size_t)8384 * N)), (P + 560), (P + 992), ((float *)(B + (size_t)2048 * N)), 0, S);
 }
 
 /* k05_conv2d  [outElementwiseFusable]
- *   %21 conv2d {stride=1 padding=1} : f32[N,12,4,4]  bbox_0  GoldenModel.swift:23
- *   reads  blk_0.3 B+3648*N, bbox_0.weight P[560], bbox_0.bias P[992]
- *   writes bbox_0 B+2048*N
+ *   %27 conv2d {stride=1 padding=1} : f32[N,9,1,1]  cls_1  GoldenModel.swift:22
+ *   reads  blk_1 B+8896*N, cls_1.weight P[1008], cls_1.bias P[1344]
+ *   writes cls_1 B+3392*N
  */
 static void train_step_k05_conv2d(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 12, 3, 1, 1);
-    ssd_conv2d_forward(&g, ((float *)(B + (size_t)3648 * N)), (P + 560), (P + 992), ((float *)(B + (size_t)2048 * N)), 0, S);
+    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 9, 3, 1, 1);
+    ssd_conv2d_forward(&g, ((float *)(B + (size_t)8896 * N)), (P + 1008), (P + 1344), ((float *)(B + (size_t)3392 * N)), 0, S);
 }
 
 /* k06_conv2d  [outElementwiseFusable]
- *   %27 conv2d {stride=1 padding=1} : f32[N,9,1,1]  cls_1  GoldenModel.swift:22
- *   reads  blk_1 B+3968*N, cls_1.weight P[1008], cls_1.bias P[1344]
- *   writes cls_1 B+3456*N
+ *   %32 conv2d {stride=1 padding=1} : f32[N,12,1,1]  bbox_1  GoldenModel.swift:23
+ *   reads  blk_1 B+8896*N, bbox_1.weight P[1360], bbox_1.bias P[1792]
+ *   writes bbox_1 B+3904*N
  */
 static void train_step_k06_conv2d(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 9, 3, 1, 1);
-    ssd_conv2d_forward(&g, ((float *)(B + (size_t)3968 * N)), (P + 1008), (P + 1344), ((float *)(B + (size_t)3456 * N)), 0, S);
-}
-
-/* k07_conv2d  [outElementwiseFusable]
- *   %32 conv2d {stride=1 padding=1} : f32[N,12,1,1]  bbox_1  GoldenModel.swift:23
- *   reads  blk_1 B+3968*N, bbox_1.weight P[1360], bbox_1.bias P[1792]
- *   writes bbox_1 B+3392*N
- */
-static void train_step_k07_conv2d(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
-    (void)P; (void)F; (void)B; (void)S;
     const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 12, 3, 1, 1);
-    ssd_conv2d_forward(&g, ((float *)(B + (size_t)3968 * N)), (P + 1360), (P + 1792), ((float *)(B + (size_t)3392 * N)), 0, S);
+    ssd_conv2d_forward(&g, ((float *)(B + (size_t)8896 * N)), (P + 1360), (P + 1792), ((float *)(B + (size_t)3904 * N)), 0, S);
 }
 
-/* k08_permute_reshape_concat  [injective]
+/* k07_permute_reshape_concat  [injective]
  *   %17 permute {perm=[0, 2, 3, 1]} : f32[N,4,4,9]    GoldenModel.swift:22
  *   %18 reshape {dims=[-1]} : f32[N,144]    GoldenModel.swift:22
  *   %28 permute {perm=[0, 2, 3, 1]} : f32[N,1,1,9]    GoldenModel.swift:22
  *   %29 reshape {dims=[-1]} : f32[N,9]    GoldenModel.swift:22
  *   %36 concat {axis=1} : f32[N,153]    GoldenModel.swift:26
- *   reads  cls_0 B+2816*N, cls_1 B+3456*N
- *   writes v36_concat B+7360*N
+ *   reads  cls_0 B+2816*N, cls_1 B+3392*N
+ *   writes v36_concat B+7104*N
  */
-static void train_step_k08_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void train_step_k07_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    float *restrict y = ((float *)(B + (size_t)7360 * N));
+    float *restrict y = ((float *)(B + (size_t)7104 * N));
     /* piece 0: cls_0 [9, 4, 4] permuted [1, 2, 0] -> rows of 144 at +0 of 153 */
     #pragma omp parallel for schedule(static)
     for (int64_t n = 0; n < N; n++) {
@@ -596,7 +577,7 @@ static void train_step_k08_permute_reshape_concat(int64_t N, float *restrict P, 
     /* piece 1: cls_1 [9, 1, 1] permuted [1, 2, 0] -> rows of 9 at +144 of 153 */
     #pragma omp parallel for schedule(static)
     for (int64_t n = 0; n < N; n++) {
-        const float *restrict x = ((float *)(B + (size_t)3456 * N)) + n * 9;
+        const float *restrict x = ((float *)(B + (size_t)3392 * N)) + n * 9;
         float *restrict yn = y + n * 153;
         int64_t lin = 0;
         for (int64_t i0 = 0; i0 < 1; i0++) {
@@ -610,18 +591,18 @@ static void train_step_k08_permute_reshape_concat(int64_t N, float *restrict P, 
     }
 }
 
-/* k09_permute_reshape_concat  [injective]
+/* k08_permute_reshape_concat  [injective]
  *   %22 permute {perm=[0, 2, 3, 1]} : f32[N,4,4,12]    GoldenModel.swift:23
  *   %23 reshape {dims=[-1]} : f32[N,192]    GoldenModel.swift:23
  *   %33 permute {perm=[0, 2, 3, 1]} : f32[N,1,1,12]    GoldenModel.swift:23
  *   %34 reshape {dims=[-1]} : f32[N,12]    GoldenModel.swift:23
  *   %38 concat {axis=1} : f32[N,204]  bbox_preds  GoldenModel.swift:27
- *   reads  bbox_0 B+2048*N, bbox_1 B+3392*N
- *   writes bbox_preds B+4096*N
+ *   reads  bbox_0 B+2048*N, bbox_1 B+3904*N
+ *   writes bbox_preds B+3072*N
  */
-static void train_step_k09_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void train_step_k08_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    float *restrict y = ((float *)(B + (size_t)4096 * N));
+    float *restrict y = ((float *)(B + (size_t)3072 * N));
     /* piece 0: bbox_0 [12, 4, 4] permuted [1, 2, 0] -> rows of 192 at +0 of 204 */
     #pragma omp parallel for schedule(static)
     for (int64_t n = 0; n < N; n++) {
@@ -640,7 +621,7 @@ static void train_step_k09_permute_reshape_concat(int64_t N, float *restrict P, 
     /* piece 1: bbox_1 [12, 1, 1] permuted [1, 2, 0] -> rows of 12 at +192 of 204 */
     #pragma omp parallel for schedule(static)
     for (int64_t n = 0; n < N; n++) {
-        const float *restrict x = ((float *)(B + (size_t)3392 * N)) + n * 12;
+        const float *restrict x = ((float *)(B + (size_t)3904 * N)) + n * 12;
         float *restrict yn = y + n * 204;
         int64_t lin = 0;
         for (int64_t i0 = 0; i0 < 1; i0++) {
@@ -654,44 +635,44 @@ static void train_step_k09_permute_reshape_concat(int64_t N, float *restrict P, 
     }
 }
 
-/* k10_multibox_target  [opaque]
+/* k09_multibox_target  [opaque]
  *   %35 concat {axis=1} : f32[1,51,4]  anchors  GoldenModel.swift:25
- *   reads  anchors c_anchors, Y B+3520*N
- *   writes target.bbox_labels B+4928*N, target.bbox_masks B+5760*N, target.cls_labels B+8640*N
+ *   reads  anchors c_anchors, Y B+6336*N
+ *   writes target.bbox_labels B+3904*N, target.bbox_masks B+4736*N, target.cls_labels B+8640*N
  */
-static void train_step_k10_multibox_target(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void train_step_k09_multibox_target(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    ssd_multibox_target((int)N, 51, 1, c_anchors, ((float *)(B + (size_t)3520 * N)), 0.5f, ((float *)(B + (size_t)4928 * N)), ((float *)(B + (size_t)5760 * N)), ((float *)(B + (size_t)8640 * N)), S);
+    ssd_multibox_target((int)N, 51, 1, c_anchors, ((float *)(B + (size_t)6336 * N)), 0.5f, ((float *)(B + (size_t)3904 * N)), ((float *)(B + (size_t)4736 * N)), ((float *)(B + (size_t)8640 * N)), S);
 }
 
-/* k11_multibox_loss  [opaque]
+/* k10_multibox_loss  [opaque]
  *   %37 reshape {dims=[-1, 3]} : f32[N,51,3]  cls_preds  GoldenModel.swift:26
  *   %38 concat {axis=1} : f32[N,204]  bbox_preds  GoldenModel.swift:27
- *   reads  v36_concat B+7360*N, bbox_preds B+4096*N, target.cls_labels B+8640*N, target.bbox_labels B+4928*N, target.bbox_masks B+5760*N
- *   writes loss.per_example B+8896*N, grad.cls_preds B+8000*N, grad.bbox_preds B+2048*N, metrics F+0
+ *   reads  v36_concat B+7104*N, bbox_preds B+3072*N, target.cls_labels B+8640*N, target.bbox_labels B+3904*N, target.bbox_masks B+4736*N
+ *   writes loss.per_example B+8960*N, grad.cls_preds B+7744*N, grad.bbox_preds B+2048*N, metrics F+0
  */
-static void train_step_k11_multibox_loss(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void train_step_k10_multibox_loss(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     const ssd_loss_config_t cfg = { 0, 2.0f, 0.25f, 0, 1.0f, 1.0f, 1.0f, 0.0f };
-    ssd_multibox_loss(&cfg, (int)N, 51, 3, ((float *)(B + (size_t)7360 * N)), ((float *)(B + (size_t)4096 * N)), ((float *)(B + (size_t)8640 * N)), ((float *)(B + (size_t)4928 * N)), ((float *)(B + (size_t)5760 * N)), ((float *)(B + (size_t)8896 * N)), ((float *)(B + (size_t)8000 * N)), ((float *)(B + (size_t)2048 * N)), (double *)((float *)(F + 0)), S);
+    ssd_multibox_loss(&cfg, (int)N, 51, 3, ((float *)(B + (size_t)7104 * N)), ((float *)(B + (size_t)3072 * N)), ((float *)(B + (size_t)8640 * N)), ((float *)(B + (size_t)3904 * N)), ((float *)(B + (size_t)4736 * N)), ((float *)(B + (size_t)8960 * N)), ((float *)(B + (size_t)7744 * N)), ((float *)(B + (size_t)2048 * N)), (double *)((float *)(F + 0)), S);
 }
 
-/* k12_concat_permute_backward  [injective]
+/* k11_concat_permute_backward  [injective]
  *   %38 concat {axis=1} : f32[N,204]  bbox_preds  GoldenModel.swift:27
  *   %23 reshape {dims=[-1]} : f32[N,192]    GoldenModel.swift:23
  *   %22 permute {perm=[0, 2, 3, 1]} : f32[N,4,4,12]    GoldenModel.swift:23
  *   %34 reshape {dims=[-1]} : f32[N,12]    GoldenModel.swift:23
  *   %33 permute {perm=[0, 2, 3, 1]} : f32[N,1,1,12]    GoldenModel.swift:23
  *   reads  grad.bbox_preds B+2048*N
- *   writes grad.bbox_0 B+2880*N, grad.bbox_1 B+3904*N
+ *   writes grad.bbox_0 B+6336*N, grad.bbox_1 B+2880*N
  */
-static void train_step_k12_concat_permute_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void train_step_k11_concat_permute_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     const float *restrict x = ((float *)(B + (size_t)2048 * N));
     /* piece 0: rows of 192 at +0 of 204 -> grad.bbox_0 [12, 4, 4] un-permuted [1, 2, 0] */
     #pragma omp parallel for schedule(static)
     for (int64_t n = 0; n < N; n++) {
-        float *restrict g = ((float *)(B + (size_t)2880 * N)) + n * 192;
+        float *restrict g = ((float *)(B + (size_t)6336 * N)) + n * 192;
         const float *restrict xn = x + n * 204;
         int64_t lin = 0;
         for (int64_t i0 = 0; i0 < 4; i0++) {
@@ -706,7 +687,7 @@ static void train_step_k12_concat_permute_backward(int64_t N, float *restrict P,
     /* piece 1: rows of 12 at +192 of 204 -> grad.bbox_1 [12, 1, 1] un-permuted [1, 2, 0] */
     #pragma omp parallel for schedule(static)
     for (int64_t n = 0; n < N; n++) {
-        float *restrict g = ((float *)(B + (size_t)3904 * N)) + n * 12;
+        float *restrict g = ((float *)(B + (size_t)2880 * N)) + n * 12;
         const float *restrict xn = x + n * 204;
         int64_t lin = 0;
         for (int64_t i0 = 0; i0 < 1; i0++) {
@@ -720,18 +701,18 @@ static void train_step_k12_concat_permute_backward(int64_t N, float *restrict P,
     }
 }
 
-/* k13_concat_permute_backward  [injective]
+/* k12_concat_permute_backward  [injective]
  *   %36 concat {axis=1} : f32[N,153]    GoldenModel.swift:26
  *   %18 reshape {dims=[-1]} : f32[N,144]    GoldenModel.swift:22
  *   %17 permute {perm=[0, 2, 3, 1]} : f32[N,4,4,9]    GoldenModel.swift:22
  *   %29 reshape {dims=[-1]} : f32[N,9]    GoldenModel.swift:22
  *   %28 permute {perm=[0, 2, 3, 1]} : f32[N,1,1,9]    GoldenModel.swift:22
- *   reads  grad.cls_preds B+8000*N
+ *   reads  grad.cls_preds B+7744*N
  *   writes grad.cls_0 B+2048*N, grad.cls_1 B+2624*N
  */
-static void train_step_k13_concat_permute_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void train_step_k12_concat_permute_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    const float *restrict x = ((float *)(B + (size_t)8000 * N));
+    const float *restrict x = ((float *)(B + (size_t)7744 * N));
     /* piece 0: rows of 144 at +0 of 153 -> grad.cls_0 [9, 4, 4] un-permuted [1, 2, 0] */
     #pragma omp parallel for schedule(static)
     for (int64_t n = 0; n < N; n++) {
@@ -764,139 +745,130 @@ static void train_step_k13_concat_permute_backward(int64_t N, float *restrict P,
     }
 }
 
-/* k14_conv2d_backward  [outElementwiseFusable]
+/* k13_conv2d_backward  [outElementwiseFusable]
  *   %32 conv2d {stride=1 padding=1} : f32[N,12,1,1]  bbox_1  GoldenModel.swift:23
- *   reads  blk_1 B+3968*N, bbox_1.weight P[1360], grad.bbox_1 B+3904*N
- *   writes grad.blk_1 B+4032*N, grad.bbox_1.weight P[3168], grad.bbox_1.bias P[3600]
+ *   reads  blk_1 B+8896*N, bbox_1.weight P[1360], grad.bbox_1 B+2880*N
+ *   writes grad.blk_1 B+2944*N, grad.bbox_1.weight P[3168], grad.bbox_1.bias P[3600]
+ */
+static void train_step_k13_conv2d_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+    (void)P; (void)F; (void)B; (void)S;
+    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 12, 3, 1, 1);
+    ssd_conv2d_backward_data(&g, ((float *)(B + (size_t)2880 * N)), (P + 1360), ((float *)(B + (size_t)2944 * N)), S);
+    ssd_conv2d_backward_weight(&g, ((float *)(B + (size_t)8896 * N)), ((float *)(B + (size_t)2880 * N)), (P + 3168), (P + 3600), S);
+}
+
+/* k14_conv2d_backward  [outElementwiseFusable]
+ *   %27 conv2d {stride=1 padding=1} : f32[N,9,1,1]  cls_1  GoldenModel.swift:22
+ *   reads  blk_1 B+8896*N, cls_1.weight P[1008], grad.cls_1 B+2624*N
+ *   writes grad.blk_1 B+2688*N, grad.cls_1.weight P[2816], grad.cls_1.bias P[3152]
  */
 static void train_step_k14_conv2d_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 12, 3, 1, 1);
-    ssd_conv2d_backward_data(&g, ((float *)(B + (size_t)3904 * N)), (P + 1360), ((float *)(B + (size_t)4032 * N)), S);
-    ssd_conv2d_backward_weight(&g, ((float *)(B + (size_t)3968 * N)), ((float *)(B + (size_t)3904 * N)), (P + 3168), (P + 3600), S);
-}
-
-/* k15_conv2d_backward  [outElementwiseFusable]
- *   %27 conv2d {stride=1 padding=1} : f32[N,9,1,1]  cls_1  GoldenModel.swift:22
- *   reads  blk_1 B+3968*N, cls_1.weight P[1008], grad.cls_1 B+2624*N
- *   writes grad.blk_1 B+2688*N, grad.cls_1.weight P[2816], grad.cls_1.bias P[3152]
- */
-static void train_step_k15_conv2d_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
-    (void)P; (void)F; (void)B; (void)S;
     const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 9, 3, 1, 1);
     ssd_conv2d_backward_data(&g, ((float *)(B + (size_t)2624 * N)), (P + 1008), ((float *)(B + (size_t)2688 * N)), S);
-    ssd_conv2d_backward_weight(&g, ((float *)(B + (size_t)3968 * N)), ((float *)(B + (size_t)2624 * N)), (P + 2816), (P + 3152), S);
+    ssd_conv2d_backward_weight(&g, ((float *)(B + (size_t)8896 * N)), ((float *)(B + (size_t)2624 * N)), (P + 2816), (P + 3152), S);
 }
 
-/* k16_accumulate_grad  [elementwise]
+/* k15_accumulate_grad  [elementwise]
  *   %27 conv2d {stride=1 padding=1} : f32[N,9,1,1]  cls_1  GoldenModel.swift:22
- *   reads  grad.blk_1 B+4032*N, grad.blk_1 B+2688*N
- *   writes grad.blk_1 B+4032*N
+ *   reads  grad.blk_1 B+2944*N, grad.blk_1 B+2688*N
+ *   writes grad.blk_1 B+2944*N
  */
-static void train_step_k16_accumulate_grad(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void train_step_k15_accumulate_grad(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    float *restrict a = ((float *)(B + (size_t)4032 * N));
+    float *restrict a = ((float *)(B + (size_t)2944 * N));
     const float *restrict b = ((float *)(B + (size_t)2688 * N));
     const int64_t n = N * 4;
     #pragma omp parallel for simd schedule(static)
     for (int64_t i = 0; i < n; i++) a[i] += b[i];
 }
 
-/* k17_conv2d_backward  [outElementwiseFusable]
+/* k16_conv2d_backward  [outElementwiseFusable]
  *   %21 conv2d {stride=1 padding=1} : f32[N,12,4,4]  bbox_0  GoldenModel.swift:23
- *   reads  blk_0.3 B+3648*N, bbox_0.weight P[560], grad.bbox_0 B+2880*N
- *   writes grad.blk_0.3 B+8000*N, grad.bbox_0.weight P[2368], grad.bbox_0.bias P[2800]
+ *   reads  blk_0.3 B+8384*N, bbox_0.weight P[560], grad.bbox_0 B+6336*N
+ *   writes grad.blk_0.3 B+7744*N, grad.bbox_0.weight P[2368], grad.bbox_0.bias P[2800]
+ */
+static void train_step_k16_conv2d_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+    (void)P; (void)F; (void)B; (void)S;
+    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 12, 3, 1, 1);
+    ssd_conv2d_backward_data(&g, ((float *)(B + (size_t)6336 * N)), (P + 560), ((float *)(B + (size_t)7744 * N)), S);
+    ssd_conv2d_backward_weight(&g, ((float *)(B + (size_t)8384 * N)), ((float *)(B + (size_t)6336 * N)), (P + 2368), (P + 2800), S);
+}
+
+/* k17_conv2d_backward  [outElementwiseFusable]
+ *   %16 conv2d {stride=1 padding=1} : f32[N,9,4,4]  cls_0  GoldenModel.swift:22
+ *   reads  blk_0.3 B+8384*N, cls_0.weight P[208], grad.cls_0 B+2048*N
+ *   writes grad.blk_0.3 B+2624*N, grad.cls_0.weight P[2016], grad.cls_0.bias P[2352]
  */
 static void train_step_k17_conv2d_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 12, 3, 1, 1);
-    ssd_conv2d_backward_data(&g, ((float *)(B + (size_t)2880 * N)), (P + 560), ((float *)(B + (size_t)8000 * N)), S);
-    ssd_conv2d_backward_weight(&g, ((float *)(B + (size_t)3648 * N)), ((float *)(B + (size_t)2880 * N)), (P + 2368), (P + 2800), S);
-}
-
-/* k18_conv2d_backward  [outElementwiseFusable]
- *   %16 conv2d {stride=1 padding=1} : f32[N,9,4,4]  cls_0  GoldenModel.swift:22
- *   reads  blk_0.3 B+3648*N, cls_0.weight P[208], grad.cls_0 B+2048*N
- *   writes grad.blk_0.3 B+2624*N, grad.cls_0.weight P[2016], grad.cls_0.bias P[2352]
- */
-static void train_step_k18_conv2d_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
-    (void)P; (void)F; (void)B; (void)S;
     const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 9, 3, 1, 1);
     ssd_conv2d_backward_data(&g, ((float *)(B + (size_t)2048 * N)), (P + 208), ((float *)(B + (size_t)2624 * N)), S);
-    ssd_conv2d_backward_weight(&g, ((float *)(B + (size_t)3648 * N)), ((float *)(B + (size_t)2048 * N)), (P + 2016), (P + 2352), S);
+    ssd_conv2d_backward_weight(&g, ((float *)(B + (size_t)8384 * N)), ((float *)(B + (size_t)2048 * N)), (P + 2016), (P + 2352), S);
 }
 
-/* k19_accumulate_grad  [elementwise]
+/* k18_accumulate_grad  [elementwise]
  *   %16 conv2d {stride=1 padding=1} : f32[N,9,4,4]  cls_0  GoldenModel.swift:22
- *   reads  grad.blk_0.3 B+8000*N, grad.blk_0.3 B+2624*N
- *   writes grad.blk_0.3 B+8000*N
+ *   reads  grad.blk_0.3 B+7744*N, grad.blk_0.3 B+2624*N
+ *   writes grad.blk_0.3 B+7744*N
  */
-static void train_step_k19_accumulate_grad(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void train_step_k18_accumulate_grad(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    float *restrict a = ((float *)(B + (size_t)8000 * N));
+    float *restrict a = ((float *)(B + (size_t)7744 * N));
     const float *restrict b = ((float *)(B + (size_t)2624 * N));
     const int64_t n = N * 64;
     #pragma omp parallel for simd schedule(static)
     for (int64_t i = 0; i < n; i++) a[i] += b[i];
 }
 
-/* k20_global_max_pool_backward  [reduction]
+/* k19_global_max_pool_backward  [reduction]
  *   %12 global_max_pool : f32[N,4,1,1]  blk_1  GoldenModel.swift:18
- *   reads  blk_0.3 B+3648*N, grad.blk_1 B+4032*N
+ *   reads  blk_0.3 B+8384*N, grad.blk_1 B+2944*N
  *   writes grad.blk_0.3 B+2048*N
  */
-static void train_step_k20_global_max_pool_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void train_step_k19_global_max_pool_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    ssd_global_maxpool_backward((int)N, 4, 16, ((float *)(B + (size_t)3648 * N)), ((float *)(B + (size_t)4032 * N)), ((float *)(B + (size_t)2048 * N)));
+    ssd_global_maxpool_backward((int)N, 4, 16, ((float *)(B + (size_t)8384 * N)), ((float *)(B + (size_t)2944 * N)), ((float *)(B + (size_t)2048 * N)));
 }
 
-/* k21_accumulate_grad  [elementwise]
+/* k20_accumulate_grad  [elementwise]
  *   %12 global_max_pool : f32[N,4,1,1]  blk_1  GoldenModel.swift:18
- *   reads  grad.blk_0.3 B+8000*N, grad.blk_0.3 B+2048*N
- *   writes grad.blk_0.3 B+8000*N
+ *   reads  grad.blk_0.3 B+7744*N, grad.blk_0.3 B+2048*N
+ *   writes grad.blk_0.3 B+7744*N
  */
-static void train_step_k21_accumulate_grad(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void train_step_k20_accumulate_grad(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    float *restrict a = ((float *)(B + (size_t)8000 * N));
+    float *restrict a = ((float *)(B + (size_t)7744 * N));
     const float *restrict b = ((float *)(B + (size_t)2048 * N));
     const int64_t n = N * 64;
     #pragma omp parallel for simd schedule(static)
     for (int64_t i = 0; i < n; i++) a[i] += b[i];
 }
 
-/* k22_max_pool2d_backward  [outElementwiseFusable]
+/* k21_max_pool2d_relu_batch_norm_backward  [outElementwiseFusable]
  *   %11 max_pool2d : f32[N,4,4,4]  blk_0.3  GoldenModel.swift:12
- *   reads  blk_0.2 B+1024*N, grad.blk_0.3 B+8000*N
- *   writes grad.blk_0.2 B+2048*N
- */
-static void train_step_k22_max_pool2d_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
-    (void)P; (void)F; (void)B; (void)S;
-    ssd_maxpool2_backward((int)N, 4, 8, 8, ((float *)(B + (size_t)1024 * N)), ((float *)(B + (size_t)8000 * N)), ((float *)(B + (size_t)2048 * N)));
-}
-
-/* k23_relu_batch_norm_backward  [outElementwiseFusable]
- *   %9 batch_norm {eps=1e-05 momentum=0.1} : f32[N,4,8,8]  blk_0.1  GoldenModel.swift:10
  *   %10 relu : f32[N,4,8,8]  blk_0.2  GoldenModel.swift:11
- *   reads  blk_0.0 B+0*N, blk_0.1.batch_mean F+64, blk_0.1.batch_var F+128, blk_0.1.weight P[128], grad.blk_0.2 B+2048*N, blk_0.2 B+1024*N
- *   writes grad.blk_0.0 B+3072*N, grad.blk_0.1.weight P[1936], grad.blk_0.1.bias P[1952]
+ *   %9 batch_norm {eps=1e-05 momentum=0.1} : f32[N,4,8,8]  blk_0.1  GoldenModel.swift:10
+ *   reads  blk_0.0 B+0*N, blk_0.1.batch_mean F+64, blk_0.1.batch_var F+128, blk_0.1.weight P[128], blk_0.2 B+1024*N, grad.blk_0.3 B+7744*N
+ *   writes grad.blk_0.0 B+2048*N, grad.blk_0.1.weight P[1936], grad.blk_0.1.bias P[1952]
  */
-static void train_step_k23_relu_batch_norm_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void train_step_k21_max_pool2d_relu_batch_norm_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    ssd_bn_backward((int)N, 4, 64, ((float *)(B + (size_t)0 * N)), ((float *)(F + 64)), ((float *)(F + 128)), (P + 128), 9.99999975e-06f, ((float *)(B + (size_t)1024 * N)), ((float *)(B + (size_t)2048 * N)), ((float *)(B + (size_t)3072 * N)), (P + 1936), (P + 1952));
+    ssd_maxpool2_bn_relu_backward((int)N, 4, 8, 8, ((float *)(B + (size_t)0 * N)), ((float *)(F + 64)), ((float *)(F + 128)), (P + 128), 9.99999975e-06f, ((float *)(B + (size_t)1024 * N)), ((float *)(B + (size_t)7744 * N)), ((float *)(B + (size_t)2048 * N)), (P + 1936), (P + 1952));
 }
 
-/* k24_conv2d_backward  [outElementwiseFusable]
+/* k22_conv2d_backward  [outElementwiseFusable]
  *   %3 conv2d {stride=1 padding=1} : f32[N,4,8,8]  blk_0.0  GoldenModel.swift:9
- *   reads  X B+6592*N, blk_0.0.weight P[0], grad.blk_0.0 B+3072*N
+ *   reads  X B+5568*N, blk_0.0.weight P[0], grad.blk_0.0 B+2048*N
  *   writes grad.blk_0.0.weight P[1808], grad.blk_0.0.bias P[1920]
  */
-static void train_step_k24_conv2d_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void train_step_k22_conv2d_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 3, 8, 8, 4, 3, 1, 1);
-    ssd_conv2d_backward_weight(&g, ((float *)(B + (size_t)6592 * N)), ((float *)(B + (size_t)3072 * N)), (P + 1808), (P + 1920), S);
+    ssd_conv2d_backward_weight(&g, ((float *)(B + (size_t)5568 * N)), ((float *)(B + (size_t)2048 * N)), (P + 1808), (P + 1920), S);
 }
 
-/* k25_sgd  [opaque]
+/* k23_sgd  [opaque]
  *   %1 parameter {name=blk_0.0.weight} : f32[4,3,3,3]  blk_0.0.weight  GoldenModel.swift:9
  *   %2 parameter {name=blk_0.0.bias} : f32[4]  blk_0.0.bias  GoldenModel.swift:9
  *   %4 parameter {name=blk_0.1.weight} : f32[4]  blk_0.1.weight  GoldenModel.swift:10
@@ -912,7 +884,7 @@ static void train_step_k24_conv2d_backward(int64_t N, float *restrict P, char *r
  *   reads  blk_0.0.weight P[0], blk_0.0.bias P[112], blk_0.1.weight P[128], blk_0.1.bias P[144], cls_0.weight P[208], cls_0.bias P[544], bbox_0.weight P[560], bbox_0.bias P[992], cls_1.weight P[1008], cls_1.bias P[1344], bbox_1.weight P[1360], bbox_1.bias P[1792]
  *   writes blk_0.0.weight P[0], blk_0.0.bias P[112], blk_0.1.weight P[128], blk_0.1.bias P[144], cls_0.weight P[208], cls_0.bias P[544], bbox_0.weight P[560], bbox_0.bias P[992], cls_1.weight P[1008], cls_1.bias P[1344], bbox_1.weight P[1360], bbox_1.bias P[1792]
  */
-static void train_step_k25_sgd(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void train_step_k23_sgd(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     const float lr = P[3616], wd = P[3617];
     ssd_sgd_update(108, P + 0, P + 1808, lr, wd); /* blk_0.0.weight */
@@ -946,37 +918,35 @@ size_t ssdc_train_step_scratch_floats(int64_t N) {
     return s;
 }
 
-static double train_step_times[26];
+static double train_step_times[24];
 
 int ssdc_train_step(int64_t N, float *P, char *F, char *B, float *S) {
     if (N < 1) return SSDC_ERR_BATCH;
     if (!P || !F || !B || !S) return SSDC_ERR_NULL;
     SSDC_TIMED(train_step_times, 0, train_step_k00_conv2d(N, P, F, B, S));
-    SSDC_TIMED(train_step_times, 1, train_step_k01_batch_norm_relu(N, P, F, B, S));
-    SSDC_TIMED(train_step_times, 2, train_step_k02_max_pool2d(N, P, F, B, S));
-    SSDC_TIMED(train_step_times, 3, train_step_k03_global_max_pool(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 1, train_step_k01_batch_norm_relu_max_pool2d(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 2, train_step_k02_global_max_pool(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 3, train_step_k03_conv2d(N, P, F, B, S));
     SSDC_TIMED(train_step_times, 4, train_step_k04_conv2d(N, P, F, B, S));
     SSDC_TIMED(train_step_times, 5, train_step_k05_conv2d(N, P, F, B, S));
     SSDC_TIMED(train_step_times, 6, train_step_k06_conv2d(N, P, F, B, S));
-    SSDC_TIMED(train_step_times, 7, train_step_k07_conv2d(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 7, train_step_k07_permute_reshape_concat(N, P, F, B, S));
     SSDC_TIMED(train_step_times, 8, train_step_k08_permute_reshape_concat(N, P, F, B, S));
-    SSDC_TIMED(train_step_times, 9, train_step_k09_permute_reshape_concat(N, P, F, B, S));
-    SSDC_TIMED(train_step_times, 10, train_step_k10_multibox_target(N, P, F, B, S));
-    SSDC_TIMED(train_step_times, 11, train_step_k11_multibox_loss(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 9, train_step_k09_multibox_target(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 10, train_step_k10_multibox_loss(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 11, train_step_k11_concat_permute_backward(N, P, F, B, S));
     SSDC_TIMED(train_step_times, 12, train_step_k12_concat_permute_backward(N, P, F, B, S));
-    SSDC_TIMED(train_step_times, 13, train_step_k13_concat_permute_backward(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 13, train_step_k13_conv2d_backward(N, P, F, B, S));
     SSDC_TIMED(train_step_times, 14, train_step_k14_conv2d_backward(N, P, F, B, S));
-    SSDC_TIMED(train_step_times, 15, train_step_k15_conv2d_backward(N, P, F, B, S));
-    SSDC_TIMED(train_step_times, 16, train_step_k16_accumulate_grad(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 15, train_step_k15_accumulate_grad(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 16, train_step_k16_conv2d_backward(N, P, F, B, S));
     SSDC_TIMED(train_step_times, 17, train_step_k17_conv2d_backward(N, P, F, B, S));
-    SSDC_TIMED(train_step_times, 18, train_step_k18_conv2d_backward(N, P, F, B, S));
-    SSDC_TIMED(train_step_times, 19, train_step_k19_accumulate_grad(N, P, F, B, S));
-    SSDC_TIMED(train_step_times, 20, train_step_k20_global_max_pool_backward(N, P, F, B, S));
-    SSDC_TIMED(train_step_times, 21, train_step_k21_accumulate_grad(N, P, F, B, S));
-    SSDC_TIMED(train_step_times, 22, train_step_k22_max_pool2d_backward(N, P, F, B, S));
-    SSDC_TIMED(train_step_times, 23, train_step_k23_relu_batch_norm_backward(N, P, F, B, S));
-    SSDC_TIMED(train_step_times, 24, train_step_k24_conv2d_backward(N, P, F, B, S));
-    SSDC_TIMED(train_step_times, 25, train_step_k25_sgd(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 18, train_step_k18_accumulate_grad(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 19, train_step_k19_global_max_pool_backward(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 20, train_step_k20_accumulate_grad(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 21, train_step_k21_max_pool2d_relu_batch_norm_backward(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 22, train_step_k22_conv2d_backward(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 23, train_step_k23_sgd(N, P, F, B, S));
     return SSDC_OK;
 }
 
@@ -1432,57 +1402,51 @@ const char *ssdc_manifest(void) {
         "        },\n"
         "        {\n"
         "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k01_batch_norm_relu\",\n"
+        "          \"name\" : \"k01_batch_norm_relu_max_pool2d\",\n"
         "          \"nodes\" : [\n"
         "            9,\n"
-        "            10\n"
-        "          ]\n"
-        "        },\n"
-        "        {\n"
-        "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k02_max_pool2d\",\n"
-        "          \"nodes\" : [\n"
+        "            10,\n"
         "            11\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"reduction\",\n"
-        "          \"name\" : \"k03_global_max_pool\",\n"
+        "          \"name\" : \"k02_global_max_pool\",\n"
         "          \"nodes\" : [\n"
         "            12\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k04_conv2d\",\n"
+        "          \"name\" : \"k03_conv2d\",\n"
         "          \"nodes\" : [\n"
         "            16\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k05_conv2d\",\n"
+        "          \"name\" : \"k04_conv2d\",\n"
         "          \"nodes\" : [\n"
         "            21\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k06_conv2d\",\n"
+        "          \"name\" : \"k05_conv2d\",\n"
         "          \"nodes\" : [\n"
         "            27\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k07_conv2d\",\n"
+        "          \"name\" : \"k06_conv2d\",\n"
         "          \"nodes\" : [\n"
         "            32\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"injective\",\n"
-        "          \"name\" : \"k08_permute_reshape_concat\",\n"
+        "          \"name\" : \"k07_permute_reshape_concat\",\n"
         "          \"nodes\" : [\n"
         "            17,\n"
         "            18,\n"
@@ -1493,7 +1457,7 @@ const char *ssdc_manifest(void) {
         "        },\n"
         "        {\n"
         "          \"kind\" : \"injective\",\n"
-        "          \"name\" : \"k09_permute_reshape_concat\",\n"
+        "          \"name\" : \"k08_permute_reshape_concat\",\n"
         "          \"nodes\" : [\n"
         "            22,\n"
         "            23,\n"
@@ -1711,14 +1675,14 @@ const char *ssdc_manifest(void) {
         "      \"scratch_entry\" : \"ssdc_infer_scratch_floats\"\n"
         "    },\n"
         "    {\n"
-        "      \"batched_bytes_per_example\" : 8960,\n"
+        "      \"batched_bytes_per_example\" : 9024,\n"
         "      \"entry\" : \"ssdc_train_step\",\n"
         "      \"fixed_bytes\" : 192,\n"
         "      \"inputs\" : [\n"
         "        {\n"
         "          \"dtype\" : \"f32\",\n"
         "          \"name\" : \"X\",\n"
-        "          \"offset\" : 6592,\n"
+        "          \"offset\" : 5568,\n"
         "          \"region\" : \"batched\",\n"
         "          \"shape\" : [\n"
         "            -1,\n"
@@ -1730,7 +1694,7 @@ const char *ssdc_manifest(void) {
         "        {\n"
         "          \"dtype\" : \"f32\",\n"
         "          \"name\" : \"Y\",\n"
-        "          \"offset\" : 3520,\n"
+        "          \"offset\" : 6336,\n"
         "          \"region\" : \"batched\",\n"
         "          \"shape\" : [\n"
         "            -1,\n"
@@ -1749,57 +1713,51 @@ const char *ssdc_manifest(void) {
         "        },\n"
         "        {\n"
         "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k01_batch_norm_relu\",\n"
+        "          \"name\" : \"k01_batch_norm_relu_max_pool2d\",\n"
         "          \"nodes\" : [\n"
         "            9,\n"
-        "            10\n"
-        "          ]\n"
-        "        },\n"
-        "        {\n"
-        "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k02_max_pool2d\",\n"
-        "          \"nodes\" : [\n"
+        "            10,\n"
         "            11\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"reduction\",\n"
-        "          \"name\" : \"k03_global_max_pool\",\n"
+        "          \"name\" : \"k02_global_max_pool\",\n"
         "          \"nodes\" : [\n"
         "            12\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k04_conv2d\",\n"
+        "          \"name\" : \"k03_conv2d\",\n"
         "          \"nodes\" : [\n"
         "            16\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k05_conv2d\",\n"
+        "          \"name\" : \"k04_conv2d\",\n"
         "          \"nodes\" : [\n"
         "            21\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k06_conv2d\",\n"
+        "          \"name\" : \"k05_conv2d\",\n"
         "          \"nodes\" : [\n"
         "            27\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k07_conv2d\",\n"
+        "          \"name\" : \"k06_conv2d\",\n"
         "          \"nodes\" : [\n"
         "            32\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"injective\",\n"
-        "          \"name\" : \"k08_permute_reshape_concat\",\n"
+        "          \"name\" : \"k07_permute_reshape_concat\",\n"
         "          \"nodes\" : [\n"
         "            17,\n"
         "            18,\n"
@@ -1810,7 +1768,7 @@ const char *ssdc_manifest(void) {
         "        },\n"
         "        {\n"
         "          \"kind\" : \"injective\",\n"
-        "          \"name\" : \"k09_permute_reshape_concat\",\n"
+        "          \"name\" : \"k08_permute_reshape_concat\",\n"
         "          \"nodes\" : [\n"
         "            22,\n"
         "            23,\n"
@@ -1821,14 +1779,14 @@ const char *ssdc_manifest(void) {
         "        },\n"
         "        {\n"
         "          \"kind\" : \"opaque\",\n"
-        "          \"name\" : \"k10_multibox_target\",\n"
+        "          \"name\" : \"k09_multibox_target\",\n"
         "          \"nodes\" : [\n"
         "            35\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"opaque\",\n"
-        "          \"name\" : \"k11_multibox_loss\",\n"
+        "          \"name\" : \"k10_multibox_loss\",\n"
         "          \"nodes\" : [\n"
         "            37,\n"
         "            38\n"
@@ -1836,7 +1794,7 @@ const char *ssdc_manifest(void) {
         "        },\n"
         "        {\n"
         "          \"kind\" : \"injective\",\n"
-        "          \"name\" : \"k12_concat_permute_backward\",\n"
+        "          \"name\" : \"k11_concat_permute_backward\",\n"
         "          \"nodes\" : [\n"
         "            38,\n"
         "            23,\n"
@@ -1847,7 +1805,7 @@ const char *ssdc_manifest(void) {
         "        },\n"
         "        {\n"
         "          \"kind\" : \"injective\",\n"
-        "          \"name\" : \"k13_concat_permute_backward\",\n"
+        "          \"name\" : \"k12_concat_permute_backward\",\n"
         "          \"nodes\" : [\n"
         "            36,\n"
         "            18,\n"
@@ -1858,85 +1816,79 @@ const char *ssdc_manifest(void) {
         "        },\n"
         "        {\n"
         "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k14_conv2d_backward\",\n"
+        "          \"name\" : \"k13_conv2d_backward\",\n"
         "          \"nodes\" : [\n"
         "            32\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k15_conv2d_backward\",\n"
+        "          \"name\" : \"k14_conv2d_backward\",\n"
         "          \"nodes\" : [\n"
         "            27\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"elementwise\",\n"
-        "          \"name\" : \"k16_accumulate_grad\",\n"
+        "          \"name\" : \"k15_accumulate_grad\",\n"
         "          \"nodes\" : [\n"
         "            27\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k17_conv2d_backward\",\n"
+        "          \"name\" : \"k16_conv2d_backward\",\n"
         "          \"nodes\" : [\n"
         "            21\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k18_conv2d_backward\",\n"
+        "          \"name\" : \"k17_conv2d_backward\",\n"
         "          \"nodes\" : [\n"
         "            16\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"elementwise\",\n"
-        "          \"name\" : \"k19_accumulate_grad\",\n"
+        "          \"name\" : \"k18_accumulate_grad\",\n"
         "          \"nodes\" : [\n"
         "            16\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"reduction\",\n"
-        "          \"name\" : \"k20_global_max_pool_backward\",\n"
+        "          \"name\" : \"k19_global_max_pool_backward\",\n"
         "          \"nodes\" : [\n"
         "            12\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"elementwise\",\n"
-        "          \"name\" : \"k21_accumulate_grad\",\n"
+        "          \"name\" : \"k20_accumulate_grad\",\n"
         "          \"nodes\" : [\n"
         "            12\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k22_max_pool2d_backward\",\n"
+        "          \"name\" : \"k21_max_pool2d_relu_batch_norm_backward\",\n"
         "          \"nodes\" : [\n"
-        "            11\n"
+        "            11,\n"
+        "            10,\n"
+        "            9\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k23_relu_batch_norm_backward\",\n"
-        "          \"nodes\" : [\n"
-        "            9,\n"
-        "            10\n"
-        "          ]\n"
-        "        },\n"
-        "        {\n"
-        "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k24_conv2d_backward\",\n"
+        "          \"name\" : \"k22_conv2d_backward\",\n"
         "          \"nodes\" : [\n"
         "            3\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"opaque\",\n"
-        "          \"name\" : \"k25_sgd\",\n"
+        "          \"name\" : \"k23_sgd\",\n"
         "          \"nodes\" : [\n"
         "            1,\n"
         "            2,\n"
@@ -1971,7 +1923,7 @@ const char *ssdc_manifest(void) {
         "        {\n"
         "          \"dtype\" : \"f32\",\n"
         "          \"name\" : \"cls_preds\",\n"
-        "          \"offset\" : 7360,\n"
+        "          \"offset\" : 7104,\n"
         "          \"region\" : \"batched\",\n"
         "          \"shape\" : [\n"
         "            -1,\n"
@@ -1982,7 +1934,7 @@ const char *ssdc_manifest(void) {
         "        {\n"
         "          \"dtype\" : \"f32\",\n"
         "          \"name\" : \"bbox_preds\",\n"
-        "          \"offset\" : 4096,\n"
+        "          \"offset\" : 3072,\n"
         "          \"region\" : \"batched\",\n"
         "          \"shape\" : [\n"
         "            -1,\n"
@@ -1992,7 +1944,7 @@ const char *ssdc_manifest(void) {
         "        {\n"
         "          \"dtype\" : \"f32\",\n"
         "          \"name\" : \"target.bbox_labels\",\n"
-        "          \"offset\" : 4928,\n"
+        "          \"offset\" : 3904,\n"
         "          \"region\" : \"batched\",\n"
         "          \"shape\" : [\n"
         "            -1,\n"
@@ -2002,7 +1954,7 @@ const char *ssdc_manifest(void) {
         "        {\n"
         "          \"dtype\" : \"f32\",\n"
         "          \"name\" : \"target.bbox_masks\",\n"
-        "          \"offset\" : 5760,\n"
+        "          \"offset\" : 4736,\n"
         "          \"region\" : \"batched\",\n"
         "          \"shape\" : [\n"
         "            -1,\n"
@@ -2022,7 +1974,7 @@ const char *ssdc_manifest(void) {
         "        {\n"
         "          \"dtype\" : \"f32\",\n"
         "          \"name\" : \"loss.per_example\",\n"
-        "          \"offset\" : 8896,\n"
+        "          \"offset\" : 8960,\n"
         "          \"region\" : \"batched\",\n"
         "          \"shape\" : [\n"
         "            -1,\n"

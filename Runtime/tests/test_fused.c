@@ -1,0 +1,330 @@
+/*
+ * test_fused.c — checks the fused kernels of fused.c against the unfused runtime calls
+ * they replace (bit-identical where the arithmetic is the same), and that their results do
+ * not depend on the thread count (1 vs 2 threads, bitwise).
+ *
+ *   ./test_fused         run the checks: one line per check, then "N passed, M failed"
+ *                        (exit status 1 if anything failed)
+ *   ./test_fused bench   fused vs unfused ms at batch 32 (1 and 2 threads)
+ */
+#include "ssd_runtime.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int g_pass, g_fail;
+
+static void report(int ok, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    printf("%s ", ok ? "ok  " : "FAIL");
+    vprintf(fmt, ap);
+    printf("\n");
+    va_end(ap);
+    if (ok) ++g_pass; else ++g_fail;
+}
+
+static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
+
+static float frand(void) /* uniform in [-1, 1) */
+{
+    g_rng ^= g_rng << 13;
+    g_rng ^= g_rng >> 7;
+    g_rng ^= g_rng << 17;
+    return (float)((g_rng >> 40) * (1.0 / 8388608.0) - 1.0);
+}
+
+static float *falloc(size_t n)
+{
+    float *p = malloc((n ? n : 1) * sizeof(float));
+    if (!p) { fprintf(stderr, "out of memory\n"); exit(2); }
+    return p;
+}
+
+static float *frandom(size_t n)
+{
+    float *p = falloc(n);
+    for (size_t i = 0; i < n; ++i) p[i] = frand();
+    return p;
+}
+
+static void fill_nan(float *p, size_t n)
+{
+    for (size_t i = 0; i < n; ++i) p[i] = NAN;
+}
+
+static int same(const float *a, const float *b, size_t n)
+{
+    return memcmp(a, b, n * sizeof(float)) == 0;
+}
+
+#define GUARD 64
+
+static float *scratch_alloc(size_t n)
+{
+    float *s = falloc(n + GUARD);
+    fill_nan(s, n);
+    for (size_t i = 0; i < GUARD; ++i) s[n + i] = 12345.0f;
+    return s;
+}
+
+static int guard_ok(const float *s, size_t n)
+{
+    for (size_t i = 0; i < GUARD; ++i)
+        if (s[n + i] != 12345.0f) return 0;
+    return 1;
+}
+
+/* random BN parameters; var > 0 */
+static void bn_params(int C, float *mean, float *var, float *gamma, float *beta)
+{
+    for (int c = 0; c < C; ++c) {
+        mean[c] = 0.3f * frand();
+        var[c] = 0.2f + 0.5f * (frand() + 1.0f);
+        gamma[c] = 1.0f + 0.5f * frand();
+        beta[c] = 0.2f * frand();
+    }
+}
+
+/* ---- 1. BN apply + ReLU + max pool ------------------------------------------------------ */
+
+static void test_bnrp(int N, int C, int H, int W, int special)
+{
+    const size_t n = (size_t)N * C * H * W, m = (size_t)N * C * (H / 2) * (W / 2);
+    float *x = frandom(n);
+    if (special) /* ties (also many exact zeros after the ReLU), NaN and infinities */
+        for (size_t i = 0; i < n; ++i) {
+            const float r = frand();
+            x[i] = floorf(x[i] * 2.0f) * 0.25f;
+            if (r > 0.95f) x[i] = NAN;
+            else if (r < -0.95f) x[i] = r < -0.975f ? -INFINITY : INFINITY;
+        }
+    float *mean = falloc(C), *var = falloc(C), *gamma = falloc(C), *beta = falloc(C);
+    bn_params(C, mean, var, gamma, beta);
+    const float eps = 1e-5f;
+    float *yr = falloc(n), *pr = falloc(m), *y = falloc(n), *p = falloc(m), *p2 = falloc(m);
+    fill_nan(y, n);
+    fill_nan(p, m);
+    fill_nan(p2, m);
+    ssd_bn_apply(N, C, H * W, x, mean, var, gamma, beta, eps, 1, yr);
+    ssd_maxpool2_forward(N, C, H, W, yr, pr);
+    const int saved = ssd_get_num_threads();
+    ssd_set_num_threads(2);
+    ssd_bn_apply_relu_maxpool2(N, C, H, W, x, mean, var, gamma, beta, eps, y, p);
+    const int ok2 = same(y, yr, n) && same(p, pr, m);
+    ssd_set_num_threads(1);
+    fill_nan(y, n);
+    ssd_bn_apply_relu_maxpool2(N, C, H, W, x, mean, var, gamma, beta, eps, y, p);
+    const int ok1 = same(y, yr, n) && same(p, pr, m);
+    ssd_bn_apply_relu_maxpool2(N, C, H, W, x, mean, var, gamma, beta, eps, NULL, p2);
+    const int okn = same(p2, pr, m);
+    ssd_set_num_threads(saved);
+    report(ok1 && ok2 && okn,
+           "bn_apply_relu_maxpool2 %dx%dx%dx%d%s: == bn_apply+maxpool2 (1 and 2 threads, y NULL)",
+           N, C, H, W, special ? " ties/nan/inf" : "");
+    free(x); free(mean); free(var); free(gamma); free(beta);
+    free(yr); free(pr); free(y); free(p); free(p2);
+}
+
+/* ---- 2. max pool + ReLU + BN backward ---------------------------------------------------- */
+
+static void test_pool_bn_backward(int N, int C, int H, int W, int ties)
+{
+    const size_t n = (size_t)N * C * H * W, m = (size_t)N * C * (H / 2) * (W / 2);
+    float *x = frandom(n), *dp = frandom(m);
+    if (ties)
+        for (size_t i = 0; i < n; ++i) x[i] = floorf(x[i] * 2.0f) * 0.25f;
+    float *mean = falloc(C), *var = falloc(C), *gamma = falloc(C), *beta = falloc(C);
+    bn_params(C, mean, var, gamma, beta);
+    ssd_bn_stats(N, C, H * W, x, mean, var);
+    const float eps = 1e-5f;
+    float *y = falloc(n), *dy = falloc(n), *dxr = falloc(n), *dx = falloc(n);
+    float *dgr = falloc(C), *dbr = falloc(C), *dg = falloc(C), *db = falloc(C);
+    ssd_bn_apply(N, C, H * W, x, mean, var, gamma, beta, eps, 1, y);
+    ssd_maxpool2_backward(N, C, H, W, y, dp, dy);
+    ssd_bn_backward(N, C, H * W, x, mean, var, gamma, eps, y, dy, dxr, dgr, dbr);
+    const int saved = ssd_get_num_threads();
+    int ok[2];
+    for (int t = 1; t <= 2; ++t) {
+        ssd_set_num_threads(t);
+        fill_nan(dx, n);
+        fill_nan(dg, C);
+        fill_nan(db, C);
+        ssd_maxpool2_bn_relu_backward(N, C, H, W, x, mean, var, gamma, eps, y, dp, dx, dg, db);
+        ok[t - 1] = same(dx, dxr, n) && same(dg, dgr, C) && same(db, dbr, C);
+    }
+    ssd_set_num_threads(saved);
+    report(ok[0] && ok[1],
+           "maxpool2_bn_relu_backward %dx%dx%dx%d%s: bitwise == maxpool2_backward+bn_backward "
+           "(1 and 2 threads)", N, C, H, W, ties ? " ties" : "");
+    free(x); free(dp); free(mean); free(var); free(gamma); free(beta);
+    free(y); free(dy); free(dxr); free(dx); free(dgr); free(dbr); free(dg); free(db);
+}
+
+/* ---- 3. conv forward + statistics -------------------------------------------------------- */
+
+static void test_conv_stats(int N, int C, int H, int W, int O, int k, int stride, int pad)
+{
+    const ssd_conv2d_t g = ssd_conv2d_geometry(N, C, H, W, O, k, stride, pad);
+    const size_t xn = (size_t)N * C * H * W, yn = (size_t)N * O * g.OH * g.OW;
+    const size_t wn = (size_t)O * C * k * k;
+    float *x = frandom(xn), *w = frandom(wn), *b = frandom(O);
+    for (int o = 0; o < O; ++o) b[o] = 3.0f * b[o]; /* mean well away from 0 for some */
+    const size_t ns = ssd_conv2d_scratch_floats(&g), nf = ssd_conv2d_stats_scratch_floats(&g);
+    float *s0 = scratch_alloc(ns), *s1 = scratch_alloc(nf);
+    float *yr = falloc(yn), *y = falloc(yn), *y1 = falloc(yn);
+    float *mr = falloc(O), *vr = falloc(O), *m = falloc(O), *v = falloc(O);
+    float *m1 = falloc(O), *v1 = falloc(O);
+    ssd_conv2d_forward(&g, x, w, b, yr, 0, s0);
+    ssd_bn_stats(N, O, g.OH * g.OW, yr, mr, vr);
+    const int saved = ssd_get_num_threads();
+    ssd_set_num_threads(2);
+    fill_nan(y, yn);
+    ssd_conv2d_forward_stats(&g, x, w, b, y, m, v, s1);
+    ssd_set_num_threads(1);
+    fill_nan(y1, yn);
+    ssd_conv2d_forward_stats(&g, x, w, b, y1, m1, v1, s1);
+    ssd_set_num_threads(saved);
+    double em = 0.0, ev = 0.0;
+    for (int o = 0; o < O; ++o) {
+        const double sd = sqrt((double)vr[o]);
+        const double a = fabs((double)m[o] - mr[o]) / (fabs((double)mr[o]) + sd + 1e-30);
+        const double c = fabs((double)v[o] - vr[o]) / ((double)vr[o] + 1e-30);
+        if (a > em) em = a;
+        if (c > ev) ev = c;
+    }
+    const int yok = same(y, yr, yn) && same(y1, yr, yn);
+    const int det = same(m, m1, O) && same(v, v1, O);
+    report(yok && det && em <= 1e-6 && ev <= 1e-6 && guard_ok(s1, nf),
+           "conv2d_forward_stats N%d C%d %dx%d O%d k%d s%d p%d: y bitwise, 1 vs 2 threads "
+           "bitwise, mean err %.1e var rel err %.1e", N, C, H, W, O, k, stride, pad, em, ev);
+    free(x); free(w); free(b); free(s0); free(s1); free(yr); free(y); free(y1);
+    free(mr); free(vr); free(m); free(v); free(m1); free(v1);
+}
+
+/* ---- bench ------------------------------------------------------------------------------- */
+
+#define REPS 5
+
+static void bench(void)
+{
+    const int saved = ssd_get_num_threads();
+    const float eps = 1e-5f;
+    static const int pshape[][3] = {{16, 256, 256}, {32, 128, 128}, {64, 64, 64}};
+    for (int s = 0; s < 3; ++s) {
+        const int N = 32, C = pshape[s][0], H = pshape[s][1], W = pshape[s][2];
+        const size_t n = (size_t)N * C * H * W, m = n / 4;
+        float *x = frandom(n), *y = falloc(n), *p = falloc(m), *dp = frandom(m);
+        float *dy = falloc(n), *dx = falloc(n);
+        float *mean = falloc(C), *var = falloc(C), *gm = falloc(C), *bt = falloc(C);
+        float *dg = falloc(C), *db = falloc(C);
+        bn_params(C, mean, var, gm, bt);
+        ssd_bn_stats(N, C, H * W, x, mean, var);
+        for (int t = 1; t <= 2; ++t) {
+            ssd_set_num_threads(t);
+            double best[4] = {1e30, 1e30, 1e30, 1e30};
+            for (int r = 0; r < REPS; ++r) {
+                double t0 = omp_get_wtime();
+                ssd_bn_apply(N, C, H * W, x, mean, var, gm, bt, eps, 1, y);
+                ssd_maxpool2_forward(N, C, H, W, y, p);
+                double t1 = omp_get_wtime();
+                ssd_bn_apply_relu_maxpool2(N, C, H, W, x, mean, var, gm, bt, eps, y, p);
+                double t2 = omp_get_wtime();
+                ssd_maxpool2_backward(N, C, H, W, y, dp, dy);
+                ssd_bn_backward(N, C, H * W, x, mean, var, gm, eps, y, dy, dx, dg, db);
+                double t3 = omp_get_wtime();
+                ssd_maxpool2_bn_relu_backward(N, C, H, W, x, mean, var, gm, eps, y, dp, dx, dg,
+                                              db);
+                double t4 = omp_get_wtime();
+                const double d[4] = {t1 - t0, t2 - t1, t3 - t2, t4 - t3};
+                for (int i = 0; i < 4; ++i) if (d[i] < best[i]) best[i] = d[i];
+            }
+            printf("N=32 C=%-3d %3dx%-3d threads=%d  bn+relu+pool fwd: unfused %7.1f ms  fused "
+                   "%7.1f ms  |  bwd: unfused %7.1f ms  fused %7.1f ms\n",
+                   C, H, W, t, best[0] * 1e3, best[1] * 1e3, best[2] * 1e3, best[3] * 1e3);
+            fflush(stdout);
+        }
+        free(x); free(y); free(p); free(dp); free(dy); free(dx);
+        free(mean); free(var); free(gm); free(bt); free(dg); free(db);
+    }
+    static const int layers[][3] = {{3, 16, 256},  {16, 16, 256}, {16, 32, 128},
+                                    {32, 64, 64},  {64, 128, 32}, {128, 128, 16}};
+    for (int l = 0; l < 6; ++l) {
+        const ssd_conv2d_t g =
+            ssd_conv2d_geometry(32, layers[l][0], layers[l][2], layers[l][2], layers[l][1], 3, 1, 1);
+        const size_t xn = (size_t)g.N * g.C * g.H * g.W, yn = (size_t)g.N * g.O * g.OH * g.OW;
+        float *x = frandom(xn), *w = frandom((size_t)g.O * g.C * 9), *b = frandom(g.O);
+        float *y = falloc(yn), *mean = falloc(g.O), *var = falloc(g.O);
+        float *sc = falloc(ssd_conv2d_stats_scratch_floats(&g));
+        for (int t = 1; t <= 2; ++t) {
+            ssd_set_num_threads(t);
+            double best[2] = {1e30, 1e30};
+            for (int r = 0; r < 3; ++r) {
+                double t0 = omp_get_wtime();
+                ssd_conv2d_forward(&g, x, w, b, y, 0, sc);
+                ssd_bn_stats(g.N, g.O, g.OH * g.OW, y, mean, var);
+                double t1 = omp_get_wtime();
+                ssd_conv2d_forward_stats(&g, x, w, b, y, mean, var, sc);
+                double t2 = omp_get_wtime();
+                if (t1 - t0 < best[0]) best[0] = t1 - t0;
+                if (t2 - t1 < best[1]) best[1] = t2 - t1;
+            }
+            printf("conv %3d->%-3d @%-3d N=32 threads=%d  conv+bn_stats: unfused %7.1f ms  "
+                   "fused %7.1f ms\n", g.C, g.O, g.H, t, best[0] * 1e3, best[1] * 1e3);
+            fflush(stdout);
+        }
+        free(x); free(w); free(b); free(y); free(mean); free(var); free(sc);
+    }
+    ssd_set_num_threads(saved);
+}
+
+/* ---- main -------------------------------------------------------------------------------- */
+
+int main(int argc, char **argv)
+{
+    if (argc > 1 && strcmp(argv[1], "bench") == 0) {
+        bench();
+        return 0;
+    }
+    const double t0 = omp_get_wtime();
+
+    test_bnrp(2, 3, 7, 9, 0);
+    test_bnrp(2, 3, 8, 8, 1);
+    test_bnrp(1, 2, 5, 6, 1);
+    test_bnrp(1, 1, 1, 5, 0);
+    test_bnrp(2, 3, 34, 37, 1);
+    test_bnrp(2, 3, 35, 36, 0);
+    test_bnrp(3, 5, 64, 64, 1);
+    test_bnrp(4, 16, 256, 256, 0); /* > 16 MB: streaming stores */
+    test_bnrp(2, 16, 131, 257, 1); /* > 16 MB, unaligned odd rows */
+
+    test_pool_bn_backward(2, 3, 7, 9, 0);
+    test_pool_bn_backward(2, 3, 8, 8, 1);
+    test_pool_bn_backward(1, 2, 5, 6, 0);
+    test_pool_bn_backward(1, 1, 1, 5, 0);
+    test_pool_bn_backward(2, 3, 34, 37, 1);
+    test_pool_bn_backward(2, 3, 35, 36, 0);
+    test_pool_bn_backward(3, 5, 64, 64, 1);
+    test_pool_bn_backward(1, 2, 6, 4101, 0);     /* rows longer than the row buffer */
+    test_pool_bn_backward(4, 16, 256, 256, 0);   /* > 16 MB: streaming stores */
+    test_pool_bn_backward(2, 16, 131, 257, 1);   /* > 16 MB, unaligned odd rows */
+
+    test_conv_stats(2, 3, 9, 11, 5, 3, 1, 1);    /* partial channel quads, straddling tiles */
+    test_conv_stats(3, 4, 16, 16, 8, 3, 1, 1);
+    test_conv_stats(2, 16, 64, 64, 16, 3, 1, 1);
+    test_conv_stats(4, 3, 128, 128, 16, 3, 1, 1);
+    test_conv_stats(8, 32, 16, 16, 64, 3, 1, 1);
+    test_conv_stats(2, 128, 8, 8, 128, 3, 1, 1); /* K > 256: several reduction blocks */
+    test_conv_stats(2, 5, 10, 7, 6, 1, 1, 0);    /* 1x1, no padding */
+    test_conv_stats(2, 3, 12, 12, 6, 3, 2, 1);   /* stride 2: unfused fallback */
+    test_conv_stats(1, 2, 2, 2, 3, 3, 1, 0);     /* empty output */
+
+    printf("(%.1f s)\n", omp_get_wtime() - t0);
+    printf("%d passed, %d failed\n", g_pass, g_fail);
+    return g_fail > 0 ? 1 : 0;
+}
