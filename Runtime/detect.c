@@ -563,12 +563,11 @@ static void detect_one(int A, int ncls, const float *probs, const float *off,
         for (int i = 0; i < nb; i++) {
             if (near[i]) continue;
             const float x0 = bx0[i], y0 = by0[i], x1 = bx1[i], y1 = by1[i], aj = bar[i];
-            const int tame = det_tame(x0) && det_tame(y0) && det_tame(x1) && det_tame(y1);
-            if (blocks_suppress(&B, thr_ok && tame && aj >= 0.0f, x0, y0, x1, y1, aj, thr))
-                continue;
+            /* aj >= 0 is also false if a coordinate is NaN */
+            if (blocks_suppress(&B, thr_ok && aj >= 0.0f, x0, y0, x1, y1, aj, thr)) continue;
             keep[nkeep++] = order[t0 + i];
             const float mx = 0.5f * (x0 + x1), my = 0.5f * (y0 + y1);
-            const int btame = tame && aj > 0.0f;
+            const int btame = det_tame(x0) && det_tame(y0) && det_tame(x1) && det_tame(y1) && aj > 0.0f;
             int bc = DET_BCELLS - 1;
             if (btame) bc = grid_index(my, rmin, bsy, DET_BGRID) * DET_BGRID + grid_index(mx, cmin, bsx, DET_BGRID);
             blocks_add(&B, bc, btame, x0, y0, x1, y1, aj);

@@ -744,7 +744,7 @@ static void det_random_case(int kind, int N, int A, int ncls, const float *anc_i
     if (kind == 2)
         for (int i = 0; i < 4 * A; i++) anc[i] = roundf(anc[i] * 64) / 64;
     if (kind == 3) {
-        const float special[] = {NAN, INFINITY, -INFINITY, -0.0f, 0.0f, 1e30f, -1e30f, 400.0f, -400.0f};
+        const float special[] = {NAN, INFINITY, -INFINITY, -0.0f, 0.0f, 1e30f, -1e30f, 3e38f, -3e38f, 400.0f, -400.0f};
         const int ns = (int)(sizeof special / sizeof special[0]);
         for (int k = 0; k < A / 50 + 1; k++) {
             int a = irand(A), n = irand(N);
