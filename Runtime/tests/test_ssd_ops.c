@@ -8,10 +8,13 @@
  * that IoU ties and threshold hits are exact in float and double alike. Gradients of the
  * loss are checked against central finite differences of the double reference loss.
  * A few numbers of the d2l book's own examples, produced by d2l 1.0.3 + PyTorch, are
- * hard-coded.
+ * hard-coded. Detection is also compared bit for bit with a literal float32 version of
+ * itself (naive_detection: no grid, no radix sort, no AVX2) on large random, tied and
+ * hostile (NaN/inf/-0) cases; build without AVX2 (-march=x86-64) to check the scalar path.
  *
  * Build: clang -std=c11 -O2 -march=native -fopenmp -Wall -Wextra -I Runtime Runtime/detect.c
- *        Runtime/target.c Runtime/loss.c Runtime/tests/test_ssd_ops.c -lm -o /tmp/test_ssd_ops
+ *        Runtime/target.c Runtime/loss.c Runtime/threads.c Runtime/tests/test_ssd_ops.c -lm
+ *        -o /tmp/test_ssd_ops
  * Output: one line per check, then "N passed, M failed"; exit status 1 if M > 0.
  */
 #include "ssd_runtime.h"
@@ -988,15 +991,14 @@ static void test_detection(void)
             okh &= det_vs_naive(2, A, 2 + rep % 3, probs, offs, anc, rep == 5 ? 0.0f : 0.5f, 0.009999999f, &kept);
         }
         check(okh, "detection: A = %d with NaN/inf/-0 probs, offsets and anchors, empty and inverted anchors: bit-identical (%ld boxes kept)", A, kept);
-        /* odd sizes (no grid below 64 anchors, vector tails) on clustered boxes */
+        /* odd sizes (no grid below 64 anchors, vector tails) on clustered boxes (the array
+         * "tiny" is reused for these anchors, then refilled with TinySSD's) */
         const int sizes[] = {1, 2, 3, 7, 8, 9, 63, 64, 65, 100, 1001, 5443};
         int oks = 1;
         for (int k = 0; k < (int)(sizeof sizes / sizeof sizes[0]); k++)
             for (int kind = 0; kind < 4; kind++) {
                 int a = sizes[k];
-                for (int i = 0; i < a; i++) /* around 5 centres: many overlaps */
-                    for (int c = 0; c < 4; c++) tiny[4 * i + c] = 0; /* rebuilt below */
-                for (int i = 0; i < a; i++) {
+                for (int i = 0; i < a; i++) { /* around 5 centres: many overlaps */
                     double cx = 0.2 + 0.15 * (i % 5) + 0.05 * nrand(), cy = 0.5 + 0.05 * nrand();
                     double w = 0.1 + 0.2 * urand(), h = 0.1 + 0.2 * urand();
                     tiny[4 * i] = (float)(cx - w / 2); tiny[4 * i + 1] = (float)(cy - h / 2);
@@ -1015,9 +1017,9 @@ static void test_detection(void)
         check(okp, "detection: %d images on 2 threads: bit-identical", NMAX);
         free(tiny); free(anc); free(probs); free(offs);
     }
-    /* crafted corner cases of the skipping rules: A = 100 boxes of side 1/32 on a 10 x 10
-     * grid of pitch 1/16 (disjoint, exact in float), so that the step-1 grid exists and most
-     * pairs are far apart */
+    /* crafted corner cases: A = 100 boxes of side 1/32 on a 10 x 10 grid of pitch 1/16
+     * (disjoint, exact in float), so that the step-1 grid exists and most pairs are far
+     * apart: a suppression must then come from the full scan */
     {
         enum { A = 100 };
         float anc[4 * A], probs[2 * A], offs[4 * A], out[6 * A];
