@@ -5,8 +5,10 @@
 #
 # Builds ssdc (release), sets up PyTorch CPU in a venv (.venv-torch, via
 # scripts/setup_torch_venv.sh, once), runs `ssdc bench --json` and scripts/bench_torch.py
-# --json one after the other (never at the same time), and prints one table with the
-# machine, threads and versions. Set TORCH_VENV to use another venv.
+# --json one after the other (never at the same time), ROUNDS times in turn (default 2),
+# and prints one table with the machine, threads and versions. Each figure is the best of
+# its rounds (a shared machine only ever slows a run down); the spread of the rounds is
+# printed too. Set TORCH_VENV to use another venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 threads="${1:-2}"
@@ -16,11 +18,33 @@ source scripts/setup.sh
 swift build -c release >/dev/null
 [ -x "$venv/bin/python" ] || bash scripts/setup_torch_venv.sh "$venv" >/dev/null
 export OMP_NUM_THREADS="$threads"
-ssdc_json=$(.build/release/ssdc bench --threads "$threads" --batch-size "$batch" --json)
-torch_json=$("$venv/bin/python" scripts/bench_torch.py --threads "$threads" --batch-size "$batch" --json 2>/dev/null)
-python3 - "$ssdc_json" "$torch_json" <<'PY'
+rounds="${ROUNDS:-2}"
+ssdc_runs=()
+torch_runs=()
+for ((r = 1; r <= rounds; ++r)); do
+    echo "round $r of $rounds: ssdc, then PyTorch" >&2
+    ssdc_runs+=("$(.build/release/ssdc bench --threads "$threads" --batch-size "$batch" --json)")
+    torch_runs+=("$("$venv/bin/python" scripts/bench_torch.py --threads "$threads" --batch-size "$batch" --json 2>/dev/null)")
+done
+python3 - "$rounds" "${ssdc_runs[@]}" "${torch_runs[@]}" <<'PY'
 import json, platform, subprocess, sys
-s, t = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+n = int(sys.argv[1])
+runs = [json.loads(a) for a in sys.argv[2:]]
+ss, ts = runs[:n], runs[n:]
+def best(rs, key, better):
+    vals = [r[key] for r in rs if r.get(key)]
+    return (max if better == "higher" else min)(vals) if vals else None
+def merged(rs, keys):
+    out = dict(rs[0])
+    for key, better in keys.items():
+        out[key] = best(rs, key, better)
+    return out
+s = merged(ss, {"train_examples_per_sec": "higher", "infer_b1_ms": "lower",
+                "infer_b32_examples_per_sec": "higher", "peak_rss_bytes": "lower",
+                "compile_seconds": "lower", "compile_cached_seconds": "lower"})
+t = merged(ts, {"train_examples_per_sec": "higher", "infer_b1_ms": "lower",
+                "infer_b1_detect_ms": "lower", "infer_b32_examples_per_sec": "higher",
+                "peak_rss_bytes": "lower"})
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
 cores = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
 print(f"machine: {cpu}, {cores} cores; threads {s['threads']}, batch {s['batch_size']}")
@@ -36,4 +60,7 @@ row("infer batch 1: PyTorch forward only", s["infer_b1_ms"], t["infer_b1_ms"], "
 row("infer, batch 32", s["infer_b32_examples_per_sec"], t["infer_b32_examples_per_sec"], "examples/s", "higher")
 row("peak RSS (training process)", s["peak_rss_bytes"] / 2**20, t["peak_rss_bytes"] / 2**20, "MiB", "lower")
 print(f"ssdc compile: {s['compile_seconds']:.2f} s cold, {s['compile_cached_seconds']:.2f} s cached")
+print(f"best of {n} rounds; train examples/s per round: ssdc "
+      + " ".join(f"{r['train_examples_per_sec']:.2f}" for r in ss) + ", PyTorch "
+      + " ".join(f"{r['train_examples_per_sec']:.2f}" for r in ts))
 PY
