@@ -106,7 +106,8 @@ size_t ssd_conv2d_scratch_floats(const ssd_conv2d_t *g)
     const size_t col = K * (size_t)g->OH * g->OW; /* general path: one image of im2col */
     size_t need = 0, s;
 
-    s = fast_forward(g) ? round_up(O, SSD_MR) * K + C * Hp * Wp + SLACK : col;
+    s = fast_forward(g) ? round_up(O, SSD_MR) * K + C * Hp * Wp + SLACK
+                        : col + O * (size_t)g->OH * g->OW;
     if (s > need) need = s;
 
     if (fast_backward_data(g)) {
@@ -136,6 +137,7 @@ typedef struct {
     int K, kcb;       /* reduction length Cs*k*k and its block width */
     int Q, npan;      /* flat output positions (OH-1)*Wp + OW and 24-wide panels */
     const float *apack;
+    size_t ldc, ldp;  /* output (m, p) of an image at y[m*ldc + p*ldp] (p = oh*OW + ow) */
     const float *bias;
     int relu;
     int ppb, npb;     /* statistics (fused.c): panels per block, blocks per image */
@@ -206,9 +208,8 @@ static void fill_offsets(const flat_t *f, int pc, int kc, int *boff)
 static void stats_panel(const flat_t *f, const float *y, int r0, int r1, int direct,
                         size_t ybase, const int *map, double *acc)
 {
-    const size_t OHOW = (size_t)f->OH * f->OW;
     for (int m = r0; m < r1 && m < f->M; ++m) {
-        const float *ym = y + (size_t)m * OHOW;
+        const float *ym = y + (size_t)m * f->ldc; /* (statistics: ldp == 1) */
         double *s = acc + (size_t)(m - r0) * 16, *q = s + 8;
         if (direct) {
             const float *v = ym + ybase;
@@ -251,14 +252,15 @@ static void flat_panel(const flat_t *f, const float *src, float *y, int jp, int 
                        int *boff, int table_full, float *T, double *acc)
 {
     const int Wp = f->Wp, OW = f->OW;
-    const size_t OHOW = (size_t)f->OH * f->OW;
+    const size_t ldc = f->ldc;
     const int Mpad = (int)round_up((size_t)f->M, SSD_MR);
     const int q0 = jp * SSD_NR;
 
     /* Where the 24 positions land in y (-1: dropped column or past the end). */
     int map[SSD_NR];
     int row = q0 / Wp, col = q0 % Wp;
-    const int direct = col + SSD_NR <= OW; /* one contiguous run inside one output row */
+    /* one contiguous run inside one output row, in a channel-major layout */
+    const int direct = col + SSD_NR <= OW && f->ldp == 1;
     const size_t ybase = (size_t)row * OW + col;
     if (!direct || f->M % SSD_MR != 0) {
         for (int jj = 0; jj < SSD_NR; ++jj) {
@@ -284,8 +286,8 @@ static void flat_panel(const flat_t *f, const float *src, float *y, int jp, int 
             float *t = T + (size_t)(ir - r0) * SSD_NR;
             const float *cin = first ? NULL : t;
             if (last && direct && ir + SSD_MR <= f->M) {
-                ssd__ukernel_rows(kc, a, bq, bo, 1.0f, cin, SSD_NR, 1.0f, y + ir * OHOW + ybase,
-                                  OHOW, f->bias ? f->bias + ir : NULL, f->relu);
+                ssd__ukernel_rows(kc, a, bq, bo, 1.0f, cin, SSD_NR, 1.0f, y + ir * ldc + ybase,
+                                  ldc, f->bias ? f->bias + ir : NULL, f->relu);
             } else {
                 ssd__ukernel_rows(kc, a, bq, bo, 1.0f, cin, SSD_NR, 1.0f, t, SSD_NR, NULL, 0);
             }
@@ -297,13 +299,13 @@ static void flat_panel(const flat_t *f, const float *src, float *y, int jp, int 
         if (direct && (m - m % SSD_MR) + SSD_MR <= f->M) continue;
         const float *t = T + (size_t)(m - r0) * SSD_NR;
         const float bv = f->bias ? f->bias[m] : 0.0f;
-        float *ym = y + (size_t)m * OHOW;
+        float *ym = y + (size_t)m * ldc;
         for (int jj = 0; jj < SSD_NR; ++jj) {
             if (map[jj] < 0) continue;
             float v = t[jj];
             if (f->bias) v += bv;
             if (f->relu) v = v < 0.0f ? 0.0f : v;
-            ym[map[jj]] = v;
+            ym[(size_t)map[jj] * f->ldp] = v;
         }
     }
     if (acc) stats_panel(f, y, r0, r1, direct, ybase, map, acc);
@@ -389,10 +391,12 @@ static void flat_setup(flat_t *f, int Cs, int Hs, int Ws, int pad, int M, int k)
 /* part != NULL: statistics partials, part + n*npb*M*2 for image n (see flat_image). */
 static void flat_conv(int N, int Cs, int Hs, int Ws, int pad, int M, int k, const float *src,
                       const float *w, int transposed, int Cw, const float *bias, int relu,
-                      float *out, float *scratch, double *part)
+                      float *out, const ssd_conv2d_out_t *ld, float *scratch, double *part)
 {
     flat_t f;
     flat_setup(&f, Cs, Hs, Ws, pad, M, k);
+    f.ldc = ld->channel;
+    f.ldp = ld->pixel;
     f.bias = bias;
     f.relu = relu;
 
@@ -422,7 +426,7 @@ static void flat_conv(int N, int Cs, int Hs, int Ws, int pad, int M, int k, cons
                     memcpy(xp + (size_t)c * Hs * Ws, s + (size_t)c * Hs * Ws,
                            (size_t)Hs * Ws * sizeof(float));
             }
-            flat_image(&f, xp, out + (size_t)n * M * f.OH * f.OW,
+            flat_image(&f, xp, out + (size_t)n * ld->image,
                        part ? part + (size_t)n * f.npb * M * 2 : NULL);
         }
     }
@@ -474,40 +478,58 @@ static void col2im(const ssd_conv2d_t *g, const float *dcol, float *dx)
 
 /* ---- forward ---------------------------------------------------------------------------- */
 
+ssd_conv2d_out_t ssd_conv2d_nchw(const ssd_conv2d_t *g)
+{
+    const size_t OHOW = (size_t)g->OH * g->OW;
+    ssd_conv2d_out_t ld = {(size_t)g->O * OHOW, OHOW, 1};
+    return ld;
+}
+
 void ssd_conv2d_forward(const ssd_conv2d_t *g, const float *x, const float *w, const float *b,
                         float *y, int relu, float *scratch)
 {
+    const ssd_conv2d_out_t ld = ssd_conv2d_nchw(g);
+    ssd_conv2d_forward_strided(g, x, w, b, y, &ld, relu, scratch);
+}
+
+void ssd_conv2d_forward_strided(const ssd_conv2d_t *g, const float *x, const float *w,
+                                const float *b, float *y, const ssd_conv2d_out_t *ld, int relu,
+                                float *scratch)
+{
     if (empty_output(g) || g->N <= 0 || g->O <= 0) return;
+    const int OHOW = g->OH * g->OW;
     if (g->C <= 0 || g->k <= 0) { /* empty reduction: y = bias */
-        const size_t OHOW = (size_t)g->OH * g->OW;
-        for (size_t i = 0; i < (size_t)g->N * g->O * OHOW; ++i) {
-            const float v = b ? b[i / OHOW % g->O] : 0.0f;
-            y[i] = relu && v < 0.0f ? 0.0f : v;
-        }
+        for (int n = 0; n < g->N; ++n)
+            for (int o = 0; o < g->O; ++o) {
+                const float v = b ? b[o] : 0.0f;
+                for (int q = 0; q < OHOW; ++q)
+                    y[n * ld->image + o * ld->channel + q * ld->pixel] = relu && v < 0.0f ? 0.0f : v;
+            }
         return;
     }
     if (fast_forward(g)) {
-        flat_conv(g->N, g->C, g->H, g->W, g->pad, g->O, g->k, x, w, 0, g->C, b, relu, y,
+        flat_conv(g->N, g->C, g->H, g->W, g->pad, g->O, g->k, x, w, 0, g->C, b, relu, y, ld,
                   scratch, NULL);
         return;
     }
-    const int K = g->C * g->k * g->k, OHOW = g->OH * g->OW;
+    /* im2col + SGEMM into the scratch after the columns, then bias, ReLU and placement */
+    const int K = g->C * g->k * g->k;
+    float *col = scratch, *yt = scratch + (size_t)K * OHOW;
     for (int n = 0; n < g->N; ++n) {
         const float *xn = x + (size_t)n * g->C * g->H * g->W;
-        float *yn = y + (size_t)n * g->O * OHOW;
-        im2col(g, xn, scratch);
-        ssd_sgemm(0, 0, g->O, OHOW, K, 1.0f, w, K, scratch, OHOW, 0.0f, yn, OHOW);
-        if (b || relu) {
+        float *yn = y + (size_t)n * ld->image;
+        im2col(g, xn, col);
+        ssd_sgemm(0, 0, g->O, OHOW, K, 1.0f, w, K, col, OHOW, 0.0f, yt, OHOW);
 #pragma omp parallel for schedule(static) num_threads(ssd_get_num_threads())
-            for (int o = 0; o < g->O; ++o) {
-                float *yo = yn + (size_t)o * OHOW;
-                const float bv = b ? b[o] : 0.0f;
-                for (int q = 0; q < OHOW; ++q) {
-                    float v = yo[q];
-                    if (b) v += bv;
-                    if (relu) v = v < 0.0f ? 0.0f : v;
-                    yo[q] = v;
-                }
+        for (int o = 0; o < g->O; ++o) {
+            const float *to = yt + (size_t)o * OHOW;
+            float *yo = yn + (size_t)o * ld->channel;
+            const float bv = b ? b[o] : 0.0f;
+            for (int q = 0; q < OHOW; ++q) {
+                float v = to[q];
+                if (b) v += bv;
+                if (relu) v = v < 0.0f ? 0.0f : v;
+                yo[(size_t)q * ld->pixel] = v;
             }
         }
     }
@@ -529,7 +551,8 @@ int ssd__conv2d_forward_partials(const ssd_conv2d_t *g, const float *x, const fl
                                  const float *b, float *y, float *scratch, double *part)
 {
     if (ssd__conv2d_stats_partials(g) == 0) return 0;
-    flat_conv(g->N, g->C, g->H, g->W, g->pad, g->O, g->k, x, w, 0, g->C, b, 0, y, scratch,
+    const ssd_conv2d_out_t ld = ssd_conv2d_nchw(g);
+    flat_conv(g->N, g->C, g->H, g->W, g->pad, g->O, g->k, x, w, 0, g->C, b, 0, y, &ld, scratch,
               part);
     flat_t f;
     flat_setup(&f, g->C, g->H, g->W, g->pad, g->O, g->k);
@@ -549,8 +572,10 @@ void ssd_conv2d_backward_data(const ssd_conv2d_t *g, const float *dy, const floa
     if (g->N <= 0 || g->C <= 0) return;
     if (fast_backward_data(g)) {
         /* dx = flat conv of dy (O channels, OH x OW) padded by k-1-pad, weights flipped. */
+        const size_t HW = (size_t)g->H * g->W;
+        const ssd_conv2d_out_t ld = {(size_t)g->C * HW, HW, 1};
         flat_conv(g->N, g->O, g->OH, g->OW, g->k - 1 - g->pad, g->C, g->k, dy, w, 1, g->C,
-                  NULL, 0, dx, scratch, NULL);
+                  NULL, 0, dx, &ld, scratch, NULL);
         return;
     }
     const int K = g->C * g->k * g->k, OHOW = g->OH * g->OW;

@@ -59,6 +59,21 @@ size_t ssd_conv2d_scratch_floats(const ssd_conv2d_t *g);
 void ssd_conv2d_forward(const ssd_conv2d_t *g, const float *x, const float *w, const float *b,
                         float *y, int relu, float *scratch);
 
+/* Where a forward writes its output: element (n, o, p), p = oh*OW + ow, goes to
+ * y[n*image + o*channel + p*pixel]. ssd_conv2d_nchw gives the plain NCHW layout
+ * (O*OH*OW, OH*OW, 1); channels-last into a row of a wider buffer, as the SSD heads write
+ * into their concatenated predictions, is (row, 1, O). */
+typedef struct {
+    size_t image, channel, pixel;
+} ssd_conv2d_out_t;
+
+ssd_conv2d_out_t ssd_conv2d_nchw(const ssd_conv2d_t *g);
+
+/* ssd_conv2d_forward writing in the layout *ld (elements outside it are not touched). */
+void ssd_conv2d_forward_strided(const ssd_conv2d_t *g, const float *x, const float *w,
+                                const float *b, float *y, const ssd_conv2d_out_t *ld, int relu,
+                                float *scratch);
+
 /* dx = conv_transpose(dy, w) (overwrites dx). */
 void ssd_conv2d_backward_data(const ssd_conv2d_t *g, const float *dy, const float *w,
                               float *dx, float *scratch);

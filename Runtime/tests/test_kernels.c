@@ -323,6 +323,30 @@ static void test_conv_case(conv_shape cs, int with_bias, int relu)
     double e = scaled_err(y, yr, ya, yn);
     report(e < 1e-5 && scratch_guard_ok(scratch, ns), "conv forward %s: err %.2e", name, e);
 
+    /* the same outputs written channels-last at offset 3 of rows of OHOW*O + 5 floats (the
+     * SSD heads into their concatenation); everything else in the rows stays untouched */
+    {
+        const size_t OHOW = (size_t)g.OH * g.OW, row = OHOW * g.O + 5;
+        const ssd_conv2d_out_t ld = {row, 1, (size_t)g.O};
+        float *yc = falloc(3 + row * g.N);
+        for (size_t i = 0; i < 3 + row * g.N; ++i) yc[i] = -7.0f;
+        fill_nan(scratch, ns);
+        ssd_conv2d_forward_strided(&g, x, w, with_bias ? b : NULL, yc + 3, &ld, relu, scratch);
+        int same = 1, kept = yc[0] == -7.0f && yc[1] == -7.0f && yc[2] == -7.0f;
+        for (int n = 0; n < g.N; ++n) {
+            const float *r = yc + 3 + n * row;
+            for (size_t o = 0; o < (size_t)g.O; ++o)
+                for (size_t q = 0; q < OHOW; ++q)
+                    same &= same_bits(&r[q * g.O + o], &y[(n * g.O + o) * OHOW + q], 1);
+            for (size_t i = OHOW * g.O; i < row; ++i) kept &= r[i] == -7.0f;
+        }
+        report(same && kept && scratch_guard_ok(scratch, ns),
+               "conv forward channels-last into rows %s: %s", name,
+               same ? (kept ? "same bits as NCHW, rest untouched" : "wrote outside its slice")
+                    : "differs from NCHW");
+        free(yc);
+    }
+
     /* backward (once per shape, with the bias-less/relu-less variant) */
     if (!with_bias && !relu) {
         double *dxr = dalloc(xn), *dxa = dalloc(xn), *dwr = dalloc(wn), *dwa = dalloc(wn);

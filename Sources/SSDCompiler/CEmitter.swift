@@ -76,10 +76,15 @@ public struct CEmitter {
     func body(_ p: Program, _ k: Kernel) -> [String] {
         let P = { (id: Int) in self.ptr(p, id) }
         switch k.body {
-        case .conv2d(let x, let w, let b, let y, let c, let h, let wd, let o, let ks, let s, let pad, let relu):
+        case .conv2d(let x, let w, let b, let y, let c, let h, let wd, let o, let ks, let s, let pad, let relu, let into):
+            let geometry = "const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, \(c), \(h), \(wd), \(o), \(ks), \(s), \(pad));"
+            guard let into else {
+                return [geometry, "ssd_conv2d_forward(&g, \(P(x)), \(P(w)), \(b.map(P) ?? "NULL"), \(P(y)), \(relu ? 1 : 0), S);"]
+            }
             return [
-                "const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, \(c), \(h), \(wd), \(o), \(ks), \(s), \(pad));",
-                "ssd_conv2d_forward(&g, \(P(x)), \(P(w)), \(b.map(P) ?? "NULL"), \(P(y)), \(relu ? 1 : 0), S);",
+                geometry,
+                "const ssd_conv2d_out_t into = { \(into.image), \(into.channel), \(into.pixel) }; /* in place in \(p.buffers[y].name) */",
+                "ssd_conv2d_forward_strided(&g, \(P(x)), \(P(w)), \(b.map(P) ?? "NULL"), \(P(y))\(into.offset == 0 ? "" : " + \(into.offset)"), &into, \(relu ? 1 : 0), S);",
             ]
         case .conv2dFoldedBatchNorm(let x, let w, let b, let g, let be, let m, let v, let eps, let fw, let fb, let y,
                                     let c, let h, let wd, let o, let ks, let s, let pad, let relu):
@@ -244,7 +249,7 @@ public struct CEmitter {
     /// Scratch floats a kernel needs from the shared scratch region (0 for none).
     func scratchQuery(_ k: Kernel) -> String? {
         switch k.body {
-        case .conv2d(_, _, _, _, let c, let h, let w, let o, let ks, let s, let pad, _),
+        case .conv2d(_, _, _, _, let c, let h, let w, let o, let ks, let s, let pad, _, _),
              .conv2dFoldedBatchNorm(_, _, _, _, _, _, _, _, _, _, _, let c, let h, let w, let o, let ks, let s, let pad, _):
             return "{ const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, \(c), \(h), \(w), \(o), \(ks), \(s), \(pad)); t = ssd_conv2d_scratch_floats(&g); }"
         case .multiboxDetection(_, _, _, _, let a, _, _, _):

@@ -8,7 +8,10 @@ import SSDGraph
 ///   where a consumer needs contiguous memory, and a concat reads its inputs' views
 ///   directly, so the chapter's permute -> flatten -> concat is one copy per head;
 /// - an elementwise op (ReLU) whose producer is out-elementwise-fusable (conv, batch norm)
-///   and has no other consumer becomes that kernel's epilogue.
+///   and has no other consumer becomes that kernel's epilogue;
+/// - a conv whose value reaches a concat only through a permute and reshapes (the SSD
+///   prediction heads) writes straight into the concat's buffer in the permuted layout,
+///   so its permute, flatten and concat cost no copy at all.
 public struct Lowering {
     public let graph: Graph
     public let mode: Program.Mode
@@ -31,6 +34,12 @@ public struct Lowering {
     var bnStatistics: [Int: (mean: Int, variance: Int)] = [:]
     /// ReLU nodes computed as the epilogue of their producer: relu -> producer.
     var epilogueOf: [Int: Int] = [:]
+    /// Convs written in place into a concat: conv -> (concat, layout, the views between).
+    var inPlace: [Int: (concat: Int, into: OutputLayout, chain: [Int])] = [:]
+    /// Buffers of concats that some conv writes in place, made when the first one is lowered.
+    var concatBuffers: [Int: Int] = [:]
+    /// Inputs of concats whose values those convs write in place.
+    var writtenInPlace: Set<Int> = []
 
     /// A value as some permutation of a contiguous buffer's elements.
     struct View {
@@ -83,6 +92,7 @@ public struct Lowering {
     mutating func run(name: String) throws -> Program {
         for n in graph.nodes { for i in n.inputs { consumers[i, default: []].append(n.id) } }
         outputNodes = Set(graph.outputs.map(\.node))
+        planInPlaceConcats()
         var inputs: [(String, Int)] = []
         // Parameters live in the params region at their state_dict offsets; placing them
         // first lets a fused kernel read parameters of nodes after its first node (a BN
@@ -131,7 +141,7 @@ public struct Lowering {
                     constantValues[n.id] = foldConcat(n, axis: axis)
                     continue
                 }
-                let y = newBuffer(valueName(n.id), n.type, region: n.type.batched ? .batched : .fixed)
+                let y = concatBuffers[n.id] ?? newBuffer(valueName(n.id), n.type, region: n.type.batched ? .batched : .fixed)
                 let a = n.type.batched ? axis - 1 : axis
                 let dstRow = n.type.dims[a...].reduce(1, *)
                 var offset = 0
@@ -140,20 +150,33 @@ public struct Lowering {
                 for i in n.inputs {
                     let t = graph[i].type
                     let inner = t.dims[a...].reduce(1, *)
+                    defer { offset += inner }
+                    if writtenInPlace.contains(i) { continue }
                     let v = try sourceView(of: i)
                     nodes += v.nodes
                     pieces.append(CopyPiece(source: v.buffer, sourceDims: v.sourceDims,
                                             perm: v.perm ?? Array(0..<v.sourceDims.count),
                                             inner: inner, dstRow: dstRow, dstOffset: offset))
-                    offset += inner
                 }
-                addKernel(.injective, nodes + [n.id], .copy(y: y, pieces: pieces, yElements: n.type.elementCount))
+                if !pieces.isEmpty {
+                    addKernel(.injective, nodes + [n.id], .copy(y: y, pieces: pieces, yElements: n.type.elementCount))
+                }
                 views[n.id] = View(buffer: y, sourceDims: n.type.dims, perm: nil, nodes: [])
 
             case .conv2d(let stride, let padding):
                 let x = try materialized(n.inputs[0])
                 let w = try materialized(n.inputs[1])
                 let bias = n.inputs.count > 2 ? try materialized(n.inputs[2]) : nil
+                if let ip = inPlace[n.id] {
+                    let c = graph[ip.concat]
+                    let y = concatBuffers[ip.concat] ?? newBuffer(valueName(c.id), c.type, region: .batched)
+                    concatBuffers[ip.concat] = y
+                    let xt = graph[n.inputs[0]].type, wt = graph[n.inputs[1]].type
+                    addKernel(.outElementwiseFusable, [n.id] + ip.chain.reversed() + [c.id],
+                              .conv2d(x: x, weight: w, bias: bias, y: y, c: xt.dims[0], h: xt.dims[1], w: xt.dims[2],
+                                      o: wt.dims[0], k: wt.dims[2], stride: stride, pad: padding, relu: false, into: ip.into))
+                    continue
+                }
                 if mode == .eval, let bn = foldableBatchNorm(after: n), case .batchNorm(let eps, _) = graph[bn].op {
                     fusedAway.insert(bn)
                     let (epilogue, last) = reluEpilogue(after: graph[bn])
@@ -175,7 +198,7 @@ public struct Lowering {
                 let xt = graph[n.inputs[0]].type, wt = graph[n.inputs[1]].type
                 addKernel(.outElementwiseFusable, [n.id] + (epilogue ? [last] : []),
                           .conv2d(x: x, weight: w, bias: bias, y: y, c: xt.dims[0], h: xt.dims[1], w: xt.dims[2],
-                                  o: wt.dims[0], k: wt.dims[2], stride: stride, pad: padding, relu: epilogue))
+                                  o: wt.dims[0], k: wt.dims[2], stride: stride, pad: padding, relu: epilogue, into: nil))
                 views[last] = View(buffer: y, sourceDims: n.type.dims, perm: nil, nodes: [])
 
             case .batchNorm(let eps, let momentum):
@@ -255,6 +278,37 @@ public struct Lowering {
             outputs.append((o.name, try materialized(o.node), graph[o.node].type))
         }
         return Program(name: name, mode: mode, kernels: kernels, buffers: buffers, inputs: inputs, outputs: outputs)
+    }
+
+    /// Finds the convs that can write into a concat in place: each input of a batched concat
+    /// (along an axis with nothing but the batch before it) that is a chain of reshapes and at
+    /// most one permute over a conv, where every value on the way has that one consumer and
+    /// none is a graph output, and the permuted layout keeps the pixels of a channel at one
+    /// stride (true of NCHW -> NHWC). The chain's nodes are then fused away.
+    mutating func planInPlaceConcats() {
+        for c in graph.nodes {
+            guard case .concat(let axis) = c.op, c.type.batched, axis >= 1,
+                  c.type.dims[..<(axis - 1)].reduce(1, *) == 1 else { continue }
+            var offset = 0
+            for i in c.inputs {
+                defer { offset += graph[i].type.elementCount }
+                guard consumers[i] == [c.id], !outputNodes.contains(i),
+                      let (src, dims, perm, chain) = try? injectiveChain(from: i, isRoot: false),
+                      case .conv2d = graph[src].op, dims == graph[src].type.dims, dims.count == 3,
+                      !outputNodes.contains(src), inPlace[src] == nil else { continue }
+                let path = [src] + chain.reversed()
+                guard zip(path, path.dropFirst()).allSatisfy({ consumers[$0.0] == [$0.1] }),
+                      chain.allSatisfy({ !outputNodes.contains($0) }) else { continue }
+                // Strides of the source's (channel, row, column) in the permuted order.
+                var stride = [0, 0, 0], s = 1
+                for k in (0..<3).reversed() { stride[perm[k]] = s; s *= dims[perm[k]] }
+                guard stride[1] == dims[2] * stride[2] else { continue }
+                inPlace[src] = (c.id, OutputLayout(image: c.type.elementCount, offset: offset,
+                                                   channel: stride[0], pixel: stride[2]), chain)
+                fusedAway.formUnion(chain)
+                writtenInPlace.insert(i)
+            }
+        }
     }
 
     /// If `n`'s only consumer is an elementwise op that can run as its epilogue (and `n` is

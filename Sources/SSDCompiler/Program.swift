@@ -28,8 +28,10 @@ public struct Buffer: Codable, Hashable, Sendable {
 
 /// Everything a kernel needs, by op family. Each case is one row of the C emitter's table.
 public enum KernelBody: Hashable, Sendable {
+    /// `into` nil: y is the conv's own NCHW buffer; else y is a wider buffer (a concat) that
+    /// the conv writes into in place, in the layout `into` gives.
     case conv2d(x: Int, weight: Int, bias: Int?, y: Int, c: Int, h: Int, w: Int, o: Int, k: Int,
-                stride: Int, pad: Int, relu: Bool)
+                stride: Int, pad: Int, relu: Bool, into: OutputLayout?)
     /// Inference: an eval-mode BN folded into the conv before it. The folded weights
     /// w * gamma / sqrt(var + eps) and bias (b - mean) * gamma / sqrt(var + eps) + beta are
     /// computed into `foldedWeight`/`foldedBias` (cheap: one pass over the weights), then one
@@ -157,6 +159,15 @@ public struct LossConfig: Codable, Hashable, Sendable {
     }
 }
 
+/// Where a conv writes output (o, p), p = oh * OW + ow, of example n, in floats from the
+/// start of its destination buffer: n * image + offset + o * channel + p * pixel.
+public struct OutputLayout: Hashable, Sendable {
+    public var image: Int
+    public var offset: Int
+    public var channel: Int
+    public var pixel: Int
+}
+
 /// One source of a fused copy: the source buffer read through a permutation, written as a
 /// contiguous run of `innerCount` elements at `dstOffset` within each row of `dstRow`
 /// elements of the destination (per example).
@@ -208,7 +219,7 @@ public struct Program: Sendable {
     /// Buffer ids read and written by a kernel (for liveness).
     public func uses(_ k: Kernel) -> (reads: [Int], writes: [Int]) {
         switch k.body {
-        case .conv2d(let x, let w, let b, let y, _, _, _, _, _, _, _, _):
+        case .conv2d(let x, let w, let b, let y, _, _, _, _, _, _, _, _, _):
             return ([x, w] + (b.map { [$0] } ?? []), [y])
         case .conv2dFoldedBatchNorm(let x, let w, let b, let g, let be, let m, let v, _, let fw, let fb, let y, _, _, _, _, _, _, _, _):
             return ([x, w, g, be, m, v] + (b.map { [$0] } ?? []), [fw, fb, y])
@@ -302,7 +313,7 @@ extension KernelBody {
             return 2.0 * Double(n) * Double(o * oh * ow) * Double(c * k * k)
         }
         switch self {
-        case .conv2d(_, _, _, _, let c, let h, let w, let o, let k, let s, let p, _),
+        case .conv2d(_, _, _, _, let c, let h, let w, let o, let k, let s, let p, _, _),
              .conv2dFoldedBatchNorm(_, _, _, _, _, _, _, _, _, _, _, let c, let h, let w, let o, let k, let s, let p, _):
             return conv(c, h, w, o, k, s, p)
         case .conv2dBackward(_, _, _, let dx, _, _, let c, let h, let w, let o, let k, let s, let p):

@@ -14,6 +14,14 @@ final class KernelTests: XCTestCase {
     func check(_ name: String, input dims: [Int], batch: Int = 2, tolerance: Double = 1e-5,
                file: StaticString = #filePath, line: UInt = #line,
                _ body: (Tensor) -> [(String, Tensor)]) throws {
+        _ = try checkGraph(name, input: dims, batch: batch, tolerance: tolerance, file: file, line: line, body)
+    }
+
+    /// `check`, returning the graph it built.
+    @discardableResult
+    func checkGraph(_ name: String, input dims: [Int], batch: Int = 2, tolerance: Double = 1e-5,
+                    file: StaticString = #filePath, line: UInt = #line,
+                    _ body: (Tensor) -> [(String, Tensor)]) throws -> Graph {
         let b = GraphBuilder(name: name)
         let x = b.input("X", dims, location: SourceLocation(file, line))
         for (n, t) in body(x) { b.output(n, t) }
@@ -51,6 +59,7 @@ final class KernelTests: XCTestCase {
                 XCTAssertLessThanOrEqual(diff / scale, tolerance, "\(name)/\(program)/\(o.name): max |diff| \(diff), max |ref| \(scale)", file: file, line: line)
             }
         }
+        return graph
     }
 
     func testConvPadded() throws {
@@ -100,6 +109,26 @@ final class KernelTests: XCTestCase {
             let flat = concat([a, b].map { $0.permuted(0, 2, 3, 1).flattened() }, axis: 1)
             return [("preds", flat.reshaped(perExample: -1, 3))]
         }
+    }
+
+    func testConcatInPlaceAndCopiedInputsMixed() throws {
+        // In place: a conv flattened without a permute (NCHW), and a stride-2 conv (the
+        // im2col path) permuted. Copied: a conv that is also an output, and a ReLU of the input.
+        let graph = try checkGraph("concat_mixed", input: [3, 6, 6]) { x in
+            let plain = Named("plain", Conv2d(3, 2, kernelSize: 3, padding: 1))(x).flattened()
+            let strided = Named("strided", Conv2d(3, 4, kernelSize: 3, stride: 2, padding: 1))(x)
+                .permuted(0, 2, 3, 1).flattened()
+            let shown = Named("shown", Conv2d(3, 2, kernelSize: 1))(x)
+            let cat = concat([plain, strided, shown.permuted(0, 2, 3, 1).flattened(), relu(x).flattened()], axis: 1)
+            return [("cat", cat), ("shown", shown)]
+        }
+        let p = try Lowering.lower(graph, mode: .train, name: "forward_train").program
+        let inPlace = p.kernels.filter { $0.name.hasSuffix("_concat") && $0.kind != .injective }.map { graph[$0.nodes[0]].name }
+        XCTAssertEqual(inPlace, ["plain", "strided"])
+        let copies = p.kernels.filter { $0.kind == .injective }
+        XCTAssertEqual(copies.count, 1)
+        guard case .copy(_, let pieces, _)? = copies.first?.body else { return XCTFail("no copy kernel") }
+        XCTAssertEqual(pieces.map(\.dstOffset), [2 * 36 + 4 * 9, 2 * 36 + 4 * 9 + 2 * 36])
     }
 
     func testPermuteMaterialisedAndConcatInnerAxis() throws {

@@ -36,10 +36,10 @@
 
 /* program forward_train */
 #define SSDC_FORWARD_TRAIN_FIXED_BYTES 128
-#define SSDC_FORWARD_TRAIN_BATCHED_BYTES 2304
+#define SSDC_FORWARD_TRAIN_BATCHED_BYTES 1792
 #define SSDC_FORWARD_TRAIN_IN_X 1024 /* batched, f32[N,3,8,8] */
 #define SSDC_FORWARD_TRAIN_OUT_ANCHORS 0 /* constant, f32[1,51,4] */
-#define SSDC_FORWARD_TRAIN_OUT_CLS_PREDS 1600 /* batched, f32[N,51,3] */
+#define SSDC_FORWARD_TRAIN_OUT_CLS_PREDS 832 /* batched, f32[N,51,3] */
 #define SSDC_FORWARD_TRAIN_OUT_BBOX_PREDS 0 /* batched, f32[N,204] */
 int ssdc_forward_train(int64_t N, float *P, char *F, char *B, float *S);
 size_t ssdc_forward_train_scratch_floats(int64_t N);
@@ -58,16 +58,16 @@ size_t ssdc_infer_scratch_floats(int64_t N);
 
 /* program train_step */
 #define SSDC_TRAIN_STEP_FIXED_BYTES 192
-#define SSDC_TRAIN_STEP_BATCHED_BYTES 9024
+#define SSDC_TRAIN_STEP_BATCHED_BYTES 8960
 #define SSDC_TRAIN_STEP_IN_X 5568 /* batched, f32[N,3,8,8] */
-#define SSDC_TRAIN_STEP_IN_Y 6336 /* batched, f32[N,1,5] */
+#define SSDC_TRAIN_STEP_IN_Y 2048 /* batched, f32[N,1,5] */
 #define SSDC_TRAIN_STEP_OUT_ANCHORS 0 /* constant, f32[1,51,4] */
 #define SSDC_TRAIN_STEP_OUT_CLS_PREDS 7104 /* batched, f32[N,51,3] */
 #define SSDC_TRAIN_STEP_OUT_BBOX_PREDS 3072 /* batched, f32[N,204] */
 #define SSDC_TRAIN_STEP_OUT_TARGET_BBOX_LABELS 3904 /* batched, f32[N,204] */
 #define SSDC_TRAIN_STEP_OUT_TARGET_BBOX_MASKS 4736 /* batched, f32[N,204] */
 #define SSDC_TRAIN_STEP_OUT_TARGET_CLS_LABELS 8640 /* batched, f32[N,51] */
-#define SSDC_TRAIN_STEP_OUT_LOSS_PER_EXAMPLE 8960 /* batched, f32[N,1] */
+#define SSDC_TRAIN_STEP_OUT_LOSS_PER_EXAMPLE 8896 /* batched, f32[N,1] */
 #define SSDC_TRAIN_STEP_OUT_METRICS 0 /* fixed, f64[4] */
 int ssdc_train_step(int64_t N, float *P, char *F, char *B, float *S);
 size_t ssdc_train_step_scratch_floats(int64_t N);
