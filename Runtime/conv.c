@@ -127,6 +127,21 @@ size_t ssd_conv2d_scratch_floats(const ssd_conv2d_t *g)
     return need;
 }
 
+/* Where a convolution's output goes: rows (output channels) [0, split) to y[0] in layout
+ * ld[0], rows [split, M) to y[1] in ld[1] (as rows 0, 1, ... there). One destination:
+ * split = M, y[1] = NULL. */
+typedef struct {
+    float *y[2];
+    ssd_conv2d_out_t ld[2];
+    int split;
+} conv_dst_t;
+
+static conv_dst_t one_dst(float *y, ssd_conv2d_out_t ld, int M)
+{
+    conv_dst_t d = {{y, NULL}, {ld, ld}, M};
+    return d;
+}
+
 /* ---- flat stride-1 convolution (forward and backward-data) ------------------------------ */
 
 typedef struct {
@@ -138,6 +153,8 @@ typedef struct {
     int Q, npan;      /* flat output positions (OH-1)*Wp + OW and 24-wide panels */
     const float *apack;
     size_t ldc, ldp;  /* output (m, p) of an image at y[m*ldc + p*ldp] (p = oh*OW + ow) */
+    int split;        /* rows m >= split go to the second destination instead: */
+    size_t ldc2, ldp2; /* y2[(m - split)*ldc2 + p*ldp2] */
     const float *bias;
     int relu;
     int ppb, npb;     /* statistics (fused.c): panels per block, blocks per image */
@@ -248,8 +265,8 @@ static void stats_panel(const flat_t *f, const float *y, int r0, int r1, int dir
 }
 
 /* boff: offsets of all K rows (table_full) or room for one K block. */
-static void flat_panel(const flat_t *f, const float *src, float *y, int jp, int r0, int r1,
-                       int *boff, int table_full, float *T, double *acc)
+static void flat_panel(const flat_t *f, const float *src, float *y, float *y2, int jp, int r0,
+                       int r1, int *boff, int table_full, float *T, double *acc)
 {
     const int Wp = f->Wp, OW = f->OW;
     const size_t ldc = f->ldc;
@@ -259,10 +276,13 @@ static void flat_panel(const flat_t *f, const float *src, float *y, int jp, int 
     /* Where the 24 positions land in y (-1: dropped column or past the end). */
     int map[SSD_NR];
     int row = q0 / Wp, col = q0 % Wp;
-    /* one contiguous run inside one output row, in a channel-major layout */
+    /* one contiguous run inside one output row, in a channel-major layout; a block of MR
+     * rows is stored straight from registers if it is also whole and in the first
+     * destination (ir + MR <= min(M, split)) */
     const int direct = col + SSD_NR <= OW && f->ldp == 1;
+    const int direct_rows = imin(f->M, f->split);
     const size_t ybase = (size_t)row * OW + col;
-    if (!direct || f->M % SSD_MR != 0) {
+    if (!direct || direct_rows % SSD_MR != 0) {
         for (int jj = 0; jj < SSD_NR; ++jj) {
             map[jj] = (q0 + jj < f->Q && col < OW) ? row * OW + col : -1;
             if (++col == Wp) { col = 0; ++row; }
@@ -285,7 +305,7 @@ static void flat_panel(const flat_t *f, const float *src, float *y, int jp, int 
             const float *a = f->apack + (size_t)pc * Mpad + (size_t)ir * kc;
             float *t = T + (size_t)(ir - r0) * SSD_NR;
             const float *cin = first ? NULL : t;
-            if (last && direct && ir + SSD_MR <= f->M) {
+            if (last && direct && ir + SSD_MR <= direct_rows) {
                 ssd__ukernel_rows(kc, a, bq, bo, 1.0f, cin, SSD_NR, 1.0f, y + ir * ldc + ybase,
                                   ldc, f->bias ? f->bias + ir : NULL, f->relu);
             } else {
@@ -296,16 +316,18 @@ static void flat_panel(const flat_t *f, const float *src, float *y, int jp, int 
 
     /* Rows that went through T: bias, ReLU and scatter into y. */
     for (int m = r0; m < r1 && m < f->M; ++m) {
-        if (direct && (m - m % SSD_MR) + SSD_MR <= f->M) continue;
+        if (direct && (m - m % SSD_MR) + SSD_MR <= direct_rows) continue;
         const float *t = T + (size_t)(m - r0) * SSD_NR;
         const float bv = f->bias ? f->bias[m] : 0.0f;
-        float *ym = y + (size_t)m * ldc;
+        const int second = m >= f->split;
+        float *ym = second ? y2 + (size_t)(m - f->split) * f->ldc2 : y + (size_t)m * ldc;
+        const size_t ldp = second ? f->ldp2 : f->ldp;
         for (int jj = 0; jj < SSD_NR; ++jj) {
             if (map[jj] < 0) continue;
             float v = t[jj];
             if (f->bias) v += bv;
             if (f->relu) v = v < 0.0f ? 0.0f : v;
-            ym[(size_t)map[jj] * f->ldp] = v;
+            ym[(size_t)map[jj] * ldp] = v;
         }
     }
     if (acc) stats_panel(f, y, r0, r1, direct, ybase, map, acc);
@@ -317,7 +339,7 @@ static void flat_panel(const flat_t *f, const float *src, float *y, int jp, int 
  * part[(pb*M + m)*2 + {0, 1}] (sum, sum of squares; each the fixed-order combination of
  * the 8 lanes). Which task owns which (block, channel) may depend on the thread count; the
  * arithmetic of each partial does not. */
-static void flat_image(const flat_t *f, const float *src, float *y, double *part)
+static void flat_image(const flat_t *f, const float *src, float *y, float *y2, double *part)
 {
     const int nt = omp_get_num_threads();
     const int Mpad = (int)round_up((size_t)f->M, SSD_MR);
@@ -348,7 +370,7 @@ static void flat_image(const flat_t *f, const float *src, float *y, double *part
             for (int i = 0; i < (r1 - r0) * 16; ++i) acc[i] = 0.0;
             const int jp1 = imin((pb + 1) * f->ppb, f->npan);
             for (int jp = pb * f->ppb; jp < jp1; ++jp)
-                flat_panel(f, src, y, jp, r0, r1, boff, table_full, T, acc);
+                flat_panel(f, src, y, y2, jp, r0, r1, boff, table_full, T, acc);
             for (int m = r0; m < r1 && m < f->M; ++m) {
                 const double *s = acc + (size_t)(m - r0) * 16, *q = s + 8;
                 double *p = part + ((size_t)pb * f->M + m) * 2;
@@ -365,7 +387,7 @@ static void flat_image(const flat_t *f, const float *src, float *y, double *part
     for (int task = 0; task < ntask; ++task) {
         const int jp = task / ng, grp = task % ng;
         const int r0 = grp * rows, r1 = imin(r0 + rows, Mpad);
-        flat_panel(f, src, y, jp, r0, r1, boff, table_full, T, NULL);
+        flat_panel(f, src, y, y2, jp, r0, r1, boff, table_full, T, NULL);
     }
 }
 
@@ -391,12 +413,15 @@ static void flat_setup(flat_t *f, int Cs, int Hs, int Ws, int pad, int M, int k)
 /* part != NULL: statistics partials, part + n*npb*M*2 for image n (see flat_image). */
 static void flat_conv(int N, int Cs, int Hs, int Ws, int pad, int M, int k, const float *src,
                       const float *w, int transposed, int Cw, const float *bias, int relu,
-                      float *out, const ssd_conv2d_out_t *ld, float *scratch, double *part)
+                      const conv_dst_t *dst, float *scratch, double *part)
 {
     flat_t f;
     flat_setup(&f, Cs, Hs, Ws, pad, M, k);
-    f.ldc = ld->channel;
-    f.ldp = ld->pixel;
+    f.ldc = dst->ld[0].channel;
+    f.ldp = dst->ld[0].pixel;
+    f.split = dst->split;
+    f.ldc2 = dst->ld[1].channel;
+    f.ldp2 = dst->ld[1].pixel;
     f.bias = bias;
     f.relu = relu;
 
@@ -426,7 +451,8 @@ static void flat_conv(int N, int Cs, int Hs, int Ws, int pad, int M, int k, cons
                     memcpy(xp + (size_t)c * Hs * Ws, s + (size_t)c * Hs * Ws,
                            (size_t)Hs * Ws * sizeof(float));
             }
-            flat_image(&f, xp, out + (size_t)n * ld->image,
+            flat_image(&f, xp, dst->y[0] + (size_t)n * dst->ld[0].image,
+                       dst->y[1] ? dst->y[1] + (size_t)n * dst->ld[1].image : NULL,
                        part ? part + (size_t)n * f.npb * M * 2 : NULL);
         }
     }
@@ -492,47 +518,71 @@ void ssd_conv2d_forward(const ssd_conv2d_t *g, const float *x, const float *w, c
     ssd_conv2d_forward_strided(g, x, w, b, y, &ld, relu, scratch);
 }
 
-void ssd_conv2d_forward_strided(const ssd_conv2d_t *g, const float *x, const float *w,
-                                const float *b, float *y, const ssd_conv2d_out_t *ld, int relu,
-                                float *scratch)
+/* Forward into one or two destinations (conv_dst_t). */
+static void forward_dst(const ssd_conv2d_t *g, const float *x, const float *w, const float *b,
+                        const conv_dst_t *dst, int relu, float *scratch)
 {
     if (empty_output(g) || g->N <= 0 || g->O <= 0) return;
     const int OHOW = g->OH * g->OW;
-    if (g->C <= 0 || g->k <= 0) { /* empty reduction: y = bias */
-        for (int n = 0; n < g->N; ++n)
-            for (int o = 0; o < g->O; ++o) {
-                const float v = b ? b[o] : 0.0f;
-                for (int q = 0; q < OHOW; ++q)
-                    y[n * ld->image + o * ld->channel + q * ld->pixel] = relu && v < 0.0f ? 0.0f : v;
-            }
-        return;
-    }
-    if (fast_forward(g)) {
-        flat_conv(g->N, g->C, g->H, g->W, g->pad, g->O, g->k, x, w, 0, g->C, b, relu, y, ld,
+    if (g->C > 0 && g->k > 0 && fast_forward(g)) {
+        flat_conv(g->N, g->C, g->H, g->W, g->pad, g->O, g->k, x, w, 0, g->C, b, relu, dst,
                   scratch, NULL);
         return;
     }
-    /* im2col + SGEMM into the scratch after the columns, then bias, ReLU and placement */
+    /* im2col + SGEMM into the scratch after the columns (or, with an empty reduction, just
+     * the bias), then bias, ReLU and placement */
     const int K = g->C * g->k * g->k;
     float *col = scratch, *yt = scratch + (size_t)K * OHOW;
     for (int n = 0; n < g->N; ++n) {
-        const float *xn = x + (size_t)n * g->C * g->H * g->W;
-        float *yn = y + (size_t)n * ld->image;
-        im2col(g, xn, col);
-        ssd_sgemm(0, 0, g->O, OHOW, K, 1.0f, w, K, col, OHOW, 0.0f, yt, OHOW);
+        if (K > 0) {
+            im2col(g, x + (size_t)n * g->C * g->H * g->W, col);
+            ssd_sgemm(0, 0, g->O, OHOW, K, 1.0f, w, K, col, OHOW, 0.0f, yt, OHOW);
+        }
 #pragma omp parallel for schedule(static) num_threads(ssd_get_num_threads())
         for (int o = 0; o < g->O; ++o) {
-            const float *to = yt + (size_t)o * OHOW;
-            float *yo = yn + (size_t)o * ld->channel;
+            const int d = o >= dst->split, r = d ? o - dst->split : o;
+            const ssd_conv2d_out_t *ld = &dst->ld[d];
+            float *yo = dst->y[d] + (size_t)n * ld->image + (size_t)r * ld->channel;
             const float bv = b ? b[o] : 0.0f;
             for (int q = 0; q < OHOW; ++q) {
-                float v = to[q];
+                float v = K > 0 ? yt[(size_t)o * OHOW + q] : 0.0f;
                 if (b) v += bv;
                 if (relu) v = v < 0.0f ? 0.0f : v;
                 yo[(size_t)q * ld->pixel] = v;
             }
         }
     }
+}
+
+void ssd_conv2d_forward_strided(const ssd_conv2d_t *g, const float *x, const float *w,
+                                const float *b, float *y, const ssd_conv2d_out_t *ld, int relu,
+                                float *scratch)
+{
+    const conv_dst_t dst = one_dst(y, *ld, g->O);
+    forward_dst(g, x, w, b, &dst, relu, scratch);
+}
+
+size_t ssd_conv2d_pair_scratch_floats(const ssd_conv2d_t *g)
+{
+    return (size_t)g->O * ((size_t)g->C * g->k * g->k + 1) + ssd_conv2d_scratch_floats(g);
+}
+
+void ssd_conv2d_forward_pair(const ssd_conv2d_t *g, int O1, const float *x, const float *w1,
+                             const float *b1, float *y1, const ssd_conv2d_out_t *ld1,
+                             const float *w2, const float *b2, float *y2,
+                             const ssd_conv2d_out_t *ld2, float *scratch)
+{
+    /* the two weight matrices (and biases, zeros for a missing one) one after the other */
+    const size_t K = (size_t)g->C * g->k * g->k, O2 = (size_t)(g->O - O1);
+    float *w = scratch, *b = scratch + (size_t)g->O * K;
+    memcpy(w, w1, (size_t)O1 * K * sizeof(float));
+    memcpy(w + (size_t)O1 * K, w2, O2 * K * sizeof(float));
+    for (int o = 0; o < g->O; ++o) {
+        const float *bs = o < O1 ? b1 : b2;
+        b[o] = bs ? bs[o < O1 ? o : o - O1] : 0.0f;
+    }
+    const conv_dst_t dst = {{y1, y2}, {*ld1, *ld2}, O1};
+    forward_dst(g, x, w, b1 || b2 ? b : NULL, &dst, 0, scratch + (size_t)g->O * (K + 1));
 }
 
 /* ---- hooks for fused.c (fused_internal.h) ----------------------------------------------- */
@@ -551,8 +601,8 @@ int ssd__conv2d_forward_partials(const ssd_conv2d_t *g, const float *x, const fl
                                  const float *b, float *y, float *scratch, double *part)
 {
     if (ssd__conv2d_stats_partials(g) == 0) return 0;
-    const ssd_conv2d_out_t ld = ssd_conv2d_nchw(g);
-    flat_conv(g->N, g->C, g->H, g->W, g->pad, g->O, g->k, x, w, 0, g->C, b, 0, y, &ld, scratch,
+    const conv_dst_t dst = one_dst(y, ssd_conv2d_nchw(g), g->O);
+    flat_conv(g->N, g->C, g->H, g->W, g->pad, g->O, g->k, x, w, 0, g->C, b, 0, &dst, scratch,
               part);
     flat_t f;
     flat_setup(&f, g->C, g->H, g->W, g->pad, g->O, g->k);
@@ -574,8 +624,9 @@ void ssd_conv2d_backward_data(const ssd_conv2d_t *g, const float *dy, const floa
         /* dx = flat conv of dy (O channels, OH x OW) padded by k-1-pad, weights flipped. */
         const size_t HW = (size_t)g->H * g->W;
         const ssd_conv2d_out_t ld = {(size_t)g->C * HW, HW, 1};
+        const conv_dst_t dst = one_dst(dx, ld, g->C);
         flat_conv(g->N, g->O, g->OH, g->OW, g->k - 1 - g->pad, g->C, g->k, dy, w, 1, g->C,
-                  NULL, 0, dx, &ld, scratch, NULL);
+                  NULL, 0, &dst, scratch, NULL);
         return;
     }
     const int K = g->C * g->k * g->k, OHOW = g->OH * g->OW;

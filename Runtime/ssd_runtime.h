@@ -74,6 +74,17 @@ void ssd_conv2d_forward_strided(const ssd_conv2d_t *g, const float *x, const flo
                                 const float *b, float *y, const ssd_conv2d_out_t *ld, int relu,
                                 float *scratch);
 
+/* Two convolutions of the same input and geometry as one (a scale's class and box heads):
+ * g->O = O1 + O2 output channels; channels [0, O1) are conv(x, w1) + b1 written to y1 in
+ * layout *ld1, channels [O1, O) are conv(x, w2) + b2 written to y2 in *ld2. Each output is
+ * bit for bit what ssd_conv2d_forward_strided gives for its own conv. b1, b2 may be NULL.
+ * Scratch: ssd_conv2d_pair_scratch_floats(g) floats. */
+size_t ssd_conv2d_pair_scratch_floats(const ssd_conv2d_t *g);
+void ssd_conv2d_forward_pair(const ssd_conv2d_t *g, int O1, const float *x, const float *w1,
+                             const float *b1, float *y1, const ssd_conv2d_out_t *ld1,
+                             const float *w2, const float *b2, float *y2,
+                             const ssd_conv2d_out_t *ld2, float *scratch);
+
 /* dx = conv_transpose(dy, w) (overwrites dx). */
 void ssd_conv2d_backward_data(const ssd_conv2d_t *g, const float *dy, const float *w,
                               float *dx, float *scratch);

@@ -347,6 +347,31 @@ static void test_conv_case(conv_shape cs, int with_bias, int relu)
         free(yc);
     }
 
+    /* as a pair: channels [0, O1) channels-last into one buffer, the rest NCHW into another,
+     * from two weight matrices; each part must equal its conv alone */
+    if (g.O >= 2 && !relu) {
+        const int O1 = g.O / 3 + 1, O2 = g.O - O1;
+        const size_t OHOW = (size_t)g.OH * g.OW, K = (size_t)g.C * g.k * g.k;
+        ssd_conv2d_t g1 = g, g2 = g;
+        g1.O = O1;
+        g2.O = O2;
+        const ssd_conv2d_out_t ld1 = {OHOW * O1 + 2, 1, (size_t)O1}, ld2 = ssd_conv2d_nchw(&g2);
+        const size_t n1 = ld1.image * g.N, n2 = OHOW * O2 * g.N;
+        float *y1 = falloc(n1), *y2 = falloc(n2), *r1 = falloc(n1), *r2 = falloc(n2);
+        for (size_t i = 0; i < n1; ++i) y1[i] = r1[i] = -7.0f;
+        const size_t np = ssd_conv2d_pair_scratch_floats(&g);
+        float *sp = scratch_alloc(np);
+        ssd_conv2d_forward_pair(&g, O1, x, w, with_bias ? b : NULL, y1, &ld1, w + O1 * K,
+                                with_bias ? b + O1 : NULL, y2, &ld2, sp);
+        float *s1 = scratch_alloc(ssd_conv2d_scratch_floats(&g1));
+        ssd_conv2d_forward_strided(&g1, x, w, with_bias ? b : NULL, r1, &ld1, 0, s1);
+        ssd_conv2d_forward(&g2, x, w + O1 * K, with_bias ? b + O1 : NULL, r2, 0, s1);
+        report(same_bits(y1, r1, n1) && same_bits(y2, r2, n2) && scratch_guard_ok(sp, np),
+               "conv forward pair %d + %d %s: each part bit for bit its conv alone", O1, O2,
+               name);
+        free(y1); free(y2); free(r1); free(r2); free(sp); free(s1);
+    }
+
     /* backward (once per shape, with the bias-less/relu-less variant) */
     if (!with_bias && !relu) {
         double *dxr = dalloc(xn), *dxa = dalloc(xn), *dwr = dalloc(wn), *dwa = dalloc(wn);

@@ -73,6 +73,12 @@ public struct CEmitter {
         }
     }
 
+    /// A conv's in-place output: the ssd_conv2d_out_t declaration, and the destination pointer.
+    func inPlace(_ p: Program, _ name: String, _ y: Int, _ into: OutputLayout) -> (String, String) {
+        ("const ssd_conv2d_out_t \(name) = { \(into.image), \(into.channel), \(into.pixel) }; /* in place in \(p.buffers[y].name) */",
+         ptr(p, y) + (into.offset == 0 ? "" : " + \(into.offset)"))
+    }
+
     func body(_ p: Program, _ k: Kernel) -> [String] {
         let P = { (id: Int) in self.ptr(p, id) }
         switch k.body {
@@ -81,10 +87,16 @@ public struct CEmitter {
             guard let into else {
                 return [geometry, "ssd_conv2d_forward(&g, \(P(x)), \(P(w)), \(b.map(P) ?? "NULL"), \(P(y)), \(relu ? 1 : 0), S);"]
             }
+            let (layout, dst) = inPlace(p, "into", y, into)
+            return [geometry, layout,
+                    "ssd_conv2d_forward_strided(&g, \(P(x)), \(P(w)), \(b.map(P) ?? "NULL"), \(dst), &into, \(relu ? 1 : 0), S);"]
+        case .conv2dPair(let x, let a, let b, let c, let h, let wd, let ks, let s, let pad):
+            let (layout1, dst1) = inPlace(p, "into1", a.y, a.into), (layout2, dst2) = inPlace(p, "into2", b.y, b.into)
             return [
-                geometry,
-                "const ssd_conv2d_out_t into = { \(into.image), \(into.channel), \(into.pixel) }; /* in place in \(p.buffers[y].name) */",
-                "ssd_conv2d_forward_strided(&g, \(P(x)), \(P(w)), \(b.map(P) ?? "NULL"), \(P(y))\(into.offset == 0 ? "" : " + \(into.offset)"), &into, \(relu ? 1 : 0), S);",
+                "const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, \(c), \(h), \(wd), \(a.o + b.o), \(ks), \(s), \(pad));",
+                layout1, layout2,
+                "ssd_conv2d_forward_pair(&g, \(a.o), \(P(x)), \(P(a.weight)), \(a.bias.map(P) ?? "NULL"), \(dst1), &into1,",
+                "                        \(P(b.weight)), \(b.bias.map(P) ?? "NULL"), \(dst2), &into2, S);",
             ]
         case .conv2dFoldedBatchNorm(let x, let w, let b, let g, let be, let m, let v, let eps, let fw, let fb, let y,
                                     let c, let h, let wd, let o, let ks, let s, let pad, let relu):
@@ -252,6 +264,8 @@ public struct CEmitter {
         case .conv2d(_, _, _, _, let c, let h, let w, let o, let ks, let s, let pad, _, _),
              .conv2dFoldedBatchNorm(_, _, _, _, _, _, _, _, _, _, _, let c, let h, let w, let o, let ks, let s, let pad, _):
             return "{ const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, \(c), \(h), \(w), \(o), \(ks), \(s), \(pad)); t = ssd_conv2d_scratch_floats(&g); }"
+        case .conv2dPair(_, let a, let b, let c, let h, let w, let ks, let s, let pad):
+            return "{ const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, \(c), \(h), \(w), \(a.o + b.o), \(ks), \(s), \(pad)); t = ssd_conv2d_pair_scratch_floats(&g); }"
         case .multiboxDetection(_, _, _, _, let a, _, _, _):
             return "t = ssd_detection_scratch_floats(\(a)) * (size_t)N;"
         case .conv2dBackward(_, _, _, _, _, _, let c, let h, let w, let o, let ks, let s, let pad):

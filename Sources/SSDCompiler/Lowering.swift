@@ -40,6 +40,8 @@ public struct Lowering {
     var concatBuffers: [Int: Int] = [:]
     /// Inputs of concats whose values those convs write in place.
     var writtenInPlace: Set<Int> = []
+    /// In-place convs computed together with another of the same input: first -> second.
+    var pairedWith: [Int: Int] = [:]
 
     /// A value as some permutation of a contiguous buffer's elements.
     struct View {
@@ -168,11 +170,20 @@ public struct Lowering {
                 let w = try materialized(n.inputs[1])
                 let bias = n.inputs.count > 2 ? try materialized(n.inputs[2]) : nil
                 if let ip = inPlace[n.id] {
-                    let c = graph[ip.concat]
-                    let y = concatBuffers[ip.concat] ?? newBuffer(valueName(c.id), c.type, region: .batched)
-                    concatBuffers[ip.concat] = y
+                    let y = concatBuffer(ip.concat)
                     let xt = graph[n.inputs[0]].type, wt = graph[n.inputs[1]].type
-                    addKernel(.outElementwiseFusable, [n.id] + ip.chain.reversed() + [c.id],
+                    let nodes = [n.id] + ip.chain.reversed() + [ip.concat]
+                    if let m = pairedWith[n.id], let iq = inPlace[m] {
+                        let mw = try materialized(graph[m].inputs[1])
+                        let mb = graph[m].inputs.count > 2 ? try materialized(graph[m].inputs[2]) : nil
+                        let first = PairedConv(weight: w, bias: bias, y: y, o: wt.dims[0], into: ip.into)
+                        let second = PairedConv(weight: mw, bias: mb, y: concatBuffer(iq.concat), o: graph[m].type.dims[0], into: iq.into)
+                        addKernel(.outElementwiseFusable, nodes + [m] + iq.chain.reversed() + [iq.concat],
+                                  .conv2dPair(x: x, first: first, second: second, c: xt.dims[0], h: xt.dims[1], w: xt.dims[2],
+                                              k: wt.dims[2], stride: stride, pad: padding))
+                        continue
+                    }
+                    addKernel(.outElementwiseFusable, nodes,
                               .conv2d(x: x, weight: w, bias: bias, y: y, c: xt.dims[0], h: xt.dims[1], w: xt.dims[2],
                                       o: wt.dims[0], k: wt.dims[2], stride: stride, pad: padding, relu: false, into: ip.into))
                     continue
@@ -309,6 +320,30 @@ public struct Lowering {
                 writtenInPlace.insert(i)
             }
         }
+        // Pairs: in-place convs of the same input with the same kernel size, stride and
+        // padding run as one conv (the second is computed with the first).
+        let g = graph
+        func kernelShape(_ n: Int) -> ArraySlice<Int> { g[g[n].inputs[1]].type.dims.dropFirst(2) }
+        var byInput: [Int: [Int]] = [:]
+        for src in inPlace.keys.sorted() { byInput[g[src].inputs[0], default: []].append(src) }
+        for x in byInput.keys.sorted() {
+            var open = byInput[x]!
+            while let a = open.first {
+                open.removeFirst()
+                guard let j = open.firstIndex(where: { g[$0].op == g[a].op && kernelShape($0) == kernelShape(a) }) else { continue }
+                let b = open.remove(at: j)
+                pairedWith[a] = b
+                fusedAway.insert(b)
+            }
+        }
+    }
+
+    /// The buffer of a concat that convs write in place, made on first use.
+    mutating func concatBuffer(_ concat: Int) -> Int {
+        if let b = concatBuffers[concat] { return b }
+        let b = newBuffer(valueName(concat), graph[concat].type, region: .batched)
+        concatBuffers[concat] = b
+        return b
     }
 
     /// If `n`'s only consumer is an elementwise op that can run as its epilogue (and `n` is

@@ -32,6 +32,10 @@ public enum KernelBody: Hashable, Sendable {
     /// the conv writes into in place, in the layout `into` gives.
     case conv2d(x: Int, weight: Int, bias: Int?, y: Int, c: Int, h: Int, w: Int, o: Int, k: Int,
                 stride: Int, pad: Int, relu: Bool, into: OutputLayout?)
+    /// Two convs of one input with the same geometry, each written in place (a scale's cls
+    /// and bbox heads) as one conv of first.o + second.o output channels.
+    case conv2dPair(x: Int, first: PairedConv, second: PairedConv, c: Int, h: Int, w: Int, k: Int,
+                    stride: Int, pad: Int)
     /// Inference: an eval-mode BN folded into the conv before it. The folded weights
     /// w * gamma / sqrt(var + eps) and bias (b - mean) * gamma / sqrt(var + eps) + beta are
     /// computed into `foldedWeight`/`foldedBias` (cheap: one pass over the weights), then one
@@ -91,6 +95,7 @@ extension KernelBody {
         case .multiboxLoss: return "multibox_loss"
         case .reluBackward: return "relu_backward"
         case .accumulate: return "accumulate_grad"
+        case .conv2dPair: return "conv2d_pair_permute_reshape_concat"
         case .conv2dBackward: return "conv2d_backward"
         case .batchNormBackward(_, _, _, _, let y, _, _, _, _, _, _, _): return y == nil ? "batch_norm_backward" : "relu_batch_norm_backward"
         case .maxPool2dBatchNormBackward: return "max_pool2d_relu_batch_norm_backward"
@@ -159,6 +164,15 @@ public struct LossConfig: Codable, Hashable, Sendable {
     }
 }
 
+/// One conv of a `conv2dPair`: its parameters, output channels and destination.
+public struct PairedConv: Hashable, Sendable {
+    public var weight: Int
+    public var bias: Int?
+    public var y: Int
+    public var o: Int
+    public var into: OutputLayout
+}
+
 /// Where a conv writes output (o, p), p = oh * OW + ow, of example n, in floats from the
 /// start of its destination buffer: n * image + offset + o * channel + p * pixel.
 public struct OutputLayout: Hashable, Sendable {
@@ -221,6 +235,8 @@ public struct Program: Sendable {
         switch k.body {
         case .conv2d(let x, let w, let b, let y, _, _, _, _, _, _, _, _, _):
             return ([x, w] + (b.map { [$0] } ?? []), [y])
+        case .conv2dPair(let x, let a, let b, _, _, _, _, _, _):
+            return ([x, a.weight] + (a.bias.map { [$0] } ?? []) + [b.weight] + (b.bias.map { [$0] } ?? []), [a.y, b.y])
         case .conv2dFoldedBatchNorm(let x, let w, let b, let g, let be, let m, let v, _, let fw, let fb, let y, _, _, _, _, _, _, _, _):
             return ([x, w, g, be, m, v] + (b.map { [$0] } ?? []), [fw, fb, y])
         case .batchNormTrain(let bn):
@@ -316,6 +332,8 @@ extension KernelBody {
         case .conv2d(_, _, _, _, let c, let h, let w, let o, let k, let s, let p, _, _),
              .conv2dFoldedBatchNorm(_, _, _, _, _, _, _, _, _, _, _, let c, let h, let w, let o, let k, let s, let p, _):
             return conv(c, h, w, o, k, s, p)
+        case .conv2dPair(_, let a, let b, let c, let h, let w, let k, let s, let p):
+            return conv(c, h, w, a.o + b.o, k, s, p)
         case .conv2dBackward(_, _, _, let dx, _, _, let c, let h, let w, let o, let k, let s, let p):
             return conv(c, h, w, o, k, s, p) * (dx == nil ? 1 : 2)
         default:

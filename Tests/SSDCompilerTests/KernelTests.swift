@@ -112,19 +112,23 @@ final class KernelTests: XCTestCase {
     }
 
     func testConcatInPlaceAndCopiedInputsMixed() throws {
-        // In place: a conv flattened without a permute (NCHW), and a stride-2 conv (the
-        // im2col path) permuted. Copied: a conv that is also an output, and a ReLU of the input.
+        // In place: a conv flattened without a permute (NCHW), a stride-2 conv (the im2col
+        // path) permuted, and a conv of the same geometry as the first, paired with it.
+        // Copied: a conv that is also an output, and a ReLU of the input.
         let graph = try checkGraph("concat_mixed", input: [3, 6, 6]) { x in
             let plain = Named("plain", Conv2d(3, 2, kernelSize: 3, padding: 1))(x).flattened()
             let strided = Named("strided", Conv2d(3, 4, kernelSize: 3, stride: 2, padding: 1))(x)
                 .permuted(0, 2, 3, 1).flattened()
             let shown = Named("shown", Conv2d(3, 2, kernelSize: 1))(x)
-            let cat = concat([plain, strided, shown.permuted(0, 2, 3, 1).flattened(), relu(x).flattened()], axis: 1)
+            let twin = Named("twin", Conv2d(3, 3, kernelSize: 3, padding: 1))(x).permuted(0, 2, 3, 1).flattened()
+            let cat = concat([plain, strided, shown.permuted(0, 2, 3, 1).flattened(), relu(x).flattened(), twin], axis: 1)
             return [("cat", cat), ("shown", shown)]
         }
         let p = try Lowering.lower(graph, mode: .train, name: "forward_train").program
-        let inPlace = p.kernels.filter { $0.name.hasSuffix("_concat") && $0.kind != .injective }.map { graph[$0.nodes[0]].name }
-        XCTAssertEqual(inPlace, ["plain", "strided"])
+        let inPlace = p.kernels.filter { $0.name.hasSuffix("_concat") && $0.kind != .injective }
+        XCTAssertEqual(inPlace.map { graph[$0.nodes[0]].name }, ["plain", "strided"])
+        XCTAssertTrue(inPlace[0].name.hasSuffix("conv2d_pair_permute_reshape_concat"))
+        XCTAssertTrue(inPlace[0].nodes.contains { graph[$0].name == "twin" })
         let copies = p.kernels.filter { $0.kind == .injective }
         XCTAssertEqual(copies.count, 1)
         guard case .copy(_, let pieces, _)? = copies.first?.body else { return XCTFail("no copy kernel") }

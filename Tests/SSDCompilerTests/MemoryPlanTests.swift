@@ -45,13 +45,15 @@ final class MemoryPlanTests: XCTestCase {
         // Every ReLU of TinySSD follows a BN with no other consumer: all fused as epilogues.
         XCTAssertFalse(p.kernels.contains { $0.nodes.count == 1 && g[$0.nodes[0]].op == .relu })
         XCTAssertTrue(p.kernels.contains { $0.name.hasSuffix("batch_norm_relu") })
-        // The heads write straight into the concatenated predictions: no copy kernel at all,
-        // and each of the 10 head convs carries its permute, flatten and concat.
+        // The heads write straight into the concatenated predictions: no copy kernel at all.
+        // The cls and bbox heads of each of the 5 scales are one conv, which carries both
+        // heads' permute, flatten and concat.
         XCTAssertEqual(p.kernels.filter { $0.kind == .injective }.count, 0)
-        let heads = p.kernels.filter { $0.name.hasSuffix("conv2d_permute_reshape_concat") }
-        XCTAssertEqual(heads.count, 10)
+        let heads = p.kernels.filter { $0.name.hasSuffix("conv2d_pair_permute_reshape_concat") }
+        XCTAssertEqual(heads.map { k in k.nodes.filter { g[$0].op.mnemonic == "conv2d" }.map { g[$0].name } },
+                       (0..<5).map { ["cls_\($0)", "bbox_\($0)"] })
         XCTAssertTrue(heads.allSatisfy { k in
-            k.nodes.count == 4 && g[k.nodes[0]].op.mnemonic == "conv2d" && g[k.nodes[3]].op.mnemonic == "concat"
+            k.nodes.map { g[$0].op.mnemonic } == ["conv2d", "permute", "reshape", "concat", "conv2d", "permute", "reshape", "concat"]
         })
     }
 }

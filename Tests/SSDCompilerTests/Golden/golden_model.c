@@ -81,77 +81,57 @@ static void forward_train_k02_global_max_pool(int64_t N, float *restrict P, char
     ssd_global_maxpool_forward((int)N, 4, 16, ((float *)(B + (size_t)1472 * N)), ((float *)(B + (size_t)1728 * N)));
 }
 
-/* k03_conv2d_permute_reshape_concat  [outElementwiseFusable]
+/* k03_conv2d_pair_permute_reshape_concat  [outElementwiseFusable]
  *   %16 conv2d {stride=1 padding=1} : f32[N,9,4,4]  cls_0  GoldenModel.swift:22
  *   %17 permute {perm=[0, 2, 3, 1]} : f32[N,4,4,9]    GoldenModel.swift:22
  *   %18 reshape {dims=[-1]} : f32[N,144]    GoldenModel.swift:22
  *   %36 concat {axis=1} : f32[N,153]    GoldenModel.swift:26
- *   reads  blk_0.3 B+1472*N, cls_0.weight P[208], cls_0.bias P[544]
- *   writes v36_concat B+832*N
- */
-static void forward_train_k03_conv2d_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
-    (void)P; (void)F; (void)B; (void)S;
-    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 9, 3, 1, 1);
-    const ssd_conv2d_out_t into = { 153, 1, 9 }; /* in place in v36_concat */
-    ssd_conv2d_forward_strided(&g, ((float *)(B + (size_t)1472 * N)), (P + 208), (P + 544), ((float *)(B + (size_t)832 * N)), &into, 0, S);
-}
-
-/* k04_conv2d_permute_reshape_concat  [outElementwiseFusable]
  *   %21 conv2d {stride=1 padding=1} : f32[N,12,4,4]  bbox_0  GoldenModel.swift:23
  *   %22 permute {perm=[0, 2, 3, 1]} : f32[N,4,4,12]    GoldenModel.swift:23
  *   %23 reshape {dims=[-1]} : f32[N,192]    GoldenModel.swift:23
  *   %38 concat {axis=1} : f32[N,204]  bbox_preds  GoldenModel.swift:27
- *   reads  blk_0.3 B+1472*N, bbox_0.weight P[560], bbox_0.bias P[992]
- *   writes bbox_preds B+0*N
+ *   reads  blk_0.3 B+1472*N, cls_0.weight P[208], cls_0.bias P[544], bbox_0.weight P[560], bbox_0.bias P[992]
+ *   writes v36_concat B+832*N, bbox_preds B+0*N
  */
-static void forward_train_k04_conv2d_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void forward_train_k03_conv2d_pair_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 12, 3, 1, 1);
-    const ssd_conv2d_out_t into = { 204, 1, 12 }; /* in place in bbox_preds */
-    ssd_conv2d_forward_strided(&g, ((float *)(B + (size_t)1472 * N)), (P + 560), (P + 992), ((float *)(B + (size_t)0 * N)), &into, 0, S);
+    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 21, 3, 1, 1);
+    const ssd_conv2d_out_t into1 = { 153, 1, 9 }; /* in place in v36_concat */
+    const ssd_conv2d_out_t into2 = { 204, 1, 12 }; /* in place in bbox_preds */
+    ssd_conv2d_forward_pair(&g, 9, ((float *)(B + (size_t)1472 * N)), (P + 208), (P + 544), ((float *)(B + (size_t)832 * N)), &into1,
+                            (P + 560), (P + 992), ((float *)(B + (size_t)0 * N)), &into2, S);
 }
 
-/* k05_conv2d_permute_reshape_concat  [outElementwiseFusable]
+/* k04_conv2d_pair_permute_reshape_concat  [outElementwiseFusable]
  *   %27 conv2d {stride=1 padding=1} : f32[N,9,1,1]  cls_1  GoldenModel.swift:22
  *   %28 permute {perm=[0, 2, 3, 1]} : f32[N,1,1,9]    GoldenModel.swift:22
  *   %29 reshape {dims=[-1]} : f32[N,9]    GoldenModel.swift:22
  *   %36 concat {axis=1} : f32[N,153]    GoldenModel.swift:26
- *   reads  blk_1 B+1728*N, cls_1.weight P[1008], cls_1.bias P[1344]
- *   writes v36_concat B+832*N
- */
-static void forward_train_k05_conv2d_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
-    (void)P; (void)F; (void)B; (void)S;
-    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 9, 3, 1, 1);
-    const ssd_conv2d_out_t into = { 153, 1, 9 }; /* in place in v36_concat */
-    ssd_conv2d_forward_strided(&g, ((float *)(B + (size_t)1728 * N)), (P + 1008), (P + 1344), ((float *)(B + (size_t)832 * N)) + 144, &into, 0, S);
-}
-
-/* k06_conv2d_permute_reshape_concat  [outElementwiseFusable]
  *   %32 conv2d {stride=1 padding=1} : f32[N,12,1,1]  bbox_1  GoldenModel.swift:23
  *   %33 permute {perm=[0, 2, 3, 1]} : f32[N,1,1,12]    GoldenModel.swift:23
  *   %34 reshape {dims=[-1]} : f32[N,12]    GoldenModel.swift:23
  *   %38 concat {axis=1} : f32[N,204]  bbox_preds  GoldenModel.swift:27
- *   reads  blk_1 B+1728*N, bbox_1.weight P[1360], bbox_1.bias P[1792]
- *   writes bbox_preds B+0*N
+ *   reads  blk_1 B+1728*N, cls_1.weight P[1008], cls_1.bias P[1344], bbox_1.weight P[1360], bbox_1.bias P[1792]
+ *   writes v36_concat B+832*N, bbox_preds B+0*N
  */
-static void forward_train_k06_conv2d_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void forward_train_k04_conv2d_pair_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 12, 3, 1, 1);
-    const ssd_conv2d_out_t into = { 204, 1, 12 }; /* in place in bbox_preds */
-    ssd_conv2d_forward_strided(&g, ((float *)(B + (size_t)1728 * N)), (P + 1360), (P + 1792), ((float *)(B + (size_t)0 * N)) + 192, &into, 0, S);
+    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 21, 3, 1, 1);
+    const ssd_conv2d_out_t into1 = { 153, 1, 9 }; /* in place in v36_concat */
+    const ssd_conv2d_out_t into2 = { 204, 1, 12 }; /* in place in bbox_preds */
+    ssd_conv2d_forward_pair(&g, 9, ((float *)(B + (size_t)1728 * N)), (P + 1008), (P + 1344), ((float *)(B + (size_t)832 * N)) + 144, &into1,
+                            (P + 1360), (P + 1792), ((float *)(B + (size_t)0 * N)) + 192, &into2, S);
 }
 
 size_t ssdc_forward_train_scratch_floats(int64_t N) {
     size_t s = 1, t = 0;
     { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 3, 8, 8, 4, 3, 1, 1); t = ssd_conv2d_scratch_floats(&g); } if (t > s) s = t;
-    { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 9, 3, 1, 1); t = ssd_conv2d_scratch_floats(&g); } if (t > s) s = t;
-    { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 12, 3, 1, 1); t = ssd_conv2d_scratch_floats(&g); } if (t > s) s = t;
-    { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 9, 3, 1, 1); t = ssd_conv2d_scratch_floats(&g); } if (t > s) s = t;
-    { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 12, 3, 1, 1); t = ssd_conv2d_scratch_floats(&g); } if (t > s) s = t;
+    { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 21, 3, 1, 1); t = ssd_conv2d_pair_scratch_floats(&g); } if (t > s) s = t;
+    { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 21, 3, 1, 1); t = ssd_conv2d_pair_scratch_floats(&g); } if (t > s) s = t;
     return s;
 }
 
-static double forward_train_times[7];
+static double forward_train_times[5];
 
 int ssdc_forward_train(int64_t N, float *P, char *F, char *B, float *S) {
     if (N < 1) return SSDC_ERR_BATCH;
@@ -159,10 +139,8 @@ int ssdc_forward_train(int64_t N, float *P, char *F, char *B, float *S) {
     SSDC_TIMED(forward_train_times, 0, forward_train_k00_conv2d(N, P, F, B, S));
     SSDC_TIMED(forward_train_times, 1, forward_train_k01_batch_norm_relu_max_pool2d(N, P, F, B, S));
     SSDC_TIMED(forward_train_times, 2, forward_train_k02_global_max_pool(N, P, F, B, S));
-    SSDC_TIMED(forward_train_times, 3, forward_train_k03_conv2d_permute_reshape_concat(N, P, F, B, S));
-    SSDC_TIMED(forward_train_times, 4, forward_train_k04_conv2d_permute_reshape_concat(N, P, F, B, S));
-    SSDC_TIMED(forward_train_times, 5, forward_train_k05_conv2d_permute_reshape_concat(N, P, F, B, S));
-    SSDC_TIMED(forward_train_times, 6, forward_train_k06_conv2d_permute_reshape_concat(N, P, F, B, S));
+    SSDC_TIMED(forward_train_times, 3, forward_train_k03_conv2d_pair_permute_reshape_concat(N, P, F, B, S));
+    SSDC_TIMED(forward_train_times, 4, forward_train_k04_conv2d_pair_permute_reshape_concat(N, P, F, B, S));
     return SSDC_OK;
 }
 
@@ -209,82 +187,64 @@ static void infer_k02_global_max_pool(int64_t N, float *restrict P, char *restri
     ssd_global_maxpool_forward((int)N, 4, 16, ((float *)(B + (size_t)1024 * N)), ((float *)(B + (size_t)0 * N)));
 }
 
-/* k03_conv2d_permute_reshape_concat  [outElementwiseFusable]
+/* k03_conv2d_pair_permute_reshape_concat  [outElementwiseFusable]
  *   %16 conv2d {stride=1 padding=1} : f32[N,9,4,4]  cls_0  GoldenModel.swift:22
  *   %17 permute {perm=[0, 2, 3, 1]} : f32[N,4,4,9]    GoldenModel.swift:22
  *   %18 reshape {dims=[-1]} : f32[N,144]    GoldenModel.swift:22
  *   %36 concat {axis=1} : f32[N,153]    GoldenModel.swift:26
- *   reads  blk_0.3 B+1024*N, cls_0.weight P[208], cls_0.bias P[544]
- *   writes v36_concat B+2112*N
- */
-static void infer_k03_conv2d_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
-    (void)P; (void)F; (void)B; (void)S;
-    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 9, 3, 1, 1);
-    const ssd_conv2d_out_t into = { 153, 1, 9 }; /* in place in v36_concat */
-    ssd_conv2d_forward_strided(&g, ((float *)(B + (size_t)1024 * N)), (P + 208), (P + 544), ((float *)(B + (size_t)2112 * N)), &into, 0, S);
-}
-
-/* k04_conv2d_permute_reshape_concat  [outElementwiseFusable]
  *   %21 conv2d {stride=1 padding=1} : f32[N,12,4,4]  bbox_0  GoldenModel.swift:23
  *   %22 permute {perm=[0, 2, 3, 1]} : f32[N,4,4,12]    GoldenModel.swift:23
  *   %23 reshape {dims=[-1]} : f32[N,192]    GoldenModel.swift:23
  *   %38 concat {axis=1} : f32[N,204]  bbox_preds  GoldenModel.swift:27
- *   reads  blk_0.3 B+1024*N, bbox_0.weight P[560], bbox_0.bias P[992]
- *   writes bbox_preds B+1280*N
+ *   reads  blk_0.3 B+1024*N, cls_0.weight P[208], cls_0.bias P[544], bbox_0.weight P[560], bbox_0.bias P[992]
+ *   writes v36_concat B+2112*N, bbox_preds B+1280*N
  */
-static void infer_k04_conv2d_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void infer_k03_conv2d_pair_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 12, 3, 1, 1);
-    const ssd_conv2d_out_t into = { 204, 1, 12 }; /* in place in bbox_preds */
-    ssd_conv2d_forward_strided(&g, ((float *)(B + (size_t)1024 * N)), (P + 560), (P + 992), ((float *)(B + (size_t)1280 * N)), &into, 0, S);
+    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 21, 3, 1, 1);
+    const ssd_conv2d_out_t into1 = { 153, 1, 9 }; /* in place in v36_concat */
+    const ssd_conv2d_out_t into2 = { 204, 1, 12 }; /* in place in bbox_preds */
+    ssd_conv2d_forward_pair(&g, 9, ((float *)(B + (size_t)1024 * N)), (P + 208), (P + 544), ((float *)(B + (size_t)2112 * N)), &into1,
+                            (P + 560), (P + 992), ((float *)(B + (size_t)1280 * N)), &into2, S);
 }
 
-/* k05_conv2d_permute_reshape_concat  [outElementwiseFusable]
+/* k04_conv2d_pair_permute_reshape_concat  [outElementwiseFusable]
  *   %27 conv2d {stride=1 padding=1} : f32[N,9,1,1]  cls_1  GoldenModel.swift:22
  *   %28 permute {perm=[0, 2, 3, 1]} : f32[N,1,1,9]    GoldenModel.swift:22
  *   %29 reshape {dims=[-1]} : f32[N,9]    GoldenModel.swift:22
  *   %36 concat {axis=1} : f32[N,153]    GoldenModel.swift:26
- *   reads  blk_1 B+0*N, cls_1.weight P[1008], cls_1.bias P[1344]
- *   writes v36_concat B+2112*N
- */
-static void infer_k05_conv2d_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
-    (void)P; (void)F; (void)B; (void)S;
-    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 9, 3, 1, 1);
-    const ssd_conv2d_out_t into = { 153, 1, 9 }; /* in place in v36_concat */
-    ssd_conv2d_forward_strided(&g, ((float *)(B + (size_t)0 * N)), (P + 1008), (P + 1344), ((float *)(B + (size_t)2112 * N)) + 144, &into, 0, S);
-}
-
-/* k06_conv2d_permute_reshape_concat  [outElementwiseFusable]
  *   %32 conv2d {stride=1 padding=1} : f32[N,12,1,1]  bbox_1  GoldenModel.swift:23
  *   %33 permute {perm=[0, 2, 3, 1]} : f32[N,1,1,12]    GoldenModel.swift:23
  *   %34 reshape {dims=[-1]} : f32[N,12]    GoldenModel.swift:23
  *   %38 concat {axis=1} : f32[N,204]  bbox_preds  GoldenModel.swift:27
- *   reads  blk_1 B+0*N, bbox_1.weight P[1360], bbox_1.bias P[1792]
- *   writes bbox_preds B+1280*N
+ *   reads  blk_1 B+0*N, cls_1.weight P[1008], cls_1.bias P[1344], bbox_1.weight P[1360], bbox_1.bias P[1792]
+ *   writes v36_concat B+2112*N, bbox_preds B+1280*N
  */
-static void infer_k06_conv2d_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void infer_k04_conv2d_pair_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 12, 3, 1, 1);
-    const ssd_conv2d_out_t into = { 204, 1, 12 }; /* in place in bbox_preds */
-    ssd_conv2d_forward_strided(&g, ((float *)(B + (size_t)0 * N)), (P + 1360), (P + 1792), ((float *)(B + (size_t)1280 * N)) + 192, &into, 0, S);
+    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 21, 3, 1, 1);
+    const ssd_conv2d_out_t into1 = { 153, 1, 9 }; /* in place in v36_concat */
+    const ssd_conv2d_out_t into2 = { 204, 1, 12 }; /* in place in bbox_preds */
+    ssd_conv2d_forward_pair(&g, 9, ((float *)(B + (size_t)0 * N)), (P + 1008), (P + 1344), ((float *)(B + (size_t)2112 * N)) + 144, &into1,
+                            (P + 1360), (P + 1792), ((float *)(B + (size_t)1280 * N)) + 192, &into2, S);
 }
 
-/* k07_softmax  [opaque]
+/* k05_softmax  [opaque]
  *   %39 softmax {axis=2} : f32[N,51,3]  probs  GoldenModel.swift:26
  *   reads  v36_concat B+2112*N
  *   writes probs B+2752*N
  */
-static void infer_k07_softmax(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void infer_k05_softmax(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     ssd_softmax_rows((int)(N * 51), 3, ((float *)(B + (size_t)2112 * N)), ((float *)(B + (size_t)2752 * N)));
 }
 
-/* k08_multibox_detection  [opaque]
+/* k06_multibox_detection  [opaque]
  *   %40 multibox_detection {nms=0.5 pos=0.009999999} : f32[N,51,6]  detection  GoldenModel.swift:26
  *   reads  probs B+2752*N, bbox_preds B+1280*N, anchors c_anchors
  *   writes detection B+0*N
  */
-static void infer_k08_multibox_detection(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void infer_k06_multibox_detection(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     ssd_multibox_detection((int)N, 51, 3, ((float *)(B + (size_t)2752 * N)), ((float *)(B + (size_t)1280 * N)), c_anchors, 0.5f, 0.00999999885f, ((float *)(B + (size_t)0 * N)), S);
 }
@@ -292,15 +252,13 @@ static void infer_k08_multibox_detection(int64_t N, float *restrict P, char *res
 size_t ssdc_infer_scratch_floats(int64_t N) {
     size_t s = 1, t = 0;
     { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 3, 8, 8, 4, 3, 1, 1); t = ssd_conv2d_scratch_floats(&g); } if (t > s) s = t;
-    { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 9, 3, 1, 1); t = ssd_conv2d_scratch_floats(&g); } if (t > s) s = t;
-    { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 12, 3, 1, 1); t = ssd_conv2d_scratch_floats(&g); } if (t > s) s = t;
-    { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 9, 3, 1, 1); t = ssd_conv2d_scratch_floats(&g); } if (t > s) s = t;
-    { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 12, 3, 1, 1); t = ssd_conv2d_scratch_floats(&g); } if (t > s) s = t;
+    { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 21, 3, 1, 1); t = ssd_conv2d_pair_scratch_floats(&g); } if (t > s) s = t;
+    { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 21, 3, 1, 1); t = ssd_conv2d_pair_scratch_floats(&g); } if (t > s) s = t;
     t = ssd_detection_scratch_floats(51) * (size_t)N; if (t > s) s = t;
     return s;
 }
 
-static double infer_times[9];
+static double infer_times[7];
 
 int ssdc_infer(int64_t N, float *P, char *F, char *B, float *S) {
     if (N < 1) return SSDC_ERR_BATCH;
@@ -308,12 +266,10 @@ int ssdc_infer(int64_t N, float *P, char *F, char *B, float *S) {
     SSDC_TIMED(infer_times, 0, infer_k00_conv2d_batch_norm_relu(N, P, F, B, S));
     SSDC_TIMED(infer_times, 1, infer_k01_max_pool2d(N, P, F, B, S));
     SSDC_TIMED(infer_times, 2, infer_k02_global_max_pool(N, P, F, B, S));
-    SSDC_TIMED(infer_times, 3, infer_k03_conv2d_permute_reshape_concat(N, P, F, B, S));
-    SSDC_TIMED(infer_times, 4, infer_k04_conv2d_permute_reshape_concat(N, P, F, B, S));
-    SSDC_TIMED(infer_times, 5, infer_k05_conv2d_permute_reshape_concat(N, P, F, B, S));
-    SSDC_TIMED(infer_times, 6, infer_k06_conv2d_permute_reshape_concat(N, P, F, B, S));
-    SSDC_TIMED(infer_times, 7, infer_k07_softmax(N, P, F, B, S));
-    SSDC_TIMED(infer_times, 8, infer_k08_multibox_detection(N, P, F, B, S));
+    SSDC_TIMED(infer_times, 3, infer_k03_conv2d_pair_permute_reshape_concat(N, P, F, B, S));
+    SSDC_TIMED(infer_times, 4, infer_k04_conv2d_pair_permute_reshape_concat(N, P, F, B, S));
+    SSDC_TIMED(infer_times, 5, infer_k05_softmax(N, P, F, B, S));
+    SSDC_TIMED(infer_times, 6, infer_k06_multibox_detection(N, P, F, B, S));
     return SSDC_OK;
 }
 
@@ -355,89 +311,71 @@ static void train_step_k02_global_max_pool(int64_t N, float *restrict P, char *r
     ssd_global_maxpool_forward((int)N, 4, 16, ((float *)(B + (size_t)8384 * N)), ((float *)(B + (size_t)2944 * N)));
 }
 
-/* k03_conv2d_permute_reshape_concat  [outElementwiseFusable]
+/* k03_conv2d_pair_permute_reshape_concat  [outElementwiseFusable]
  *   %16 conv2d {stride=1 padding=1} : f32[N,9,4,4]  cls_0  GoldenModel.swift:22
  *   %17 permute {perm=[0, 2, 3, 1]} : f32[N,4,4,9]    GoldenModel.swift:22
  *   %18 reshape {dims=[-1]} : f32[N,144]    GoldenModel.swift:22
  *   %36 concat {axis=1} : f32[N,153]    GoldenModel.swift:26
- *   reads  blk_0.3 B+8384*N, cls_0.weight P[208], cls_0.bias P[544]
- *   writes v36_concat B+7104*N
- */
-static void train_step_k03_conv2d_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
-    (void)P; (void)F; (void)B; (void)S;
-    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 9, 3, 1, 1);
-    const ssd_conv2d_out_t into = { 153, 1, 9 }; /* in place in v36_concat */
-    ssd_conv2d_forward_strided(&g, ((float *)(B + (size_t)8384 * N)), (P + 208), (P + 544), ((float *)(B + (size_t)7104 * N)), &into, 0, S);
-}
-
-/* k04_conv2d_permute_reshape_concat  [outElementwiseFusable]
  *   %21 conv2d {stride=1 padding=1} : f32[N,12,4,4]  bbox_0  GoldenModel.swift:23
  *   %22 permute {perm=[0, 2, 3, 1]} : f32[N,4,4,12]    GoldenModel.swift:23
  *   %23 reshape {dims=[-1]} : f32[N,192]    GoldenModel.swift:23
  *   %38 concat {axis=1} : f32[N,204]  bbox_preds  GoldenModel.swift:27
- *   reads  blk_0.3 B+8384*N, bbox_0.weight P[560], bbox_0.bias P[992]
- *   writes bbox_preds B+3072*N
+ *   reads  blk_0.3 B+8384*N, cls_0.weight P[208], cls_0.bias P[544], bbox_0.weight P[560], bbox_0.bias P[992]
+ *   writes v36_concat B+7104*N, bbox_preds B+3072*N
  */
-static void train_step_k04_conv2d_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void train_step_k03_conv2d_pair_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 12, 3, 1, 1);
-    const ssd_conv2d_out_t into = { 204, 1, 12 }; /* in place in bbox_preds */
-    ssd_conv2d_forward_strided(&g, ((float *)(B + (size_t)8384 * N)), (P + 560), (P + 992), ((float *)(B + (size_t)3072 * N)), &into, 0, S);
+    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 21, 3, 1, 1);
+    const ssd_conv2d_out_t into1 = { 153, 1, 9 }; /* in place in v36_concat */
+    const ssd_conv2d_out_t into2 = { 204, 1, 12 }; /* in place in bbox_preds */
+    ssd_conv2d_forward_pair(&g, 9, ((float *)(B + (size_t)8384 * N)), (P + 208), (P + 544), ((float *)(B + (size_t)7104 * N)), &into1,
+                            (P + 560), (P + 992), ((float *)(B + (size_t)3072 * N)), &into2, S);
 }
 
-/* k05_conv2d_permute_reshape_concat  [outElementwiseFusable]
+/* k04_conv2d_pair_permute_reshape_concat  [outElementwiseFusable]
  *   %27 conv2d {stride=1 padding=1} : f32[N,9,1,1]  cls_1  GoldenModel.swift:22
  *   %28 permute {perm=[0, 2, 3, 1]} : f32[N,1,1,9]    GoldenModel.swift:22
  *   %29 reshape {dims=[-1]} : f32[N,9]    GoldenModel.swift:22
  *   %36 concat {axis=1} : f32[N,153]    GoldenModel.swift:26
- *   reads  blk_1 B+2944*N, cls_1.weight P[1008], cls_1.bias P[1344]
- *   writes v36_concat B+7104*N
- */
-static void train_step_k05_conv2d_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
-    (void)P; (void)F; (void)B; (void)S;
-    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 9, 3, 1, 1);
-    const ssd_conv2d_out_t into = { 153, 1, 9 }; /* in place in v36_concat */
-    ssd_conv2d_forward_strided(&g, ((float *)(B + (size_t)2944 * N)), (P + 1008), (P + 1344), ((float *)(B + (size_t)7104 * N)) + 144, &into, 0, S);
-}
-
-/* k06_conv2d_permute_reshape_concat  [outElementwiseFusable]
  *   %32 conv2d {stride=1 padding=1} : f32[N,12,1,1]  bbox_1  GoldenModel.swift:23
  *   %33 permute {perm=[0, 2, 3, 1]} : f32[N,1,1,12]    GoldenModel.swift:23
  *   %34 reshape {dims=[-1]} : f32[N,12]    GoldenModel.swift:23
  *   %38 concat {axis=1} : f32[N,204]  bbox_preds  GoldenModel.swift:27
- *   reads  blk_1 B+2944*N, bbox_1.weight P[1360], bbox_1.bias P[1792]
- *   writes bbox_preds B+3072*N
+ *   reads  blk_1 B+2944*N, cls_1.weight P[1008], cls_1.bias P[1344], bbox_1.weight P[1360], bbox_1.bias P[1792]
+ *   writes v36_concat B+7104*N, bbox_preds B+3072*N
  */
-static void train_step_k06_conv2d_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void train_step_k04_conv2d_pair_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 12, 3, 1, 1);
-    const ssd_conv2d_out_t into = { 204, 1, 12 }; /* in place in bbox_preds */
-    ssd_conv2d_forward_strided(&g, ((float *)(B + (size_t)2944 * N)), (P + 1360), (P + 1792), ((float *)(B + (size_t)3072 * N)) + 192, &into, 0, S);
+    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 21, 3, 1, 1);
+    const ssd_conv2d_out_t into1 = { 153, 1, 9 }; /* in place in v36_concat */
+    const ssd_conv2d_out_t into2 = { 204, 1, 12 }; /* in place in bbox_preds */
+    ssd_conv2d_forward_pair(&g, 9, ((float *)(B + (size_t)2944 * N)), (P + 1008), (P + 1344), ((float *)(B + (size_t)7104 * N)) + 144, &into1,
+                            (P + 1360), (P + 1792), ((float *)(B + (size_t)3072 * N)) + 192, &into2, S);
 }
 
-/* k07_multibox_target  [opaque]
+/* k05_multibox_target  [opaque]
  *   %35 concat {axis=1} : f32[1,51,4]  anchors  GoldenModel.swift:25
  *   reads  anchors c_anchors, Y B+2048*N
  *   writes target.bbox_labels B+3904*N, target.bbox_masks B+4736*N, target.cls_labels B+8640*N
  */
-static void train_step_k07_multibox_target(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void train_step_k05_multibox_target(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     ssd_multibox_target((int)N, 51, 1, c_anchors, ((float *)(B + (size_t)2048 * N)), 0.5f, ((float *)(B + (size_t)3904 * N)), ((float *)(B + (size_t)4736 * N)), ((float *)(B + (size_t)8640 * N)), S);
 }
 
-/* k08_multibox_loss  [opaque]
+/* k06_multibox_loss  [opaque]
  *   %37 reshape {dims=[-1, 3]} : f32[N,51,3]  cls_preds  GoldenModel.swift:26
  *   %38 concat {axis=1} : f32[N,204]  bbox_preds  GoldenModel.swift:27
  *   reads  v36_concat B+7104*N, bbox_preds B+3072*N, target.cls_labels B+8640*N, target.bbox_labels B+3904*N, target.bbox_masks B+4736*N
  *   writes loss.per_example B+8896*N, grad.cls_preds B+7744*N, grad.bbox_preds B+2048*N, metrics F+0
  */
-static void train_step_k08_multibox_loss(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void train_step_k06_multibox_loss(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     const ssd_loss_config_t cfg = { 0, 2.0f, 0.25f, 0, 1.0f, 1.0f, 1.0f, 0.0f };
     ssd_multibox_loss(&cfg, (int)N, 51, 3, ((float *)(B + (size_t)7104 * N)), ((float *)(B + (size_t)3072 * N)), ((float *)(B + (size_t)8640 * N)), ((float *)(B + (size_t)3904 * N)), ((float *)(B + (size_t)4736 * N)), ((float *)(B + (size_t)8896 * N)), ((float *)(B + (size_t)7744 * N)), ((float *)(B + (size_t)2048 * N)), (double *)((float *)(F + 0)), S);
 }
 
-/* k09_concat_permute_backward  [injective]
+/* k07_concat_permute_backward  [injective]
  *   %38 concat {axis=1} : f32[N,204]  bbox_preds  GoldenModel.swift:27
  *   %23 reshape {dims=[-1]} : f32[N,192]    GoldenModel.swift:23
  *   %22 permute {perm=[0, 2, 3, 1]} : f32[N,4,4,12]    GoldenModel.swift:23
@@ -446,7 +384,7 @@ static void train_step_k08_multibox_loss(int64_t N, float *restrict P, char *res
  *   reads  grad.bbox_preds B+2048*N
  *   writes grad.bbox_0 B+6336*N, grad.bbox_1 B+2880*N
  */
-static void train_step_k09_concat_permute_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void train_step_k07_concat_permute_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     const float *restrict x = ((float *)(B + (size_t)2048 * N));
     /* piece 0: rows of 192 at +0 of 204 -> grad.bbox_0 [12, 4, 4] un-permuted [1, 2, 0] */
@@ -481,7 +419,7 @@ static void train_step_k09_concat_permute_backward(int64_t N, float *restrict P,
     }
 }
 
-/* k10_concat_permute_backward  [injective]
+/* k08_concat_permute_backward  [injective]
  *   %36 concat {axis=1} : f32[N,153]    GoldenModel.swift:26
  *   %18 reshape {dims=[-1]} : f32[N,144]    GoldenModel.swift:22
  *   %17 permute {perm=[0, 2, 3, 1]} : f32[N,4,4,9]    GoldenModel.swift:22
@@ -490,7 +428,7 @@ static void train_step_k09_concat_permute_backward(int64_t N, float *restrict P,
  *   reads  grad.cls_preds B+7744*N
  *   writes grad.cls_0 B+2048*N, grad.cls_1 B+2624*N
  */
-static void train_step_k10_concat_permute_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void train_step_k08_concat_permute_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     const float *restrict x = ((float *)(B + (size_t)7744 * N));
     /* piece 0: rows of 144 at +0 of 153 -> grad.cls_0 [9, 4, 4] un-permuted [1, 2, 0] */
@@ -525,36 +463,36 @@ static void train_step_k10_concat_permute_backward(int64_t N, float *restrict P,
     }
 }
 
-/* k11_conv2d_backward  [outElementwiseFusable]
+/* k09_conv2d_backward  [outElementwiseFusable]
  *   %32 conv2d {stride=1 padding=1} : f32[N,12,1,1]  bbox_1  GoldenModel.swift:23
  *   reads  blk_1 B+2944*N, bbox_1.weight P[1360], grad.bbox_1 B+2880*N
  *   writes grad.blk_1 B+3008*N, grad.bbox_1.weight P[3168], grad.bbox_1.bias P[3600]
  */
-static void train_step_k11_conv2d_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void train_step_k09_conv2d_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 12, 3, 1, 1);
     ssd_conv2d_backward_data(&g, ((float *)(B + (size_t)2880 * N)), (P + 1360), ((float *)(B + (size_t)3008 * N)), S);
     ssd_conv2d_backward_weight(&g, ((float *)(B + (size_t)2944 * N)), ((float *)(B + (size_t)2880 * N)), (P + 3168), (P + 3600), S);
 }
 
-/* k12_conv2d_backward  [outElementwiseFusable]
+/* k10_conv2d_backward  [outElementwiseFusable]
  *   %27 conv2d {stride=1 padding=1} : f32[N,9,1,1]  cls_1  GoldenModel.swift:22
  *   reads  blk_1 B+2944*N, cls_1.weight P[1008], grad.cls_1 B+2624*N
  *   writes grad.blk_1 B+2688*N, grad.cls_1.weight P[2816], grad.cls_1.bias P[3152]
  */
-static void train_step_k12_conv2d_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void train_step_k10_conv2d_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 9, 3, 1, 1);
     ssd_conv2d_backward_data(&g, ((float *)(B + (size_t)2624 * N)), (P + 1008), ((float *)(B + (size_t)2688 * N)), S);
     ssd_conv2d_backward_weight(&g, ((float *)(B + (size_t)2944 * N)), ((float *)(B + (size_t)2624 * N)), (P + 2816), (P + 3152), S);
 }
 
-/* k13_accumulate_grad  [elementwise]
+/* k11_accumulate_grad  [elementwise]
  *   %27 conv2d {stride=1 padding=1} : f32[N,9,1,1]  cls_1  GoldenModel.swift:22
  *   reads  grad.blk_1 B+3008*N, grad.blk_1 B+2688*N
  *   writes grad.blk_1 B+3008*N
  */
-static void train_step_k13_accumulate_grad(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void train_step_k11_accumulate_grad(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     float *restrict a = ((float *)(B + (size_t)3008 * N));
     const float *restrict b = ((float *)(B + (size_t)2688 * N));
@@ -563,36 +501,36 @@ static void train_step_k13_accumulate_grad(int64_t N, float *restrict P, char *r
     for (int64_t i = 0; i < n; i++) a[i] += b[i];
 }
 
-/* k14_conv2d_backward  [outElementwiseFusable]
+/* k12_conv2d_backward  [outElementwiseFusable]
  *   %21 conv2d {stride=1 padding=1} : f32[N,12,4,4]  bbox_0  GoldenModel.swift:23
  *   reads  blk_0.3 B+8384*N, bbox_0.weight P[560], grad.bbox_0 B+6336*N
  *   writes grad.blk_0.3 B+7744*N, grad.bbox_0.weight P[2368], grad.bbox_0.bias P[2800]
  */
-static void train_step_k14_conv2d_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void train_step_k12_conv2d_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 12, 3, 1, 1);
     ssd_conv2d_backward_data(&g, ((float *)(B + (size_t)6336 * N)), (P + 560), ((float *)(B + (size_t)7744 * N)), S);
     ssd_conv2d_backward_weight(&g, ((float *)(B + (size_t)8384 * N)), ((float *)(B + (size_t)6336 * N)), (P + 2368), (P + 2800), S);
 }
 
-/* k15_conv2d_backward  [outElementwiseFusable]
+/* k13_conv2d_backward  [outElementwiseFusable]
  *   %16 conv2d {stride=1 padding=1} : f32[N,9,4,4]  cls_0  GoldenModel.swift:22
  *   reads  blk_0.3 B+8384*N, cls_0.weight P[208], grad.cls_0 B+2048*N
  *   writes grad.blk_0.3 B+2624*N, grad.cls_0.weight P[2016], grad.cls_0.bias P[2352]
  */
-static void train_step_k15_conv2d_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void train_step_k13_conv2d_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 9, 3, 1, 1);
     ssd_conv2d_backward_data(&g, ((float *)(B + (size_t)2048 * N)), (P + 208), ((float *)(B + (size_t)2624 * N)), S);
     ssd_conv2d_backward_weight(&g, ((float *)(B + (size_t)8384 * N)), ((float *)(B + (size_t)2048 * N)), (P + 2016), (P + 2352), S);
 }
 
-/* k16_accumulate_grad  [elementwise]
+/* k14_accumulate_grad  [elementwise]
  *   %16 conv2d {stride=1 padding=1} : f32[N,9,4,4]  cls_0  GoldenModel.swift:22
  *   reads  grad.blk_0.3 B+7744*N, grad.blk_0.3 B+2624*N
  *   writes grad.blk_0.3 B+7744*N
  */
-static void train_step_k16_accumulate_grad(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void train_step_k14_accumulate_grad(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     float *restrict a = ((float *)(B + (size_t)7744 * N));
     const float *restrict b = ((float *)(B + (size_t)2624 * N));
@@ -601,22 +539,22 @@ static void train_step_k16_accumulate_grad(int64_t N, float *restrict P, char *r
     for (int64_t i = 0; i < n; i++) a[i] += b[i];
 }
 
-/* k17_global_max_pool_backward  [reduction]
+/* k15_global_max_pool_backward  [reduction]
  *   %12 global_max_pool : f32[N,4,1,1]  blk_1  GoldenModel.swift:18
  *   reads  blk_0.3 B+8384*N, grad.blk_1 B+3008*N
  *   writes grad.blk_0.3 B+2048*N
  */
-static void train_step_k17_global_max_pool_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void train_step_k15_global_max_pool_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     ssd_global_maxpool_backward((int)N, 4, 16, ((float *)(B + (size_t)8384 * N)), ((float *)(B + (size_t)3008 * N)), ((float *)(B + (size_t)2048 * N)));
 }
 
-/* k18_accumulate_grad  [elementwise]
+/* k16_accumulate_grad  [elementwise]
  *   %12 global_max_pool : f32[N,4,1,1]  blk_1  GoldenModel.swift:18
  *   reads  grad.blk_0.3 B+7744*N, grad.blk_0.3 B+2048*N
  *   writes grad.blk_0.3 B+7744*N
  */
-static void train_step_k18_accumulate_grad(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void train_step_k16_accumulate_grad(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     float *restrict a = ((float *)(B + (size_t)7744 * N));
     const float *restrict b = ((float *)(B + (size_t)2048 * N));
@@ -625,30 +563,30 @@ static void train_step_k18_accumulate_grad(int64_t N, float *restrict P, char *r
     for (int64_t i = 0; i < n; i++) a[i] += b[i];
 }
 
-/* k19_max_pool2d_relu_batch_norm_backward  [outElementwiseFusable]
+/* k17_max_pool2d_relu_batch_norm_backward  [outElementwiseFusable]
  *   %11 max_pool2d : f32[N,4,4,4]  blk_0.3  GoldenModel.swift:12
  *   %10 relu : f32[N,4,8,8]  blk_0.2  GoldenModel.swift:11
  *   %9 batch_norm {eps=1e-05 momentum=0.1} : f32[N,4,8,8]  blk_0.1  GoldenModel.swift:10
  *   reads  blk_0.0 B+0*N, blk_0.1.batch_mean F+64, blk_0.1.batch_var F+128, blk_0.1.weight P[128], blk_0.2 B+1024*N, grad.blk_0.3 B+7744*N
  *   writes grad.blk_0.0 B+2048*N, grad.blk_0.1.weight P[1936], grad.blk_0.1.bias P[1952]
  */
-static void train_step_k19_max_pool2d_relu_batch_norm_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void train_step_k17_max_pool2d_relu_batch_norm_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     ssd_maxpool2_bn_relu_backward((int)N, 4, 8, 8, ((float *)(B + (size_t)0 * N)), ((float *)(F + 64)), ((float *)(F + 128)), (P + 128), 9.99999975e-06f, ((float *)(B + (size_t)1024 * N)), ((float *)(B + (size_t)7744 * N)), ((float *)(B + (size_t)2048 * N)), (P + 1936), (P + 1952));
 }
 
-/* k20_conv2d_backward  [outElementwiseFusable]
+/* k18_conv2d_backward  [outElementwiseFusable]
  *   %3 conv2d {stride=1 padding=1} : f32[N,4,8,8]  blk_0.0  GoldenModel.swift:9
  *   reads  X B+5568*N, blk_0.0.weight P[0], grad.blk_0.0 B+2048*N
  *   writes grad.blk_0.0.weight P[1808], grad.blk_0.0.bias P[1920]
  */
-static void train_step_k20_conv2d_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void train_step_k18_conv2d_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 3, 8, 8, 4, 3, 1, 1);
     ssd_conv2d_backward_weight(&g, ((float *)(B + (size_t)5568 * N)), ((float *)(B + (size_t)2048 * N)), (P + 1808), (P + 1920), S);
 }
 
-/* k21_sgd  [opaque]
+/* k19_sgd  [opaque]
  *   %1 parameter {name=blk_0.0.weight} : f32[4,3,3,3]  blk_0.0.weight  GoldenModel.swift:9
  *   %2 parameter {name=blk_0.0.bias} : f32[4]  blk_0.0.bias  GoldenModel.swift:9
  *   %4 parameter {name=blk_0.1.weight} : f32[4]  blk_0.1.weight  GoldenModel.swift:10
@@ -664,7 +602,7 @@ static void train_step_k20_conv2d_backward(int64_t N, float *restrict P, char *r
  *   reads  blk_0.0.weight P[0], blk_0.0.bias P[112], blk_0.1.weight P[128], blk_0.1.bias P[144], cls_0.weight P[208], cls_0.bias P[544], bbox_0.weight P[560], bbox_0.bias P[992], cls_1.weight P[1008], cls_1.bias P[1344], bbox_1.weight P[1360], bbox_1.bias P[1792]
  *   writes blk_0.0.weight P[0], blk_0.0.bias P[112], blk_0.1.weight P[128], blk_0.1.bias P[144], cls_0.weight P[208], cls_0.bias P[544], bbox_0.weight P[560], bbox_0.bias P[992], cls_1.weight P[1008], cls_1.bias P[1344], bbox_1.weight P[1360], bbox_1.bias P[1792]
  */
-static void train_step_k21_sgd(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void train_step_k19_sgd(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     const float lr = P[3616], wd = P[3617];
     ssd_sgd_update(108, P + 0, P + 1808, lr, wd); /* blk_0.0.weight */
@@ -684,10 +622,8 @@ static void train_step_k21_sgd(int64_t N, float *restrict P, char *restrict F, c
 size_t ssdc_train_step_scratch_floats(int64_t N) {
     size_t s = 1, t = 0;
     { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 3, 8, 8, 4, 3, 1, 1); t = ssd_conv2d_scratch_floats(&g); } if (t > s) s = t;
-    { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 9, 3, 1, 1); t = ssd_conv2d_scratch_floats(&g); } if (t > s) s = t;
-    { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 12, 3, 1, 1); t = ssd_conv2d_scratch_floats(&g); } if (t > s) s = t;
-    { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 9, 3, 1, 1); t = ssd_conv2d_scratch_floats(&g); } if (t > s) s = t;
-    { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 12, 3, 1, 1); t = ssd_conv2d_scratch_floats(&g); } if (t > s) s = t;
+    { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 21, 3, 1, 1); t = ssd_conv2d_pair_scratch_floats(&g); } if (t > s) s = t;
+    { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 21, 3, 1, 1); t = ssd_conv2d_pair_scratch_floats(&g); } if (t > s) s = t;
     t = ssd_target_scratch_floats(51, 1) * (size_t)N; if (t > s) s = t;
     t = ssd_loss_scratch_floats((int)N, 51, 3); if (t > s) s = t;
     { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 12, 3, 1, 1); t = ssd_conv2d_scratch_floats(&g); } if (t > s) s = t;
@@ -698,7 +634,7 @@ size_t ssdc_train_step_scratch_floats(int64_t N) {
     return s;
 }
 
-static double train_step_times[22];
+static double train_step_times[20];
 
 int ssdc_train_step(int64_t N, float *P, char *F, char *B, float *S) {
     if (N < 1) return SSDC_ERR_BATCH;
@@ -706,25 +642,23 @@ int ssdc_train_step(int64_t N, float *P, char *F, char *B, float *S) {
     SSDC_TIMED(train_step_times, 0, train_step_k00_conv2d(N, P, F, B, S));
     SSDC_TIMED(train_step_times, 1, train_step_k01_batch_norm_relu_max_pool2d(N, P, F, B, S));
     SSDC_TIMED(train_step_times, 2, train_step_k02_global_max_pool(N, P, F, B, S));
-    SSDC_TIMED(train_step_times, 3, train_step_k03_conv2d_permute_reshape_concat(N, P, F, B, S));
-    SSDC_TIMED(train_step_times, 4, train_step_k04_conv2d_permute_reshape_concat(N, P, F, B, S));
-    SSDC_TIMED(train_step_times, 5, train_step_k05_conv2d_permute_reshape_concat(N, P, F, B, S));
-    SSDC_TIMED(train_step_times, 6, train_step_k06_conv2d_permute_reshape_concat(N, P, F, B, S));
-    SSDC_TIMED(train_step_times, 7, train_step_k07_multibox_target(N, P, F, B, S));
-    SSDC_TIMED(train_step_times, 8, train_step_k08_multibox_loss(N, P, F, B, S));
-    SSDC_TIMED(train_step_times, 9, train_step_k09_concat_permute_backward(N, P, F, B, S));
-    SSDC_TIMED(train_step_times, 10, train_step_k10_concat_permute_backward(N, P, F, B, S));
-    SSDC_TIMED(train_step_times, 11, train_step_k11_conv2d_backward(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 3, train_step_k03_conv2d_pair_permute_reshape_concat(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 4, train_step_k04_conv2d_pair_permute_reshape_concat(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 5, train_step_k05_multibox_target(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 6, train_step_k06_multibox_loss(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 7, train_step_k07_concat_permute_backward(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 8, train_step_k08_concat_permute_backward(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 9, train_step_k09_conv2d_backward(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 10, train_step_k10_conv2d_backward(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 11, train_step_k11_accumulate_grad(N, P, F, B, S));
     SSDC_TIMED(train_step_times, 12, train_step_k12_conv2d_backward(N, P, F, B, S));
-    SSDC_TIMED(train_step_times, 13, train_step_k13_accumulate_grad(N, P, F, B, S));
-    SSDC_TIMED(train_step_times, 14, train_step_k14_conv2d_backward(N, P, F, B, S));
-    SSDC_TIMED(train_step_times, 15, train_step_k15_conv2d_backward(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 13, train_step_k13_conv2d_backward(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 14, train_step_k14_accumulate_grad(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 15, train_step_k15_global_max_pool_backward(N, P, F, B, S));
     SSDC_TIMED(train_step_times, 16, train_step_k16_accumulate_grad(N, P, F, B, S));
-    SSDC_TIMED(train_step_times, 17, train_step_k17_global_max_pool_backward(N, P, F, B, S));
-    SSDC_TIMED(train_step_times, 18, train_step_k18_accumulate_grad(N, P, F, B, S));
-    SSDC_TIMED(train_step_times, 19, train_step_k19_max_pool2d_relu_batch_norm_backward(N, P, F, B, S));
-    SSDC_TIMED(train_step_times, 20, train_step_k20_conv2d_backward(N, P, F, B, S));
-    SSDC_TIMED(train_step_times, 21, train_step_k21_sgd(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 17, train_step_k17_max_pool2d_relu_batch_norm_backward(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 18, train_step_k18_conv2d_backward(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 19, train_step_k19_sgd(N, P, F, B, S));
     return SSDC_OK;
 }
 
@@ -771,83 +705,65 @@ static void eval_step_k02_global_max_pool(int64_t N, float *restrict P, char *re
     ssd_global_maxpool_forward((int)N, 4, 16, ((float *)(B + (size_t)1024 * N)), ((float *)(B + (size_t)832 * N)));
 }
 
-/* k03_conv2d_permute_reshape_concat  [outElementwiseFusable]
+/* k03_conv2d_pair_permute_reshape_concat  [outElementwiseFusable]
  *   %16 conv2d {stride=1 padding=1} : f32[N,9,4,4]  cls_0  GoldenModel.swift:22
  *   %17 permute {perm=[0, 2, 3, 1]} : f32[N,4,4,9]    GoldenModel.swift:22
  *   %18 reshape {dims=[-1]} : f32[N,144]    GoldenModel.swift:22
  *   %36 concat {axis=1} : f32[N,153]    GoldenModel.swift:26
- *   reads  blk_0.3 B+1024*N, cls_0.weight P[208], cls_0.bias P[544]
- *   writes v36_concat B+3328*N
- */
-static void eval_step_k03_conv2d_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
-    (void)P; (void)F; (void)B; (void)S;
-    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 9, 3, 1, 1);
-    const ssd_conv2d_out_t into = { 153, 1, 9 }; /* in place in v36_concat */
-    ssd_conv2d_forward_strided(&g, ((float *)(B + (size_t)1024 * N)), (P + 208), (P + 544), ((float *)(B + (size_t)3328 * N)), &into, 0, S);
-}
-
-/* k04_conv2d_permute_reshape_concat  [outElementwiseFusable]
  *   %21 conv2d {stride=1 padding=1} : f32[N,12,4,4]  bbox_0  GoldenModel.swift:23
  *   %22 permute {perm=[0, 2, 3, 1]} : f32[N,4,4,12]    GoldenModel.swift:23
  *   %23 reshape {dims=[-1]} : f32[N,192]    GoldenModel.swift:23
  *   %38 concat {axis=1} : f32[N,204]  bbox_preds  GoldenModel.swift:27
- *   reads  blk_0.3 B+1024*N, bbox_0.weight P[560], bbox_0.bias P[992]
- *   writes bbox_preds B+0*N
+ *   reads  blk_0.3 B+1024*N, cls_0.weight P[208], cls_0.bias P[544], bbox_0.weight P[560], bbox_0.bias P[992]
+ *   writes v36_concat B+3328*N, bbox_preds B+0*N
  */
-static void eval_step_k04_conv2d_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void eval_step_k03_conv2d_pair_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 12, 3, 1, 1);
-    const ssd_conv2d_out_t into = { 204, 1, 12 }; /* in place in bbox_preds */
-    ssd_conv2d_forward_strided(&g, ((float *)(B + (size_t)1024 * N)), (P + 560), (P + 992), ((float *)(B + (size_t)0 * N)), &into, 0, S);
+    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 21, 3, 1, 1);
+    const ssd_conv2d_out_t into1 = { 153, 1, 9 }; /* in place in v36_concat */
+    const ssd_conv2d_out_t into2 = { 204, 1, 12 }; /* in place in bbox_preds */
+    ssd_conv2d_forward_pair(&g, 9, ((float *)(B + (size_t)1024 * N)), (P + 208), (P + 544), ((float *)(B + (size_t)3328 * N)), &into1,
+                            (P + 560), (P + 992), ((float *)(B + (size_t)0 * N)), &into2, S);
 }
 
-/* k05_conv2d_permute_reshape_concat  [outElementwiseFusable]
+/* k04_conv2d_pair_permute_reshape_concat  [outElementwiseFusable]
  *   %27 conv2d {stride=1 padding=1} : f32[N,9,1,1]  cls_1  GoldenModel.swift:22
  *   %28 permute {perm=[0, 2, 3, 1]} : f32[N,1,1,9]    GoldenModel.swift:22
  *   %29 reshape {dims=[-1]} : f32[N,9]    GoldenModel.swift:22
  *   %36 concat {axis=1} : f32[N,153]    GoldenModel.swift:26
- *   reads  blk_1 B+832*N, cls_1.weight P[1008], cls_1.bias P[1344]
- *   writes v36_concat B+3328*N
- */
-static void eval_step_k05_conv2d_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
-    (void)P; (void)F; (void)B; (void)S;
-    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 9, 3, 1, 1);
-    const ssd_conv2d_out_t into = { 153, 1, 9 }; /* in place in v36_concat */
-    ssd_conv2d_forward_strided(&g, ((float *)(B + (size_t)832 * N)), (P + 1008), (P + 1344), ((float *)(B + (size_t)3328 * N)) + 144, &into, 0, S);
-}
-
-/* k06_conv2d_permute_reshape_concat  [outElementwiseFusable]
  *   %32 conv2d {stride=1 padding=1} : f32[N,12,1,1]  bbox_1  GoldenModel.swift:23
  *   %33 permute {perm=[0, 2, 3, 1]} : f32[N,1,1,12]    GoldenModel.swift:23
  *   %34 reshape {dims=[-1]} : f32[N,12]    GoldenModel.swift:23
  *   %38 concat {axis=1} : f32[N,204]  bbox_preds  GoldenModel.swift:27
- *   reads  blk_1 B+832*N, bbox_1.weight P[1360], bbox_1.bias P[1792]
- *   writes bbox_preds B+0*N
+ *   reads  blk_1 B+832*N, cls_1.weight P[1008], cls_1.bias P[1344], bbox_1.weight P[1360], bbox_1.bias P[1792]
+ *   writes v36_concat B+3328*N, bbox_preds B+0*N
  */
-static void eval_step_k06_conv2d_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void eval_step_k04_conv2d_pair_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 12, 3, 1, 1);
-    const ssd_conv2d_out_t into = { 204, 1, 12 }; /* in place in bbox_preds */
-    ssd_conv2d_forward_strided(&g, ((float *)(B + (size_t)832 * N)), (P + 1360), (P + 1792), ((float *)(B + (size_t)0 * N)) + 192, &into, 0, S);
+    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 21, 3, 1, 1);
+    const ssd_conv2d_out_t into1 = { 153, 1, 9 }; /* in place in v36_concat */
+    const ssd_conv2d_out_t into2 = { 204, 1, 12 }; /* in place in bbox_preds */
+    ssd_conv2d_forward_pair(&g, 9, ((float *)(B + (size_t)832 * N)), (P + 1008), (P + 1344), ((float *)(B + (size_t)3328 * N)) + 144, &into1,
+                            (P + 1360), (P + 1792), ((float *)(B + (size_t)0 * N)) + 192, &into2, S);
 }
 
-/* k07_multibox_target  [opaque]
+/* k05_multibox_target  [opaque]
  *   %35 concat {axis=1} : f32[1,51,4]  anchors  GoldenModel.swift:25
  *   reads  anchors c_anchors, Y B+2496*N
  *   writes target.bbox_labels B+832*N, target.bbox_masks B+1664*N, target.cls_labels B+4608*N
  */
-static void eval_step_k07_multibox_target(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void eval_step_k05_multibox_target(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     ssd_multibox_target((int)N, 51, 1, c_anchors, ((float *)(B + (size_t)2496 * N)), 0.5f, ((float *)(B + (size_t)832 * N)), ((float *)(B + (size_t)1664 * N)), ((float *)(B + (size_t)4608 * N)), S);
 }
 
-/* k08_multibox_loss  [opaque]
+/* k06_multibox_loss  [opaque]
  *   %37 reshape {dims=[-1, 3]} : f32[N,51,3]  cls_preds  GoldenModel.swift:26
  *   %38 concat {axis=1} : f32[N,204]  bbox_preds  GoldenModel.swift:27
  *   reads  v36_concat B+3328*N, bbox_preds B+0*N, target.cls_labels B+4608*N, target.bbox_labels B+832*N, target.bbox_masks B+1664*N
  *   writes loss.per_example B+4864*N, grad.cls_preds B+3968*N, grad.bbox_preds B+2496*N, metrics F+0
  */
-static void eval_step_k08_multibox_loss(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void eval_step_k06_multibox_loss(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     const ssd_loss_config_t cfg = { 0, 2.0f, 0.25f, 0, 1.0f, 1.0f, 1.0f, 0.0f };
     ssd_multibox_loss(&cfg, (int)N, 51, 3, ((float *)(B + (size_t)3328 * N)), ((float *)(B + (size_t)0 * N)), ((float *)(B + (size_t)4608 * N)), ((float *)(B + (size_t)832 * N)), ((float *)(B + (size_t)1664 * N)), ((float *)(B + (size_t)4864 * N)), ((float *)(B + (size_t)3968 * N)), ((float *)(B + (size_t)2496 * N)), (double *)((float *)(F + 0)), S);
@@ -856,16 +772,14 @@ static void eval_step_k08_multibox_loss(int64_t N, float *restrict P, char *rest
 size_t ssdc_eval_step_scratch_floats(int64_t N) {
     size_t s = 1, t = 0;
     { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 3, 8, 8, 4, 3, 1, 1); t = ssd_conv2d_scratch_floats(&g); } if (t > s) s = t;
-    { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 9, 3, 1, 1); t = ssd_conv2d_scratch_floats(&g); } if (t > s) s = t;
-    { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 12, 3, 1, 1); t = ssd_conv2d_scratch_floats(&g); } if (t > s) s = t;
-    { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 9, 3, 1, 1); t = ssd_conv2d_scratch_floats(&g); } if (t > s) s = t;
-    { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 12, 3, 1, 1); t = ssd_conv2d_scratch_floats(&g); } if (t > s) s = t;
+    { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 21, 3, 1, 1); t = ssd_conv2d_pair_scratch_floats(&g); } if (t > s) s = t;
+    { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 21, 3, 1, 1); t = ssd_conv2d_pair_scratch_floats(&g); } if (t > s) s = t;
     t = ssd_target_scratch_floats(51, 1) * (size_t)N; if (t > s) s = t;
     t = ssd_loss_scratch_floats((int)N, 51, 3); if (t > s) s = t;
     return s;
 }
 
-static double eval_step_times[9];
+static double eval_step_times[7];
 
 int ssdc_eval_step(int64_t N, float *P, char *F, char *B, float *S) {
     if (N < 1) return SSDC_ERR_BATCH;
@@ -873,12 +787,10 @@ int ssdc_eval_step(int64_t N, float *P, char *F, char *B, float *S) {
     SSDC_TIMED(eval_step_times, 0, eval_step_k00_conv2d_batch_norm_relu(N, P, F, B, S));
     SSDC_TIMED(eval_step_times, 1, eval_step_k01_max_pool2d(N, P, F, B, S));
     SSDC_TIMED(eval_step_times, 2, eval_step_k02_global_max_pool(N, P, F, B, S));
-    SSDC_TIMED(eval_step_times, 3, eval_step_k03_conv2d_permute_reshape_concat(N, P, F, B, S));
-    SSDC_TIMED(eval_step_times, 4, eval_step_k04_conv2d_permute_reshape_concat(N, P, F, B, S));
-    SSDC_TIMED(eval_step_times, 5, eval_step_k05_conv2d_permute_reshape_concat(N, P, F, B, S));
-    SSDC_TIMED(eval_step_times, 6, eval_step_k06_conv2d_permute_reshape_concat(N, P, F, B, S));
-    SSDC_TIMED(eval_step_times, 7, eval_step_k07_multibox_target(N, P, F, B, S));
-    SSDC_TIMED(eval_step_times, 8, eval_step_k08_multibox_loss(N, P, F, B, S));
+    SSDC_TIMED(eval_step_times, 3, eval_step_k03_conv2d_pair_permute_reshape_concat(N, P, F, B, S));
+    SSDC_TIMED(eval_step_times, 4, eval_step_k04_conv2d_pair_permute_reshape_concat(N, P, F, B, S));
+    SSDC_TIMED(eval_step_times, 5, eval_step_k05_multibox_target(N, P, F, B, S));
+    SSDC_TIMED(eval_step_times, 6, eval_step_k06_multibox_loss(N, P, F, B, S));
     return SSDC_OK;
 }
 
@@ -1122,18 +1034,12 @@ const char *ssdc_manifest(void) {
         "        },\n"
         "        {\n"
         "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k03_conv2d_permute_reshape_concat\",\n"
+        "          \"name\" : \"k03_conv2d_pair_permute_reshape_concat\",\n"
         "          \"nodes\" : [\n"
         "            16,\n"
         "            17,\n"
         "            18,\n"
-        "            36\n"
-        "          ]\n"
-        "        },\n"
-        "        {\n"
-        "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k04_conv2d_permute_reshape_concat\",\n"
-        "          \"nodes\" : [\n"
+        "            36,\n"
         "            21,\n"
         "            22,\n"
         "            23,\n"
@@ -1142,18 +1048,12 @@ const char *ssdc_manifest(void) {
         "        },\n"
         "        {\n"
         "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k05_conv2d_permute_reshape_concat\",\n"
+        "          \"name\" : \"k04_conv2d_pair_permute_reshape_concat\",\n"
         "          \"nodes\" : [\n"
         "            27,\n"
         "            28,\n"
         "            29,\n"
-        "            36\n"
-        "          ]\n"
-        "        },\n"
-        "        {\n"
-        "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k06_conv2d_permute_reshape_concat\",\n"
-        "          \"nodes\" : [\n"
+        "            36,\n"
         "            32,\n"
         "            33,\n"
         "            34,\n"
@@ -1244,18 +1144,12 @@ const char *ssdc_manifest(void) {
         "        },\n"
         "        {\n"
         "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k03_conv2d_permute_reshape_concat\",\n"
+        "          \"name\" : \"k03_conv2d_pair_permute_reshape_concat\",\n"
         "          \"nodes\" : [\n"
         "            16,\n"
         "            17,\n"
         "            18,\n"
-        "            36\n"
-        "          ]\n"
-        "        },\n"
-        "        {\n"
-        "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k04_conv2d_permute_reshape_concat\",\n"
-        "          \"nodes\" : [\n"
+        "            36,\n"
         "            21,\n"
         "            22,\n"
         "            23,\n"
@@ -1264,18 +1158,12 @@ const char *ssdc_manifest(void) {
         "        },\n"
         "        {\n"
         "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k05_conv2d_permute_reshape_concat\",\n"
+        "          \"name\" : \"k04_conv2d_pair_permute_reshape_concat\",\n"
         "          \"nodes\" : [\n"
         "            27,\n"
         "            28,\n"
         "            29,\n"
-        "            36\n"
-        "          ]\n"
-        "        },\n"
-        "        {\n"
-        "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k06_conv2d_permute_reshape_concat\",\n"
-        "          \"nodes\" : [\n"
+        "            36,\n"
         "            32,\n"
         "            33,\n"
         "            34,\n"
@@ -1284,14 +1172,14 @@ const char *ssdc_manifest(void) {
         "        },\n"
         "        {\n"
         "          \"kind\" : \"opaque\",\n"
-        "          \"name\" : \"k07_softmax\",\n"
+        "          \"name\" : \"k05_softmax\",\n"
         "          \"nodes\" : [\n"
         "            39\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"opaque\",\n"
-        "          \"name\" : \"k08_multibox_detection\",\n"
+        "          \"name\" : \"k06_multibox_detection\",\n"
         "          \"nodes\" : [\n"
         "            40\n"
         "          ]\n"
@@ -1413,18 +1301,12 @@ const char *ssdc_manifest(void) {
         "        },\n"
         "        {\n"
         "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k03_conv2d_permute_reshape_concat\",\n"
+        "          \"name\" : \"k03_conv2d_pair_permute_reshape_concat\",\n"
         "          \"nodes\" : [\n"
         "            16,\n"
         "            17,\n"
         "            18,\n"
-        "            36\n"
-        "          ]\n"
-        "        },\n"
-        "        {\n"
-        "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k04_conv2d_permute_reshape_concat\",\n"
-        "          \"nodes\" : [\n"
+        "            36,\n"
         "            21,\n"
         "            22,\n"
         "            23,\n"
@@ -1433,18 +1315,12 @@ const char *ssdc_manifest(void) {
         "        },\n"
         "        {\n"
         "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k05_conv2d_permute_reshape_concat\",\n"
+        "          \"name\" : \"k04_conv2d_pair_permute_reshape_concat\",\n"
         "          \"nodes\" : [\n"
         "            27,\n"
         "            28,\n"
         "            29,\n"
-        "            36\n"
-        "          ]\n"
-        "        },\n"
-        "        {\n"
-        "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k06_conv2d_permute_reshape_concat\",\n"
-        "          \"nodes\" : [\n"
+        "            36,\n"
         "            32,\n"
         "            33,\n"
         "            34,\n"
@@ -1453,14 +1329,14 @@ const char *ssdc_manifest(void) {
         "        },\n"
         "        {\n"
         "          \"kind\" : \"opaque\",\n"
-        "          \"name\" : \"k07_multibox_target\",\n"
+        "          \"name\" : \"k05_multibox_target\",\n"
         "          \"nodes\" : [\n"
         "            35\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"opaque\",\n"
-        "          \"name\" : \"k08_multibox_loss\",\n"
+        "          \"name\" : \"k06_multibox_loss\",\n"
         "          \"nodes\" : [\n"
         "            37,\n"
         "            38\n"
@@ -1468,7 +1344,7 @@ const char *ssdc_manifest(void) {
         "        },\n"
         "        {\n"
         "          \"kind\" : \"injective\",\n"
-        "          \"name\" : \"k09_concat_permute_backward\",\n"
+        "          \"name\" : \"k07_concat_permute_backward\",\n"
         "          \"nodes\" : [\n"
         "            38,\n"
         "            23,\n"
@@ -1479,7 +1355,7 @@ const char *ssdc_manifest(void) {
         "        },\n"
         "        {\n"
         "          \"kind\" : \"injective\",\n"
-        "          \"name\" : \"k10_concat_permute_backward\",\n"
+        "          \"name\" : \"k08_concat_permute_backward\",\n"
         "          \"nodes\" : [\n"
         "            36,\n"
         "            18,\n"
@@ -1490,63 +1366,63 @@ const char *ssdc_manifest(void) {
         "        },\n"
         "        {\n"
         "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k11_conv2d_backward\",\n"
+        "          \"name\" : \"k09_conv2d_backward\",\n"
         "          \"nodes\" : [\n"
         "            32\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k12_conv2d_backward\",\n"
+        "          \"name\" : \"k10_conv2d_backward\",\n"
         "          \"nodes\" : [\n"
         "            27\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"elementwise\",\n"
-        "          \"name\" : \"k13_accumulate_grad\",\n"
+        "          \"name\" : \"k11_accumulate_grad\",\n"
         "          \"nodes\" : [\n"
         "            27\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k14_conv2d_backward\",\n"
+        "          \"name\" : \"k12_conv2d_backward\",\n"
         "          \"nodes\" : [\n"
         "            21\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k15_conv2d_backward\",\n"
+        "          \"name\" : \"k13_conv2d_backward\",\n"
         "          \"nodes\" : [\n"
         "            16\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"elementwise\",\n"
-        "          \"name\" : \"k16_accumulate_grad\",\n"
+        "          \"name\" : \"k14_accumulate_grad\",\n"
         "          \"nodes\" : [\n"
         "            16\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"reduction\",\n"
-        "          \"name\" : \"k17_global_max_pool_backward\",\n"
+        "          \"name\" : \"k15_global_max_pool_backward\",\n"
         "          \"nodes\" : [\n"
         "            12\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"elementwise\",\n"
-        "          \"name\" : \"k18_accumulate_grad\",\n"
+        "          \"name\" : \"k16_accumulate_grad\",\n"
         "          \"nodes\" : [\n"
         "            12\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k19_max_pool2d_relu_batch_norm_backward\",\n"
+        "          \"name\" : \"k17_max_pool2d_relu_batch_norm_backward\",\n"
         "          \"nodes\" : [\n"
         "            11,\n"
         "            10,\n"
@@ -1555,14 +1431,14 @@ const char *ssdc_manifest(void) {
         "        },\n"
         "        {\n"
         "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k20_conv2d_backward\",\n"
+        "          \"name\" : \"k18_conv2d_backward\",\n"
         "          \"nodes\" : [\n"
         "            3\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"opaque\",\n"
-        "          \"name\" : \"k21_sgd\",\n"
+        "          \"name\" : \"k19_sgd\",\n"
         "          \"nodes\" : [\n"
         "            1,\n"
         "            2,\n"
@@ -1722,18 +1598,12 @@ const char *ssdc_manifest(void) {
         "        },\n"
         "        {\n"
         "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k03_conv2d_permute_reshape_concat\",\n"
+        "          \"name\" : \"k03_conv2d_pair_permute_reshape_concat\",\n"
         "          \"nodes\" : [\n"
         "            16,\n"
         "            17,\n"
         "            18,\n"
-        "            36\n"
-        "          ]\n"
-        "        },\n"
-        "        {\n"
-        "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k04_conv2d_permute_reshape_concat\",\n"
-        "          \"nodes\" : [\n"
+        "            36,\n"
         "            21,\n"
         "            22,\n"
         "            23,\n"
@@ -1742,18 +1612,12 @@ const char *ssdc_manifest(void) {
         "        },\n"
         "        {\n"
         "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k05_conv2d_permute_reshape_concat\",\n"
+        "          \"name\" : \"k04_conv2d_pair_permute_reshape_concat\",\n"
         "          \"nodes\" : [\n"
         "            27,\n"
         "            28,\n"
         "            29,\n"
-        "            36\n"
-        "          ]\n"
-        "        },\n"
-        "        {\n"
-        "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k06_conv2d_permute_reshape_concat\",\n"
-        "          \"nodes\" : [\n"
+        "            36,\n"
         "            32,\n"
         "            33,\n"
         "            34,\n"
@@ -1762,14 +1626,14 @@ const char *ssdc_manifest(void) {
         "        },\n"
         "        {\n"
         "          \"kind\" : \"opaque\",\n"
-        "          \"name\" : \"k07_multibox_target\",\n"
+        "          \"name\" : \"k05_multibox_target\",\n"
         "          \"nodes\" : [\n"
         "            35\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"opaque\",\n"
-        "          \"name\" : \"k08_multibox_loss\",\n"
+        "          \"name\" : \"k06_multibox_loss\",\n"
         "          \"nodes\" : [\n"
         "            37,\n"
         "            38\n"
