@@ -363,7 +363,8 @@ static void test_conv_case(conv_shape cs, int with_bias, int relu)
         float *sp = scratch_alloc(np);
         ssd_conv2d_forward_pair(&g, O1, x, w, with_bias ? b : NULL, y1, &ld1, w + O1 * K,
                                 with_bias ? b + O1 : NULL, y2, &ld2, sp);
-        float *s1 = scratch_alloc(ssd_conv2d_scratch_floats(&g1));
+        const size_t n1s = ssd_conv2d_scratch_floats(&g1), n2s = ssd_conv2d_scratch_floats(&g2);
+        float *s1 = scratch_alloc(n1s > n2s ? n1s : n2s);
         ssd_conv2d_forward_strided(&g1, x, w, with_bias ? b : NULL, r1, &ld1, 0, s1);
         ssd_conv2d_forward(&g2, x, w + O1 * K, with_bias ? b + O1 : NULL, r2, 0, s1);
         report(same_bits(y1, r1, n1) && same_bits(y2, r2, n2) && scratch_guard_ok(sp, np),

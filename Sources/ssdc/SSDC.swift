@@ -56,13 +56,17 @@ struct Compile: ParsableCommand {
     @Option(help: "Input size HxW.")
     var inputSize: String = "256x256"
 
+    @Option(help: "Ground-truth boxes per image the train and eval steps take (rows of Y).")
+    var maxBoxes: Int = 1
+
     func run() throws {
         let p = inputSize.lowercased().split(separator: "x").compactMap { Int($0) }
         guard p.count == 2 else { throw ValidationError("--input-size must look like 256x256") }
+        guard maxBoxes >= 1 else { throw ValidationError("--max-boxes must be at least 1") }
         do {
             let graph = try ModelSource.graph(fromFile: file, height: p[0], width: p[1])
             let dir = output ?? "build/\(graph.name)"
-            let r = try Driver.compile(graph, into: dir)
+            let r = try Driver.compile(graph, into: dir, training: .init(maxBoxes: maxBoxes))
             let kernels = r.model.programs.map { "\($0.name): \($0.kernels.count) kernels" }.joined(separator: ", ")
             print("compiled \(graph.name) (\(graph.nodes.count) nodes, \(r.model.layout.slots.count) parameter tensors) -> \(dir)")
             print("  \(kernels); library \(r.cached ? "from cache" : "built") in \(String(format: "%.2f", r.seconds)) s")

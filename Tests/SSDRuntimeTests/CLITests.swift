@@ -31,7 +31,7 @@ final class CLITests: XCTestCase {
 
     func testCompileExampleFromAnotherDirectory() throws {
         let model = Fixtures.packageRoot + "/Examples/tinyssd/model.swift"
-        let r = try ssdc(["compile", model, "-o", "out", "--input-size", "128x128"], in: tmp)
+        let r = try ssdc(["compile", model, "-o", "out", "--input-size", "128x128", "--max-boxes", "3"], in: tmp)
         XCTAssertEqual(r.status, 0, r.stderr + r.stdout)
         for f in ["graph.txt", "graph.json", "model.c", "model.h", "manifest.json", "kernels.txt", "libmodel.so"] {
             XCTAssertTrue(FileManager.default.fileExists(atPath: "\(tmp!)/out/\(f)"), "missing \(f)")
@@ -39,6 +39,8 @@ final class CLITests: XCTestCase {
         let manifest = try String(contentsOfFile: "\(tmp!)/out/manifest.json", encoding: .utf8)
         XCTAssertTrue(manifest.contains("\"blk_0.0.0.weight\""))
         XCTAssertTrue(manifest.contains("\"flags\""))
+        let json = try JSONSerialization.jsonObject(with: Data(manifest.utf8)) as? [String: Any]
+        XCTAssertEqual(json?["max_boxes"] as? Int, 3, "the train step takes the asked number of boxes per image")
     }
 
     func testShapeErrorInAModelFileNamesItsLine() throws {
