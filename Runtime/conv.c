@@ -282,7 +282,7 @@ static void flat_panel(const flat_t *f, const float *src, float *y, float *y2, i
     const int direct = col + SSD_NR <= OW && f->ldp == 1;
     const int direct_rows = imin(f->M, f->split);
     const size_t ybase = (size_t)row * OW + col;
-    if (!direct || direct_rows % SSD_MR != 0) {
+    if (!direct || direct_rows % SSD_MR != 0 || direct_rows < f->M) { /* some rows scatter */
         for (int jj = 0; jj < SSD_NR; ++jj) {
             map[jj] = (q0 + jj < f->Q && col < OW) ? row * OW + col : -1;
             if (++col == Wp) { col = 0; ++row; }

@@ -355,6 +355,7 @@ static void test_conv_case(conv_shape cs, int with_bias, int relu)
         ssd_conv2d_t g1 = g, g2 = g;
         g1.O = O1;
         g2.O = O2;
+        /* (first part channels-last, second NCHW; and the other way round below) */
         const ssd_conv2d_out_t ld1 = {OHOW * O1 + 2, 1, (size_t)O1}, ld2 = ssd_conv2d_nchw(&g2);
         const size_t n1 = ld1.image * g.N, n2 = OHOW * O2 * g.N;
         float *y1 = falloc(n1), *y2 = falloc(n2), *r1 = falloc(n1), *r2 = falloc(n2);
@@ -370,6 +371,28 @@ static void test_conv_case(conv_shape cs, int with_bias, int relu)
         report(same_bits(y1, r1, n1) && same_bits(y2, r2, n2) && scratch_guard_ok(sp, np),
                "conv forward pair %d + %d %s: each part bit for bit its conv alone", O1, O2,
                name);
+        /* first part NCHW with a multiple of 4 channels (stored from registers), second
+         * channels-last: its rows go through the scatter */
+        if (g.O >= 5) {
+            const int P1 = 4, P2 = g.O - 4;
+            ssd_conv2d_t h1 = g, h2 = g;
+            h1.O = P1;
+            h2.O = P2;
+            const ssd_conv2d_out_t m1 = ssd_conv2d_nchw(&h1), m2 = {OHOW * P2, 1, (size_t)P2};
+            const size_t q1 = OHOW * P1 * g.N, q2 = OHOW * P2 * g.N;
+            float *z1 = falloc(q1), *z2 = falloc(q2), *t1 = falloc(q1), *t2 = falloc(q2);
+            fill_nan(sp, np);
+            ssd_conv2d_forward_pair(&g, P1, x, w, with_bias ? b : NULL, z1, &m1, w + P1 * K,
+                                    with_bias ? b + P1 : NULL, z2, &m2, sp);
+            /* (scratch for all O channels covers any part of them) */
+            ssd_conv2d_forward(&h1, x, w, with_bias ? b : NULL, t1, 0, scratch);
+            ssd_conv2d_forward_strided(&h2, x, w + P1 * K, with_bias ? b + P1 : NULL, t2, &m2, 0,
+                                       scratch);
+            report(same_bits(z1, t1, q1) && same_bits(z2, t2, q2) && scratch_guard_ok(sp, np),
+                   "conv forward pair %d (NCHW) + %d (channels-last) %s: each part its conv alone",
+                   P1, P2, name);
+            free(z1); free(z2); free(t1); free(t2);
+        }
         free(y1); free(y2); free(r1); free(r2); free(sp); free(s1);
     }
 
