@@ -6,12 +6,13 @@ import SSDGraph
 ///   constants, so they are evaluated here and emitted as static arrays;
 /// - injective ops (reshape, permute) make views, not copies; a view is materialised only
 ///   where a consumer needs contiguous memory, and a concat reads its inputs' views
-///   directly, so the chapter's permute -> flatten -> concat is one copy per head;
+///   directly (one copy kernel for the inputs not written in place, see below);
 /// - an elementwise op (ReLU) whose producer is out-elementwise-fusable (conv, batch norm)
 ///   and has no other consumer becomes that kernel's epilogue;
 /// - a conv whose value reaches a concat only through a permute and reshapes (the SSD
 ///   prediction heads) writes straight into the concat's buffer in the permuted layout,
-///   so its permute, flatten and concat cost no copy at all.
+///   so its permute, flatten and concat cost no copy at all; two such convs of one input
+///   with the same geometry (a scale's cls and bbox heads) are one conv kernel.
 public struct Lowering {
     public let graph: Graph
     public let mode: Program.Mode
