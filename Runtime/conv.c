@@ -585,6 +585,41 @@ void ssd_conv2d_forward_pair(const ssd_conv2d_t *g, int O1, const float *x, cons
     forward_dst(g, x, w, b1 || b2 ? b : NULL, &dst, 0, scratch + (size_t)g->O * (K + 1));
 }
 
+size_t ssd_conv2d_pair_backward_scratch_floats(const ssd_conv2d_t *g)
+{
+    const size_t K = (size_t)g->C * g->k * g->k;
+    const size_t ylen = (size_t)g->N * g->O * g->OH * g->OW;
+    return (size_t)g->O * (2 * K + 1) + ylen + ssd_conv2d_scratch_floats(g);
+}
+
+void ssd_conv2d_backward_pair(const ssd_conv2d_t *g, int O1, const float *x, const float *w1,
+                              const float *dy1, float *dw1, float *db1, const float *w2,
+                              const float *dy2, float *dw2, float *db2, float *dx,
+                              float *scratch)
+{
+    /* Both convs as one of O = O1 + O2 channels: weights and output gradients side by side
+     * (per image: the O1 channels of dy1, then the O2 of dy2), one backward-data, one
+     * backward-weight, then the weight and bias gradients split back. */
+    const size_t K = (size_t)g->C * g->k * g->k, O2 = (size_t)(g->O - O1);
+    const size_t OHOW = (size_t)g->OH * g->OW;
+    float *w = scratch, *dw = w + (size_t)g->O * K, *db = dw + (size_t)g->O * K;
+    float *dy = db + g->O, *rest = dy + (size_t)g->N * g->O * OHOW;
+    memcpy(w, w1, (size_t)O1 * K * sizeof(float));
+    memcpy(w + (size_t)O1 * K, w2, O2 * K * sizeof(float));
+#pragma omp parallel for schedule(static) num_threads(ssd_get_num_threads())
+    for (int n = 0; n < g->N; ++n) {
+        float *d = dy + (size_t)n * g->O * OHOW;
+        memcpy(d, dy1 + (size_t)n * O1 * OHOW, (size_t)O1 * OHOW * sizeof(float));
+        memcpy(d + (size_t)O1 * OHOW, dy2 + (size_t)n * O2 * OHOW, O2 * OHOW * sizeof(float));
+    }
+    if (dx) ssd_conv2d_backward_data(g, dy, w, dx, rest);
+    ssd_conv2d_backward_weight(g, x, dy, dw, db1 || db2 ? db : NULL, rest);
+    memcpy(dw1, dw, (size_t)O1 * K * sizeof(float));
+    memcpy(dw2, dw + (size_t)O1 * K, O2 * K * sizeof(float));
+    if (db1) memcpy(db1, db, (size_t)O1 * sizeof(float));
+    if (db2) memcpy(db2, db + O1, O2 * sizeof(float));
+}
+
 /* ---- hooks for fused.c (fused_internal.h) ----------------------------------------------- */
 
 size_t ssd__conv2d_stats_partials(const ssd_conv2d_t *g)

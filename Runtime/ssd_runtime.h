@@ -85,6 +85,16 @@ void ssd_conv2d_forward_pair(const ssd_conv2d_t *g, int O1, const float *x, cons
                              const float *w2, const float *b2, float *y2,
                              const ssd_conv2d_out_t *ld2, float *scratch);
 
+/* The backward of a pair (O = O1 + O2 channels in g): dx = conv_transpose(dy1, w1) +
+ * conv_transpose(dy2, w2) in one pass (dx may be NULL: not computed), and dw1, db1, dw2, db2
+ * as ssd_conv2d_backward_weight gives them for each conv (db1, db2 may be NULL). dy1, dy2
+ * are NCHW. Scratch: ssd_conv2d_pair_backward_scratch_floats(g) floats. */
+size_t ssd_conv2d_pair_backward_scratch_floats(const ssd_conv2d_t *g);
+void ssd_conv2d_backward_pair(const ssd_conv2d_t *g, int O1, const float *x, const float *w1,
+                              const float *dy1, float *dw1, float *db1, const float *w2,
+                              const float *dy2, float *dw2, float *db2, float *dx,
+                              float *scratch);
+
 /* dx = conv_transpose(dy, w) (overwrites dx). */
 void ssd_conv2d_backward_data(const ssd_conv2d_t *g, const float *dy, const float *w,
                               float *dx, float *scratch);

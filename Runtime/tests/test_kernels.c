@@ -420,6 +420,40 @@ static void test_conv_case(conv_shape cs, int with_bias, int relu)
         ssd_conv2d_backward_weight(&g, x, dy, dw, NULL, scratch);
         e = scaled_err(dw, dwr, dwa, wn);
         report(e < 1e-5, "conv backward-weight %s db=NULL: err %.2e", name, e);
+
+        /* as a pair: dy split after O1 channels; dx against the reference, each conv's dw and
+         * db bit for bit what its own backward-weight gives */
+        if (g.O >= 2) {
+            const int O1 = g.O / 3 + 1, O2 = g.O - O1;
+            const size_t OHOW = (size_t)g.OH * g.OW, K = (size_t)g.C * g.k * g.k;
+            ssd_conv2d_t g1 = g, g2 = g;
+            g1.O = O1;
+            g2.O = O2;
+            float *dy1 = falloc(OHOW * O1 * g.N), *dy2 = falloc(OHOW * O2 * g.N);
+            for (int n = 0; n < g.N; ++n) {
+                memcpy(dy1 + n * O1 * OHOW, dy + n * g.O * OHOW, O1 * OHOW * sizeof(float));
+                memcpy(dy2 + n * O2 * OHOW, dy + (n * g.O + O1) * OHOW, O2 * OHOW * sizeof(float));
+            }
+            float *pw = falloc(wn), *pb = falloc(g.O), *rw = falloc(wn), *rb = falloc(g.O);
+            const size_t np = ssd_conv2d_pair_backward_scratch_floats(&g);
+            float *sp = scratch_alloc(np);
+            fill_nan(dx, xn);
+            ssd_conv2d_backward_pair(&g, O1, x, w, dy1, pw, pb, w + O1 * K, dy2, pw + O1 * K,
+                                     pb + O1, dx, sp);
+            const double ex = scaled_err(dx, dxr, dxa, xn);
+            fill_nan(scratch, ns);
+            ssd_conv2d_backward_weight(&g1, x, dy1, rw, rb, scratch);
+            ssd_conv2d_backward_weight(&g2, x, dy2, rw + O1 * K, rb + O1, scratch);
+            report(ex < 1e-5 && same_bits(pw, rw, wn) && same_bits(pb, rb, g.O) &&
+                       scratch_guard_ok(sp, np),
+                   "conv backward pair %d + %d %s: dx err %.2e, dw and db bit for bit", O1, O2,
+                   name, ex);
+            fill_nan(pw, wn);
+            ssd_conv2d_backward_pair(&g, O1, x, w, dy1, pw, NULL, w + O1 * K, dy2, pw + O1 * K,
+                                     NULL, NULL, sp);
+            report(same_bits(pw, rw, wn), "conv backward pair %s without dx and db", name);
+            free(dy1); free(dy2); free(pw); free(pb); free(rw); free(rb); free(sp);
+        }
         free(dxr); free(dxa); free(dwr); free(dwa); free(dbr); free(dba);
         free(dx); free(dw); free(db);
     }

@@ -183,6 +183,12 @@ public struct CEmitter {
             if let dx { lines.append("ssd_conv2d_backward_data(&g, \(P(dy)), \(P(w)), \(P(dx)), S);") }
             lines.append("ssd_conv2d_backward_weight(&g, \(P(x)), \(P(dy)), \(P(dw)), \(db.map(P) ?? "NULL"), S);")
             return lines
+        case .conv2dPairBackward(let x, let a, let b, let dx, let c, let h, let wd, let ks, let s, let pad):
+            return [
+                "const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, \(c), \(h), \(wd), \(a.o + b.o), \(ks), \(s), \(pad));",
+                "ssd_conv2d_backward_pair(&g, \(a.o), \(P(x)), \(P(a.weight)), \(P(a.dy)), \(P(a.dWeight)), \(a.dBias.map(P) ?? "NULL"),",
+                "                         \(P(b.weight)), \(P(b.dy)), \(P(b.dWeight)), \(b.dBias.map(P) ?? "NULL"), \(dx.map(P) ?? "NULL"), S);",
+            ]
         case .batchNormBackward(let x, let m, let v, let g, let y, let dy, let dx, let dg, let db, let c, let hw, let eps):
             return ["ssd_bn_backward((int)N, \(c), \(hw), \(P(x)), \(P(m)), \(P(v)), \(P(g)), \(CEmitter.float(eps)), \(y.map(P) ?? "NULL"), \(P(dy)), \(P(dx)), \(P(dg)), \(P(db)));"]
         case .maxPool2dBackward(let x, let dy, let dx, let c, let h, let w):
@@ -270,6 +276,8 @@ public struct CEmitter {
             return "t = ssd_detection_scratch_floats(\(a)) * (size_t)N;"
         case .conv2dBackward(_, _, _, _, _, _, let c, let h, let w, let o, let ks, let s, let pad):
             return "{ const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, \(c), \(h), \(w), \(o), \(ks), \(s), \(pad)); t = ssd_conv2d_scratch_floats(&g); }"
+        case .conv2dPairBackward(_, let a, let b, _, let c, let h, let w, let ks, let s, let pad):
+            return "{ const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, \(c), \(h), \(w), \(a.o + b.o), \(ks), \(s), \(pad)); t = ssd_conv2d_pair_backward_scratch_floats(&g); }"
         case .multiboxTarget(_, _, _, _, _, let a, let g):
             return "t = ssd_target_scratch_floats(\(a), \(g)) * (size_t)N;"
         case .multiboxLoss(_, _, _, _, _, _, _, _, _, let a, let q1, _):

@@ -73,6 +73,10 @@ public enum KernelBody: Hashable, Sendable {
     case accumulate(into: Int, from: Int, count: Int)
     case conv2dBackward(x: Int, weight: Int, dy: Int, dx: Int?, dWeight: Int, dBias: Int?,
                         c: Int, h: Int, w: Int, o: Int, k: Int, stride: Int, pad: Int)
+    /// Backward of a `conv2dPair`: one backward-data for both convs (dx, if needed) and each
+    /// conv's weight and bias gradients.
+    case conv2dPairBackward(x: Int, first: PairedGradient, second: PairedGradient, dx: Int?,
+                            c: Int, h: Int, w: Int, k: Int, stride: Int, pad: Int)
     /// Training-mode BN backward, through the ReLU that followed it when `y` is set.
     case batchNormBackward(x: Int, mean: Int, variance: Int, gamma: Int, y: Int?, dy: Int, dx: Int,
                            dGamma: Int, dBeta: Int, c: Int, hw: Int, eps: Float)
@@ -97,6 +101,7 @@ extension KernelBody {
         case .accumulate: return "accumulate_grad"
         case .conv2dPair: return "conv2d_pair_permute_reshape_concat"
         case .conv2dBackward: return "conv2d_backward"
+        case .conv2dPairBackward: return "conv2d_pair_backward"
         case .batchNormBackward(_, _, _, _, let y, _, _, _, _, _, _, _): return y == nil ? "batch_norm_backward" : "relu_batch_norm_backward"
         case .maxPool2dBatchNormBackward: return "max_pool2d_relu_batch_norm_backward"
         case .maxPool2dBackward: return "max_pool2d_backward"
@@ -171,6 +176,15 @@ public struct PairedConv: Hashable, Sendable {
     public var y: Int
     public var o: Int
     public var into: OutputLayout
+}
+
+/// One conv of a `conv2dPairBackward`: its weights, output gradient (NCHW) and gradients.
+public struct PairedGradient: Hashable, Sendable {
+    public var weight: Int
+    public var dy: Int
+    public var dWeight: Int
+    public var dBias: Int?
+    public var o: Int
 }
 
 /// Where a conv writes output (o, p), p = oh * OW + ow, of example n, in floats from the
@@ -265,6 +279,9 @@ public struct Program: Sendable {
             return ([into, from], [into])
         case .conv2dBackward(let x, let w, let dy, let dx, let dw, let db, _, _, _, _, _, _, _):
             return ([x, w, dy], (dx.map { [$0] } ?? []) + [dw] + (db.map { [$0] } ?? []))
+        case .conv2dPairBackward(let x, let a, let b, let dx, _, _, _, _, _, _):
+            return ([x, a.weight, a.dy, b.weight, b.dy],
+                    (dx.map { [$0] } ?? []) + [a.dWeight, b.dWeight] + [a.dBias, b.dBias].compactMap { $0 })
         case .batchNormBackward(let x, let m, let v, let g, let y, let dy, let dx, let dg, let db, _, _, _):
             return ([x, m, v, g, dy] + (y.map { [$0] } ?? []), [dx, dg, db])
         case .maxPool2dBackward(let x, let dy, let dx, _, _, _), .globalMaxPoolBackward(let x, let dy, let dx, _, _):
@@ -336,6 +353,8 @@ extension KernelBody {
             return conv(c, h, w, a.o + b.o, k, s, p)
         case .conv2dBackward(_, _, _, let dx, _, _, let c, let h, let w, let o, let k, let s, let p):
             return conv(c, h, w, o, k, s, p) * (dx == nil ? 1 : 2)
+        case .conv2dPairBackward(_, let a, let b, let dx, let c, let h, let w, let k, let s, let p):
+            return conv(c, h, w, a.o + b.o, k, s, p) * (dx == nil ? 1 : 2)
         default:
             return 0
         }

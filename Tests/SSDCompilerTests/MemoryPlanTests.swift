@@ -55,5 +55,10 @@ final class MemoryPlanTests: XCTestCase {
         XCTAssertTrue(heads.allSatisfy { k in
             k.nodes.map { g[$0].op.mnemonic } == ["conv2d", "permute", "reshape", "concat", "conv2d", "permute", "reshape", "concat"]
         })
+        // In the train step their backward is one kernel per scale too.
+        let step = try XCTUnwrap(try tinySSDPrograms().first { $0.name == "train_step" })
+        let backs = step.kernels.filter { $0.name.hasSuffix("conv2d_pair_backward") }
+        XCTAssertEqual(backs.map { $0.nodes.map { g[$0].name } }.sorted { $0[0] < $1[0] },
+                       (0..<5).map { ["cls_\($0)", "bbox_\($0)"] })
     }
 }

@@ -463,98 +463,48 @@ static void train_step_k08_concat_permute_backward(int64_t N, float *restrict P,
     }
 }
 
-/* k09_conv2d_backward  [outElementwiseFusable]
+/* k09_conv2d_pair_backward  [outElementwiseFusable]
+ *   %27 conv2d {stride=1 padding=1} : f32[N,9,1,1]  cls_1  GoldenModel.swift:22
  *   %32 conv2d {stride=1 padding=1} : f32[N,12,1,1]  bbox_1  GoldenModel.swift:23
- *   reads  blk_1 B+2944*N, bbox_1.weight P[1360], grad.bbox_1 B+2880*N
- *   writes grad.blk_1 B+3008*N, grad.bbox_1.weight P[3168], grad.bbox_1.bias P[3600]
+ *   reads  blk_1 B+2944*N, cls_1.weight P[1008], grad.cls_1 B+2624*N, bbox_1.weight P[1360], grad.bbox_1 B+2880*N
+ *   writes grad.blk_1 B+2688*N, grad.cls_1.weight P[2816], grad.bbox_1.weight P[3168], grad.cls_1.bias P[3152], grad.bbox_1.bias P[3600]
  */
-static void train_step_k09_conv2d_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void train_step_k09_conv2d_pair_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 12, 3, 1, 1);
-    ssd_conv2d_backward_data(&g, ((float *)(B + (size_t)2880 * N)), (P + 1360), ((float *)(B + (size_t)3008 * N)), S);
-    ssd_conv2d_backward_weight(&g, ((float *)(B + (size_t)2944 * N)), ((float *)(B + (size_t)2880 * N)), (P + 3168), (P + 3600), S);
+    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 21, 3, 1, 1);
+    ssd_conv2d_backward_pair(&g, 9, ((float *)(B + (size_t)2944 * N)), (P + 1008), ((float *)(B + (size_t)2624 * N)), (P + 2816), (P + 3152),
+                             (P + 1360), ((float *)(B + (size_t)2880 * N)), (P + 3168), (P + 3600), ((float *)(B + (size_t)2688 * N)), S);
 }
 
-/* k10_conv2d_backward  [outElementwiseFusable]
- *   %27 conv2d {stride=1 padding=1} : f32[N,9,1,1]  cls_1  GoldenModel.swift:22
- *   reads  blk_1 B+2944*N, cls_1.weight P[1008], grad.cls_1 B+2624*N
- *   writes grad.blk_1 B+2688*N, grad.cls_1.weight P[2816], grad.cls_1.bias P[3152]
- */
-static void train_step_k10_conv2d_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
-    (void)P; (void)F; (void)B; (void)S;
-    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 9, 3, 1, 1);
-    ssd_conv2d_backward_data(&g, ((float *)(B + (size_t)2624 * N)), (P + 1008), ((float *)(B + (size_t)2688 * N)), S);
-    ssd_conv2d_backward_weight(&g, ((float *)(B + (size_t)2944 * N)), ((float *)(B + (size_t)2624 * N)), (P + 2816), (P + 3152), S);
-}
-
-/* k11_accumulate_grad  [elementwise]
- *   %27 conv2d {stride=1 padding=1} : f32[N,9,1,1]  cls_1  GoldenModel.swift:22
- *   reads  grad.blk_1 B+3008*N, grad.blk_1 B+2688*N
- *   writes grad.blk_1 B+3008*N
- */
-static void train_step_k11_accumulate_grad(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
-    (void)P; (void)F; (void)B; (void)S;
-    float *restrict a = ((float *)(B + (size_t)3008 * N));
-    const float *restrict b = ((float *)(B + (size_t)2688 * N));
-    const int64_t n = N * 4;
-    #pragma omp parallel for simd schedule(static)
-    for (int64_t i = 0; i < n; i++) a[i] += b[i];
-}
-
-/* k12_conv2d_backward  [outElementwiseFusable]
+/* k10_conv2d_pair_backward  [outElementwiseFusable]
+ *   %16 conv2d {stride=1 padding=1} : f32[N,9,4,4]  cls_0  GoldenModel.swift:22
  *   %21 conv2d {stride=1 padding=1} : f32[N,12,4,4]  bbox_0  GoldenModel.swift:23
- *   reads  blk_0.3 B+8384*N, bbox_0.weight P[560], grad.bbox_0 B+6336*N
- *   writes grad.blk_0.3 B+7744*N, grad.bbox_0.weight P[2368], grad.bbox_0.bias P[2800]
+ *   reads  blk_0.3 B+8384*N, cls_0.weight P[208], grad.cls_0 B+2048*N, bbox_0.weight P[560], grad.bbox_0 B+6336*N
+ *   writes grad.blk_0.3 B+7744*N, grad.cls_0.weight P[2016], grad.bbox_0.weight P[2368], grad.cls_0.bias P[2352], grad.bbox_0.bias P[2800]
  */
-static void train_step_k12_conv2d_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void train_step_k10_conv2d_pair_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 12, 3, 1, 1);
-    ssd_conv2d_backward_data(&g, ((float *)(B + (size_t)6336 * N)), (P + 560), ((float *)(B + (size_t)7744 * N)), S);
-    ssd_conv2d_backward_weight(&g, ((float *)(B + (size_t)8384 * N)), ((float *)(B + (size_t)6336 * N)), (P + 2368), (P + 2800), S);
+    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 21, 3, 1, 1);
+    ssd_conv2d_backward_pair(&g, 9, ((float *)(B + (size_t)8384 * N)), (P + 208), ((float *)(B + (size_t)2048 * N)), (P + 2016), (P + 2352),
+                             (P + 560), ((float *)(B + (size_t)6336 * N)), (P + 2368), (P + 2800), ((float *)(B + (size_t)7744 * N)), S);
 }
 
-/* k13_conv2d_backward  [outElementwiseFusable]
- *   %16 conv2d {stride=1 padding=1} : f32[N,9,4,4]  cls_0  GoldenModel.swift:22
- *   reads  blk_0.3 B+8384*N, cls_0.weight P[208], grad.cls_0 B+2048*N
- *   writes grad.blk_0.3 B+2624*N, grad.cls_0.weight P[2016], grad.cls_0.bias P[2352]
- */
-static void train_step_k13_conv2d_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
-    (void)P; (void)F; (void)B; (void)S;
-    const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 9, 3, 1, 1);
-    ssd_conv2d_backward_data(&g, ((float *)(B + (size_t)2048 * N)), (P + 208), ((float *)(B + (size_t)2624 * N)), S);
-    ssd_conv2d_backward_weight(&g, ((float *)(B + (size_t)8384 * N)), ((float *)(B + (size_t)2048 * N)), (P + 2016), (P + 2352), S);
-}
-
-/* k14_accumulate_grad  [elementwise]
- *   %16 conv2d {stride=1 padding=1} : f32[N,9,4,4]  cls_0  GoldenModel.swift:22
- *   reads  grad.blk_0.3 B+7744*N, grad.blk_0.3 B+2624*N
- *   writes grad.blk_0.3 B+7744*N
- */
-static void train_step_k14_accumulate_grad(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
-    (void)P; (void)F; (void)B; (void)S;
-    float *restrict a = ((float *)(B + (size_t)7744 * N));
-    const float *restrict b = ((float *)(B + (size_t)2624 * N));
-    const int64_t n = N * 64;
-    #pragma omp parallel for simd schedule(static)
-    for (int64_t i = 0; i < n; i++) a[i] += b[i];
-}
-
-/* k15_global_max_pool_backward  [reduction]
+/* k11_global_max_pool_backward  [reduction]
  *   %12 global_max_pool : f32[N,4,1,1]  blk_1  GoldenModel.swift:18
- *   reads  blk_0.3 B+8384*N, grad.blk_1 B+3008*N
+ *   reads  blk_0.3 B+8384*N, grad.blk_1 B+2688*N
  *   writes grad.blk_0.3 B+2048*N
  */
-static void train_step_k15_global_max_pool_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void train_step_k11_global_max_pool_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    ssd_global_maxpool_backward((int)N, 4, 16, ((float *)(B + (size_t)8384 * N)), ((float *)(B + (size_t)3008 * N)), ((float *)(B + (size_t)2048 * N)));
+    ssd_global_maxpool_backward((int)N, 4, 16, ((float *)(B + (size_t)8384 * N)), ((float *)(B + (size_t)2688 * N)), ((float *)(B + (size_t)2048 * N)));
 }
 
-/* k16_accumulate_grad  [elementwise]
+/* k12_accumulate_grad  [elementwise]
  *   %12 global_max_pool : f32[N,4,1,1]  blk_1  GoldenModel.swift:18
  *   reads  grad.blk_0.3 B+7744*N, grad.blk_0.3 B+2048*N
  *   writes grad.blk_0.3 B+7744*N
  */
-static void train_step_k16_accumulate_grad(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void train_step_k12_accumulate_grad(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     float *restrict a = ((float *)(B + (size_t)7744 * N));
     const float *restrict b = ((float *)(B + (size_t)2048 * N));
@@ -563,30 +513,30 @@ static void train_step_k16_accumulate_grad(int64_t N, float *restrict P, char *r
     for (int64_t i = 0; i < n; i++) a[i] += b[i];
 }
 
-/* k17_max_pool2d_relu_batch_norm_backward  [outElementwiseFusable]
+/* k13_max_pool2d_relu_batch_norm_backward  [outElementwiseFusable]
  *   %11 max_pool2d : f32[N,4,4,4]  blk_0.3  GoldenModel.swift:12
  *   %10 relu : f32[N,4,8,8]  blk_0.2  GoldenModel.swift:11
  *   %9 batch_norm {eps=1e-05 momentum=0.1} : f32[N,4,8,8]  blk_0.1  GoldenModel.swift:10
  *   reads  blk_0.0 B+0*N, blk_0.1.batch_mean F+64, blk_0.1.batch_var F+128, blk_0.1.weight P[128], blk_0.2 B+1024*N, grad.blk_0.3 B+7744*N
  *   writes grad.blk_0.0 B+2048*N, grad.blk_0.1.weight P[1936], grad.blk_0.1.bias P[1952]
  */
-static void train_step_k17_max_pool2d_relu_batch_norm_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void train_step_k13_max_pool2d_relu_batch_norm_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     ssd_maxpool2_bn_relu_backward((int)N, 4, 8, 8, ((float *)(B + (size_t)0 * N)), ((float *)(F + 64)), ((float *)(F + 128)), (P + 128), 9.99999975e-06f, ((float *)(B + (size_t)1024 * N)), ((float *)(B + (size_t)7744 * N)), ((float *)(B + (size_t)2048 * N)), (P + 1936), (P + 1952));
 }
 
-/* k18_conv2d_backward  [outElementwiseFusable]
+/* k14_conv2d_backward  [outElementwiseFusable]
  *   %3 conv2d {stride=1 padding=1} : f32[N,4,8,8]  blk_0.0  GoldenModel.swift:9
  *   reads  X B+5568*N, blk_0.0.weight P[0], grad.blk_0.0 B+2048*N
  *   writes grad.blk_0.0.weight P[1808], grad.blk_0.0.bias P[1920]
  */
-static void train_step_k18_conv2d_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void train_step_k14_conv2d_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 3, 8, 8, 4, 3, 1, 1);
     ssd_conv2d_backward_weight(&g, ((float *)(B + (size_t)5568 * N)), ((float *)(B + (size_t)2048 * N)), (P + 1808), (P + 1920), S);
 }
 
-/* k19_sgd  [opaque]
+/* k15_sgd  [opaque]
  *   %1 parameter {name=blk_0.0.weight} : f32[4,3,3,3]  blk_0.0.weight  GoldenModel.swift:9
  *   %2 parameter {name=blk_0.0.bias} : f32[4]  blk_0.0.bias  GoldenModel.swift:9
  *   %4 parameter {name=blk_0.1.weight} : f32[4]  blk_0.1.weight  GoldenModel.swift:10
@@ -602,7 +552,7 @@ static void train_step_k18_conv2d_backward(int64_t N, float *restrict P, char *r
  *   reads  blk_0.0.weight P[0], blk_0.0.bias P[112], blk_0.1.weight P[128], blk_0.1.bias P[144], cls_0.weight P[208], cls_0.bias P[544], bbox_0.weight P[560], bbox_0.bias P[992], cls_1.weight P[1008], cls_1.bias P[1344], bbox_1.weight P[1360], bbox_1.bias P[1792]
  *   writes blk_0.0.weight P[0], blk_0.0.bias P[112], blk_0.1.weight P[128], blk_0.1.bias P[144], cls_0.weight P[208], cls_0.bias P[544], bbox_0.weight P[560], bbox_0.bias P[992], cls_1.weight P[1008], cls_1.bias P[1344], bbox_1.weight P[1360], bbox_1.bias P[1792]
  */
-static void train_step_k19_sgd(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void train_step_k15_sgd(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     const float lr = P[3616], wd = P[3617];
     ssd_sgd_update(108, P + 0, P + 1808, lr, wd); /* blk_0.0.weight */
@@ -626,15 +576,13 @@ size_t ssdc_train_step_scratch_floats(int64_t N) {
     { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 21, 3, 1, 1); t = ssd_conv2d_pair_scratch_floats(&g); } if (t > s) s = t;
     t = ssd_target_scratch_floats(51, 1) * (size_t)N; if (t > s) s = t;
     t = ssd_loss_scratch_floats((int)N, 51, 3); if (t > s) s = t;
-    { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 12, 3, 1, 1); t = ssd_conv2d_scratch_floats(&g); } if (t > s) s = t;
-    { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 9, 3, 1, 1); t = ssd_conv2d_scratch_floats(&g); } if (t > s) s = t;
-    { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 12, 3, 1, 1); t = ssd_conv2d_scratch_floats(&g); } if (t > s) s = t;
-    { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 9, 3, 1, 1); t = ssd_conv2d_scratch_floats(&g); } if (t > s) s = t;
+    { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 21, 3, 1, 1); t = ssd_conv2d_pair_backward_scratch_floats(&g); } if (t > s) s = t;
+    { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 21, 3, 1, 1); t = ssd_conv2d_pair_backward_scratch_floats(&g); } if (t > s) s = t;
     { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 3, 8, 8, 4, 3, 1, 1); t = ssd_conv2d_scratch_floats(&g); } if (t > s) s = t;
     return s;
 }
 
-static double train_step_times[20];
+static double train_step_times[16];
 
 int ssdc_train_step(int64_t N, float *P, char *F, char *B, float *S) {
     if (N < 1) return SSDC_ERR_BATCH;
@@ -648,17 +596,13 @@ int ssdc_train_step(int64_t N, float *P, char *F, char *B, float *S) {
     SSDC_TIMED(train_step_times, 6, train_step_k06_multibox_loss(N, P, F, B, S));
     SSDC_TIMED(train_step_times, 7, train_step_k07_concat_permute_backward(N, P, F, B, S));
     SSDC_TIMED(train_step_times, 8, train_step_k08_concat_permute_backward(N, P, F, B, S));
-    SSDC_TIMED(train_step_times, 9, train_step_k09_conv2d_backward(N, P, F, B, S));
-    SSDC_TIMED(train_step_times, 10, train_step_k10_conv2d_backward(N, P, F, B, S));
-    SSDC_TIMED(train_step_times, 11, train_step_k11_accumulate_grad(N, P, F, B, S));
-    SSDC_TIMED(train_step_times, 12, train_step_k12_conv2d_backward(N, P, F, B, S));
-    SSDC_TIMED(train_step_times, 13, train_step_k13_conv2d_backward(N, P, F, B, S));
-    SSDC_TIMED(train_step_times, 14, train_step_k14_accumulate_grad(N, P, F, B, S));
-    SSDC_TIMED(train_step_times, 15, train_step_k15_global_max_pool_backward(N, P, F, B, S));
-    SSDC_TIMED(train_step_times, 16, train_step_k16_accumulate_grad(N, P, F, B, S));
-    SSDC_TIMED(train_step_times, 17, train_step_k17_max_pool2d_relu_batch_norm_backward(N, P, F, B, S));
-    SSDC_TIMED(train_step_times, 18, train_step_k18_conv2d_backward(N, P, F, B, S));
-    SSDC_TIMED(train_step_times, 19, train_step_k19_sgd(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 9, train_step_k09_conv2d_pair_backward(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 10, train_step_k10_conv2d_pair_backward(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 11, train_step_k11_global_max_pool_backward(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 12, train_step_k12_accumulate_grad(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 13, train_step_k13_max_pool2d_relu_batch_norm_backward(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 14, train_step_k14_conv2d_backward(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 15, train_step_k15_sgd(N, P, F, B, S));
     return SSDC_OK;
 }
 
@@ -1366,63 +1310,37 @@ const char *ssdc_manifest(void) {
         "        },\n"
         "        {\n"
         "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k09_conv2d_backward\",\n"
+        "          \"name\" : \"k09_conv2d_pair_backward\",\n"
         "          \"nodes\" : [\n"
+        "            27,\n"
         "            32\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k10_conv2d_backward\",\n"
+        "          \"name\" : \"k10_conv2d_pair_backward\",\n"
         "          \"nodes\" : [\n"
-        "            27\n"
-        "          ]\n"
-        "        },\n"
-        "        {\n"
-        "          \"kind\" : \"elementwise\",\n"
-        "          \"name\" : \"k11_accumulate_grad\",\n"
-        "          \"nodes\" : [\n"
-        "            27\n"
-        "          ]\n"
-        "        },\n"
-        "        {\n"
-        "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k12_conv2d_backward\",\n"
-        "          \"nodes\" : [\n"
+        "            16,\n"
         "            21\n"
         "          ]\n"
         "        },\n"
         "        {\n"
-        "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k13_conv2d_backward\",\n"
-        "          \"nodes\" : [\n"
-        "            16\n"
-        "          ]\n"
-        "        },\n"
-        "        {\n"
-        "          \"kind\" : \"elementwise\",\n"
-        "          \"name\" : \"k14_accumulate_grad\",\n"
-        "          \"nodes\" : [\n"
-        "            16\n"
-        "          ]\n"
-        "        },\n"
-        "        {\n"
         "          \"kind\" : \"reduction\",\n"
-        "          \"name\" : \"k15_global_max_pool_backward\",\n"
+        "          \"name\" : \"k11_global_max_pool_backward\",\n"
         "          \"nodes\" : [\n"
         "            12\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"elementwise\",\n"
-        "          \"name\" : \"k16_accumulate_grad\",\n"
+        "          \"name\" : \"k12_accumulate_grad\",\n"
         "          \"nodes\" : [\n"
         "            12\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k17_max_pool2d_relu_batch_norm_backward\",\n"
+        "          \"name\" : \"k13_max_pool2d_relu_batch_norm_backward\",\n"
         "          \"nodes\" : [\n"
         "            11,\n"
         "            10,\n"
@@ -1431,14 +1349,14 @@ const char *ssdc_manifest(void) {
         "        },\n"
         "        {\n"
         "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k18_conv2d_backward\",\n"
+        "          \"name\" : \"k14_conv2d_backward\",\n"
         "          \"nodes\" : [\n"
         "            3\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"opaque\",\n"
-        "          \"name\" : \"k19_sgd\",\n"
+        "          \"name\" : \"k15_sgd\",\n"
         "          \"nodes\" : [\n"
         "            1,\n"
         "            2,\n"
