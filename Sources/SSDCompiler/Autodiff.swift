@@ -185,34 +185,27 @@ extension Lowering {
                 contribute(input, dx, &bw, from: n.id)
             }
 
-        case .conv2d where pairedWith.first(where: { $0.value == n.id }).map({ bw.grads[$0.key] != nil }) == true:
-            // The second conv of a forward pair (reverse order meets it first): both convs'
-            // backward in one kernel, with one backward-data into their shared input.
-            let a = graph[pairedWith.first { $0.value == n.id }!.key]
-            let x = n.inputs[0], xt = graph[x].type, wt = graph[n.inputs[1]].type
-            guard case .conv2d(let stride, let pad) = n.op else { return }
-            let dx = needsGradient(x) ? newBuffer("grad." + valueName(x), xt, region: .batched) : nil
-            func paired(_ c: Node) throws -> PairedGradient {
-                PairedGradient(weight: try materialized(c.inputs[1]), dy: bw.grads[c.id]!,
-                               dWeight: gradientBuffer(ofParameter: c.inputs[1]),
-                               dBias: c.inputs.count > 2 ? gradientBuffer(ofParameter: c.inputs[2]) : nil, o: c.type.dims[0])
-            }
-            addKernel(.outElementwiseFusable, [a.id, n.id], .conv2dPairBackward(
-                x: try materialized(x), first: try paired(a), second: try paired(n), dx: dx,
-                c: xt.dims[0], h: xt.dims[1], w: xt.dims[2], k: wt.dims[2], stride: stride, pad: pad))
-            bw.handled.insert(a.id)
-            if let dx { contribute(x, dx, &bw, from: n.id) }
-
-        case .conv2d:
+        case .conv2d(let stride, let pad):
             let x = n.inputs[0]
             let xt = graph[x].type, wt = graph[n.inputs[1]].type
             let dx = needsGradient(x) ? newBuffer("grad." + valueName(x), xt, region: .batched) : nil
-            let dw = gradientBuffer(ofParameter: n.inputs[1])
-            let db = n.inputs.count > 2 ? gradientBuffer(ofParameter: n.inputs[2]) : nil
-            guard case .conv2d(let stride, let pad) = n.op else { return }
-            addKernel(.outElementwiseFusable, [n.id], .conv2dBackward(
-                x: try materialized(x), weight: try materialized(n.inputs[1]), dy: dy, dx: dx, dWeight: dw, dBias: db,
-                c: xt.dims[0], h: xt.dims[1], w: xt.dims[2], o: wt.dims[0], k: wt.dims[2], stride: stride, pad: pad))
+            func gradients(_ c: Node, dy: Int) throws -> PairedGradient {
+                PairedGradient(weight: try materialized(c.inputs[1]), dy: dy, dWeight: gradientBuffer(ofParameter: c.inputs[1]),
+                               dBias: c.inputs.count > 2 ? gradientBuffer(ofParameter: c.inputs[2]) : nil, o: c.type.dims[0])
+            }
+            let mine = try gradients(n, dy: dy)
+            if let first = pairedWith.first(where: { $0.value == n.id })?.key, let dyFirst = bw.grads[first] {
+                // The second conv of a forward pair (reverse order meets it first): both convs'
+                // backward in one kernel, with one backward-data into their shared input.
+                addKernel(.outElementwiseFusable, [first, n.id], .conv2dPairBackward(
+                    x: try materialized(x), first: try gradients(graph[first], dy: dyFirst), second: mine, dx: dx,
+                    c: xt.dims[0], h: xt.dims[1], w: xt.dims[2], k: wt.dims[2], stride: stride, pad: pad))
+                bw.handled.insert(first)
+            } else {
+                addKernel(.outElementwiseFusable, [n.id], .conv2dBackward(
+                    x: try materialized(x), weight: mine.weight, dy: dy, dx: dx, dWeight: mine.dWeight, dBias: mine.dBias,
+                    c: xt.dims[0], h: xt.dims[1], w: xt.dims[2], o: wt.dims[0], k: wt.dims[2], stride: stride, pad: pad))
+            }
             if let dx { contribute(x, dx, &bw, from: n.id) }
 
         case .batchNorm(let eps, _):
