@@ -36,6 +36,10 @@
  * for all chunks, so tasks are scheduled dynamically without any two threads touching the
  * same dw element: the result depends on the shape only, not on the thread count.
  *
+ * 3x3 pad-1 layers with enough channels and pixels (ssd__winograd_applies) go to
+ * winograd.c instead, for forward and backward-data; a pair of convs (two destinations)
+ * and the statistics forward always use the flat path.
+ *
  * General path (stride > 1, or backward-data with pad > k-1): explicit im2col of one image
  * into scratch + ssd_sgemm (+ col2im for backward-data). Slower, but any k/stride/pad.
  *
@@ -44,6 +48,7 @@
 #include "ssd_runtime.h"
 #include "gemm_internal.h"
 #include "fused_internal.h"
+#include "winograd_internal.h"
 
 #include <limits.h>
 #include <math.h>
@@ -124,6 +129,13 @@ size_t ssd_conv2d_scratch_floats(const ssd_conv2d_t *g)
         s = col;
     }
     if (s > need) need = s;
+
+    if (ssd__winograd_applies(g)) { /* forward and backward-data by winograd.c */
+        s = ssd__winograd_scratch_floats(g->C, g->O, g->H, g->W);
+        if (s > need) need = s;
+        s = ssd__winograd_scratch_floats(g->O, g->C, g->OH, g->OW);
+        if (s > need) need = s;
+    }
     return need;
 }
 
@@ -524,6 +536,12 @@ static void forward_dst(const ssd_conv2d_t *g, const float *x, const float *w, c
 {
     if (empty_output(g) || g->N <= 0 || g->O <= 0) return;
     const int OHOW = g->OH * g->OW;
+    /* (a pair of convs, two destinations, always runs the direct conv below) */
+    if (dst->split >= g->O && ssd__winograd_applies(g)) {
+        ssd__winograd_conv(g->N, g->C, g->H, g->W, g->O, x, w, 0, b, relu, dst->y[0],
+                           dst->ld[0].image, dst->ld[0].channel, dst->ld[0].pixel, scratch);
+        return;
+    }
     if (g->C > 0 && g->k > 0 && fast_forward(g)) {
         flat_conv(g->N, g->C, g->H, g->W, g->pad, g->O, g->k, x, w, 0, g->C, b, relu, dst,
                   scratch, NULL);
@@ -624,8 +642,9 @@ void ssd_conv2d_backward_pair(const ssd_conv2d_t *g, int O1, const float *x, con
 
 size_t ssd__conv2d_stats_partials(const ssd_conv2d_t *g)
 {
+    /* (where winograd.c runs the forward, the statistics are a separate pass) */
     if (empty_output(g) || g->N <= 0 || g->O <= 0 || g->C <= 0 || g->k <= 0 ||
-        !fast_forward(g))
+        !fast_forward(g) || ssd__winograd_applies(g))
         return 0;
     flat_t f;
     flat_setup(&f, g->C, g->H, g->W, g->pad, g->O, g->k);
@@ -655,6 +674,12 @@ void ssd_conv2d_backward_data(const ssd_conv2d_t *g, const float *dy, const floa
         return;
     }
     if (g->N <= 0 || g->C <= 0) return;
+    if (ssd__winograd_applies(g)) {
+        const size_t HW = (size_t)g->H * g->W;
+        ssd__winograd_conv(g->N, g->O, g->OH, g->OW, g->C, dy, w, 1, NULL, 0, dx,
+                           (size_t)g->C * HW, HW, 1, scratch);
+        return;
+    }
     if (fast_backward_data(g)) {
         /* dx = flat conv of dy (O channels, OH x OW) padded by k-1-pad, weights flipped. */
         const size_t HW = (size_t)g->H * g->W;

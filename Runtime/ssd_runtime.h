@@ -52,7 +52,9 @@ typedef struct {
 
 ssd_conv2d_t ssd_conv2d_geometry(int N, int C, int H, int W, int O, int k, int stride, int pad);
 
-/* Floats of scratch the three conv functions need for this geometry (one size fits all). */
+/* Floats of scratch the three conv functions need for this geometry (one size fits all),
+ * at the thread count in effect (ssd_set_num_threads): the Winograd path keeps a block of
+ * work per thread, so query again after raising the thread count. */
 size_t ssd_conv2d_scratch_floats(const ssd_conv2d_t *g);
 
 /* y = conv(x, w) + b; b may be NULL. If relu != 0, y = max(y, 0) (epilogue). */

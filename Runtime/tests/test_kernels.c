@@ -13,6 +13,7 @@
  * float rounding and still catches a single missing or extra term.
  */
 #include "ssd_runtime.h"
+#include "winograd_internal.h"
 
 #include <math.h>
 #include <omp.h>
@@ -355,6 +356,9 @@ static void test_conv_case(conv_shape cs, int with_bias, int relu)
         ssd_conv2d_t g1 = g, g2 = g;
         g1.O = O1;
         g2.O = O2;
+        /* (a pair always runs the direct conv, so its parts are compared with that) */
+        const int winograd_was = ssd__winograd_enabled();
+        ssd__winograd_enable(0);
         /* (first part channels-last, second NCHW; and the other way round below) */
         const ssd_conv2d_out_t ld1 = {OHOW * O1 + 2, 1, (size_t)O1}, ld2 = ssd_conv2d_nchw(&g2);
         const size_t n1 = ld1.image * g.N, n2 = OHOW * O2 * g.N;
@@ -394,6 +398,7 @@ static void test_conv_case(conv_shape cs, int with_bias, int relu)
             free(z1); free(z2); free(t1); free(t2);
         }
         free(y1); free(y2); free(r1); free(r2); free(sp); free(s1);
+        ssd__winograd_enable(winograd_was);
     }
 
     /* backward (once per shape, with the bias-less/relu-less variant) */
@@ -485,6 +490,11 @@ static void test_conv(void)
         {4, 3, 16, 16, 5, 3, 1, 1},   /* backward-weight image groups of 3 + 1 */
         {1, 150, 4, 4, 8, 3, 1, 1},   /* K = 1350: no per-thread offset table */
         {2, 0, 5, 5, 3, 3, 1, 1},     /* no input channels: y = bias */
+        /* F(2x2, 3x3) (winograd.c): forward and backward-data (>= 1024 output pixels) */
+        {6, 16, 6, 32, 33, 3, 1, 1},  /* 48 tiles per image, 33 channels out, 16 back */
+        {4, 40, 16, 16, 20, 3, 1, 1}, /* a partial last block */
+        {32, 32, 2, 16, 36, 3, 1, 1}, /* one tile row per image */
+        {1, 64, 24, 48, 70, 3, 1, 1}, /* several blocks and tile rows per block */
     };
     const int n = sizeof shapes / sizeof shapes[0];
     for (int s = 0; s < n; ++s) {
@@ -950,9 +960,10 @@ static void bench(void)
         }
         free(b.A); free(b.B); free(b.C);
     }
-    static const int layers[][3] = {{3, 16, 256},  {16, 16, 256}, {16, 32, 128},
-                                    {32, 64, 64},  {64, 128, 32}, {128, 128, 16}};
-    for (int l = 0; l < 6; ++l) {
+    static const int layers[][3] = {{3, 16, 256}, {16, 16, 256}, {16, 32, 128}, {32, 32, 128},
+                                    {32, 64, 64}, {64, 64, 64},   {64, 128, 32}, {128, 128, 32},
+                                    {128, 128, 16}};
+    for (int l = 0; l < 9; ++l) {
         conv_bench c;
         c.g = ssd_conv2d_geometry(32, layers[l][0], layers[l][2], layers[l][2], layers[l][1], 3, 1, 1);
         const ssd_conv2d_t *g = &c.g;
@@ -960,6 +971,7 @@ static void bench(void)
         const size_t wn = (size_t)g->O * g->C * 9;
         c.x = frandom(xn); c.w = frandom(wn); c.b = frandom(g->O); c.dy = frandom(yn);
         c.y = falloc(yn); c.dx = falloc(xn); c.dw = falloc(wn); c.db = falloc(g->O);
+        ssd_set_num_threads(tcounts[1]); /* (scratch for the most threads used) */
         c.scratch = scratch_alloc(ssd_conv2d_scratch_floats(g));
         const double flops = 2.0 * g->N * g->O * g->C * 9.0 * g->OH * g->OW;
         for (int t = 0; t < 2; ++t) {
@@ -971,6 +983,16 @@ static void bench(void)
                    "backward-weight %6.1f GFLOP/s  (%.1f/%.1f/%.1f ms)\n",
                    g->C, g->O, g->H, tcounts[t], flops / tf * 1e-9, flops / td * 1e-9,
                    flops / tw * 1e-9, tf * 1e3, td * 1e3, tw * 1e3);
+            if (ssd__winograd_applies(g)) { /* the same with the direct conv */
+                const int was = ssd__winograd_enabled();
+                ssd__winograd_enable(0);
+                tf = best_time(run_fwd, &c, 2);
+                td = best_time(run_bwd_data, &c, 2);
+                ssd__winograd_enable(was);
+                printf("  (direct conv, no Winograd:              forward %6.1f  backward-data "
+                       "%6.1f GFLOP/s  (%.1f/%.1f ms))\n",
+                       flops / tf * 1e-9, flops / td * 1e-9, tf * 1e3, td * 1e3);
+            }
             fflush(stdout);
         }
         free(c.x); free(c.w); free(c.b); free(c.dy); free(c.y); free(c.dx); free(c.dw);

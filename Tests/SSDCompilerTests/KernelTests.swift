@@ -151,8 +151,8 @@ final class KernelTests: XCTestCase {
         let cc = try Toolchain.findCC()
         let dir = try Toolchain.runtimeDirectory()
         let groups: [(String, [String])] = [
-            ("test_kernels", ["threads.c", "gemm.c", "conv.c", "bn.c", "pool.c", "optim.c", "fused.c"]),
-            ("test_fused", ["threads.c", "gemm.c", "conv.c", "bn.c", "pool.c", "optim.c", "fused.c"]),
+            ("test_kernels", ["threads.c", "gemm.c", "conv.c", "winograd.c", "bn.c", "pool.c", "optim.c", "fused.c"]),
+            ("test_fused", ["threads.c", "gemm.c", "conv.c", "winograd.c", "bn.c", "pool.c", "optim.c", "fused.c"]),
             ("test_ssd_ops", ["detect.c", "target.c", "loss.c", "threads.c"]),
         ]
         for (test, sources) in groups {

@@ -1,0 +1,408 @@
+/*
+ * winograd.c — 3x3, stride-1, pad-1 convolution by Winograd's minimal filtering F(2x2, 3x3).
+ *
+ * Each 2x2 block ("tile") of the output is computed from the 4x4 input patch around it
+ * with 16 multiplies per (input, output channel) pair instead of 36:
+ *
+ *     Y = A^T [ sum_c (G g_c G^T) .* (B^T d_c B) ] A
+ *
+ *   B^T = | 1  0 -1  0 |     G = | 1    0    0  |     A^T = | 1  1  1  0 |
+ *         | 0  1  1  0 |         | 1/2  1/2  1/2 |           | 0  1 -1 -1 |
+ *         | 0 -1  1  0 |         | 1/2 -1/2  1/2 |
+ *         | 0  1  0 -1 |         | 0    0    1  |
+ *
+ * The sum over input channels is, for each of the 16 positions xi of the 4x4 transform, a
+ * matrix product M_xi (out x tiles) = U_xi (out x in) * V_xi (in x tiles), so the multiply
+ * count of the convolution falls by 36/16 = 2.25 and the work becomes 16 GEMMs with a
+ * reduction as long as the number of input channels. They run on gemm.c's 4 x 24
+ * micro-kernel:
+ *
+ *   - U = G g G^T for every (out, in) pair, packed per xi into 4-row micro-panels (once
+ *     per call, shared by the team);
+ *   - a task is one image's block of `nb` consecutive tiles (raster order, a multiple of
+ *     24); it transforms the input patches of the block straight into packed B panels
+ *     (V_xi, in x 24), runs the 16 products into its M block, then applies A^T . A with
+ *     bias and ReLU and writes the 2x2 outputs. V and M stay in the thread's own scratch,
+ *     sized to stay near L2; nothing is shared between tasks, so results do not depend on
+ *     the thread count;
+ *   - input transform and output transform handle 8 tiles of one tile row at a time (the
+ *     8 lanes of an AVX vector; plain C loops the compiler vectorises); the 4 x 18 input
+ *     patch of a group is read in place, or through a zero-padded copy at the borders.
+ *
+ * Backward-data of the same conv is the same computation on dy with the weights flipped
+ * and in/out swapped (U from w[o][c][2-i][2-j], as row c, column o).
+ *
+ * Rounding differs from the direct convolution (the transforms add and subtract inputs
+ * before the multiply); tests bound the difference.
+ */
+#include "ssd_runtime.h"
+#include "gemm_internal.h"
+#include "winograd_internal.h"
+
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define WG_AVX2 1
+#endif
+
+#define WG_LANES 8          /* tiles per transform group */
+#define WG_BUDGET 65536     /* floats of V + M per block aimed at (256 KB) */
+#define WG_PANELS_MAX 8     /* most 24-tile panels per block */
+
+#ifdef WG_PROFILE
+double wg_prof[3];
+#endif
+static inline size_t round_up(size_t v, size_t m) { return (v + m - 1) / m * m; }
+
+/* SSDC_WINOGRAD=0 in the environment turns this path off (to compare with the direct
+ * convolution); read once, unless ssd__winograd_enable has set it. */
+static int g_state = -1;
+
+static int enabled(void)
+{
+    if (g_state < 0) {
+        const char *v = getenv("SSDC_WINOGRAD");
+        g_state = !(v && strcmp(v, "0") == 0);
+    }
+    return g_state;
+}
+
+void ssd__winograd_enable(int on) { g_state = on != 0; }
+int ssd__winograd_enabled(void) { return enabled(); }
+
+int ssd__winograd_applies(const ssd_conv2d_t *g)
+{
+    if (!enabled()) return 0;
+    /* At least 16 channels on each side and 32 on one: below that the transforms cost
+     * about what the multiplies save (16 -> 16 at 256 x 256 measured 1.0-1.1x the direct
+     * conv, 16 -> 32 at 128 x 128 1.3-1.4x). Whole 8-tile groups along a row: OW a
+     * multiple of 16, OH even. */
+    /* The weights are transformed on every call (16/9 of their size, for each (in, out)
+     * pair), which the pixels of the call must pay for: with fewer than 1024 output
+     * pixels over the batch (a 16 x 16 map at batch 1 and 2), the direct conv is faster
+     * (measured: 128 -> 128 at 16 x 16, batch 1: 1.3 ms against 1.1 ms, 1 thread). */
+    const int lo = g->C < g->O ? g->C : g->O, hi = g->C < g->O ? g->O : g->C;
+    return g->k == 3 && g->stride == 1 && g->pad == 1 && lo >= 16 && hi >= 32 &&
+           (long)g->N * g->OH * g->OW >= 1024 &&
+           g->OW % 16 == 0 && g->OH % 2 == 0 && g->OH >= 2 && g->N > 0;
+}
+
+typedef struct {
+    int Cs, M, H, W;   /* source channels, output channels, map size (same in and out) */
+    int tw, T;         /* tiles per row, tiles per image */
+    int nb, nblk;      /* tiles per block (multiple of 24), blocks per image */
+    int Mpad;
+} wg_plan_t;
+
+static wg_plan_t wg_plan(int Cs, int M, int H, int W)
+{
+    wg_plan_t p;
+    p.Cs = Cs;
+    p.M = M;
+    p.H = H;
+    p.W = W;
+    p.tw = W / 2;
+    p.T = (H / 2) * p.tw;
+    p.Mpad = (int)round_up((size_t)M, SSD_MR);
+    int panels = WG_BUDGET / (16 * SSD_NR * (Cs + p.Mpad));
+    if (panels < 1) panels = 1;
+    if (panels > WG_PANELS_MAX) panels = WG_PANELS_MAX;
+    const int need = (p.T + SSD_NR - 1) / SSD_NR;
+    if (panels > need) panels = need;
+    p.nb = panels * SSD_NR;
+    p.nblk = (p.T + p.nb - 1) / p.nb;
+    return p;
+}
+
+static size_t wg_thread_floats(const wg_plan_t *p)
+{
+    return (size_t)16 * p->nb * ((size_t)p->Cs + p->Mpad);
+}
+
+size_t ssd__winograd_scratch_floats(int Cs, int M, int H, int W)
+{
+    const wg_plan_t p = wg_plan(Cs, M, H, W);
+    const size_t u = (size_t)16 * p.Mpad * Cs;
+    return u + (size_t)ssd_get_num_threads() * wg_thread_floats(&p) + 16;
+}
+
+/* U_xi packed for the micro-kernel: U + xi*Mpad*Cs + ir*Cs + c*MR + r (row m = ir + r). */
+static void transform_weights(const wg_plan_t *p, const float *w, int transposed, float *U)
+{
+    const int Cs = p->Cs, M = p->M, Mpad = p->Mpad;
+#pragma omp for schedule(static)
+    for (int m = 0; m < Mpad; ++m) {
+        const int ir = m / SSD_MR * SSD_MR, r = m % SSD_MR;
+        for (int c = 0; c < Cs; ++c) {
+            float g[3][3];
+            for (int i = 0; i < 3; ++i)
+                for (int j = 0; j < 3; ++j) {
+                    if (m >= M)
+                        g[i][j] = 0.0f;
+                    else if (!transposed) /* forward: w is M x Cs x 3 x 3 */
+                        g[i][j] = w[(((size_t)m * Cs + c) * 3 + i) * 3 + j];
+                    else /* backward-data: w is Cs x M x 3 x 3, flipped */
+                        g[i][j] = w[(((size_t)c * M + m) * 3 + (2 - i)) * 3 + (2 - j)];
+                }
+            float t[4][3]; /* G g */
+            for (int j = 0; j < 3; ++j) {
+                t[0][j] = g[0][j];
+                t[1][j] = 0.5f * (g[0][j] + g[1][j] + g[2][j]);
+                t[2][j] = 0.5f * (g[0][j] - g[1][j] + g[2][j]);
+                t[3][j] = g[2][j];
+            }
+            for (int i = 0; i < 4; ++i) { /* (G g) G^T */
+                float u[4];
+                u[0] = t[i][0];
+                u[1] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
+                u[2] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
+                u[3] = t[i][2];
+                for (int j = 0; j < 4; ++j)
+                    U[(size_t)(i * 4 + j) * Mpad * Cs + (size_t)ir * Cs + (size_t)c * SSD_MR + r] =
+                        u[j];
+            }
+        }
+    }
+}
+
+/* Input transform of the 8 tiles (ty, tx0 .. tx0+7) of channel plane x (H x W) into
+ * V[xi*vstride + lane]. */
+static void input_group(const float *x, int H, int W, int ty, int tx0, float *V, size_t vstride)
+{
+    /* rows 2ty-1 .. 2ty+2, columns 2tx0-1 .. 2tx0+16: in place, or through a zero-padded
+     * copy of the row at the left and right borders; rows outside are zeros */
+    static const float zeros[2 * WG_LANES + 2];
+    const int r0 = 2 * ty - 1, c0 = 2 * tx0 - 1;
+    float pad[4][2 * WG_LANES + 2];
+    const float *row[4];
+    for (int i = 0; i < 4; ++i) {
+        const int r = r0 + i;
+        if (r < 0 || r >= H) {
+            row[i] = zeros;
+        } else if (c0 >= 0 && c0 + 2 * WG_LANES + 1 < W) {
+            row[i] = x + (size_t)r * W + c0;
+        } else {
+            const int lo = c0 < 0 ? -c0 : 0;
+            const int hi = c0 + 2 * WG_LANES + 2 > W ? W - c0 : 2 * WG_LANES + 2;
+            memset(pad[i], 0, sizeof pad[i]);
+            memcpy(pad[i] + lo, x + (size_t)r * W + c0 + lo, (size_t)(hi - lo) * sizeof(float));
+            row[i] = pad[i];
+        }
+    }
+#ifdef WG_AVX2
+    /* lane l of tile row i: p[2l .. 2l+3] = e0, o0, e1, o1 (even/odd columns, and the
+     * same one pair to the right) */
+    __m256 cb[4][4];
+    for (int i = 0; i < 4; ++i) {
+        const float *p = row[i];
+        const __m256 a = _mm256_loadu_ps(p), b = _mm256_loadu_ps(p + 8);
+        const __m256 a2 = _mm256_loadu_ps(p + 2), b2 = _mm256_loadu_ps(p + 10);
+#define WG_EVEN(u, v) _mm256_castpd_ps(_mm256_permute4x64_pd( \
+        _mm256_castps_pd(_mm256_shuffle_ps(u, v, _MM_SHUFFLE(2, 0, 2, 0))), _MM_SHUFFLE(3, 1, 2, 0)))
+#define WG_ODD(u, v) _mm256_castpd_ps(_mm256_permute4x64_pd( \
+        _mm256_castps_pd(_mm256_shuffle_ps(u, v, _MM_SHUFFLE(3, 1, 3, 1))), _MM_SHUFFLE(3, 1, 2, 0)))
+        const __m256 e0 = WG_EVEN(a, b), o0 = WG_ODD(a, b);
+        const __m256 e1 = WG_EVEN(a2, b2), o1 = WG_ODD(a2, b2);
+#undef WG_EVEN
+#undef WG_ODD
+        cb[i][0] = _mm256_sub_ps(e0, e1);
+        cb[i][1] = _mm256_add_ps(o0, e1);
+        cb[i][2] = _mm256_sub_ps(e1, o0);
+        cb[i][3] = _mm256_sub_ps(o0, o1);
+    }
+    for (int j = 0; j < 4; ++j) {
+        _mm256_storeu_ps(V + (size_t)(0 * 4 + j) * vstride, _mm256_sub_ps(cb[0][j], cb[2][j]));
+        _mm256_storeu_ps(V + (size_t)(1 * 4 + j) * vstride, _mm256_add_ps(cb[1][j], cb[2][j]));
+        _mm256_storeu_ps(V + (size_t)(2 * 4 + j) * vstride, _mm256_sub_ps(cb[2][j], cb[1][j]));
+        _mm256_storeu_ps(V + (size_t)(3 * 4 + j) * vstride, _mm256_sub_ps(cb[1][j], cb[3][j]));
+    }
+#else
+    /* columns: d B, per row (tile lane l uses p[2l .. 2l+3]) */
+    float cb[4][4][WG_LANES];
+    for (int i = 0; i < 4; ++i) {
+        const float *p = row[i];
+        for (int l = 0; l < WG_LANES; ++l) {
+            const float e0 = p[2 * l], o0 = p[2 * l + 1], e1 = p[2 * l + 2], o1 = p[2 * l + 3];
+            cb[i][0][l] = e0 - e1;
+            cb[i][1][l] = o0 + e1;
+            cb[i][2][l] = e1 - o0;
+            cb[i][3][l] = o0 - o1;
+        }
+    }
+    /* rows: B^T (d B) */
+    for (int j = 0; j < 4; ++j) {
+        float *v0 = V + (size_t)(0 * 4 + j) * vstride, *v1 = V + (size_t)(1 * 4 + j) * vstride;
+        float *v2 = V + (size_t)(2 * 4 + j) * vstride, *v3 = V + (size_t)(3 * 4 + j) * vstride;
+        for (int l = 0; l < WG_LANES; ++l) {
+            v0[l] = cb[0][j][l] - cb[2][j][l];
+            v1[l] = cb[1][j][l] + cb[2][j][l];
+            v2[l] = cb[2][j][l] - cb[1][j][l];
+            v3[l] = cb[1][j][l] - cb[3][j][l];
+        }
+    }
+#endif
+}
+
+/* Output transform of 8 tiles of one output channel: m[xi*mstride + lane] -> the 2 x 16
+ * outputs at y (pixel (r, c) at y[(r*W + c)*ldp]), plus bias, then ReLU. */
+static void output_group(const float *m, size_t mstride, float bias, int relu, float *y, int W,
+                         size_t ldp)
+{
+#ifdef WG_AVX2
+    __m256 s0[4], s1[4];
+    for (int j = 0; j < 4; ++j) {
+        const __m256 m0 = _mm256_loadu_ps(m + (size_t)(0 * 4 + j) * mstride);
+        const __m256 m1 = _mm256_loadu_ps(m + (size_t)(1 * 4 + j) * mstride);
+        const __m256 m2 = _mm256_loadu_ps(m + (size_t)(2 * 4 + j) * mstride);
+        const __m256 m3 = _mm256_loadu_ps(m + (size_t)(3 * 4 + j) * mstride);
+        s0[j] = _mm256_add_ps(_mm256_add_ps(m0, m1), m2);
+        s1[j] = _mm256_sub_ps(_mm256_sub_ps(m1, m2), m3);
+    }
+    const __m256 vb = _mm256_set1_ps(bias);
+    __m256 a = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(s0[0], s0[1]), s0[2]), vb);
+    __m256 b = _mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(s0[1], s0[2]), s0[3]), vb);
+    __m256 c = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(s1[0], s1[1]), s1[2]), vb);
+    __m256 d = _mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(s1[1], s1[2]), s1[3]), vb);
+    if (relu) { /* max(0, v) keeps NaN, like v < 0 ? 0 : v */
+        const __m256 z = _mm256_setzero_ps();
+        a = _mm256_max_ps(z, a);
+        b = _mm256_max_ps(z, b);
+        c = _mm256_max_ps(z, c);
+        d = _mm256_max_ps(z, d);
+    }
+    if (ldp != 1) { /* a strided layout (channels-last): scatter */
+        float va[WG_LANES], vb2[WG_LANES], vc[WG_LANES], vd[WG_LANES];
+        _mm256_storeu_ps(va, a);
+        _mm256_storeu_ps(vb2, b);
+        _mm256_storeu_ps(vc, c);
+        _mm256_storeu_ps(vd, d);
+        for (int l = 0; l < WG_LANES; ++l) {
+            y[(size_t)(2 * l) * ldp] = va[l];
+            y[(size_t)(2 * l + 1) * ldp] = vb2[l];
+            y[((size_t)W + 2 * l) * ldp] = vc[l];
+            y[((size_t)W + 2 * l + 1) * ldp] = vd[l];
+        }
+        return;
+    }
+    /* interleave: row 0 is a0 b0 a1 b1 ..., row 1 is c0 d0 c1 d1 ... */
+    const __m256 ablo = _mm256_unpacklo_ps(a, b), abhi = _mm256_unpackhi_ps(a, b);
+    const __m256 cdlo = _mm256_unpacklo_ps(c, d), cdhi = _mm256_unpackhi_ps(c, d);
+    _mm256_storeu_ps(y, _mm256_permute2f128_ps(ablo, abhi, 0x20));
+    _mm256_storeu_ps(y + 8, _mm256_permute2f128_ps(ablo, abhi, 0x31));
+    _mm256_storeu_ps(y + W, _mm256_permute2f128_ps(cdlo, cdhi, 0x20));
+    _mm256_storeu_ps(y + W + 8, _mm256_permute2f128_ps(cdlo, cdhi, 0x31));
+#else
+    float s0[4][WG_LANES], s1[4][WG_LANES];
+    for (int j = 0; j < 4; ++j) {
+        const float *m0 = m + (size_t)(0 * 4 + j) * mstride, *m1 = m + (size_t)(1 * 4 + j) * mstride;
+        const float *m2 = m + (size_t)(2 * 4 + j) * mstride, *m3 = m + (size_t)(3 * 4 + j) * mstride;
+        for (int l = 0; l < WG_LANES; ++l) {
+            s0[j][l] = m0[l] + m1[l] + m2[l];
+            s1[j][l] = m1[l] - m2[l] - m3[l];
+        }
+    }
+    float *y0 = y, *y1 = y + (size_t)W * ldp;
+    for (int l = 0; l < WG_LANES; ++l) {
+        float a = s0[0][l] + s0[1][l] + s0[2][l] + bias;
+        float b = s0[1][l] - s0[2][l] - s0[3][l] + bias;
+        float c = s1[0][l] + s1[1][l] + s1[2][l] + bias;
+        float d = s1[1][l] - s1[2][l] - s1[3][l] + bias;
+        if (relu) {
+            a = a < 0.0f ? 0.0f : a;
+            b = b < 0.0f ? 0.0f : b;
+            c = c < 0.0f ? 0.0f : c;
+            d = d < 0.0f ? 0.0f : d;
+        }
+        y0[(size_t)(2 * l) * ldp] = a;
+        y0[(size_t)(2 * l + 1) * ldp] = b;
+        y1[(size_t)(2 * l) * ldp] = c;
+        y1[(size_t)(2 * l + 1) * ldp] = d;
+    }
+#endif
+}
+
+/* One block: tiles [t0, t0 + nb) of one image. V: 16 x (nb/24 panels) x Cs x 24 (packed B
+ * panels); Mb: 16 x Mpad x nb. */
+static void wg_block(const wg_plan_t *p, const float *src, const float *U, const float *bias,
+                     int relu, float *y, size_t ldc, size_t ldp, int t0, float *V, float *Mb)
+{
+    const int Cs = p->Cs, nb = p->nb, Mpad = p->Mpad;
+    const int npan = nb / SSD_NR;
+    const size_t HW = (size_t)p->H * p->W;
+    const size_t vxi = (size_t)npan * Cs * SSD_NR; /* floats per xi in V */
+
+#ifdef WG_PROFILE
+    double tp_start = omp_get_wtime();
+#endif
+    /* input transform, group by group (a group never straddles a tile row: tw % 8 == 0) */
+    for (int gq = 0; gq < nb; gq += WG_LANES) {
+        const int t = t0 + gq;
+        const int pan = gq / SSD_NR, lane0 = gq % SSD_NR;
+        for (int c = 0; c < Cs; ++c) {
+            float *v = V + ((size_t)pan * Cs + c) * SSD_NR + lane0;
+            if (t >= p->T) {
+                for (int xi = 0; xi < 16; ++xi)
+                    memset(v + (size_t)xi * vxi, 0, WG_LANES * sizeof(float));
+                continue;
+            }
+            input_group(src + (size_t)c * HW, p->H, p->W, t / p->tw, t % p->tw, v, vxi);
+        }
+    }
+
+#ifdef WG_PROFILE
+    double tp0 = omp_get_wtime();
+#endif
+    /* 16 products M_xi = U_xi V_xi */
+    for (int xi = 0; xi < 16; ++xi) {
+        const float *u = U + (size_t)xi * Mpad * Cs;
+        const float *v = V + (size_t)xi * vxi;
+        float *mo = Mb + (size_t)xi * Mpad * nb;
+        for (int pan = 0; pan < npan; ++pan)
+            for (int ir = 0; ir < Mpad; ir += SSD_MR)
+                ssd__ukernel(Cs, u + (size_t)ir * Cs, v + (size_t)pan * Cs * SSD_NR, 1.0f, NULL,
+                             0, 1.0f, mo + (size_t)ir * nb + (size_t)pan * SSD_NR, nb, NULL, 0);
+    }
+
+#ifdef WG_PROFILE
+    double tp1 = omp_get_wtime();
+    wg_prof[0] += tp0 - tp_start; wg_prof[1] += tp1 - tp0;
+#endif
+    /* output transform */
+    const size_t mxi = (size_t)Mpad * nb;
+    for (int gq = 0; gq < nb && t0 + gq < p->T; gq += WG_LANES) {
+        const int t = t0 + gq, ty = t / p->tw, tx = t % p->tw;
+        for (int m = 0; m < p->M; ++m)
+            output_group(Mb + (size_t)m * nb + gq, mxi, bias ? bias[m] : 0.0f, relu,
+                         y + (size_t)m * ldc + ((size_t)(2 * ty) * p->W + 2 * tx) * ldp, p->W,
+                         ldp);
+    }
+#ifdef WG_PROFILE
+    wg_prof[2] += omp_get_wtime() - tp1;
+#endif
+}
+
+void ssd__winograd_conv(int N, int Cs, int H, int W, int M, const float *src, const float *w,
+                        int transposed, const float *bias, int relu, float *y, size_t ldn,
+                        size_t ldc, size_t ldp, float *scratch)
+{
+    const wg_plan_t p = wg_plan(Cs, M, H, W);
+    float *U = scratch;
+    float *per_thread = U + (size_t)16 * p.Mpad * Cs;
+    const size_t tf = wg_thread_floats(&p);
+    const int ntask = N * p.nblk;
+#pragma omp parallel num_threads(ssd_get_num_threads())
+    {
+        transform_weights(&p, w, transposed, U);
+        float *V = per_thread + (size_t)omp_get_thread_num() * tf;
+        float *Mb = V + (size_t)16 * p.nb * Cs;
+#pragma omp for schedule(dynamic, 1)
+        for (int task = 0; task < ntask; ++task) {
+            const int n = task / p.nblk, blk = task % p.nblk;
+            wg_block(&p, src + (size_t)n * Cs * H * W, U, bias, relu, y + (size_t)n * ldn, ldc,
+                     ldp, blk * p.nb, V, Mb);
+        }
+    }
+}

@@ -1,0 +1,31 @@
+/*
+ * winograd_internal.h — the F(2x2, 3x3) convolution of winograd.c, used by conv.c for the
+ * 3x3 stride-1 pad-1 layers where it pays (not part of the public runtime).
+ */
+#ifndef SSD_WINOGRAD_INTERNAL_H
+#define SSD_WINOGRAD_INTERNAL_H
+
+#include "ssd_runtime.h"
+
+#include <stddef.h>
+
+/* Whether the forward of g (and, with C and O swapped, its backward-data) runs here. */
+int ssd__winograd_applies(const ssd_conv2d_t *g);
+
+/* Turns the path on or off for the whole process (tests; else SSDC_WINOGRAD=0 in the
+ * environment turns it off). */
+void ssd__winograd_enable(int on);
+int ssd__winograd_enabled(void);
+
+/* Scratch for ssd__winograd_conv with these sizes (for the current thread count). */
+size_t ssd__winograd_scratch_floats(int Cs, int M, int H, int W);
+
+/* y = conv3x3(src, w) + bias, then ReLU if relu != 0; src is N x Cs x H x W, the output
+ * M x H x W per image, element (n, m, p) at y[n*ldn + m*ldc + p*ldp] (p = row*W + col). transposed == 0: w is
+ * M x Cs x 3 x 3 (forward); transposed == 1: w is Cs x M x 3 x 3 and is used flipped
+ * (backward-data of that conv). bias may be NULL. */
+void ssd__winograd_conv(int N, int Cs, int H, int W, int M, const float *src, const float *w,
+                        int transposed, const float *bias, int relu, float *y, size_t ldn,
+                        size_t ldc, size_t ldp, float *scratch);
+
+#endif
