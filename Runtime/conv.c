@@ -136,6 +136,10 @@ size_t ssd_conv2d_scratch_floats(const ssd_conv2d_t *g)
         s = ssd__winograd_scratch_floats(g->O, g->C, g->OH, g->OW);
         if (s > need) need = s;
     }
+    if (ssd__winograd_bw_applies(g)) {
+        s = ssd__winograd_bw_scratch_floats(g->N, g->C, g->H, g->W, g->O);
+        if (s > need) need = s;
+    }
     return need;
 }
 
@@ -763,9 +767,9 @@ static size_t bw_scratch_floats(const ssd_conv2d_t *g)
 
 /* out[r*3 + s] = sum over nseg segments and q < n of d_r[q] * x_s[q], where segment m of
  * d_r / x_s starts dseg / xseg floats after segment m-1; n is a multiple of 8. */
-static void bw_tile(const float *d0, const float *d1, const float *d2, const float *d3,
-                    const float *x0, const float *x1, const float *x2, int n, int nseg,
-                    size_t dseg, size_t xseg, float out[12])
+void ssd__bw_tile(const float *d0, const float *d1, const float *d2, const float *d3,
+                  const float *x0, const float *x1, const float *x2, int n, int nseg,
+                  size_t dseg, size_t xseg, float out[12])
 {
 #ifdef SSD_CONV_AVX2
     __m256 a00 = _mm256_setzero_ps(), a01 = _mm256_setzero_ps(), a02 = _mm256_setzero_ps();
@@ -893,7 +897,7 @@ static void backward_weight_flat(const ssd_conv2d_t *g, const float *x, const fl
                             xs[s] = xp + off + q0;
                         }
                         float out[12];
-                        bw_tile(d[0], d[1], d[2], d[3], xs[0], xs[1], xs[2], nq, gc, dseg, xseg,
+                        ssd__bw_tile(d[0], d[1], d[2], d[3], xs[0], xs[1], xs[2], nq, gc, dseg, xseg,
                                 out);
                         for (int r = 0; r < 4 && o0 + r < O; ++r)
                             for (int s = 0; s < 3 && t0 + s < K; ++s)
@@ -915,6 +919,14 @@ void ssd_conv2d_backward_weight(const ssd_conv2d_t *g, const float *x, const flo
         if (db && (empty_output(g) || g->N <= 0)) {
             memset(db, 0, (size_t)g->O * sizeof(float));
         } else if (db) {
+#pragma omp parallel num_threads(ssd_get_num_threads())
+            bias_grad(g, dy, db);
+        }
+        return;
+    }
+    if (ssd__winograd_bw_applies(g)) {
+        ssd__winograd_backward_weight(g->N, g->C, g->H, g->W, g->O, x, dy, dw, scratch);
+        if (db) {
 #pragma omp parallel num_threads(ssd_get_num_threads())
             bias_grad(g, dy, db);
         }

@@ -54,6 +54,7 @@
 
 #ifdef WG_PROFILE
 double wg_prof[3];
+static double wg_t0, wg_t1;
 #endif
 static inline size_t round_up(size_t v, size_t m) { return (v + m - 1) / m * m; }
 
@@ -403,6 +404,181 @@ void ssd__winograd_conv(int N, int Cs, int H, int W, int M, const float *src, co
             const int n = task / p.nblk, blk = task % p.nblk;
             wg_block(&p, src + (size_t)n * Cs * H * W, U, bias, relu, y + (size_t)n * ldn, ldc,
                      ldp, blk * p.nb, V, Mb);
+        }
+    }
+}
+
+/* ---- backward-weight ---------------------------------------------------------------------
+ *
+ * dw[o][c] (3 x 3) = sum over images and tiles of the correlation of the tile's 4 x 4 input
+ * patch d with its 2 x 2 output gradient: F(3x3, 2x2), the transpose of the forward's
+ * algorithm, with the same 16 positions:
+ *
+ *     dw = G^T [ sum_tiles (A dy A^T) .* (B^T d B) ] G
+ *
+ * (B^T d B is the forward's input transform; A and G are the forward's matrices.) For each
+ * position xi the sum over tiles is P_xi (out x in) = DY_xi (out x tiles) * V_xi^T, a
+ * product whose reduction runs over tiles, so it uses conv.c's 4 x 3 dot-product tile (12
+ * vector accumulators over contiguous tiles) rather than the GEMM micro-kernel. The
+ * batch's tiles are processed in chunks (their transforms held in scratch, ~4 MB); each
+ * chunk's sums are added to P in chunk order, and each (xi, group of output channels)
+ * belongs to one task, so the result does not depend on the thread count.
+ */
+
+#define WG_BW_BUDGET (1 << 20) /* floats of transformed input + gradient per chunk (4 MB) */
+#define WG_BW_OGROUP 32        /* output channels per product task */
+
+int ssd__winograd_bw_applies(const ssd_conv2d_t *g)
+{
+    /* The transforms cost in proportion to C + O per tile, the products to C * O, which
+     * must be large enough beside them: C*O/(C+O) >= 17 (measured at batch 32 against the
+     * direct kernel: 64 -> 24 at 32 x 32, ratio 17.5, 1.15x; 32 -> 64 at 64 x 64, 21.3,
+     * 1.3x; 128 -> 128, 64, 1.4-1.5x; but 32 -> 32 at 128 x 128, ratio 16, 0.93x). */
+    return enabled() && g->k == 3 && g->stride == 1 && g->pad == 1 && g->C >= 16 &&
+           g->O >= 8 && (long)g->C * g->O >= 17L * (g->C + g->O) && g->OW % 16 == 0 &&
+           g->OH % 2 == 0 && g->OH >= 2 && g->N > 0 && (long)g->N * g->OH * g->OW >= 1024;
+}
+
+/* Tiles per chunk: a multiple of 8, at most the whole batch, about WG_BW_BUDGET floats of
+ * transforms. */
+static size_t bw_chunk_tiles(int N, int C, int O, int T)
+{
+    size_t nt = WG_BW_BUDGET / (16 * ((size_t)C + O)) / WG_LANES * WG_LANES;
+    if (nt < 64) nt = 64;
+    if (nt > (size_t)N * T) nt = (size_t)N * T;
+    return nt;
+}
+
+size_t ssd__winograd_bw_scratch_floats(int N, int C, int H, int W, int O)
+{
+    const int T = (H / 2) * (W / 2);
+    const size_t nt = bw_chunk_tiles(N, C, O, T);
+    return 16 * nt * ((size_t)C + O) + (size_t)16 * O * C + 16;
+}
+
+/* The transform A dy A^T of the 8 tiles (ty, tx0 .. tx0+7) of one gradient plane (W wide)
+ * into D[xi*dstride + lane]. */
+static void dy_group(const float *dy, int W, int ty, int tx0, float *D, size_t dstride)
+{
+    const float *r0 = dy + (size_t)(2 * ty) * W + 2 * tx0, *r1 = r0 + W;
+#ifdef WG_AVX2
+#define WG_EVEN(u, v) _mm256_castpd_ps(_mm256_permute4x64_pd( \
+        _mm256_castps_pd(_mm256_shuffle_ps(u, v, _MM_SHUFFLE(2, 0, 2, 0))), _MM_SHUFFLE(3, 1, 2, 0)))
+#define WG_ODD(u, v) _mm256_castpd_ps(_mm256_permute4x64_pd( \
+        _mm256_castps_pd(_mm256_shuffle_ps(u, v, _MM_SHUFFLE(3, 1, 3, 1))), _MM_SHUFFLE(3, 1, 2, 0)))
+    const __m256 a0 = _mm256_loadu_ps(r0), b0 = _mm256_loadu_ps(r0 + 8);
+    const __m256 a1 = _mm256_loadu_ps(r1), b1 = _mm256_loadu_ps(r1 + 8);
+    const __m256 e0 = WG_EVEN(a0, b0), o0 = WG_ODD(a0, b0);
+    const __m256 e1 = WG_EVEN(a1, b1), o1 = WG_ODD(a1, b1);
+#undef WG_EVEN
+#undef WG_ODD
+    const __m256 z = _mm256_setzero_ps();
+    /* rows: A dy = (row0, row0 + row1, row0 - row1, -row1), for the even and odd columns */
+    const __m256 te[4] = {e0, _mm256_add_ps(e0, e1), _mm256_sub_ps(e0, e1), _mm256_sub_ps(z, e1)};
+    const __m256 to[4] = {o0, _mm256_add_ps(o0, o1), _mm256_sub_ps(o0, o1), _mm256_sub_ps(z, o1)};
+    for (int i = 0; i < 4; ++i) { /* columns: (.) A^T = (e, e + o, e - o, -o) */
+        _mm256_storeu_ps(D + (size_t)(i * 4 + 0) * dstride, te[i]);
+        _mm256_storeu_ps(D + (size_t)(i * 4 + 1) * dstride, _mm256_add_ps(te[i], to[i]));
+        _mm256_storeu_ps(D + (size_t)(i * 4 + 2) * dstride, _mm256_sub_ps(te[i], to[i]));
+        _mm256_storeu_ps(D + (size_t)(i * 4 + 3) * dstride, _mm256_sub_ps(z, to[i]));
+    }
+#else
+    for (int l = 0; l < WG_LANES; ++l) {
+        const float e0 = r0[2 * l], o0 = r0[2 * l + 1], e1 = r1[2 * l], o1 = r1[2 * l + 1];
+        const float te[4] = {e0, e0 + e1, e0 - e1, 0.0f - e1};
+        const float to[4] = {o0, o0 + o1, o0 - o1, 0.0f - o1};
+        for (int i = 0; i < 4; ++i) {
+            D[(size_t)(i * 4 + 0) * dstride + l] = te[i];
+            D[(size_t)(i * 4 + 1) * dstride + l] = te[i] + to[i];
+            D[(size_t)(i * 4 + 2) * dstride + l] = te[i] - to[i];
+            D[(size_t)(i * 4 + 3) * dstride + l] = 0.0f - to[i];
+        }
+    }
+#endif
+}
+
+void ssd__winograd_backward_weight(int N, int C, int H, int W, int O, const float *x,
+                                   const float *dy, float *dw, float *scratch)
+{
+    const int tw = W / 2, T = (H / 2) * tw;
+    const size_t total = (size_t)N * T;            /* tiles of the batch, (image, tile) order */
+    const size_t nt = bw_chunk_tiles(N, C, O, T);
+    const size_t HW = (size_t)H * W;
+    float *P = scratch;                            /* 16 x O x C */
+    float *V = P + (size_t)16 * O * C;             /* 16 x C x nt */
+    float *D = V + (size_t)16 * C * nt;            /* 16 x O x nt */
+    const int nog = (O + WG_BW_OGROUP - 1) / WG_BW_OGROUP;
+#pragma omp parallel num_threads(ssd_get_num_threads())
+    for (size_t u0 = 0; u0 < total; u0 += nt) {
+        const size_t n = total - u0 < nt ? total - u0 : nt; /* (a multiple of 8) */
+#ifdef WG_PROFILE
+#pragma omp master
+        { wg_t0 = omp_get_wtime(); if (u0 > 0) wg_prof[1] += wg_t0 - wg_t1; }
+#endif
+        /* transforms of the chunk's tiles: one task per input or gradient channel */
+#pragma omp for schedule(dynamic, 1)
+        for (int task = 0; task < C + O; ++task) {
+            const int grad = task >= C, c = grad ? task - C : task, nc = grad ? O : C;
+            float *dst = (grad ? D : V) + (size_t)c * n;
+            for (size_t q = 0; q < n; q += WG_LANES) {
+                const size_t u = u0 + q;
+                const int img = (int)(u / T), t = (int)(u % T);
+                if (grad)
+                    dy_group(dy + ((size_t)img * O + c) * HW, W, t / tw, t % tw, dst + q,
+                             (size_t)nc * n);
+                else
+                    input_group(x + ((size_t)img * C + c) * HW, H, W, t / tw, t % tw, dst + q,
+                                (size_t)nc * n);
+            }
+        }
+#ifdef WG_PROFILE
+#pragma omp master
+        { wg_t1 = omp_get_wtime(); wg_prof[0] += wg_t1 - wg_t0; }
+#endif
+        /* P_xi += DY_xi V_xi^T: a task is (xi, group of output channels), all inputs */
+        const int first = u0 == 0;
+#pragma omp for schedule(dynamic, 1)
+        for (int task = 0; task < 16 * nog; ++task) {
+            const int xi = task / nog, og = task % nog * WG_BW_OGROUP;
+            const int oe = og + WG_BW_OGROUP < O ? og + WG_BW_OGROUP : O;
+            const float *dx = D + (size_t)xi * O * n, *vx = V + (size_t)xi * C * n;
+            float *px = P + (size_t)xi * O * C;
+            for (int o0 = og; o0 < oe; o0 += 4) {
+                const float *dr[4];
+                for (int r = 0; r < 4; ++r) dr[r] = dx + (size_t)(o0 + r < O ? o0 + r : O - 1) * n;
+                for (int c0 = 0; c0 < C; c0 += 3) {
+                    const float *vr[3];
+                    for (int s = 0; s < 3; ++s) vr[s] = vx + (size_t)(c0 + s < C ? c0 + s : C - 1) * n;
+                    float out[12];
+                    ssd__bw_tile(dr[0], dr[1], dr[2], dr[3], vr[0], vr[1], vr[2], (int)n, 1, 0, 0,
+                                 out);
+                    for (int r = 0; r < 4 && o0 + r < oe; ++r)
+                        for (int s = 0; s < 3 && c0 + s < C; ++s) {
+                            float *pp = px + (size_t)(o0 + r) * C + c0 + s;
+                            *pp = first ? out[r * 3 + s] : *pp + out[r * 3 + s];
+                        }
+                }
+            }
+        }
+    }
+#ifdef WG_PROFILE
+    wg_prof[1] += omp_get_wtime() - wg_t1;
+#endif
+    /* dw = G^T P G for every (o, c) */
+#pragma omp parallel for schedule(static) num_threads(ssd_get_num_threads())
+    for (int oc = 0; oc < O * C; ++oc) {
+        float p[4][4], q[3][4];
+        for (int xi = 0; xi < 16; ++xi) p[xi / 4][xi % 4] = P[(size_t)xi * O * C + oc];
+        for (int j = 0; j < 4; ++j) {
+            q[0][j] = p[0][j] + 0.5f * (p[1][j] + p[2][j]);
+            q[1][j] = 0.5f * (p[1][j] - p[2][j]);
+            q[2][j] = 0.5f * (p[1][j] + p[2][j]) + p[3][j];
+        }
+        float *d = dw + (size_t)oc * 9;
+        for (int i = 0; i < 3; ++i) {
+            d[i * 3 + 0] = q[i][0] + 0.5f * (q[i][1] + q[i][2]);
+            d[i * 3 + 1] = 0.5f * (q[i][1] - q[i][2]);
+            d[i * 3 + 2] = 0.5f * (q[i][1] + q[i][2]) + q[i][3];
         }
     }
 }

@@ -28,4 +28,18 @@ void ssd__winograd_conv(int N, int Cs, int H, int W, int M, const float *src, co
                         int transposed, const float *bias, int relu, float *y, size_t ldn,
                         size_t ldc, size_t ldp, float *scratch);
 
+/* Backward-weight by F(3x3, 2x2): whether it runs here for g, its scratch, and dw (O x C x 3 x 3, overwritten) from x (N x C x H x W) and dy
+ * (N x O x H x W). */
+int ssd__winograd_bw_applies(const ssd_conv2d_t *g);
+size_t ssd__winograd_bw_scratch_floats(int N, int C, int H, int W, int O);
+void ssd__winograd_backward_weight(int N, int C, int H, int W, int O, const float *x,
+                                   const float *dy, float *dw, float *scratch);
+
+/* conv.c's 4 x 3 dot-product tile: out[r*3 + s] = sum over nseg segments and q < n of
+ * d_r[q] * x_s[q] (segment m of d_r / x_s starts dseg / xseg floats after segment m-1;
+ * n a multiple of 8). */
+void ssd__bw_tile(const float *d0, const float *d1, const float *d2, const float *d3,
+                  const float *x0, const float *x1, const float *x2, int n, int nseg,
+                  size_t dseg, size_t xseg, float out[12]);
+
 #endif

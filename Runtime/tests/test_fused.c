@@ -175,6 +175,8 @@ static void test_conv_stats(int N, int C, int H, int W, int O, int k, int stride
     const size_t wn = (size_t)O * C * k * k;
     float *x = frandom(xn), *w = frandom(wn), *b = frandom(O);
     for (int o = 0; o < O; ++o) b[o] = 3.0f * b[o]; /* mean well away from 0 for some */
+    const int saved = ssd_get_num_threads();
+    ssd_set_num_threads(2); /* (scratch for the most threads used below) */
     const size_t ns = ssd_conv2d_scratch_floats(&g), nf = ssd_conv2d_stats_scratch_floats(&g);
     float *s0 = scratch_alloc(ns), *s1 = scratch_alloc(nf);
     float *yr = falloc(yn), *y = falloc(yn), *y1 = falloc(yn);
@@ -182,7 +184,6 @@ static void test_conv_stats(int N, int C, int H, int W, int O, int k, int stride
     float *m1 = falloc(O), *v1 = falloc(O);
     ssd_conv2d_forward(&g, x, w, b, yr, 0, s0);
     ssd_bn_stats(N, O, g.OH * g.OW, yr, mr, vr);
-    const int saved = ssd_get_num_threads();
     ssd_set_num_threads(2);
     fill_nan(y, yn);
     ssd_conv2d_forward_stats(&g, x, w, b, y, m, v, s1);
@@ -260,6 +261,7 @@ static void bench(void)
         const size_t xn = (size_t)g.N * g.C * g.H * g.W, yn = (size_t)g.N * g.O * g.OH * g.OW;
         float *x = frandom(xn), *w = frandom((size_t)g.O * g.C * 9), *b = frandom(g.O);
         float *y = falloc(yn), *mean = falloc(g.O), *var = falloc(g.O);
+        ssd_set_num_threads(2); /* (scratch for the most threads used below) */
         float *sc = falloc(ssd_conv2d_stats_scratch_floats(&g));
         for (int t = 1; t <= 2; ++t) {
             ssd_set_num_threads(t);

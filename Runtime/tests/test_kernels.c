@@ -426,8 +426,9 @@ static void test_conv_case(conv_shape cs, int with_bias, int relu)
         e = scaled_err(dw, dwr, dwa, wn);
         report(e < 1e-5, "conv backward-weight %s db=NULL: err %.2e", name, e);
 
-        /* as a pair: dy split after O1 channels; dx against the reference, each conv's dw and
-         * db bit for bit what its own backward-weight gives */
+        /* as a pair: dy split after O1 channels; dx, dw and db against the reference; and,
+         * on the direct path (where the pair and its parts always take the same kernel),
+         * each conv's dw and db bit for bit what its own backward-weight gives */
         if (g.O >= 2) {
             const int O1 = g.O / 3 + 1, O2 = g.O - O1;
             const size_t OHOW = (size_t)g.OH * g.OW, K = (size_t)g.C * g.k * g.k;
@@ -446,17 +447,25 @@ static void test_conv_case(conv_shape cs, int with_bias, int relu)
             ssd_conv2d_backward_pair(&g, O1, x, w, dy1, pw, pb, w + O1 * K, dy2, pw + O1 * K,
                                      pb + O1, dx, sp);
             const double ex = scaled_err(dx, dxr, dxa, xn);
+            const double ew = scaled_err(pw, dwr, dwa, wn), eb2 = scaled_err(pb, dbr, dba, g.O);
+            report(ex < 1e-5 && ew < 1e-5 && eb2 < 1e-5 && scratch_guard_ok(sp, np),
+                   "conv backward pair %d + %d %s: err dx %.2e dw %.2e db %.2e", O1, O2, name,
+                   ex, ew, eb2);
+            const int winograd_was = ssd__winograd_enabled();
+            ssd__winograd_enable(0);
+            ssd_conv2d_backward_pair(&g, O1, x, w, dy1, pw, pb, w + O1 * K, dy2, pw + O1 * K,
+                                     pb + O1, dx, sp);
             fill_nan(scratch, ns);
             ssd_conv2d_backward_weight(&g1, x, dy1, rw, rb, scratch);
             ssd_conv2d_backward_weight(&g2, x, dy2, rw + O1 * K, rb + O1, scratch);
-            report(ex < 1e-5 && same_bits(pw, rw, wn) && same_bits(pb, rb, g.O) &&
-                       scratch_guard_ok(sp, np),
-                   "conv backward pair %d + %d %s: dx err %.2e, dw and db bit for bit", O1, O2,
-                   name, ex);
+            report(same_bits(pw, rw, wn) && same_bits(pb, rb, g.O) && scratch_guard_ok(sp, np),
+                   "conv backward pair %d + %d %s, direct: dw and db bit for bit", O1, O2,
+                   name);
             fill_nan(pw, wn);
             ssd_conv2d_backward_pair(&g, O1, x, w, dy1, pw, NULL, w + O1 * K, dy2, pw + O1 * K,
                                      NULL, NULL, sp);
             report(same_bits(pw, rw, wn), "conv backward pair %s without dx and db", name);
+            ssd__winograd_enable(winograd_was);
             free(dy1); free(dy2); free(pw); free(pb); free(rw); free(rb); free(sp);
         }
         free(dxr); free(dxa); free(dwr); free(dwa); free(dbr); free(dba);
@@ -495,6 +504,8 @@ static void test_conv(void)
         {4, 40, 16, 16, 20, 3, 1, 1}, /* a partial last block */
         {32, 32, 2, 16, 36, 3, 1, 1}, /* one tile row per image */
         {1, 64, 24, 48, 70, 3, 1, 1}, /* several blocks and tile rows per block */
+        {8, 64, 8, 16, 24, 3, 1, 1},  /* backward-weight too: a head's pair (64 -> 8 + 16) */
+        {4, 40, 32, 64, 36, 3, 1, 1}, /* backward-weight in 3 chunks, C and O not 4k/3k */
     };
     const int n = sizeof shapes / sizeof shapes[0];
     for (int s = 0; s < n; ++s) {
@@ -631,10 +642,12 @@ static void test_bn_forward(int N, int C, int HW, float offset)
     const int64_t count = (int64_t)N * HW;
     ssd_bn_update_running(C, mean, var, count, 0.1f, rm, rv);
     double *rmr = dalloc(C), *rvr = dalloc(C);
+    const double mom = 0.1f; /* (the float momentum passed, not the decimal 0.1: where the
+                              * two terms cancel, the difference shows) */
     for (int c = 0; c < C; ++c) {
         double ub = count > 1 ? (double)count / (count - 1) : 1.0;
-        rmr[c] = 0.9 * rm0[c] + 0.1 * mean[c];
-        rvr[c] = 0.9 * rv0[c] + 0.1 * var[c] * ub;
+        rmr[c] = (1.0 - mom) * rm0[c] + mom * mean[c];
+        rvr[c] = (1.0 - mom) * rv0[c] + mom * var[c] * ub;
     }
     double e1 = rel_err(rm, rmr, C, 1e-3), e2 = rel_err(rv, rvr, C, 1e-3);
     report(e1 < 1e-6 && e2 < 1e-6, "bn update running C=%d count=%lld: err %.1e %.1e", C,
@@ -642,7 +655,7 @@ static void test_bn_forward(int N, int C, int HW, float offset)
     /* count == 1 keeps var as is */
     memcpy(rv, rv0, sizeof(float) * C);
     ssd_bn_update_running(C, mean, var, 1, 0.1f, rm, rv);
-    for (int c = 0; c < C; ++c) rvr[c] = 0.9 * rv0[c] + 0.1 * var[c];
+    for (int c = 0; c < C; ++c) rvr[c] = (1.0 - mom) * rv0[c] + mom * var[c];
     e2 = rel_err(rv, rvr, C, 1e-3);
     report(e2 < 1e-6, "bn update running count=1: err %.1e", e2);
 
@@ -841,13 +854,15 @@ static void test_determinism(void)
     }
 
     /* conv: all three directions, fast and general paths */
-    static const conv_shape shapes[] = {{4, 16, 33, 35, 32, 3, 1, 1}, {3, 8, 17, 15, 12, 3, 2, 1}};
-    for (int s = 0; s < 2; ++s) {
+    static const conv_shape shapes[] = {{4, 16, 33, 35, 32, 3, 1, 1}, {3, 8, 17, 15, 12, 3, 2, 1},
+                                        {4, 40, 16, 32, 48, 3, 1, 1}}; /* (the last: Winograd) */
+    for (int s = 0; s < 3; ++s) {
         conv_shape cs = shapes[s];
         ssd_conv2d_t g = ssd_conv2d_geometry(cs.N, cs.C, cs.H, cs.W, cs.O, cs.k, cs.s, cs.p);
         const size_t xn = (size_t)g.N * g.C * g.H * g.W, yn = (size_t)g.N * g.O * g.OH * g.OW;
         const size_t wn = (size_t)g.O * g.C * g.k * g.k;
         float *x = frandom(xn), *w = frandom(wn), *b = frandom(g.O), *dy = frandom(yn);
+        ssd_set_num_threads(2); /* (scratch for the most threads used below) */
         float *scratch = scratch_alloc(ssd_conv2d_scratch_floats(&g));
         float *out[3][3];
         const size_t len[3] = {yn, xn, wn + g.O};
