@@ -130,9 +130,11 @@ size_t ssd_conv2d_scratch_floats(const ssd_conv2d_t *g)
     }
     if (s > need) need = s;
 
-    if (ssd__winograd_applies(g)) { /* forward and backward-data by winograd.c */
+    if (ssd__winograd_applies(g, 0)) { /* forward and backward-data by winograd.c */
         s = ssd__winograd_scratch_floats(g->C, g->O, g->H, g->W);
         if (s > need) need = s;
+    }
+    if (ssd__winograd_applies(g, 1)) {
         s = ssd__winograd_scratch_floats(g->O, g->C, g->OH, g->OW);
         if (s > need) need = s;
     }
@@ -541,7 +543,7 @@ static void forward_dst(const ssd_conv2d_t *g, const float *x, const float *w, c
     if (empty_output(g) || g->N <= 0 || g->O <= 0) return;
     const int OHOW = g->OH * g->OW;
     /* (a pair of convs, two destinations, always runs the direct conv below) */
-    if (dst->split >= g->O && ssd__winograd_applies(g)) {
+    if (dst->split >= g->O && ssd__winograd_applies(g, 0)) {
         ssd__winograd_conv(g->N, g->C, g->H, g->W, g->O, x, w, 0, b, relu, dst->y[0],
                            dst->ld[0].image, dst->ld[0].channel, dst->ld[0].pixel, scratch);
         return;
@@ -648,7 +650,7 @@ size_t ssd__conv2d_stats_partials(const ssd_conv2d_t *g)
 {
     /* (where winograd.c runs the forward, the statistics are a separate pass) */
     if (empty_output(g) || g->N <= 0 || g->O <= 0 || g->C <= 0 || g->k <= 0 ||
-        !fast_forward(g) || ssd__winograd_applies(g))
+        !fast_forward(g) || ssd__winograd_applies(g, 0))
         return 0;
     flat_t f;
     flat_setup(&f, g->C, g->H, g->W, g->pad, g->O, g->k);
@@ -678,7 +680,7 @@ void ssd_conv2d_backward_data(const ssd_conv2d_t *g, const float *dy, const floa
         return;
     }
     if (g->N <= 0 || g->C <= 0) return;
-    if (ssd__winograd_applies(g)) {
+    if (ssd__winograd_applies(g, 1)) {
         const size_t HW = (size_t)g->H * g->W;
         ssd__winograd_conv(g->N, g->O, g->OH, g->OW, g->C, dy, w, 1, NULL, 0, dx,
                            (size_t)g->C * HW, HW, 1, scratch);

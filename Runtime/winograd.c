@@ -52,10 +52,6 @@
 #define WG_BUDGET 65536     /* floats of V + M per block aimed at (256 KB) */
 #define WG_PANELS_MAX 8     /* most 24-tile panels per block */
 
-#ifdef WG_PROFILE
-double wg_prof[3];
-static double wg_t0, wg_t1;
-#endif
 static inline size_t round_up(size_t v, size_t m) { return (v + m - 1) / m * m; }
 
 /* SSDC_WINOGRAD=0 in the environment turns this path off (to compare with the direct
@@ -74,20 +70,20 @@ static int enabled(void)
 void ssd__winograd_enable(int on) { g_state = on != 0; }
 int ssd__winograd_enabled(void) { return enabled(); }
 
-int ssd__winograd_applies(const ssd_conv2d_t *g)
+int ssd__winograd_applies(const ssd_conv2d_t *g, int backward_data)
 {
     if (!enabled()) return 0;
-    /* At least 16 channels on each side and 32 on one: below that the transforms cost
-     * about what the multiplies save (16 -> 16 at 256 x 256 measured 1.0-1.1x the direct
-     * conv, 16 -> 32 at 128 x 128 1.3-1.4x). Whole 8-tile groups along a row: OW a
-     * multiple of 16, OH even. */
-    /* The weights are transformed on every call (16/9 of their size, for each (in, out)
-     * pair), which the pixels of the call must pay for: with fewer than 1024 output
-     * pixels over the batch (a 16 x 16 map at batch 1 and 2), the direct conv is faster
-     * (measured: 128 -> 128 at 16 x 16, batch 1: 1.3 ms against 1.1 ms, 1 thread). */
+    /* At least 16 channels on each side: below that the transforms cost more than the
+     * multiplies save. Backward-data also needs 32 on one side (16 -> 16 at 256 x 256,
+     * batch 32: forward 1.1-1.3x the direct conv, backward-data 0.98x; 16 -> 32 at
+     * 128 x 128: 1.3-1.4x both ways).
+     * The weights are transformed on every call, which the pixels of the call must pay
+     * for: at 256 output pixels (a 16 x 16 map at batch 1) it still does (128 -> 128:
+     * 0.86 ms against 1.15 ms, 1 thread); smaller maps fail the shape test anyway.
+     * Whole 8-tile groups along a row: OW a multiple of 16, OH even. */
     const int lo = g->C < g->O ? g->C : g->O, hi = g->C < g->O ? g->O : g->C;
-    return g->k == 3 && g->stride == 1 && g->pad == 1 && lo >= 16 && hi >= 32 &&
-           (long)g->N * g->OH * g->OW >= 1024 &&
+    return g->k == 3 && g->stride == 1 && g->pad == 1 && lo >= 16 &&
+           (!backward_data || hi >= 32) && (long)g->N * g->OH * g->OW >= 256 &&
            g->OW % 16 == 0 && g->OH % 2 == 0 && g->OH >= 2 && g->N > 0;
 }
 
@@ -130,41 +126,46 @@ size_t ssd__winograd_scratch_floats(int Cs, int M, int H, int W)
     return u + (size_t)ssd_get_num_threads() * wg_thread_floats(&p) + 16;
 }
 
-/* U_xi packed for the micro-kernel: U + xi*Mpad*Cs + ir*Cs + c*MR + r (row m = ir + r). */
+/* U_xi packed for the micro-kernel: U + xi*Mpad*Cs + ir*Cs + c*MR + r (row m = ir + r).
+ * A task is one block of MR rows: for each input channel it writes MR consecutive floats
+ * in each of the 16 planes. */
 static void transform_weights(const wg_plan_t *p, const float *w, int transposed, float *U)
 {
     const int Cs = p->Cs, M = p->M, Mpad = p->Mpad;
+    const size_t plane = (size_t)Mpad * Cs;
 #pragma omp for schedule(static)
-    for (int m = 0; m < Mpad; ++m) {
-        const int ir = m / SSD_MR * SSD_MR, r = m % SSD_MR;
+    for (int ir = 0; ir < Mpad; ir += SSD_MR) {
         for (int c = 0; c < Cs; ++c) {
-            float g[3][3];
-            for (int i = 0; i < 3; ++i)
-                for (int j = 0; j < 3; ++j) {
-                    if (m >= M)
-                        g[i][j] = 0.0f;
-                    else if (!transposed) /* forward: w is M x Cs x 3 x 3 */
-                        g[i][j] = w[(((size_t)m * Cs + c) * 3 + i) * 3 + j];
-                    else /* backward-data: w is Cs x M x 3 x 3, flipped */
-                        g[i][j] = w[(((size_t)c * M + m) * 3 + (2 - i)) * 3 + (2 - j)];
+            float u[16][SSD_MR];
+            for (int r = 0; r < SSD_MR; ++r) {
+                const int m = ir + r;
+                float g[9];
+                if (m >= M) {
+                    for (int t = 0; t < 9; ++t) g[t] = 0.0f;
+                } else if (!transposed) { /* forward: w is M x Cs x 3 x 3 */
+                    const float *s = w + ((size_t)m * Cs + c) * 9;
+                    for (int t = 0; t < 9; ++t) g[t] = s[t];
+                } else { /* backward-data: w is Cs x M x 3 x 3, flipped */
+                    const float *s = w + ((size_t)c * M + m) * 9;
+                    for (int t = 0; t < 9; ++t) g[t] = s[8 - t];
                 }
-            float t[4][3]; /* G g */
-            for (int j = 0; j < 3; ++j) {
-                t[0][j] = g[0][j];
-                t[1][j] = 0.5f * (g[0][j] + g[1][j] + g[2][j]);
-                t[2][j] = 0.5f * (g[0][j] - g[1][j] + g[2][j]);
-                t[3][j] = g[2][j];
+                float t[4][3]; /* G g */
+                for (int j = 0; j < 3; ++j) {
+                    t[0][j] = g[j];
+                    t[1][j] = 0.5f * (g[j] + g[3 + j] + g[6 + j]);
+                    t[2][j] = 0.5f * (g[j] - g[3 + j] + g[6 + j]);
+                    t[3][j] = g[6 + j];
+                }
+                for (int i = 0; i < 4; ++i) { /* (G g) G^T */
+                    u[i * 4 + 0][r] = t[i][0];
+                    u[i * 4 + 1][r] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
+                    u[i * 4 + 2][r] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
+                    u[i * 4 + 3][r] = t[i][2];
+                }
             }
-            for (int i = 0; i < 4; ++i) { /* (G g) G^T */
-                float u[4];
-                u[0] = t[i][0];
-                u[1] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
-                u[2] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
-                u[3] = t[i][2];
-                for (int j = 0; j < 4; ++j)
-                    U[(size_t)(i * 4 + j) * Mpad * Cs + (size_t)ir * Cs + (size_t)c * SSD_MR + r] =
-                        u[j];
-            }
+            float *dst = U + (size_t)ir * Cs + (size_t)c * SSD_MR;
+            for (int xi = 0; xi < 16; ++xi)
+                for (int r = 0; r < SSD_MR; ++r) dst[xi * plane + r] = u[xi][r];
         }
     }
 }
@@ -335,9 +336,6 @@ static void wg_block(const wg_plan_t *p, const float *src, const float *U, const
     const size_t HW = (size_t)p->H * p->W;
     const size_t vxi = (size_t)npan * Cs * SSD_NR; /* floats per xi in V */
 
-#ifdef WG_PROFILE
-    double tp_start = omp_get_wtime();
-#endif
     /* input transform, group by group (a group never straddles a tile row: tw % 8 == 0) */
     for (int gq = 0; gq < nb; gq += WG_LANES) {
         const int t = t0 + gq;
@@ -353,9 +351,6 @@ static void wg_block(const wg_plan_t *p, const float *src, const float *U, const
         }
     }
 
-#ifdef WG_PROFILE
-    double tp0 = omp_get_wtime();
-#endif
     /* 16 products M_xi = U_xi V_xi */
     for (int xi = 0; xi < 16; ++xi) {
         const float *u = U + (size_t)xi * Mpad * Cs;
@@ -367,10 +362,6 @@ static void wg_block(const wg_plan_t *p, const float *src, const float *U, const
                              0, 1.0f, mo + (size_t)ir * nb + (size_t)pan * SSD_NR, nb, NULL, 0);
     }
 
-#ifdef WG_PROFILE
-    double tp1 = omp_get_wtime();
-    wg_prof[0] += tp0 - tp_start; wg_prof[1] += tp1 - tp0;
-#endif
     /* output transform */
     const size_t mxi = (size_t)Mpad * nb;
     for (int gq = 0; gq < nb && t0 + gq < p->T; gq += WG_LANES) {
@@ -380,9 +371,6 @@ static void wg_block(const wg_plan_t *p, const float *src, const float *U, const
                          y + (size_t)m * ldc + ((size_t)(2 * ty) * p->W + 2 * tx) * ldp, p->W,
                          ldp);
     }
-#ifdef WG_PROFILE
-    wg_prof[2] += omp_get_wtime() - tp1;
-#endif
 }
 
 void ssd__winograd_conv(int N, int Cs, int H, int W, int M, const float *src, const float *w,
@@ -425,35 +413,48 @@ void ssd__winograd_conv(int N, int Cs, int H, int W, int M, const float *src, co
  * belongs to one task, so the result does not depend on the thread count.
  */
 
-#define WG_BW_BUDGET (1 << 20) /* floats of transformed input + gradient per chunk (4 MB) */
-#define WG_BW_OGROUP 32        /* output channels per product task */
+#define WG_BW_BUDGET (1 << 20) /* floats of transformed input + gradient per pass (4 MB) */
+#define WG_BW_TASKS 16         /* tile ranges, each with its own partial sums */
 
 int ssd__winograd_bw_applies(const ssd_conv2d_t *g)
 {
     /* The transforms cost in proportion to C + O per tile, the products to C * O, which
      * must be large enough beside them: C*O/(C+O) >= 17 (measured at batch 32 against the
-     * direct kernel: 64 -> 24 at 32 x 32, ratio 17.5, 1.15x; 32 -> 64 at 64 x 64, 21.3,
-     * 1.3x; 128 -> 128, 64, 1.4-1.5x; but 32 -> 32 at 128 x 128, ratio 16, 0.93x). */
+     * direct kernel, 1 thread: 32 -> 64 at 64 x 64, ratio 21.3, 1.4x; 128 -> 128, 64,
+     * 1.5x; but 32 -> 32 at 128 x 128, ratio 16, 0.9x). */
     return enabled() && g->k == 3 && g->stride == 1 && g->pad == 1 && g->C >= 16 &&
            g->O >= 8 && (long)g->C * g->O >= 17L * (g->C + g->O) && g->OW % 16 == 0 &&
            g->OH % 2 == 0 && g->OH >= 2 && g->N > 0 && (long)g->N * g->OH * g->OW >= 1024;
 }
 
-/* Tiles per chunk: a multiple of 8, at most the whole batch, about WG_BW_BUDGET floats of
- * transforms. */
-static size_t bw_chunk_tiles(int N, int C, int O, int T)
+/* The batch's tiles ((image, tile) order) are cut into ntask ranges of a multiple of 8
+ * tiles, from the shape only; each range is transformed nt tiles at a time. */
+typedef struct {
+    size_t total, per, nt;
+    int ntask;
+} bw_wplan_t;
+
+static bw_wplan_t bw_wplan(int N, int C, int H, int W, int O)
 {
+    bw_wplan_t b;
+    b.total = (size_t)N * (H / 2) * (W / 2);
+    const size_t groups = b.total / WG_LANES;
+    b.ntask = groups < WG_BW_TASKS ? (int)groups : WG_BW_TASKS;
+    if (b.ntask < 1) b.ntask = 1;
+    b.per = (groups + b.ntask - 1) / b.ntask * WG_LANES;
+    b.ntask = (int)((b.total + b.per - 1) / b.per);
     size_t nt = WG_BW_BUDGET / (16 * ((size_t)C + O)) / WG_LANES * WG_LANES;
     if (nt < 64) nt = 64;
-    if (nt > (size_t)N * T) nt = (size_t)N * T;
-    return nt;
+    if (nt > b.per) nt = b.per;
+    b.nt = nt;
+    return b;
 }
 
 size_t ssd__winograd_bw_scratch_floats(int N, int C, int H, int W, int O)
 {
-    const int T = (H / 2) * (W / 2);
-    const size_t nt = bw_chunk_tiles(N, C, O, T);
-    return 16 * nt * ((size_t)C + O) + (size_t)16 * O * C + 16;
+    const bw_wplan_t b = bw_wplan(N, C, H, W, O);
+    return (size_t)(b.ntask + 1) * 16 * O * C +
+           (size_t)ssd_get_num_threads() * 16 * b.nt * ((size_t)C + O) + 16;
 }
 
 /* The transform A dy A^T of the 8 tiles (ty, tx0 .. tx0+7) of one gradient plane (W wide)
@@ -497,53 +498,38 @@ static void dy_group(const float *dy, int W, int ty, int tx0, float *D, size_t d
 #endif
 }
 
-void ssd__winograd_backward_weight(int N, int C, int H, int W, int O, const float *x,
-                                   const float *dy, float *dw, float *scratch)
+/* dw partial sums of one tile range: Pk (16 x O x C) = sum over its tiles, nt at a time
+ * through V (16 x C x nt) and D (16 x O x nt). */
+static void bw_range(int C, int H, int W, int O, const float *x, const float *dy, size_t u0,
+                     size_t u1, size_t nt, float *V, float *D, float *Pk)
 {
     const int tw = W / 2, T = (H / 2) * tw;
-    const size_t total = (size_t)N * T;            /* tiles of the batch, (image, tile) order */
-    const size_t nt = bw_chunk_tiles(N, C, O, T);
     const size_t HW = (size_t)H * W;
-    float *P = scratch;                            /* 16 x O x C */
-    float *V = P + (size_t)16 * O * C;             /* 16 x C x nt */
-    float *D = V + (size_t)16 * C * nt;            /* 16 x O x nt */
-    const int nog = (O + WG_BW_OGROUP - 1) / WG_BW_OGROUP;
-#pragma omp parallel num_threads(ssd_get_num_threads())
-    for (size_t u0 = 0; u0 < total; u0 += nt) {
-        const size_t n = total - u0 < nt ? total - u0 : nt; /* (a multiple of 8) */
-#ifdef WG_PROFILE
-#pragma omp master
-        { wg_t0 = omp_get_wtime(); if (u0 > 0) wg_prof[1] += wg_t0 - wg_t1; }
-#endif
-        /* transforms of the chunk's tiles: one task per input or gradient channel */
-#pragma omp for schedule(dynamic, 1)
-        for (int task = 0; task < C + O; ++task) {
-            const int grad = task >= C, c = grad ? task - C : task, nc = grad ? O : C;
-            float *dst = (grad ? D : V) + (size_t)c * n;
+    for (size_t v0 = u0; v0 < u1; v0 += nt) {
+        const size_t n = u1 - v0 < nt ? u1 - v0 : nt; /* (a multiple of 8) */
+        for (int c = 0; c < C + O; ++c) {
+            const int grad = c >= C, ch = grad ? c - C : c, nc = grad ? O : C;
+            float *dst = (grad ? D : V) + (size_t)ch * n;
+            size_t u = v0;
+            int img = (int)(u / T), t = (int)(u % T), ty = t / tw, tx = t % tw;
             for (size_t q = 0; q < n; q += WG_LANES) {
-                const size_t u = u0 + q;
-                const int img = (int)(u / T), t = (int)(u % T);
                 if (grad)
-                    dy_group(dy + ((size_t)img * O + c) * HW, W, t / tw, t % tw, dst + q,
+                    dy_group(dy + ((size_t)img * O + ch) * HW, W, ty, tx, dst + q,
                              (size_t)nc * n);
                 else
-                    input_group(x + ((size_t)img * C + c) * HW, H, W, t / tw, t % tw, dst + q,
+                    input_group(x + ((size_t)img * C + ch) * HW, H, W, ty, tx, dst + q,
                                 (size_t)nc * n);
+                if ((tx += WG_LANES) == tw) {
+                    tx = 0;
+                    if (++ty == H / 2) { ty = 0; ++img; }
+                }
             }
         }
-#ifdef WG_PROFILE
-#pragma omp master
-        { wg_t1 = omp_get_wtime(); wg_prof[0] += wg_t1 - wg_t0; }
-#endif
-        /* P_xi += DY_xi V_xi^T: a task is (xi, group of output channels), all inputs */
-        const int first = u0 == 0;
-#pragma omp for schedule(dynamic, 1)
-        for (int task = 0; task < 16 * nog; ++task) {
-            const int xi = task / nog, og = task % nog * WG_BW_OGROUP;
-            const int oe = og + WG_BW_OGROUP < O ? og + WG_BW_OGROUP : O;
+        const int first = v0 == u0;
+        for (int xi = 0; xi < 16; ++xi) {
             const float *dx = D + (size_t)xi * O * n, *vx = V + (size_t)xi * C * n;
-            float *px = P + (size_t)xi * O * C;
-            for (int o0 = og; o0 < oe; o0 += 4) {
+            float *px = Pk + (size_t)xi * O * C;
+            for (int o0 = 0; o0 < O; o0 += 4) {
                 const float *dr[4];
                 for (int r = 0; r < 4; ++r) dr[r] = dx + (size_t)(o0 + r < O ? o0 + r : O - 1) * n;
                 for (int c0 = 0; c0 < C; c0 += 3) {
@@ -552,7 +538,7 @@ void ssd__winograd_backward_weight(int N, int C, int H, int W, int O, const floa
                     float out[12];
                     ssd__bw_tile(dr[0], dr[1], dr[2], dr[3], vr[0], vr[1], vr[2], (int)n, 1, 0, 0,
                                  out);
-                    for (int r = 0; r < 4 && o0 + r < oe; ++r)
+                    for (int r = 0; r < 4 && o0 + r < O; ++r)
                         for (int s = 0; s < 3 && c0 + s < C; ++s) {
                             float *pp = px + (size_t)(o0 + r) * C + c0 + s;
                             *pp = first ? out[r * 3 + s] : *pp + out[r * 3 + s];
@@ -561,9 +547,36 @@ void ssd__winograd_backward_weight(int N, int C, int H, int W, int O, const floa
             }
         }
     }
-#ifdef WG_PROFILE
-    wg_prof[1] += omp_get_wtime() - wg_t1;
-#endif
+}
+
+void ssd__winograd_backward_weight(int N, int C, int H, int W, int O, const float *x,
+                                   const float *dy, float *dw, float *scratch)
+{
+    const bw_wplan_t b = bw_wplan(N, C, H, W, O);
+    const size_t pl = (size_t)16 * O * C;
+    float *P = scratch;                            /* 16 x O x C: the sum of the partials */
+    float *part = P + pl;                          /* ntask x 16 x O x C */
+    float *bufs = part + (size_t)b.ntask * pl;     /* per thread: V and D */
+    const size_t tf = 16 * b.nt * ((size_t)C + O);
+#pragma omp parallel num_threads(ssd_get_num_threads())
+    {
+        float *V = bufs + (size_t)omp_get_thread_num() * tf;
+        float *D = V + 16 * b.nt * (size_t)C;
+        /* ranges are independent: a thread slowed down by the machine takes fewer */
+#pragma omp for schedule(dynamic, 1)
+        for (int k = 0; k < b.ntask; ++k) {
+            const size_t u0 = (size_t)k * b.per;
+            const size_t u1 = u0 + b.per < b.total ? u0 + b.per : b.total;
+            bw_range(C, H, W, O, x, dy, u0, u1, b.nt, V, D, part + (size_t)k * pl);
+        }
+        /* partials added in range order */
+#pragma omp for schedule(static)
+        for (size_t i = 0; i < pl; ++i) {
+            float s = part[i];
+            for (int k = 1; k < b.ntask; ++k) s += part[(size_t)k * pl + i];
+            P[i] = s;
+        }
+    }
     /* dw = G^T P G for every (o, c) */
 #pragma omp parallel for schedule(static) num_threads(ssd_get_num_threads())
     for (int oc = 0; oc < O * C; ++oc) {

@@ -9,8 +9,8 @@
 
 #include <stddef.h>
 
-/* Whether the forward of g (and, with C and O swapped, its backward-data) runs here. */
-int ssd__winograd_applies(const ssd_conv2d_t *g);
+/* Whether the forward of g (backward_data == 0) or its backward-data (1) runs here. */
+int ssd__winograd_applies(const ssd_conv2d_t *g, int backward_data);
 
 /* Turns the path on or off for the whole process (tests; else SSDC_WINOGRAD=0 in the
  * environment turns it off). */

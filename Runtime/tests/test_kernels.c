@@ -499,8 +499,9 @@ static void test_conv(void)
         {4, 3, 16, 16, 5, 3, 1, 1},   /* backward-weight image groups of 3 + 1 */
         {1, 150, 4, 4, 8, 3, 1, 1},   /* K = 1350: no per-thread offset table */
         {2, 0, 5, 5, 3, 3, 1, 1},     /* no input channels: y = bias */
-        /* F(2x2, 3x3) (winograd.c): forward and backward-data (>= 1024 output pixels) */
+        /* F(2x2, 3x3) (winograd.c): forward and backward-data (>= 256 output pixels) */
         {6, 16, 6, 32, 33, 3, 1, 1},  /* 48 tiles per image, 33 channels out, 16 back */
+        {1, 16, 16, 32, 16, 3, 1, 1}, /* 16 -> 16: forward only */
         {4, 40, 16, 16, 20, 3, 1, 1}, /* a partial last block */
         {32, 32, 2, 16, 36, 3, 1, 1}, /* one tile row per image */
         {1, 64, 24, 48, 70, 3, 1, 1}, /* several blocks and tile rows per block */
@@ -998,15 +999,18 @@ static void bench(void)
                    "backward-weight %6.1f GFLOP/s  (%.1f/%.1f/%.1f ms)\n",
                    g->C, g->O, g->H, tcounts[t], flops / tf * 1e-9, flops / td * 1e-9,
                    flops / tw * 1e-9, tf * 1e3, td * 1e3, tw * 1e3);
-            if (ssd__winograd_applies(g)) { /* the same with the direct conv */
+            if (ssd__winograd_applies(g, 0) || ssd__winograd_applies(g, 1) ||
+                ssd__winograd_bw_applies(g)) { /* the same with the direct conv */
                 const int was = ssd__winograd_enabled();
                 ssd__winograd_enable(0);
                 tf = best_time(run_fwd, &c, 2);
                 td = best_time(run_bwd_data, &c, 2);
+                tw = best_time(run_bwd_weight, &c, 2);
                 ssd__winograd_enable(was);
-                printf("  (direct conv, no Winograd:              forward %6.1f  backward-data "
-                       "%6.1f GFLOP/s  (%.1f/%.1f ms))\n",
-                       flops / tf * 1e-9, flops / td * 1e-9, tf * 1e3, td * 1e3);
+                printf("     (direct, no Winograd:             forward %6.1f  backward-data %6.1f  "
+                       "backward-weight %6.1f GFLOP/s  (%.1f/%.1f/%.1f ms))\n",
+                       flops / tf * 1e-9, flops / td * 1e-9, flops / tw * 1e-9, tf * 1e3,
+                       td * 1e3, tw * 1e3);
             }
             fflush(stdout);
         }
