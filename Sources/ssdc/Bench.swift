@@ -123,6 +123,12 @@ struct Bench: ParsableCommand {
                     print(String(format: "  %6.1f%%  %8.2f ms  %@  %@", 100 * sec / total, 1000 * sec / Double(runs), gf, k.name))
                 }
             }
+            print("""
+
+            GFLOP/s counts a convolution's direct multiply-adds (2·C·O·k²·OH·OW per image, twice
+            for a backward with dx); the 3x3 layers that run by Winograd do fewer, so their figure
+            can pass the FMA peak (SSDC_WINOGRAD=0 profiles the direct kernels).
+            """)
         }
     }
 }
