@@ -544,7 +544,7 @@ static void forward_dst(const ssd_conv2d_t *g, const float *x, const float *w, c
     const int OHOW = g->OH * g->OW;
     /* (a pair of convs, two destinations, always runs the direct conv below) */
     if (dst->split >= g->O && ssd__winograd_applies(g, 0)) {
-        ssd__winograd_conv(g->N, g->C, g->H, g->W, g->O, x, w, 0, b, relu, dst->y[0],
+        ssd__winograd_conv(g->N, g->C, g->H, g->W, g->O, x, w, 0, b, relu, 0, dst->y[0],
                            dst->ld[0].image, dst->ld[0].channel, dst->ld[0].pixel, scratch);
         return;
     }
@@ -584,6 +584,35 @@ void ssd_conv2d_forward_strided(const ssd_conv2d_t *g, const float *x, const flo
 {
     const conv_dst_t dst = one_dst(y, *ld, g->O);
     forward_dst(g, x, w, b, &dst, relu, scratch);
+}
+
+size_t ssd_conv2d_pool_scratch_floats(const ssd_conv2d_t *g)
+{
+    if (ssd__winograd_applies(g, 0)) return ssd_conv2d_scratch_floats(g);
+    ssd_conv2d_t g1 = *g;
+    g1.N = 1;
+    return ssd_conv2d_scratch_floats(&g1) + (size_t)g->O * g->OH * g->OW;
+}
+
+void ssd_conv2d_forward_pool(const ssd_conv2d_t *g, const float *x, const float *w,
+                             const float *b, float *y, int relu, float *scratch)
+{
+    if (empty_output(g) || g->N <= 0 || g->O <= 0) return;
+    const int PH = g->OH / 2, PW = g->OW / 2;
+    const size_t pooled = (size_t)PH * PW;
+    if (ssd__winograd_applies(g, 0)) { /* pooled in the output transform */
+        ssd__winograd_conv(g->N, g->C, g->H, g->W, g->O, x, w, 0, b, relu, 1, y,
+                           (size_t)g->O * pooled, pooled, 1, scratch);
+        return;
+    }
+    /* one image at a time through scratch (the same arithmetic as the whole batch) */
+    ssd_conv2d_t g1 = *g;
+    g1.N = 1;
+    float *full = scratch, *rest = scratch + (size_t)g->O * g->OH * g->OW;
+    for (int n = 0; n < g->N; ++n) {
+        ssd_conv2d_forward(&g1, x + (size_t)n * g->C * g->H * g->W, w, b, full, relu, rest);
+        ssd_maxpool2_forward(1, g->O, g->OH, g->OW, full, y + (size_t)n * g->O * pooled);
+    }
 }
 
 size_t ssd_conv2d_pair_scratch_floats(const ssd_conv2d_t *g)
@@ -682,7 +711,7 @@ void ssd_conv2d_backward_data(const ssd_conv2d_t *g, const float *dy, const floa
     if (g->N <= 0 || g->C <= 0) return;
     if (ssd__winograd_applies(g, 1)) {
         const size_t HW = (size_t)g->H * g->W;
-        ssd__winograd_conv(g->N, g->O, g->OH, g->OW, g->C, dy, w, 1, NULL, 0, dx,
+        ssd__winograd_conv(g->N, g->O, g->OH, g->OW, g->C, dy, w, 1, NULL, 0, 0, dx,
                            (size_t)g->C * HW, HW, 1, scratch);
         return;
     }

@@ -97,6 +97,15 @@ void ssd_conv2d_backward_pair(const ssd_conv2d_t *g, int O1, const float *x, con
                               const float *dy2, float *dw2, float *db2, float *dx,
                               float *scratch);
 
+/* y = 2x2 max pool (ssd_maxpool2_forward) of conv(x, w) + b (then ReLU if relu != 0),
+ * N x O x OH/2 x OW/2, bit for bit what ssd_conv2d_forward followed by ssd_maxpool2_forward
+ * give, without the full-size output ever being written (where the Winograd path runs,
+ * the pool is taken on each 2x2 output tile in registers; otherwise one image at a time
+ * through scratch). Scratch: ssd_conv2d_pool_scratch_floats(g) floats. */
+size_t ssd_conv2d_pool_scratch_floats(const ssd_conv2d_t *g);
+void ssd_conv2d_forward_pool(const ssd_conv2d_t *g, const float *x, const float *w,
+                             const float *b, float *y, int relu, float *scratch);
+
 /* dx = conv_transpose(dy, w) (overwrites dx). */
 void ssd_conv2d_backward_data(const ssd_conv2d_t *g, const float *dy, const float *w,
                               float *dx, float *scratch);

@@ -248,10 +248,17 @@ static void input_group(const float *x, int H, int W, int ty, int tx0, float *V,
 #endif
 }
 
+/* The 2x2 max pool's rule (pool.c): v replaces the max so far m if v > m or v is NaN,
+ * taking the window's values in the order (0,0), (0,1), (1,0), (1,1). */
+#ifndef WG_AVX2
+static inline float pool_takes(float v, float m) { return (v > m || v != v) ? v : m; }
+#endif
+
 /* Output transform of 8 tiles of one output channel: m[xi*mstride + lane] -> the 2 x 16
- * outputs at y (pixel (r, c) at y[(r*W + c)*ldp]), plus bias, then ReLU. */
+ * outputs at y (pixel (r, c) at y[(r*W + c)*ldp]), plus bias, then ReLU. pool != 0: the
+ * max of each tile's 2x2 outputs instead, the 8 pooled pixels at y[l*ldp]. */
 static void output_group(const float *m, size_t mstride, float bias, int relu, float *y, int W,
-                         size_t ldp)
+                         size_t ldp, int pool)
 {
 #ifdef WG_AVX2
     __m256 s0[4], s1[4];
@@ -274,6 +281,22 @@ static void output_group(const float *m, size_t mstride, float bias, int relu, f
         b = _mm256_max_ps(z, b);
         c = _mm256_max_ps(z, c);
         d = _mm256_max_ps(z, d);
+    }
+    if (pool) {
+#define WG_TAKE(v, cur) _mm256_blendv_ps(cur, v, _mm256_or_ps(_mm256_cmp_ps(v, cur, _CMP_GT_OQ), \
+                                                             _mm256_cmp_ps(v, v, _CMP_UNORD_Q)))
+        __m256 mx = WG_TAKE(b, a);
+        mx = WG_TAKE(c, mx);
+        mx = WG_TAKE(d, mx);
+#undef WG_TAKE
+        if (ldp == 1) {
+            _mm256_storeu_ps(y, mx);
+        } else {
+            float v[WG_LANES];
+            _mm256_storeu_ps(v, mx);
+            for (int l = 0; l < WG_LANES; ++l) y[(size_t)l * ldp] = v[l];
+        }
+        return;
     }
     if (ldp != 1) { /* a strided layout (channels-last): scatter */
         float va[WG_LANES], vb2[WG_LANES], vc[WG_LANES], vd[WG_LANES];
@@ -318,6 +341,10 @@ static void output_group(const float *m, size_t mstride, float bias, int relu, f
             c = c < 0.0f ? 0.0f : c;
             d = d < 0.0f ? 0.0f : d;
         }
+        if (pool) {
+            y[(size_t)l * ldp] = pool_takes(d, pool_takes(c, pool_takes(b, a)));
+            continue;
+        }
         y0[(size_t)(2 * l) * ldp] = a;
         y0[(size_t)(2 * l + 1) * ldp] = b;
         y1[(size_t)(2 * l) * ldp] = c;
@@ -329,7 +356,8 @@ static void output_group(const float *m, size_t mstride, float bias, int relu, f
 /* One block: tiles [t0, t0 + nb) of one image. V: 16 x (nb/24 panels) x Cs x 24 (packed B
  * panels); Mb: 16 x Mpad x nb. */
 static void wg_block(const wg_plan_t *p, const float *src, const float *U, const float *bias,
-                     int relu, float *y, size_t ldc, size_t ldp, int t0, float *V, float *Mb)
+                     int relu, int pool, float *y, size_t ldc, size_t ldp, int t0, float *V,
+                     float *Mb)
 {
     const int Cs = p->Cs, nb = p->nb, Mpad = p->Mpad;
     const int npan = nb / SSD_NR;
@@ -368,14 +396,16 @@ static void wg_block(const wg_plan_t *p, const float *src, const float *U, const
         const int t = t0 + gq, ty = t / p->tw, tx = t % p->tw;
         for (int m = 0; m < p->M; ++m)
             output_group(Mb + (size_t)m * nb + gq, mxi, bias ? bias[m] : 0.0f, relu,
-                         y + (size_t)m * ldc + ((size_t)(2 * ty) * p->W + 2 * tx) * ldp, p->W,
-                         ldp);
+                         y + (size_t)m * ldc +
+                             (pool ? (size_t)ty * (p->W / 2) + tx
+                                   : (size_t)(2 * ty) * p->W + 2 * tx) * ldp,
+                         p->W, ldp, pool);
     }
 }
 
 void ssd__winograd_conv(int N, int Cs, int H, int W, int M, const float *src, const float *w,
-                        int transposed, const float *bias, int relu, float *y, size_t ldn,
-                        size_t ldc, size_t ldp, float *scratch)
+                        int transposed, const float *bias, int relu, int pool, float *y,
+                        size_t ldn, size_t ldc, size_t ldp, float *scratch)
 {
     const wg_plan_t p = wg_plan(Cs, M, H, W);
     float *U = scratch;
@@ -390,8 +420,8 @@ void ssd__winograd_conv(int N, int Cs, int H, int W, int M, const float *src, co
 #pragma omp for schedule(dynamic, 1)
         for (int task = 0; task < ntask; ++task) {
             const int n = task / p.nblk, blk = task % p.nblk;
-            wg_block(&p, src + (size_t)n * Cs * H * W, U, bias, relu, y + (size_t)n * ldn, ldc,
-                     ldp, blk * p.nb, V, Mb);
+            wg_block(&p, src + (size_t)n * Cs * H * W, U, bias, relu, pool, y + (size_t)n * ldn,
+                     ldc, ldp, blk * p.nb, V, Mb);
         }
     }
 }

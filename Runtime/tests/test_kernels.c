@@ -475,6 +475,27 @@ static void test_conv_case(conv_shape cs, int with_bias, int relu)
     free(scratch); free(yr); free(ya); free(y);
 }
 
+/* conv + bias (+ ReLU) + 2x2 max pool in one call: bit for bit the two calls it replaces */
+static void test_conv_pool(conv_shape cs, int relu)
+{
+    ssd_conv2d_t g = ssd_conv2d_geometry(cs.N, cs.C, cs.H, cs.W, cs.O, cs.k, cs.s, cs.p);
+    const size_t xn = (size_t)g.N * g.C * g.H * g.W, yn = (size_t)g.N * g.O * g.OH * g.OW;
+    const size_t pn = (size_t)g.N * g.O * (g.OH / 2) * (g.OW / 2);
+    float *x = frandom(xn), *w = frandom((size_t)g.O * g.C * g.k * g.k), *b = frandom(g.O);
+    const size_t ns = ssd_conv2d_scratch_floats(&g), np = ssd_conv2d_pool_scratch_floats(&g);
+    float *s1 = scratch_alloc(ns), *s2 = scratch_alloc(np);
+    float *y = falloc(yn), *pr = falloc(pn), *p = falloc(pn);
+    ssd_conv2d_forward(&g, x, w, b, y, relu, s1);
+    ssd_maxpool2_forward(g.N, g.O, g.OH, g.OW, y, pr);
+    fill_nan(p, pn);
+    ssd_conv2d_forward_pool(&g, x, w, b, p, relu, s2);
+    report(same_bits(p, pr, pn) && scratch_guard_ok(s2, np),
+           "conv + pool N=%d C=%d %dx%d O=%d%s (%s): bit for bit conv then pool", cs.N, cs.C,
+           cs.H, cs.W, cs.O, relu ? " relu" : "",
+           ssd__winograd_applies(&g, 0) ? "Winograd" : "direct");
+    free(x); free(w); free(b); free(s1); free(s2); free(y); free(pr); free(p);
+}
+
 static void test_conv(void)
 {
     static const conv_shape shapes[] = {
@@ -1074,6 +1095,18 @@ int main(int argc, char **argv)
 
     test_gemm();
     test_conv();
+    {
+        static const conv_shape pool_shapes[] = {
+            {2, 16, 16, 32, 24, 3, 1, 1}, /* Winograd */
+            {1, 32, 32, 16, 40, 3, 1, 1}, /* Winograd, 40 channels */
+            {2, 3, 9, 11, 5, 3, 1, 1},    /* direct, odd sizes (floor) */
+            {3, 64, 8, 8, 16, 3, 1, 1},   /* direct: an 8 x 8 map */
+        };
+        for (size_t i = 0; i < sizeof pool_shapes / sizeof pool_shapes[0]; ++i) {
+            test_conv_pool(pool_shapes[i], 1);
+            test_conv_pool(pool_shapes[i], 0);
+        }
+    }
 
     static const conv_shape fd_shapes[] = {
         {2, 3, 5, 6, 4, 3, 1, 1}, {1, 2, 7, 7, 3, 3, 2, 1}, {1, 2, 4, 5, 3, 1, 1, 0},

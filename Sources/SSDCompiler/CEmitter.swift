@@ -99,7 +99,7 @@ public struct CEmitter {
                 "                        \(P(b.weight)), \(b.bias.map(P) ?? "NULL"), \(dst2), &into2, S);",
             ]
         case .conv2dFoldedBatchNorm(let x, let w, let b, let g, let be, let m, let v, let eps, let fw, let fb, let y,
-                                    let c, let h, let wd, let o, let ks, let s, let pad, let relu):
+                                    let c, let h, let wd, let o, let ks, let s, let pad, let relu, let pool):
             let per = c * ks * ks
             return [
                 "const float *restrict w = \(P(w)), *restrict gamma = \(P(g)), *restrict beta = \(P(be));",
@@ -111,7 +111,7 @@ public struct CEmitter {
                 "    fb[o] = (\(b.map { "\(P($0))[o]" } ?? "0.0f") - mean[o]) * scale + beta[o];",
                 "}",
                 "const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, \(c), \(h), \(wd), \(o), \(ks), \(s), \(pad));",
-                "ssd_conv2d_forward(&g, \(P(x)), fw, fb, \(P(y)), \(relu ? 1 : 0), S);",
+                "ssd_conv2d_forward\(pool ? "_pool" : "")(&g, \(P(x)), fw, fb, \(P(y)), \(relu ? 1 : 0), S);",
             ]
         case .batchNormTrain(let bn):
             let hw = bn.h * bn.w
@@ -268,8 +268,10 @@ public struct CEmitter {
     func scratchQuery(_ k: Kernel) -> String? {
         switch k.body {
         case .conv2d(_, _, _, _, let c, let h, let w, let o, let ks, let s, let pad, _, _),
-             .conv2dFoldedBatchNorm(_, _, _, _, _, _, _, _, _, _, _, let c, let h, let w, let o, let ks, let s, let pad, _):
+             .conv2dFoldedBatchNorm(_, _, _, _, _, _, _, _, _, _, _, let c, let h, let w, let o, let ks, let s, let pad, _, false):
             return "{ const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, \(c), \(h), \(w), \(o), \(ks), \(s), \(pad)); t = ssd_conv2d_scratch_floats(&g); }"
+        case .conv2dFoldedBatchNorm(_, _, _, _, _, _, _, _, _, _, _, let c, let h, let w, let o, let ks, let s, let pad, _, true):
+            return "{ const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, \(c), \(h), \(w), \(o), \(ks), \(s), \(pad)); t = ssd_conv2d_pool_scratch_floats(&g); }"
         case .conv2dPair(_, let a, let b, let c, let h, let w, let ks, let s, let pad):
             return "{ const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, \(c), \(h), \(w), \(a.o + b.o), \(ks), \(s), \(pad)); t = ssd_conv2d_pair_scratch_floats(&g); }"
         case .multiboxDetection(_, _, _, _, let a, _, _, _):

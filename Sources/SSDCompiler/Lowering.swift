@@ -196,13 +196,19 @@ public struct Lowering {
                     let stats = try graph[bn].inputs[1...4].map { try materialized($0) }
                     let fw = newBuffer(valueName(n.id) + ".folded_weight", TensorType(wt.dims, batched: false), region: .fixed)
                     let fb = newBuffer(valueName(n.id) + ".folded_bias", TensorType([wt.dims[0]], batched: false), region: .fixed)
-                    let y = newBuffer(valueName(last), n.type, region: .batched)
-                    addKernel(.outElementwiseFusable, [n.id, bn] + (epilogue ? [last] : []),
+                    // conv + BN + ReLU + 2x2 max pool in one kernel when the pool is the ReLU's only
+                    // consumer: the full-size output is never written.
+                    let pool = epilogue ? poolAfter(last) : nil
+                    if let pool { fusedAway.insert(pool) }
+                    let out = pool ?? last
+                    let y = newBuffer(valueName(out), graph[out].type, region: .batched)
+                    addKernel(.outElementwiseFusable, [n.id, bn] + (epilogue ? [last] : []) + (pool.map { [$0] } ?? []),
                               .conv2dFoldedBatchNorm(x: x, weight: w, bias: bias, gamma: stats[0], beta: stats[1],
                                                      runningMean: stats[2], runningVar: stats[3], eps: eps, foldedWeight: fw,
                                                      foldedBias: fb, y: y, c: xt.dims[0], h: xt.dims[1], w: xt.dims[2],
-                                                     o: wt.dims[0], k: wt.dims[2], stride: stride, pad: padding, relu: epilogue))
-                    views[last] = View(buffer: y, sourceDims: n.type.dims, perm: nil, nodes: [])
+                                                     o: wt.dims[0], k: wt.dims[2], stride: stride, pad: padding, relu: epilogue,
+                                                     pool: pool != nil))
+                    views[out] = View(buffer: y, sourceDims: graph[out].type.dims, perm: nil, nodes: [])
                     continue
                 }
                 let (epilogue, last) = reluEpilogue(after: n)

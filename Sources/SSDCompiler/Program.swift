@@ -39,10 +39,11 @@ public enum KernelBody: Hashable, Sendable {
     /// Inference: an eval-mode BN folded into the conv before it. The folded weights
     /// w * gamma / sqrt(var + eps) and bias (b - mean) * gamma / sqrt(var + eps) + beta are
     /// computed into `foldedWeight`/`foldedBias` (cheap: one pass over the weights), then one
-    /// conv with the ReLU epilogue replaces conv + BN + ReLU.
+    /// conv with the ReLU epilogue replaces conv + BN + ReLU. `pool`: a 2x2 max pool after
+    /// the ReLU is done by the same kernel, and y is the pooled output.
     case conv2dFoldedBatchNorm(x: Int, weight: Int, bias: Int?, gamma: Int, beta: Int, runningMean: Int, runningVar: Int,
                                eps: Float, foldedWeight: Int, foldedBias: Int, y: Int,
-                               c: Int, h: Int, w: Int, o: Int, k: Int, stride: Int, pad: Int, relu: Bool)
+                               c: Int, h: Int, w: Int, o: Int, k: Int, stride: Int, pad: Int, relu: Bool, pool: Bool)
     /// Training-mode BN (batch statistics), see BatchNormTrain.
     case batchNormTrain(BatchNormTrain)
     /// Backward of BN (batch statistics) -> ReLU -> 2x2 max pool in one pass: the gradient of
@@ -251,7 +252,7 @@ public struct Program: Sendable {
             return ([x, w] + (b.map { [$0] } ?? []), [y])
         case .conv2dPair(let x, let a, let b, _, _, _, _, _, _):
             return ([x, a.weight] + (a.bias.map { [$0] } ?? []) + [b.weight] + (b.bias.map { [$0] } ?? []), [a.y, b.y])
-        case .conv2dFoldedBatchNorm(let x, let w, let b, let g, let be, let m, let v, _, let fw, let fb, let y, _, _, _, _, _, _, _, _):
+        case .conv2dFoldedBatchNorm(let x, let w, let b, let g, let be, let m, let v, _, let fw, let fb, let y, _, _, _, _, _, _, _, _, _):
             return ([x, w, g, be, m, v] + (b.map { [$0] } ?? []), [fw, fb, y])
         case .batchNormTrain(let bn):
             let state = bn.running.map { [$0.mean, $0.variance, $0.counter] } ?? []
@@ -347,7 +348,7 @@ extension KernelBody {
         }
         switch self {
         case .conv2d(_, _, _, _, let c, let h, let w, let o, let k, let s, let p, _, _),
-             .conv2dFoldedBatchNorm(_, _, _, _, _, _, _, _, _, _, _, let c, let h, let w, let o, let k, let s, let p, _):
+             .conv2dFoldedBatchNorm(_, _, _, _, _, _, _, _, _, _, _, let c, let h, let w, let o, let k, let s, let p, _, _):
             return conv(c, h, w, o, k, s, p)
         case .conv2dPair(_, let a, let b, let c, let h, let w, let k, let s, let p):
             return conv(c, h, w, a.o + b.o, k, s, p)

@@ -146,14 +146,15 @@ int ssdc_forward_train(int64_t N, float *P, char *F, char *B, float *S) {
 
 /* ==== program infer (BatchNorm: running statistics) ==== */
 
-/* k00_conv2d_batch_norm_relu  [outElementwiseFusable]
+/* k00_conv2d_batch_norm_relu_max_pool2d  [outElementwiseFusable]
  *   %3 conv2d {stride=1 padding=1} : f32[N,4,8,8]  blk_0.0  GoldenModel.swift:9
  *   %9 batch_norm {eps=1e-05 momentum=0.1} : f32[N,4,8,8]  blk_0.1  GoldenModel.swift:10
  *   %10 relu : f32[N,4,8,8]  blk_0.2  GoldenModel.swift:11
- *   reads  X B+1024*N, blk_0.0.weight P[0], blk_0.1.weight P[128], blk_0.1.bias P[144], blk_0.1.running_mean P[160], blk_0.1.running_var P[176], blk_0.0.bias P[112]
- *   writes blk_0.0.folded_weight F+0, blk_0.0.folded_bias F+448, blk_0.2 B+0*N
+ *   %11 max_pool2d : f32[N,4,4,4]  blk_0.3  GoldenModel.swift:12
+ *   reads  X B+0*N, blk_0.0.weight P[0], blk_0.1.weight P[128], blk_0.1.bias P[144], blk_0.1.running_mean P[160], blk_0.1.running_var P[176], blk_0.0.bias P[112]
+ *   writes blk_0.0.folded_weight F+0, blk_0.0.folded_bias F+448, blk_0.3 B+768*N
  */
-static void infer_k00_conv2d_batch_norm_relu(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void infer_k00_conv2d_batch_norm_relu_max_pool2d(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     const float *restrict w = (P + 0), *restrict gamma = (P + 128), *restrict beta = (P + 144);
     const float *restrict mean = (P + 160), *restrict var = (P + 176);
@@ -164,30 +165,20 @@ static void infer_k00_conv2d_batch_norm_relu(int64_t N, float *restrict P, char 
         fb[o] = ((P + 112)[o] - mean[o]) * scale + beta[o];
     }
     const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 3, 8, 8, 4, 3, 1, 1);
-    ssd_conv2d_forward(&g, ((float *)(B + (size_t)1024 * N)), fw, fb, ((float *)(B + (size_t)0 * N)), 1, S);
+    ssd_conv2d_forward_pool(&g, ((float *)(B + (size_t)0 * N)), fw, fb, ((float *)(B + (size_t)768 * N)), 1, S);
 }
 
-/* k01_max_pool2d  [outElementwiseFusable]
- *   %11 max_pool2d : f32[N,4,4,4]  blk_0.3  GoldenModel.swift:12
- *   reads  blk_0.2 B+0*N
- *   writes blk_0.3 B+1024*N
- */
-static void infer_k01_max_pool2d(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
-    (void)P; (void)F; (void)B; (void)S;
-    ssd_maxpool2_forward((int)N, 4, 8, 8, ((float *)(B + (size_t)0 * N)), ((float *)(B + (size_t)1024 * N)));
-}
-
-/* k02_global_max_pool  [reduction]
+/* k01_global_max_pool  [reduction]
  *   %12 global_max_pool : f32[N,4,1,1]  blk_1  GoldenModel.swift:18
- *   reads  blk_0.3 B+1024*N
+ *   reads  blk_0.3 B+768*N
  *   writes blk_1 B+0*N
  */
-static void infer_k02_global_max_pool(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void infer_k01_global_max_pool(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    ssd_global_maxpool_forward((int)N, 4, 16, ((float *)(B + (size_t)1024 * N)), ((float *)(B + (size_t)0 * N)));
+    ssd_global_maxpool_forward((int)N, 4, 16, ((float *)(B + (size_t)768 * N)), ((float *)(B + (size_t)0 * N)));
 }
 
-/* k03_conv2d_pair_permute_reshape_concat  [outElementwiseFusable]
+/* k02_conv2d_pair_permute_reshape_concat  [outElementwiseFusable]
  *   %16 conv2d {stride=1 padding=1} : f32[N,9,4,4]  cls_0  GoldenModel.swift:22
  *   %17 permute {perm=[0, 2, 3, 1]} : f32[N,4,4,9]    GoldenModel.swift:22
  *   %18 reshape {dims=[-1]} : f32[N,144]    GoldenModel.swift:22
@@ -196,19 +187,19 @@ static void infer_k02_global_max_pool(int64_t N, float *restrict P, char *restri
  *   %22 permute {perm=[0, 2, 3, 1]} : f32[N,4,4,12]    GoldenModel.swift:23
  *   %23 reshape {dims=[-1]} : f32[N,192]    GoldenModel.swift:23
  *   %38 concat {axis=1} : f32[N,204]  bbox_preds  GoldenModel.swift:27
- *   reads  blk_0.3 B+1024*N, cls_0.weight P[208], cls_0.bias P[544], bbox_0.weight P[560], bbox_0.bias P[992]
+ *   reads  blk_0.3 B+768*N, cls_0.weight P[208], cls_0.bias P[544], bbox_0.weight P[560], bbox_0.bias P[992]
  *   writes v36_concat B+2112*N, bbox_preds B+1280*N
  */
-static void infer_k03_conv2d_pair_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void infer_k02_conv2d_pair_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 21, 3, 1, 1);
     const ssd_conv2d_out_t into1 = { 153, 1, 9 }; /* in place in v36_concat */
     const ssd_conv2d_out_t into2 = { 204, 1, 12 }; /* in place in bbox_preds */
-    ssd_conv2d_forward_pair(&g, 9, ((float *)(B + (size_t)1024 * N)), (P + 208), (P + 544), ((float *)(B + (size_t)2112 * N)), &into1,
+    ssd_conv2d_forward_pair(&g, 9, ((float *)(B + (size_t)768 * N)), (P + 208), (P + 544), ((float *)(B + (size_t)2112 * N)), &into1,
                             (P + 560), (P + 992), ((float *)(B + (size_t)1280 * N)), &into2, S);
 }
 
-/* k04_conv2d_pair_permute_reshape_concat  [outElementwiseFusable]
+/* k03_conv2d_pair_permute_reshape_concat  [outElementwiseFusable]
  *   %27 conv2d {stride=1 padding=1} : f32[N,9,1,1]  cls_1  GoldenModel.swift:22
  *   %28 permute {perm=[0, 2, 3, 1]} : f32[N,1,1,9]    GoldenModel.swift:22
  *   %29 reshape {dims=[-1]} : f32[N,9]    GoldenModel.swift:22
@@ -220,7 +211,7 @@ static void infer_k03_conv2d_pair_permute_reshape_concat(int64_t N, float *restr
  *   reads  blk_1 B+0*N, cls_1.weight P[1008], cls_1.bias P[1344], bbox_1.weight P[1360], bbox_1.bias P[1792]
  *   writes v36_concat B+2112*N, bbox_preds B+1280*N
  */
-static void infer_k04_conv2d_pair_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void infer_k03_conv2d_pair_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 21, 3, 1, 1);
     const ssd_conv2d_out_t into1 = { 153, 1, 9 }; /* in place in v36_concat */
@@ -229,47 +220,46 @@ static void infer_k04_conv2d_pair_permute_reshape_concat(int64_t N, float *restr
                             (P + 1360), (P + 1792), ((float *)(B + (size_t)1280 * N)) + 192, &into2, S);
 }
 
-/* k05_softmax  [opaque]
+/* k04_softmax  [opaque]
  *   %39 softmax {axis=2} : f32[N,51,3]  probs  GoldenModel.swift:26
  *   reads  v36_concat B+2112*N
  *   writes probs B+2752*N
  */
-static void infer_k05_softmax(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void infer_k04_softmax(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     ssd_softmax_rows((int)(N * 51), 3, ((float *)(B + (size_t)2112 * N)), ((float *)(B + (size_t)2752 * N)));
 }
 
-/* k06_multibox_detection  [opaque]
+/* k05_multibox_detection  [opaque]
  *   %40 multibox_detection {nms=0.5 pos=0.009999999} : f32[N,51,6]  detection  GoldenModel.swift:26
  *   reads  probs B+2752*N, bbox_preds B+1280*N, anchors c_anchors
  *   writes detection B+0*N
  */
-static void infer_k06_multibox_detection(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void infer_k05_multibox_detection(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     ssd_multibox_detection((int)N, 51, 3, ((float *)(B + (size_t)2752 * N)), ((float *)(B + (size_t)1280 * N)), c_anchors, 0.5f, 0.00999999885f, ((float *)(B + (size_t)0 * N)), S);
 }
 
 size_t ssdc_infer_scratch_floats(int64_t N) {
     size_t s = 1, t = 0;
-    { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 3, 8, 8, 4, 3, 1, 1); t = ssd_conv2d_scratch_floats(&g); } if (t > s) s = t;
+    { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 3, 8, 8, 4, 3, 1, 1); t = ssd_conv2d_pool_scratch_floats(&g); } if (t > s) s = t;
     { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 21, 3, 1, 1); t = ssd_conv2d_pair_scratch_floats(&g); } if (t > s) s = t;
     { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 21, 3, 1, 1); t = ssd_conv2d_pair_scratch_floats(&g); } if (t > s) s = t;
     t = ssd_detection_scratch_floats(51) * (size_t)N; if (t > s) s = t;
     return s;
 }
 
-static double infer_times[7];
+static double infer_times[6];
 
 int ssdc_infer(int64_t N, float *P, char *F, char *B, float *S) {
     if (N < 1) return SSDC_ERR_BATCH;
     if (!P || !F || !B || !S) return SSDC_ERR_NULL;
-    SSDC_TIMED(infer_times, 0, infer_k00_conv2d_batch_norm_relu(N, P, F, B, S));
-    SSDC_TIMED(infer_times, 1, infer_k01_max_pool2d(N, P, F, B, S));
-    SSDC_TIMED(infer_times, 2, infer_k02_global_max_pool(N, P, F, B, S));
+    SSDC_TIMED(infer_times, 0, infer_k00_conv2d_batch_norm_relu_max_pool2d(N, P, F, B, S));
+    SSDC_TIMED(infer_times, 1, infer_k01_global_max_pool(N, P, F, B, S));
+    SSDC_TIMED(infer_times, 2, infer_k02_conv2d_pair_permute_reshape_concat(N, P, F, B, S));
     SSDC_TIMED(infer_times, 3, infer_k03_conv2d_pair_permute_reshape_concat(N, P, F, B, S));
-    SSDC_TIMED(infer_times, 4, infer_k04_conv2d_pair_permute_reshape_concat(N, P, F, B, S));
-    SSDC_TIMED(infer_times, 5, infer_k05_softmax(N, P, F, B, S));
-    SSDC_TIMED(infer_times, 6, infer_k06_multibox_detection(N, P, F, B, S));
+    SSDC_TIMED(infer_times, 4, infer_k04_softmax(N, P, F, B, S));
+    SSDC_TIMED(infer_times, 5, infer_k05_multibox_detection(N, P, F, B, S));
     return SSDC_OK;
 }
 
@@ -608,14 +598,15 @@ int ssdc_train_step(int64_t N, float *P, char *F, char *B, float *S) {
 
 /* ==== program eval_step (BatchNorm: running statistics) ==== */
 
-/* k00_conv2d_batch_norm_relu  [outElementwiseFusable]
+/* k00_conv2d_batch_norm_relu_max_pool2d  [outElementwiseFusable]
  *   %3 conv2d {stride=1 padding=1} : f32[N,4,8,8]  blk_0.0  GoldenModel.swift:9
  *   %9 batch_norm {eps=1e-05 momentum=0.1} : f32[N,4,8,8]  blk_0.1  GoldenModel.swift:10
  *   %10 relu : f32[N,4,8,8]  blk_0.2  GoldenModel.swift:11
- *   reads  X B+1024*N, blk_0.0.weight P[0], blk_0.1.weight P[128], blk_0.1.bias P[144], blk_0.1.running_mean P[160], blk_0.1.running_var P[176], blk_0.0.bias P[112]
- *   writes blk_0.0.folded_weight F+0, blk_0.0.folded_bias F+448, blk_0.2 B+0*N
+ *   %11 max_pool2d : f32[N,4,4,4]  blk_0.3  GoldenModel.swift:12
+ *   reads  X B+0*N, blk_0.0.weight P[0], blk_0.1.weight P[128], blk_0.1.bias P[144], blk_0.1.running_mean P[160], blk_0.1.running_var P[176], blk_0.0.bias P[112]
+ *   writes blk_0.0.folded_weight F+0, blk_0.0.folded_bias F+448, blk_0.3 B+832*N
  */
-static void eval_step_k00_conv2d_batch_norm_relu(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void eval_step_k00_conv2d_batch_norm_relu_max_pool2d(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     const float *restrict w = (P + 0), *restrict gamma = (P + 128), *restrict beta = (P + 144);
     const float *restrict mean = (P + 160), *restrict var = (P + 176);
@@ -626,30 +617,20 @@ static void eval_step_k00_conv2d_batch_norm_relu(int64_t N, float *restrict P, c
         fb[o] = ((P + 112)[o] - mean[o]) * scale + beta[o];
     }
     const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 3, 8, 8, 4, 3, 1, 1);
-    ssd_conv2d_forward(&g, ((float *)(B + (size_t)1024 * N)), fw, fb, ((float *)(B + (size_t)0 * N)), 1, S);
+    ssd_conv2d_forward_pool(&g, ((float *)(B + (size_t)0 * N)), fw, fb, ((float *)(B + (size_t)832 * N)), 1, S);
 }
 
-/* k01_max_pool2d  [outElementwiseFusable]
- *   %11 max_pool2d : f32[N,4,4,4]  blk_0.3  GoldenModel.swift:12
- *   reads  blk_0.2 B+0*N
- *   writes blk_0.3 B+1024*N
- */
-static void eval_step_k01_max_pool2d(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
-    (void)P; (void)F; (void)B; (void)S;
-    ssd_maxpool2_forward((int)N, 4, 8, 8, ((float *)(B + (size_t)0 * N)), ((float *)(B + (size_t)1024 * N)));
-}
-
-/* k02_global_max_pool  [reduction]
+/* k01_global_max_pool  [reduction]
  *   %12 global_max_pool : f32[N,4,1,1]  blk_1  GoldenModel.swift:18
- *   reads  blk_0.3 B+1024*N
- *   writes blk_1 B+832*N
+ *   reads  blk_0.3 B+832*N
+ *   writes blk_1 B+1088*N
  */
-static void eval_step_k02_global_max_pool(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void eval_step_k01_global_max_pool(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    ssd_global_maxpool_forward((int)N, 4, 16, ((float *)(B + (size_t)1024 * N)), ((float *)(B + (size_t)832 * N)));
+    ssd_global_maxpool_forward((int)N, 4, 16, ((float *)(B + (size_t)832 * N)), ((float *)(B + (size_t)1088 * N)));
 }
 
-/* k03_conv2d_pair_permute_reshape_concat  [outElementwiseFusable]
+/* k02_conv2d_pair_permute_reshape_concat  [outElementwiseFusable]
  *   %16 conv2d {stride=1 padding=1} : f32[N,9,4,4]  cls_0  GoldenModel.swift:22
  *   %17 permute {perm=[0, 2, 3, 1]} : f32[N,4,4,9]    GoldenModel.swift:22
  *   %18 reshape {dims=[-1]} : f32[N,144]    GoldenModel.swift:22
@@ -658,19 +639,19 @@ static void eval_step_k02_global_max_pool(int64_t N, float *restrict P, char *re
  *   %22 permute {perm=[0, 2, 3, 1]} : f32[N,4,4,12]    GoldenModel.swift:23
  *   %23 reshape {dims=[-1]} : f32[N,192]    GoldenModel.swift:23
  *   %38 concat {axis=1} : f32[N,204]  bbox_preds  GoldenModel.swift:27
- *   reads  blk_0.3 B+1024*N, cls_0.weight P[208], cls_0.bias P[544], bbox_0.weight P[560], bbox_0.bias P[992]
+ *   reads  blk_0.3 B+832*N, cls_0.weight P[208], cls_0.bias P[544], bbox_0.weight P[560], bbox_0.bias P[992]
  *   writes v36_concat B+3328*N, bbox_preds B+0*N
  */
-static void eval_step_k03_conv2d_pair_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void eval_step_k02_conv2d_pair_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 21, 3, 1, 1);
     const ssd_conv2d_out_t into1 = { 153, 1, 9 }; /* in place in v36_concat */
     const ssd_conv2d_out_t into2 = { 204, 1, 12 }; /* in place in bbox_preds */
-    ssd_conv2d_forward_pair(&g, 9, ((float *)(B + (size_t)1024 * N)), (P + 208), (P + 544), ((float *)(B + (size_t)3328 * N)), &into1,
+    ssd_conv2d_forward_pair(&g, 9, ((float *)(B + (size_t)832 * N)), (P + 208), (P + 544), ((float *)(B + (size_t)3328 * N)), &into1,
                             (P + 560), (P + 992), ((float *)(B + (size_t)0 * N)), &into2, S);
 }
 
-/* k04_conv2d_pair_permute_reshape_concat  [outElementwiseFusable]
+/* k03_conv2d_pair_permute_reshape_concat  [outElementwiseFusable]
  *   %27 conv2d {stride=1 padding=1} : f32[N,9,1,1]  cls_1  GoldenModel.swift:22
  *   %28 permute {perm=[0, 2, 3, 1]} : f32[N,1,1,9]    GoldenModel.swift:22
  *   %29 reshape {dims=[-1]} : f32[N,9]    GoldenModel.swift:22
@@ -679,35 +660,35 @@ static void eval_step_k03_conv2d_pair_permute_reshape_concat(int64_t N, float *r
  *   %33 permute {perm=[0, 2, 3, 1]} : f32[N,1,1,12]    GoldenModel.swift:23
  *   %34 reshape {dims=[-1]} : f32[N,12]    GoldenModel.swift:23
  *   %38 concat {axis=1} : f32[N,204]  bbox_preds  GoldenModel.swift:27
- *   reads  blk_1 B+832*N, cls_1.weight P[1008], cls_1.bias P[1344], bbox_1.weight P[1360], bbox_1.bias P[1792]
+ *   reads  blk_1 B+1088*N, cls_1.weight P[1008], cls_1.bias P[1344], bbox_1.weight P[1360], bbox_1.bias P[1792]
  *   writes v36_concat B+3328*N, bbox_preds B+0*N
  */
-static void eval_step_k04_conv2d_pair_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void eval_step_k03_conv2d_pair_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 21, 3, 1, 1);
     const ssd_conv2d_out_t into1 = { 153, 1, 9 }; /* in place in v36_concat */
     const ssd_conv2d_out_t into2 = { 204, 1, 12 }; /* in place in bbox_preds */
-    ssd_conv2d_forward_pair(&g, 9, ((float *)(B + (size_t)832 * N)), (P + 1008), (P + 1344), ((float *)(B + (size_t)3328 * N)) + 144, &into1,
+    ssd_conv2d_forward_pair(&g, 9, ((float *)(B + (size_t)1088 * N)), (P + 1008), (P + 1344), ((float *)(B + (size_t)3328 * N)) + 144, &into1,
                             (P + 1360), (P + 1792), ((float *)(B + (size_t)0 * N)) + 192, &into2, S);
 }
 
-/* k05_multibox_target  [opaque]
+/* k04_multibox_target  [opaque]
  *   %35 concat {axis=1} : f32[1,51,4]  anchors  GoldenModel.swift:25
  *   reads  anchors c_anchors, Y B+2496*N
  *   writes target.bbox_labels B+832*N, target.bbox_masks B+1664*N, target.cls_labels B+4608*N
  */
-static void eval_step_k05_multibox_target(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void eval_step_k04_multibox_target(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     ssd_multibox_target((int)N, 51, 1, c_anchors, ((float *)(B + (size_t)2496 * N)), 0.5f, ((float *)(B + (size_t)832 * N)), ((float *)(B + (size_t)1664 * N)), ((float *)(B + (size_t)4608 * N)), S);
 }
 
-/* k06_multibox_loss  [opaque]
+/* k05_multibox_loss  [opaque]
  *   %37 reshape {dims=[-1, 3]} : f32[N,51,3]  cls_preds  GoldenModel.swift:26
  *   %38 concat {axis=1} : f32[N,204]  bbox_preds  GoldenModel.swift:27
  *   reads  v36_concat B+3328*N, bbox_preds B+0*N, target.cls_labels B+4608*N, target.bbox_labels B+832*N, target.bbox_masks B+1664*N
  *   writes loss.per_example B+4864*N, grad.cls_preds B+3968*N, grad.bbox_preds B+2496*N, metrics F+0
  */
-static void eval_step_k06_multibox_loss(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void eval_step_k05_multibox_loss(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     const ssd_loss_config_t cfg = { 0, 2.0f, 0.25f, 0, 1.0f, 1.0f, 1.0f, 0.0f };
     ssd_multibox_loss(&cfg, (int)N, 51, 3, ((float *)(B + (size_t)3328 * N)), ((float *)(B + (size_t)0 * N)), ((float *)(B + (size_t)4608 * N)), ((float *)(B + (size_t)832 * N)), ((float *)(B + (size_t)1664 * N)), ((float *)(B + (size_t)4864 * N)), ((float *)(B + (size_t)3968 * N)), ((float *)(B + (size_t)2496 * N)), (double *)((float *)(F + 0)), S);
@@ -715,7 +696,7 @@ static void eval_step_k06_multibox_loss(int64_t N, float *restrict P, char *rest
 
 size_t ssdc_eval_step_scratch_floats(int64_t N) {
     size_t s = 1, t = 0;
-    { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 3, 8, 8, 4, 3, 1, 1); t = ssd_conv2d_scratch_floats(&g); } if (t > s) s = t;
+    { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 3, 8, 8, 4, 3, 1, 1); t = ssd_conv2d_pool_scratch_floats(&g); } if (t > s) s = t;
     { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 21, 3, 1, 1); t = ssd_conv2d_pair_scratch_floats(&g); } if (t > s) s = t;
     { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 21, 3, 1, 1); t = ssd_conv2d_pair_scratch_floats(&g); } if (t > s) s = t;
     t = ssd_target_scratch_floats(51, 1) * (size_t)N; if (t > s) s = t;
@@ -723,18 +704,17 @@ size_t ssdc_eval_step_scratch_floats(int64_t N) {
     return s;
 }
 
-static double eval_step_times[7];
+static double eval_step_times[6];
 
 int ssdc_eval_step(int64_t N, float *P, char *F, char *B, float *S) {
     if (N < 1) return SSDC_ERR_BATCH;
     if (!P || !F || !B || !S) return SSDC_ERR_NULL;
-    SSDC_TIMED(eval_step_times, 0, eval_step_k00_conv2d_batch_norm_relu(N, P, F, B, S));
-    SSDC_TIMED(eval_step_times, 1, eval_step_k01_max_pool2d(N, P, F, B, S));
-    SSDC_TIMED(eval_step_times, 2, eval_step_k02_global_max_pool(N, P, F, B, S));
+    SSDC_TIMED(eval_step_times, 0, eval_step_k00_conv2d_batch_norm_relu_max_pool2d(N, P, F, B, S));
+    SSDC_TIMED(eval_step_times, 1, eval_step_k01_global_max_pool(N, P, F, B, S));
+    SSDC_TIMED(eval_step_times, 2, eval_step_k02_conv2d_pair_permute_reshape_concat(N, P, F, B, S));
     SSDC_TIMED(eval_step_times, 3, eval_step_k03_conv2d_pair_permute_reshape_concat(N, P, F, B, S));
-    SSDC_TIMED(eval_step_times, 4, eval_step_k04_conv2d_pair_permute_reshape_concat(N, P, F, B, S));
-    SSDC_TIMED(eval_step_times, 5, eval_step_k05_multibox_target(N, P, F, B, S));
-    SSDC_TIMED(eval_step_times, 6, eval_step_k06_multibox_loss(N, P, F, B, S));
+    SSDC_TIMED(eval_step_times, 4, eval_step_k04_multibox_target(N, P, F, B, S));
+    SSDC_TIMED(eval_step_times, 5, eval_step_k05_multibox_loss(N, P, F, B, S));
     return SSDC_OK;
 }
 
@@ -1052,7 +1032,7 @@ const char *ssdc_manifest(void) {
         "        {\n"
         "          \"dtype\" : \"f32\",\n"
         "          \"name\" : \"X\",\n"
-        "          \"offset\" : 1024,\n"
+        "          \"offset\" : 0,\n"
         "          \"region\" : \"batched\",\n"
         "          \"shape\" : [\n"
         "            -1,\n"
@@ -1065,30 +1045,24 @@ const char *ssdc_manifest(void) {
         "      \"kernels\" : [\n"
         "        {\n"
         "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k00_conv2d_batch_norm_relu\",\n"
+        "          \"name\" : \"k00_conv2d_batch_norm_relu_max_pool2d\",\n"
         "          \"nodes\" : [\n"
         "            3,\n"
         "            9,\n"
-        "            10\n"
-        "          ]\n"
-        "        },\n"
-        "        {\n"
-        "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k01_max_pool2d\",\n"
-        "          \"nodes\" : [\n"
+        "            10,\n"
         "            11\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"reduction\",\n"
-        "          \"name\" : \"k02_global_max_pool\",\n"
+        "          \"name\" : \"k01_global_max_pool\",\n"
         "          \"nodes\" : [\n"
         "            12\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k03_conv2d_pair_permute_reshape_concat\",\n"
+        "          \"name\" : \"k02_conv2d_pair_permute_reshape_concat\",\n"
         "          \"nodes\" : [\n"
         "            16,\n"
         "            17,\n"
@@ -1102,7 +1076,7 @@ const char *ssdc_manifest(void) {
         "        },\n"
         "        {\n"
         "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k04_conv2d_pair_permute_reshape_concat\",\n"
+        "          \"name\" : \"k03_conv2d_pair_permute_reshape_concat\",\n"
         "          \"nodes\" : [\n"
         "            27,\n"
         "            28,\n"
@@ -1116,14 +1090,14 @@ const char *ssdc_manifest(void) {
         "        },\n"
         "        {\n"
         "          \"kind\" : \"opaque\",\n"
-        "          \"name\" : \"k05_softmax\",\n"
+        "          \"name\" : \"k04_softmax\",\n"
         "          \"nodes\" : [\n"
         "            39\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"opaque\",\n"
-        "          \"name\" : \"k06_multibox_detection\",\n"
+        "          \"name\" : \"k05_multibox_detection\",\n"
         "          \"nodes\" : [\n"
         "            40\n"
         "          ]\n"
@@ -1469,7 +1443,7 @@ const char *ssdc_manifest(void) {
         "        {\n"
         "          \"dtype\" : \"f32\",\n"
         "          \"name\" : \"X\",\n"
-        "          \"offset\" : 1024,\n"
+        "          \"offset\" : 0,\n"
         "          \"region\" : \"batched\",\n"
         "          \"shape\" : [\n"
         "            -1,\n"
@@ -1493,30 +1467,24 @@ const char *ssdc_manifest(void) {
         "      \"kernels\" : [\n"
         "        {\n"
         "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k00_conv2d_batch_norm_relu\",\n"
+        "          \"name\" : \"k00_conv2d_batch_norm_relu_max_pool2d\",\n"
         "          \"nodes\" : [\n"
         "            3,\n"
         "            9,\n"
-        "            10\n"
-        "          ]\n"
-        "        },\n"
-        "        {\n"
-        "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k01_max_pool2d\",\n"
-        "          \"nodes\" : [\n"
+        "            10,\n"
         "            11\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"reduction\",\n"
-        "          \"name\" : \"k02_global_max_pool\",\n"
+        "          \"name\" : \"k01_global_max_pool\",\n"
         "          \"nodes\" : [\n"
         "            12\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k03_conv2d_pair_permute_reshape_concat\",\n"
+        "          \"name\" : \"k02_conv2d_pair_permute_reshape_concat\",\n"
         "          \"nodes\" : [\n"
         "            16,\n"
         "            17,\n"
@@ -1530,7 +1498,7 @@ const char *ssdc_manifest(void) {
         "        },\n"
         "        {\n"
         "          \"kind\" : \"outElementwiseFusable\",\n"
-        "          \"name\" : \"k04_conv2d_pair_permute_reshape_concat\",\n"
+        "          \"name\" : \"k03_conv2d_pair_permute_reshape_concat\",\n"
         "          \"nodes\" : [\n"
         "            27,\n"
         "            28,\n"
@@ -1544,14 +1512,14 @@ const char *ssdc_manifest(void) {
         "        },\n"
         "        {\n"
         "          \"kind\" : \"opaque\",\n"
-        "          \"name\" : \"k05_multibox_target\",\n"
+        "          \"name\" : \"k04_multibox_target\",\n"
         "          \"nodes\" : [\n"
         "            35\n"
         "          ]\n"
         "        },\n"
         "        {\n"
         "          \"kind\" : \"opaque\",\n"
-        "          \"name\" : \"k06_multibox_loss\",\n"
+        "          \"name\" : \"k05_multibox_loss\",\n"
         "          \"nodes\" : [\n"
         "            37,\n"
         "            38\n"

@@ -47,7 +47,7 @@ size_t ssdc_forward_train_scratch_floats(int64_t N);
 /* program infer */
 #define SSDC_INFER_FIXED_BYTES 512
 #define SSDC_INFER_BATCHED_BYTES 3392
-#define SSDC_INFER_IN_X 1024 /* batched, f32[N,3,8,8] */
+#define SSDC_INFER_IN_X 0 /* batched, f32[N,3,8,8] */
 #define SSDC_INFER_OUT_ANCHORS 0 /* constant, f32[1,51,4] */
 #define SSDC_INFER_OUT_CLS_PREDS 2112 /* batched, f32[N,51,3] */
 #define SSDC_INFER_OUT_BBOX_PREDS 1280 /* batched, f32[N,204] */
@@ -75,7 +75,7 @@ size_t ssdc_train_step_scratch_floats(int64_t N);
 /* program eval_step */
 #define SSDC_EVAL_STEP_FIXED_BYTES 512
 #define SSDC_EVAL_STEP_BATCHED_BYTES 4928
-#define SSDC_EVAL_STEP_IN_X 1024 /* batched, f32[N,3,8,8] */
+#define SSDC_EVAL_STEP_IN_X 0 /* batched, f32[N,3,8,8] */
 #define SSDC_EVAL_STEP_IN_Y 2496 /* batched, f32[N,1,5] */
 #define SSDC_EVAL_STEP_OUT_ANCHORS 0 /* constant, f32[1,51,4] */
 #define SSDC_EVAL_STEP_OUT_CLS_PREDS 3328 /* batched, f32[N,51,3] */
