@@ -8,7 +8,9 @@
 # --json one after the other (never at the same time), ROUNDS times in turn (default 2),
 # and prints one table with the machine, threads and versions. Each figure is the best of
 # its rounds (a shared machine only ever slows a run down); the spread of the rounds is
-# printed too. Set TORCH_VENV to use another venv.
+# printed too, with the CPU time the hypervisor took from this VM during each side's runs
+# (the steal column of /proc/stat; on a shared machine that is where most of the
+# run-to-run spread comes from). Set TORCH_VENV to use another venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 threads="${1:-2}"
@@ -21,15 +23,25 @@ export OMP_NUM_THREADS="$threads"
 rounds="${ROUNDS:-2}"
 ssdc_runs=()
 torch_runs=()
+# steal ticks (USER_HZ) of all CPUs, from the "cpu" line of /proc/stat (0 where absent)
+steal() { awk '/^cpu /{print ($9 == "" ? 0 : $9); exit}' /proc/stat 2>/dev/null || echo 0; }
+ssdc_steal=0
+torch_steal=0
 for ((r = 1; r <= rounds; ++r)); do
     echo "round $r of $rounds: ssdc, then PyTorch" >&2
+    s0=$(steal)
     ssdc_runs+=("$(.build/release/ssdc bench --threads "$threads" --batch-size "$batch" --json)")
+    s1=$(steal)
     torch_runs+=("$("$venv/bin/python" scripts/bench_torch.py --threads "$threads" --batch-size "$batch" --json 2>/dev/null)")
+    s2=$(steal)
+    ssdc_steal=$((ssdc_steal + s1 - s0))
+    torch_steal=$((torch_steal + s2 - s1))
 done
-python3 - "$rounds" "${ssdc_runs[@]}" "${torch_runs[@]}" <<'PY'
+python3 - "$rounds" "$ssdc_steal" "$torch_steal" "$(getconf CLK_TCK)" "${ssdc_runs[@]}" "${torch_runs[@]}" <<'PY'
 import json, platform, subprocess, sys
 n = int(sys.argv[1])
-runs = [json.loads(a) for a in sys.argv[2:]]
+steal_s, steal_t, hz = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+runs = [json.loads(a) for a in sys.argv[5:]]
 ss, ts = runs[:n], runs[n:]
 def best(rs, key, better):
     vals = [r[key] for r in rs if r.get(key)]
@@ -63,4 +75,6 @@ print(f"ssdc compile: {s['compile_seconds']:.2f} s cold, {s['compile_cached_seco
 print(f"best of {n} rounds; train examples/s per round: ssdc "
       + " ".join(f"{r['train_examples_per_sec']:.2f}" for r in ss) + ", PyTorch "
       + " ".join(f"{r['train_examples_per_sec']:.2f}" for r in ts))
+print(f"CPU time taken by the hypervisor (steal) during the runs: ssdc {steal_s / hz:.2f} s, "
+      f"PyTorch {steal_t / hz:.2f} s")
 PY
