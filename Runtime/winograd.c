@@ -22,12 +22,14 @@
  *   - a task is one image's block of `nb` consecutive tiles (raster order, a multiple of
  *     24); it transforms the input patches of the block straight into packed B panels
  *     (V_xi, in x 24), runs the 16 products into its M block, then applies A^T . A with
- *     bias and ReLU and writes the 2x2 outputs. V and M stay in the thread's own scratch,
+ *     bias and ReLU and writes the 2x2 outputs (or, for ssd_conv2d_forward_pool, the max
+ *     of each tile: a 2x2 pool). V and M stay in the thread's own scratch,
  *     sized to stay near L2; nothing is shared between tasks, so results do not depend on
  *     the thread count;
  *   - input transform and output transform handle 8 tiles of one tile row at a time (the
- *     8 lanes of an AVX vector; plain C loops the compiler vectorises); the 4 x 18 input
- *     patch of a group is read in place, or through a zero-padded copy at the borders.
+ *     8 lanes of an AVX vector: AVX2 code, with a plain C version of the same arithmetic
+ *     for other targets); the 4 x 18 input patch of a group is read in place, or through
+ *     a zero-padded copy at the borders.
  *
  * Backward-data of the same conv is the same computation on dy with the weights flipped
  * and in/out swapped (U from w[o][c][2-i][2-j], as row c, column o).
@@ -46,6 +48,19 @@
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 #define WG_AVX2 1
+
+/* The even / odd elements of the 16 floats u, v (u first), in order. */
+static inline __m256 even8(__m256 u, __m256 v)
+{
+    const __m256 t = _mm256_shuffle_ps(u, v, _MM_SHUFFLE(2, 0, 2, 0));
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(t), _MM_SHUFFLE(3, 1, 2, 0)));
+}
+
+static inline __m256 odd8(__m256 u, __m256 v)
+{
+    const __m256 t = _mm256_shuffle_ps(u, v, _MM_SHUFFLE(3, 1, 3, 1));
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(t), _MM_SHUFFLE(3, 1, 2, 0)));
+}
 #endif
 
 #define WG_LANES 8          /* tiles per transform group */
@@ -202,14 +217,8 @@ static void input_group(const float *x, int H, int W, int ty, int tx0, float *V,
         const float *p = row[i];
         const __m256 a = _mm256_loadu_ps(p), b = _mm256_loadu_ps(p + 8);
         const __m256 a2 = _mm256_loadu_ps(p + 2), b2 = _mm256_loadu_ps(p + 10);
-#define WG_EVEN(u, v) _mm256_castpd_ps(_mm256_permute4x64_pd( \
-        _mm256_castps_pd(_mm256_shuffle_ps(u, v, _MM_SHUFFLE(2, 0, 2, 0))), _MM_SHUFFLE(3, 1, 2, 0)))
-#define WG_ODD(u, v) _mm256_castpd_ps(_mm256_permute4x64_pd( \
-        _mm256_castps_pd(_mm256_shuffle_ps(u, v, _MM_SHUFFLE(3, 1, 3, 1))), _MM_SHUFFLE(3, 1, 2, 0)))
-        const __m256 e0 = WG_EVEN(a, b), o0 = WG_ODD(a, b);
-        const __m256 e1 = WG_EVEN(a2, b2), o1 = WG_ODD(a2, b2);
-#undef WG_EVEN
-#undef WG_ODD
+        const __m256 e0 = even8(a, b), o0 = odd8(a, b);
+        const __m256 e1 = even8(a2, b2), o1 = odd8(a2, b2);
         cb[i][0] = _mm256_sub_ps(e0, e1);
         cb[i][1] = _mm256_add_ps(o0, e1);
         cb[i][2] = _mm256_sub_ps(e1, o0);
@@ -493,16 +502,10 @@ static void dy_group(const float *dy, int W, int ty, int tx0, float *D, size_t d
 {
     const float *r0 = dy + (size_t)(2 * ty) * W + 2 * tx0, *r1 = r0 + W;
 #ifdef WG_AVX2
-#define WG_EVEN(u, v) _mm256_castpd_ps(_mm256_permute4x64_pd( \
-        _mm256_castps_pd(_mm256_shuffle_ps(u, v, _MM_SHUFFLE(2, 0, 2, 0))), _MM_SHUFFLE(3, 1, 2, 0)))
-#define WG_ODD(u, v) _mm256_castpd_ps(_mm256_permute4x64_pd( \
-        _mm256_castps_pd(_mm256_shuffle_ps(u, v, _MM_SHUFFLE(3, 1, 3, 1))), _MM_SHUFFLE(3, 1, 2, 0)))
     const __m256 a0 = _mm256_loadu_ps(r0), b0 = _mm256_loadu_ps(r0 + 8);
     const __m256 a1 = _mm256_loadu_ps(r1), b1 = _mm256_loadu_ps(r1 + 8);
-    const __m256 e0 = WG_EVEN(a0, b0), o0 = WG_ODD(a0, b0);
-    const __m256 e1 = WG_EVEN(a1, b1), o1 = WG_ODD(a1, b1);
-#undef WG_EVEN
-#undef WG_ODD
+    const __m256 e0 = even8(a0, b0), o0 = odd8(a0, b0);
+    const __m256 e1 = even8(a1, b1), o1 = odd8(a1, b1);
     const __m256 z = _mm256_setzero_ps();
     /* rows: A dy = (row0, row0 + row1, row0 - row1, -row1), for the even and odd columns */
     const __m256 te[4] = {e0, _mm256_add_ps(e0, e1), _mm256_sub_ps(e0, e1), _mm256_sub_ps(z, e1)};
