@@ -130,7 +130,8 @@ size_t ssd_conv2d_scratch_floats(const ssd_conv2d_t *g)
     }
     if (s > need) need = s;
 
-    if (ssd__winograd_applies(g, 0)) { /* forward and backward-data by winograd.c */
+    /* forward, backward-data and backward-weight by winograd.c */
+    if (ssd__winograd_applies(g, 0)) {
         s = ssd__winograd_scratch_floats(g->C, g->O, g->H, g->W);
         if (s > need) need = s;
     }
@@ -928,8 +929,8 @@ static void backward_weight_flat(const ssd_conv2d_t *g, const float *x, const fl
                             xs[s] = xp + off + q0;
                         }
                         float out[12];
-                        ssd__bw_tile(d[0], d[1], d[2], d[3], xs[0], xs[1], xs[2], nq, gc, dseg, xseg,
-                                out);
+                        ssd__bw_tile(d[0], d[1], d[2], d[3], xs[0], xs[1], xs[2], nq, gc, dseg,
+                                     xseg, out);
                         for (int r = 0; r < 4 && o0 + r < O; ++r)
                             for (int s = 0; s < 3 && t0 + s < K; ++s)
                                 dw[(size_t)(o0 + r) * K + t0 + s] += out[r * 3 + s];
@@ -957,21 +958,16 @@ void ssd_conv2d_backward_weight(const ssd_conv2d_t *g, const float *x, const flo
     }
     if (ssd__winograd_bw_applies(g)) {
         ssd__winograd_backward_weight(g->N, g->C, g->H, g->W, g->O, x, dy, dw, scratch);
-        if (db) {
-#pragma omp parallel num_threads(ssd_get_num_threads())
-            bias_grad(g, dy, db);
+    } else if (fast_backward_weight(g)) {
+        backward_weight_flat(g, x, dy, dw, db, scratch); /* (db in the same pass) */
+        return;
+    } else {
+        const int OHOW = g->OH * g->OW;
+        for (int n = 0; n < g->N; ++n) {
+            im2col(g, x + (size_t)n * g->C * g->H * g->W, scratch);
+            ssd_sgemm(0, 1, g->O, K, OHOW, 1.0f, dy + (size_t)n * g->O * OHOW, OHOW, scratch,
+                      OHOW, n == 0 ? 0.0f : 1.0f, dw, K);
         }
-        return;
-    }
-    if (fast_backward_weight(g)) {
-        backward_weight_flat(g, x, dy, dw, db, scratch);
-        return;
-    }
-    const int OHOW = g->OH * g->OW;
-    for (int n = 0; n < g->N; ++n) {
-        im2col(g, x + (size_t)n * g->C * g->H * g->W, scratch);
-        ssd_sgemm(0, 1, g->O, K, OHOW, 1.0f, dy + (size_t)n * g->O * OHOW, OHOW, scratch, OHOW,
-                  n == 0 ? 0.0f : 1.0f, dw, K);
     }
     if (db) {
 #pragma omp parallel num_threads(ssd_get_num_threads())

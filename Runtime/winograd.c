@@ -85,21 +85,26 @@ static int enabled(void)
 void ssd__winograd_enable(int on) { g_state = on != 0; }
 int ssd__winograd_enabled(void) { return enabled(); }
 
+/* The shape both algorithms need: 3x3, stride 1, pad 1 (so the output has the input's
+ * size), whole 8-tile groups along a row (OW a multiple of 16, OH even), and at least
+ * min_pixels output pixels over the batch; and the path not turned off. */
+static int wg_shape(const ssd_conv2d_t *g, long min_pixels)
+{
+    return enabled() && g->k == 3 && g->stride == 1 && g->pad == 1 && g->OW % 16 == 0 &&
+           g->OH % 2 == 0 && g->OH >= 2 && g->N > 0 && (long)g->N * g->OH * g->OW >= min_pixels;
+}
+
 int ssd__winograd_applies(const ssd_conv2d_t *g, int backward_data)
 {
-    if (!enabled()) return 0;
     /* At least 16 channels on each side: below that the transforms cost more than the
      * multiplies save. Backward-data also needs 32 on one side (16 -> 16 at 256 x 256,
      * batch 32: forward 1.1-1.3x the direct conv, backward-data 0.98x; 16 -> 32 at
      * 128 x 128: 1.3-1.4x both ways).
      * The weights are transformed on every call, which the pixels of the call must pay
      * for: at 256 output pixels (a 16 x 16 map at batch 1) it still does (128 -> 128:
-     * 0.86 ms against 1.15 ms, 1 thread); smaller maps fail the shape test anyway.
-     * Whole 8-tile groups along a row: OW a multiple of 16, OH even. */
+     * 0.86 ms against 1.15 ms, 1 thread); smaller maps fail the shape test anyway. */
     const int lo = g->C < g->O ? g->C : g->O, hi = g->C < g->O ? g->O : g->C;
-    return g->k == 3 && g->stride == 1 && g->pad == 1 && lo >= 16 &&
-           (!backward_data || hi >= 32) && (long)g->N * g->OH * g->OW >= 256 &&
-           g->OW % 16 == 0 && g->OH % 2 == 0 && g->OH >= 2 && g->N > 0;
+    return wg_shape(g, 256) && lo >= 16 && (!backward_data || hi >= 32);
 }
 
 typedef struct {
@@ -447,9 +452,10 @@ void ssd__winograd_conv(int N, int Cs, int H, int W, int M, const float *src, co
  * position xi the sum over tiles is P_xi (out x in) = DY_xi (out x tiles) * V_xi^T, a
  * product whose reduction runs over tiles, so it uses conv.c's 4 x 3 dot-product tile (12
  * vector accumulators over contiguous tiles) rather than the GEMM micro-kernel. The
- * batch's tiles are processed in chunks (their transforms held in scratch, ~4 MB); each
- * chunk's sums are added to P in chunk order, and each (xi, group of output channels)
- * belongs to one task, so the result does not depend on the thread count.
+ * batch's tiles are cut into 16 fixed ranges, each a task with its own partial sums of P
+ * (its tiles transformed ~4 MB at a time into the thread's scratch); the partials are
+ * added in range order, so the result does not depend on the thread count, and a thread
+ * slowed down by the machine just takes fewer ranges.
  */
 
 #define WG_BW_BUDGET (1 << 20) /* floats of transformed input + gradient per pass (4 MB) */
@@ -461,9 +467,8 @@ int ssd__winograd_bw_applies(const ssd_conv2d_t *g)
      * must be large enough beside them: C*O/(C+O) >= 17 (measured at batch 32 against the
      * direct kernel, 1 thread: 32 -> 64 at 64 x 64, ratio 21.3, 1.4x; 128 -> 128, 64,
      * 1.5x; but 32 -> 32 at 128 x 128, ratio 16, 0.9x). */
-    return enabled() && g->k == 3 && g->stride == 1 && g->pad == 1 && g->C >= 16 &&
-           g->O >= 8 && (long)g->C * g->O >= 17L * (g->C + g->O) && g->OW % 16 == 0 &&
-           g->OH % 2 == 0 && g->OH >= 2 && g->N > 0 && (long)g->N * g->OH * g->OW >= 1024;
+    return wg_shape(g, 1024) && g->C >= 16 && g->O >= 8 &&
+           (long)g->C * g->O >= 17L * (g->C + g->O);
 }
 
 /* The batch's tiles ((image, tile) order) are cut into ntask ranges of a multiple of 8

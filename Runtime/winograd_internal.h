@@ -22,16 +22,16 @@ size_t ssd__winograd_scratch_floats(int Cs, int M, int H, int W);
 
 /* y = conv3x3(src, w) + bias, then ReLU if relu != 0; src is N x Cs x H x W, the output
  * M x H x W per image, element (n, m, p) at y[n*ldn + m*ldc + p*ldp] (p = row*W + col).
- * pool != 0: then a 2x2 max pool (pool.c's rule), so the output is M x H/2 x W/2 per image
- * (p = row*(W/2) + col). transposed == 0: w is
- * M x Cs x 3 x 3 (forward); transposed == 1: w is Cs x M x 3 x 3 and is used flipped
- * (backward-data of that conv). bias may be NULL. */
+ * pool != 0: then a 2x2 max pool (pool.c's rule), so the output is M x H/2 x W/2 per
+ * image (p = row*(W/2) + col). transposed == 0: w is M x Cs x 3 x 3 (forward);
+ * transposed == 1: w is Cs x M x 3 x 3 and is used flipped (backward-data of that conv).
+ * bias may be NULL. */
 void ssd__winograd_conv(int N, int Cs, int H, int W, int M, const float *src, const float *w,
                         int transposed, const float *bias, int relu, int pool, float *y,
                         size_t ldn, size_t ldc, size_t ldp, float *scratch);
 
-/* Backward-weight by F(3x3, 2x2): whether it runs here for g, its scratch, and dw (O x C x 3 x 3, overwritten) from x (N x C x H x W) and dy
- * (N x O x H x W). */
+/* Backward-weight by F(3x3, 2x2): whether it runs here for g, its scratch, and dw
+ * (O x C x 3 x 3, overwritten) from x (N x C x H x W) and dy (N x O x H x W). */
 int ssd__winograd_bw_applies(const ssd_conv2d_t *g);
 size_t ssd__winograd_bw_scratch_floats(int N, int C, int H, int W, int O);
 void ssd__winograd_backward_weight(int N, int C, int H, int W, int O, const float *x,
