@@ -34,28 +34,25 @@ final class TrainStepGoldenTests: XCTestCase {
         let mean = perExample.map(Double.init).reduce(0, +) / Double(perExample.count)
         XCTAssertEqual(mean, Double(fx["loss.mean"]!.floats[0]), accuracy: 1e-5 * Double(abs(fx["loss.mean"]!.floats[0])))
 
-        // Gradients against PyTorch's float32 ones, or, where both are dominated by float32
-        // rounding, against PyTorch in float64 (grad64.*, the base network): the first layers
-        // see 0..255 pixels, and there PyTorch's own float32 gradient is as far from float64
-        // as ssdc's (both are printed). Conv biases feeding a BN have a true gradient of zero,
-        // so only their size is checked.
+        // Every gradient against the same step in float64 (grad64.*), tensor by tensor: ssdc's
+        // float32 error is at most 3x PyTorch float32's own (+1e-6). The fixture's batch keeps
+        // a margin from every ReLU and max-pool switch (make_fixtures.py), so both float32 runs
+        // take float64's branches and the comparison measures arithmetic. Conv biases feeding a
+        // BN have a true gradient of zero: their error is measured against the scale of the
+        // conv's weight gradient instead of their own.
         let grads = s.gradients()
-        let weights0 = weights
-        var roundingDominated: Set<String> = []
         for (name, g) in grads.sorted(by: { $0.key < $1.key }) {
-            let r = try XCTUnwrap(fx["grad.\(name)"], name).floats
-            if name.hasPrefix("blk_") && name.hasSuffix(".bias") && !isBN(name) {
-                XCTAssertLessThanOrEqual(g.floats.map { abs($0) }.max()!, 1e-4, "\(name) should be ~0")
+            let r32 = try XCTUnwrap(fx["grad.\(name)"], name).floats
+            let r64 = try XCTUnwrap(fx["grad64.\(name)"], name).floats
+            let scale = isZeroGradientBias(name) ? l2(fx["grad64.\(name.dropLast(4))weight"]!.floats) : l2(r64)
+            guard scale > 0 else {
+                XCTAssertEqual(l2(g.floats), 0, "grad.\(name) should be zero, as in float64")
                 continue
             }
-            let e32 = relativeL2(g.floats, r)
-            if e32 <= 1e-3 { continue }
-            let r64 = try XCTUnwrap(fx["grad64.\(name)"], "grad.\(name): relative L2 error \(e32) vs float32 PyTorch and no float64 reference").floats
-            let ours = relativeL2(g.floats, r64), torch32 = relativeL2(r, r64)
-            print("grad.\(name): vs PyTorch f32 \(e32); vs f64: ssdc \(ours), PyTorch f32 \(torch32)")
-            // Rounding dominates when PyTorch's float32 is itself that far from float64.
-            XCTAssertLessThanOrEqual(ours, max(1e-3, 1.5 * torch32), "grad.\(name): relative L2 error \(ours) vs float64, PyTorch f32 \(torch32)")
-            roundingDominated.insert(name)
+            let ours = l2(zip(g.floats, r64).map { $0 - $1 }) / scale
+            let torch32 = l2(zip(r32, r64).map { $0 - $1 }) / scale
+            XCTAssertLessThanOrEqual(ours, 3 * torch32 + 1e-6,
+                                     "grad.\(name): relative L2 error vs float64 \(ours), PyTorch float32's \(torch32)")
         }
         XCTAssertEqual(grads.count, fx.keys.filter { $0.hasPrefix("grad.") }.count)
 
@@ -68,19 +65,22 @@ final class TrainStepGoldenTests: XCTestCase {
                 XCTAssertLessThanOrEqual(relativeL2(t.floats, r.floats), 1e-5, "state.\(name)")
                 continue
             }
-            // Where the gradient was checked against float64, the update is checked against
-            // our own gradient (SGD itself); elsewhere against PyTorch's.
-            let p0 = weights0[name]!.floats
-            let g = roundingDominated.contains(name) ? grads[name]!.floats : fx["grad.\(name)"]!.floats
+            // SGD itself: p - lr * (g + wd * p) from our own gradient (checked above).
+            let p0 = weights[name]!.floats
+            let g = grads[name]!.floats
             let expected = zip(p0, g).map { p, g in p - Float(0.2) * (g + Float(5e-4) * p) }
             let e = relativeL2(t.floats, expected)
             XCTAssertLessThanOrEqual(e, 1e-5, "updated \(name): relative L2 error \(e)")
         }
     }
 
-    func isBN(_ name: String) -> Bool {
-        // BN layers are children 1 and 4 of each down_sample_blk.
+    func l2(_ v: [Float]) -> Double { v.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot() }
+
+    /// The bias of a conv followed by a BN (children 0 and 3 of a down_sample_blk): the BN
+    /// subtracts the batch mean, so the loss does not depend on it.
+    func isZeroGradientBias(_ name: String) -> Bool {
         let parts = name.split(separator: ".")
-        return parts.count >= 2 && (parts[parts.count - 2] == "1" || parts[parts.count - 2] == "4")
+        return name.hasPrefix("blk_") && parts.last == "bias" && parts.count >= 2
+            && (parts[parts.count - 2] == "0" || parts[parts.count - 2] == "3")
     }
 }
