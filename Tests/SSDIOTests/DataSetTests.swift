@@ -73,7 +73,7 @@ final class DataSetTests: XCTestCase {
         [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
     }
 
-    // MARK: The real banana-detection set
+    // MARK: The real banana-detection set (when ../shared is there; testTinyFixtureSplits runs everywhere)
 
     func testRealValidationSplit() throws {
         let root = try realDataRoot()
