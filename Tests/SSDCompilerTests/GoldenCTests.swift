@@ -1,6 +1,8 @@
 import Foundation
 import SSDCompiler
 import SSDGraph
+import SSDIO
+import SSDModels
 import XCTest
 
 /// The emitted C of a small model is compared byte for byte with committed files, so a
@@ -40,22 +42,75 @@ final class GoldenCTests: XCTestCase {
         XCTAssertEqual(a.map(\.1), b.map(\.1))
     }
 
+    /// Every kernel function of every program is directly preceded by its own comment, which
+    /// names each of the kernel's graph nodes with the model-file line it came from; and the
+    /// C has no kernel function besides these.
     func testEveryKernelHasACommentNamingNodesAndLines() throws {
-        let c = try emitted()[0].1
-        let kernels = c.components(separatedBy: "\nstatic void ").dropFirst()
-        XCTAssertFalse(kernels.isEmpty)
-        // Each kernel function is preceded by a comment with a model-file location.
-        let comments = c.components(separatedBy: "/* forward_train_k").count + c.components(separatedBy: "/* k").count
-        XCTAssertGreaterThan(comments, 1)
-        for block in c.components(separatedBy: "*/\nstatic void ").dropLast() {
-            let comment = block.components(separatedBy: "/* ").last ?? ""
-            XCTAssertTrue(comment.contains("GoldenModel.swift:"), "kernel comment without a model line: \(comment.prefix(200))")
+        let graph = try goldenModel.graph(height: 8, width: 8)
+        let model = try CompiledModel(graph: graph, toolchain: Self.toolchain)
+        let c = CEmitter(model).source()
+        let kernels = model.programs.flatMap { p in p.kernels.map { (p.name, $0) } }
+        XCTAssertGreaterThan(kernels.count, 10)
+        XCTAssertEqual(c.components(separatedBy: "\nstatic void ").count - 1, kernels.count,
+                       "every kernel function in the C is one of the programs' kernels")
+        for (program, k) in kernels {
+            let function = "\nstatic void \(program)_\(k.name)("
+            guard let start = c.range(of: function) else {
+                XCTFail("no function \(program)_\(k.name) in the C"); continue
+            }
+            let before = c[..<start.lowerBound]
+            guard before.hasSuffix(" */"), let open = before.range(of: "\n/* \(k.name)  [", options: .backwards) else {
+                XCTFail("\(program)_\(k.name) is not preceded by its comment"); continue
+            }
+            let comment = before[open.upperBound...]
+            XCTAssertFalse(comment.dropLast(3).contains("*/"), "\(program)_\(k.name): the comment before it is another kernel's")
+            let lines = comment.split(separator: "\n")
+            for id in k.nodes {
+                let node = model.inferenceGraph[id]
+                XCTAssertEqual(node.location.file, "GoldenModel.swift", "%\(id) has no model-file location")
+                let named = lines.contains { $0.hasPrefix(" *   %\(id) \(node.op.mnemonic)") && $0.hasSuffix("  GoldenModel.swift:\(node.location.line)") }
+                XCTAssertTrue(named, "\(program)_\(k.name): comment does not name %\(id) \(node.op.mnemonic) at GoldenModel.swift:\(node.location.line):\n\(comment)")
+            }
         }
     }
 
+    /// Anchors depend only on shapes, so they are folded into a constant array: every program's
+    /// anchors output and every detection or labelling kernel use that constant, no kernel writes
+    /// it, and its values are d2l's multibox_prior for TinySSD at 256x256 (the PyTorch fixture).
     func testAnchorsAreCompileTimeConstants() throws {
-        let c = try emitted()[0].1
-        XCTAssertTrue(c.contains("const float c_anchors["), "anchors should be emitted as a constant array")
-        XCTAssertFalse(c.contains("multibox_prior("), "no anchor computation at run time")
+        let graph = try BuiltinModels.tinySSD.graph(height: 256, width: 256)
+        let model = try CompiledModel(graph: graph, toolchain: Self.toolchain)
+        for p in model.programs {
+            let anchors = try XCTUnwrap(p.outputs.first { $0.name == "anchors" }, "\(p.name) has no anchors output")
+            XCTAssertEqual(p.buffers[anchors.buffer].region, .constant, "\(p.name): anchors are not a constant")
+            for k in p.kernels {
+                let written = p.uses(k).writes.filter { p.buffers[$0].region == .constant }
+                XCTAssertEqual(written, [], "\(p.name).\(k.name) writes a constant")
+                switch k.body {
+                case .multiboxDetection(_, _, let a, _, _, _, _, _), .multiboxTarget(let a, _, _, _, _, _, _):
+                    XCTAssertEqual(a, anchors.buffer, "\(p.name).\(k.name) reads anchors other than the constant")
+                default: break
+                }
+            }
+        }
+        let values = try XCTUnwrap(Self.constantArray("c_anchors", in: CEmitter(model).source()), "no constant c_anchors in the C")
+        let fixture = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/tinyssd_anchors256.safetensors").path
+        let d2l = try XCTUnwrap(try SafeTensors.read(fixture)["anchors"])
+        XCTAssertEqual(values.count, d2l.floats.count)
+        let diff = zip(values, d2l.floats).map { abs($0 - $1) }.max() ?? .infinity
+        XCTAssertLessThanOrEqual(diff, 1e-6, "emitted anchors differ from d2l's")
+    }
+
+    /// The values of `const float NAME[n] = { ... };` in emitted C, or nil if it is not there
+    /// or a value is not a C float literal.
+    static func constantArray(_ name: String, in c: String) -> [Float]? {
+        guard let start = c.range(of: "\nconst float \(name)["),
+              let open = c[start.upperBound...].range(of: "= {"),
+              let close = c[open.upperBound...].range(of: "};") else { return nil }
+        let literals = c[open.upperBound..<close.lowerBound].split(separator: ",")
+            .map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+        let values = literals.compactMap { $0.hasSuffix("f") ? Float($0.dropLast()) : nil }
+        return values.count == literals.count ? values : nil
     }
 }

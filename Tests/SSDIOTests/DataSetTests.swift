@@ -73,7 +73,7 @@ final class DataSetTests: XCTestCase {
         [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
     }
 
-    // MARK: The real banana-detection set
+    // MARK: The real banana-detection set (when ../shared is there; testTinyFixtureSplits runs everywhere)
 
     func testRealValidationSplit() throws {
         let root = try realDataRoot()
@@ -153,6 +153,55 @@ final class DataSetTests: XCTestCase {
         let batchStart = Date()
         _ = try train.batch(indices: batches[0])
         print("train split: one cached batch of 32 in \(Date().timeIntervalSince(batchStart)) s")
+    }
+
+    // MARK: The committed tiny set (the same checks, on every machine)
+
+    func testTinyFixtureSplits() throws {
+        let root = TestSupport.fixtureFile("tiny-bananas")
+        let train = try DetectionDataSet.load(root: root, split: .train)
+        let val = try DetectionDataSet.load(root: root, split: .val)
+        XCTAssertEqual(train.count, 4)
+        XCTAssertEqual(val.count, 2)
+        for set in [train, val] {
+            XCTAssertEqual(set.width, 128)
+            XCTAssertEqual(set.height, 128)
+            XCTAssertEqual(set.maxBoxes, 1)
+            XCTAssertEqual(set.classCount, 1)
+        }
+        XCTAssertEqual(train.imageNames, ["0.png", "1.png", "2.png", "3.png"])
+        XCTAssertEqual(train.boxes[0], [.init(label: 0, xmin: 18, ymin: 52, xmax: 32, ymax: 63)])
+        XCTAssertEqual(val.boxes[1], [.init(label: 0, xmin: 105, ymin: 36, xmax: 116, ymax: 52)])
+        let row0: [Float] = [0, 18 / 128, 52 / 128, 32 / 128, 63 / 128]
+        XCTAssertEqual(train.labels(indices: [0]), row0)
+        XCTAssertEqual(train.labels(indices: [0], boxesPerImage: 2), row0 + [-1, 0, 0, 0, 0])
+
+        let batch = try train.batch(indices: [3, 0, 2])
+        let plane = 3 * 128 * 128
+        XCTAssertEqual(batch.x.count, 3 * plane)
+        XCTAssertEqual(Array(batch.y[5 ..< 10]), row0)
+        // The pixels are the image's, channel-major, 0...255.
+        for (n, i) in [3, 0, 2].enumerated() {
+            let expected = try RGBImage.load(train.imagePath(i)).toCHWFloats()
+            XCTAssertEqual(Array(batch.x[n * plane ..< (n + 1) * plane]), expected, "image \(i)")
+        }
+        XCTAssertGreaterThan(batch.x.max()!, 200)
+        XCTAssertLessThanOrEqual(batch.x.max()!, 255)
+        // Cached, uncached and preloaded give the same numbers.
+        XCTAssertEqual(try train.batch(indices: [0]).x, Array(batch.x[plane ..< 2 * plane]))
+        let uncached = try DetectionDataSet.load(root: root, split: .train, cacheImages: false)
+        XCTAssertEqual(try uncached.batch(indices: [3, 0, 2]).x, batch.x)
+        try train.preload()
+        XCTAssertEqual(try train.batch(indices: [3, 0, 2]).x, batch.x)
+
+        // The whole split in batches of 3: 3, then 1.
+        let sizes = try EpochOrder(count: train.count, batchSize: 3, seed: 1).batches(epoch: 2).map { indices -> Int in
+            let b = try train.batch(indices: indices)
+            XCTAssertEqual(b.x.count, indices.count * plane)
+            XCTAssertEqual(b.y.count, indices.count * 5)
+            return indices.count
+        }
+        XCTAssertEqual(sizes, [3, 1])
     }
 
     // MARK: Epoch order

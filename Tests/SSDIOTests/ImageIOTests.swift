@@ -109,7 +109,7 @@ final class ImageIOTests: XCTestCase {
         }
     }
 
-    // MARK: Real data set images
+    // MARK: Real data set images (when ../shared is there; the fixture twins below run everywhere)
 
     func testDecodeBananaPNG() throws {
         let path = try TestSupport.sharedFile("banana-detection/bananas_train/images/0.png")
@@ -140,6 +140,45 @@ final class ImageIOTests: XCTestCase {
         ], tolerance: 2, "banana.jpg")
         let mean = Double(image.pixels.reduce(0) { $0 + Int($1) }) / Double(image.pixels.count)
         XCTAssertEqual(mean, 95.59522501627605, accuracy: 0.05) // Pillow's mean
+    }
+
+    // MARK: Committed fixture images (the same checks, on every machine)
+
+    func testDecodeFixturePNG() throws {
+        let image = try RGBImage.load(TestSupport.fixtureFile("tiny-bananas/bananas_train/images/0.png"))
+        XCTAssertEqual(image.width, 128)
+        XCTAssertEqual(image.height, 128)
+        // Reference values read independently with Pillow (PNG is lossless: exact).
+        let expected: [(Int, Int, RGBImage.Color)] = [
+            (0, 0, .init(111, 141, 187)), (127, 0, .init(114, 144, 187)), (0, 127, .init(113, 143, 181)),
+            (127, 127, .init(115, 142, 191)), (64, 64, .init(247, 100, 166)), (28, 60, .init(239, 197, 50)),
+            (100, 30, .init(174, 116, 136)),
+        ]
+        for (x, y, color) in expected { XCTAssertEqual(image[x, y], color, "pixel (\(x), \(y))") }
+        XCTAssertEqual(image.pixels.reduce(0) { $0 + Int($1) }, 7_098_526)
+        let weighted = image.pixels.enumerated().reduce(0) { $0 + Int($1.element) * ($1.offset % 251) }
+        XCTAssertEqual(weighted, 886_876_993)
+    }
+
+    func testDecodeFixtureJPEG() throws {
+        let path = TestSupport.fixtureFile("images/banana.jpg")
+        let image = try RGBImage.load(path)
+        XCTAssertEqual(image.width, 256)
+        XCTAssertEqual(image.height, 256)
+        assertSamples(image, [
+            (0, 0, [59, 81, 95]), (255, 0, [45, 76, 81]), (0, 255, [41, 76, 80]), (255, 255, [35, 70, 72]),
+            (128, 128, [69, 84, 103]), (159, 150, [250, 213, 37]), (200, 61, [61, 79, 101]),
+        ], tolerance: 2, "banana.jpg")
+        let mean = Double(image.pixels.reduce(0) { $0 + Int($1) }) / Double(image.pixels.count)
+        XCTAssertEqual(mean, 77.50494384765625, accuracy: 0.05) // Pillow's mean
+    }
+
+    func testTruncatedFixtureJPEG() throws {
+        let dir = try TestSupport.makeTempDirectory(self)
+        let bytes = try TestSupport.readFile(TestSupport.fixtureFile("images/banana.jpg"))
+        let path = dir + "/banana-truncated.jpg"
+        try TestSupport.writeFile(Array(bytes.prefix(bytes.count * 2 / 3)), to: path)
+        assertError(.corrupt, path: path) { _ = try RGBImage.load(path) }
     }
 
     func testFormatIsDetectedByContentNotExtension() throws {
@@ -210,15 +249,6 @@ final class ImageIOTests: XCTestCase {
         // SOI followed by garbage.
         try TestSupport.writeFile([0xFF, 0xD8, 0xFF, 0x00, 1, 2, 3, 4, 5, 6, 7, 8], to: dir + "/garbage.jpg")
         assertError(.corrupt, path: dir + "/garbage.jpg") { _ = try RGBImage.load(dir + "/garbage.jpg") }
-    }
-
-    func testTruncatedRealJPEG() throws {
-        let source = try TestSupport.sharedFile("banana.jpg")
-        let dir = try TestSupport.makeTempDirectory(self)
-        let bytes = try TestSupport.readFile(source)
-        let path = dir + "/banana-truncated.jpg"
-        try TestSupport.writeFile(Array(bytes.prefix(bytes.count * 2 / 3)), to: path)
-        assertError(.corrupt, path: path) { _ = try RGBImage.load(path) }
     }
 
     // MARK: Conversion

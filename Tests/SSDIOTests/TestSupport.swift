@@ -26,6 +26,18 @@ enum TestSupport {
         return path
     }
 
+    /// Tests/Fixtures: committed files, so the tests that need a real picture or data set run
+    /// on a fresh clone too. `images/banana.jpg` is the generator's
+    /// `SyntheticBananas.makeSample(index: 2, split: .val, size: 256, seed: 9)` saved by Pillow
+    /// as JPEG (quality 90); `tiny-bananas` is `SyntheticBananas.generate(trainCount: 4,
+    /// valCount: 2, size: 128, seed: 9)`, a data set in the banana-detection layout.
+    static let fixtures: URL = packageRoot.appendingPathComponent("Tests").appendingPathComponent("Fixtures")
+
+    /// Path of a committed fixture file (see `fixtures`).
+    static func fixtureFile(_ relativePath: String) -> String {
+        fixtures.appendingPathComponent(relativePath).path
+    }
+
     /// A fresh, empty temporary directory; removed when the test finishes.
     static func makeTempDirectory(_ testCase: XCTestCase) throws -> String {
         let dir = FileManager.default.temporaryDirectory

@@ -1,0 +1,147 @@
+import Foundation
+import SSDCompiler
+import SSDIO
+import XCTest
+
+/// Each mode of `ssdc run` and `ssdc bench` end to end through the built executable, on the
+/// committed tiny data set (Tests/Fixtures/tiny-bananas: 4 + 2 images of 128x128) and the
+/// PyTorch fixtures, a few steps each, checking what they print and write.
+final class CLIModesTests: XCTestCase {
+    static let tinyData = Fixtures.directory + "/tiny-bananas"
+    static let weights = Fixtures.directory + "/tinyssd_weights.safetensors"
+
+    var tmp: String!
+
+    override func setUpWithError() throws {
+        guard FileManager.default.isExecutableFile(atPath: CLITests.ssdc) else {
+            throw XCTSkip("ssdc is not built at \(CLITests.ssdc); run `swift build` before `swift test`")
+        }
+        tmp = FileManager.default.temporaryDirectory.appendingPathComponent("ssdc-modes-\(getpid())-\(name.filter { $0.isLetter })").path
+        try? FileManager.default.removeItem(atPath: tmp)
+        try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws {
+        if let tmp { try? FileManager.default.removeItem(atPath: tmp) }
+    }
+
+    func ssdc(_ args: [String]) throws -> ProcessResult {
+        try Shell.run(CLITests.ssdc, args)
+    }
+
+    /// The number after the first `label ` in `text`, e.g. "class err 1.2e-02" -> 0.012.
+    func number(after label: String, in text: String, file: StaticString = #filePath, line: UInt = #line) -> Double? {
+        guard let r = text.range(of: label + " ") else {
+            XCTFail("no '\(label)' in: \(text)", file: file, line: line)
+            return nil
+        }
+        let digits = text[r.upperBound...].prefix { !$0.isWhitespace && $0 != "," }
+        let value = Double(digits)
+        XCTAssertNotNil(value, "'\(label)' is followed by '\(digits)', not a number", file: file, line: line)
+        return value
+    }
+
+    func testTrainWritesMetricsAndACheckpointThatEvalLoads() throws {
+        let run = "\(tmp!)/run"  // does not exist yet: a fresh run folder
+        let r = try ssdc(["run", "--train", "--data", Self.tinyData, "--input-size", "128x128", "--epochs", "1",
+                          "--batch-size", "2", "--threads", "2", "--seed", "1", "--out", run])
+        XCTAssertEqual(r.status, 0, r.stderr + r.stdout)
+        XCTAssertTrue(r.stdout.contains("training tinyssd on 4 images"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("epoch 1, class err "), r.stdout)
+
+        // metrics.csv: the header and one row of finite numbers, for epoch 1.
+        let csv = try String(contentsOfFile: run + "/metrics.csv", encoding: .utf8)
+        let rows = csv.split(separator: "\n").map { $0.split(separator: ",", omittingEmptySubsequences: false) }
+        XCTAssertEqual(rows.count, 2, csv)
+        XCTAssertEqual(rows.first?.first, "epoch", csv)
+        if rows.count == 2 {
+            XCTAssertEqual(rows[0].count, rows[1].count, csv)
+            XCTAssertEqual(rows[1].first, "1", csv)
+            for field in rows[1] {
+                XCTAssertTrue(Double(field)?.isFinite == true, "metrics field '\(field)' is not a finite number: \(csv)")
+            }
+        }
+
+        // The checkpoint has every tensor of the model under PyTorch's names, all finite.
+        let checkpoint = run + "/checkpoint.safetensors"
+        let saved = try SafeTensors.read(checkpoint)
+        let reference = try Fixtures.load("tinyssd_weights")
+        XCTAssertEqual(Set(saved.keys), Set(reference.keys))
+        for (name, t) in reference {
+            XCTAssertEqual(saved[name]?.shape, t.shape, name)
+        }
+        XCTAssertTrue(saved.values.allSatisfy { $0.floats.allSatisfy(\.isFinite) }, "non-finite values in the checkpoint")
+
+        // ... and --eval loads it.
+        let e = try ssdc(["run", "--eval", "--data", Self.tinyData, "--weights", checkpoint, "--batch-size", "2", "--threads", "2"])
+        XCTAssertEqual(e.status, 0, e.stderr + e.stdout)
+        XCTAssertTrue(e.stdout.contains("(2 images): class err "), e.stdout)
+    }
+
+    func testEvalPrintsClassErrorBoxErrorLossAndMAP() throws {
+        let r = try ssdc(["run", "--eval", "--data", Self.tinyData, "--weights", Self.weights, "--batch-size", "2", "--threads", "2"])
+        XCTAssertEqual(r.status, 0, r.stderr + r.stdout)
+        XCTAssertTrue(r.stdout.contains(Self.tinyData + "/bananas_val (2 images): "), r.stdout)
+        let classError = number(after: "class err", in: r.stdout)
+        let bboxMAE = number(after: "bbox mae", in: r.stdout)
+        let loss = number(after: "loss", in: r.stdout)
+        let meanAP = number(after: "mAP@0.5", in: r.stdout)
+        // Errors are fractions, the loss is positive, mAP is a fraction.
+        for (name, v, range) in [("class err", classError, 0.0...1.0), ("bbox mae", bboxMAE, 0.0...1.0),
+                                 ("loss", loss, 1e-6...1e3), ("mAP", meanAP, 0.0...1.0)] {
+            XCTAssertTrue(v.map { range.contains($0) } ?? false, "\(name) \(String(describing: v)) outside \(range): \(r.stdout)")
+        }
+    }
+
+    /// One step on PyTorch's fixture batch (X, Y of 128x128) from the fixture weights: the loss
+    /// is PyTorch's, and every gradient and every state_dict entry is written.
+    func testStepWritesLossGradientsAndState() throws {
+        let fx = try Fixtures.load("tinyssd_step")
+        let out = "\(tmp!)/step.safetensors"
+        let r = try ssdc(["run", "--step", "--weights", Self.weights, "--input", Fixtures.directory + "/tinyssd_step.safetensors",
+                          "--out", out, "--lr", "0.2", "--wd", "5e-4", "--threads", "2"])
+        XCTAssertEqual(r.status, 0, r.stderr + r.stdout)
+        XCTAssertTrue(r.stdout.contains("wrote") && r.stdout.contains(out), r.stdout)
+        let t = try SafeTensors.read(out)
+
+        for name in ["fwd.anchors", "fwd.cls_preds", "fwd.bbox_preds", "loss.per_example", "loss.mean",
+                     "target.bbox_labels", "target.bbox_masks", "target.cls_labels"] {
+            XCTAssertEqual(t[name]?.shape, fx[name]?.shape, name)
+        }
+        let perExample = try XCTUnwrap(t["loss.per_example"]).floats
+        for (a, b) in zip(perExample, fx["loss.per_example"]!.floats) {
+            XCTAssertEqual(Double(a), Double(b), accuracy: 1e-5 * Double(abs(b)))
+        }
+        XCTAssertEqual(Double(t["loss.mean"]!.floats[0]), Double(fx["loss.mean"]!.floats[0]),
+                       accuracy: 1e-5 * Double(abs(fx["loss.mean"]!.floats[0])))
+
+        // A gradient for every trainable tensor, the whole state_dict after the step.
+        let weights = try Fixtures.load("tinyssd_weights")
+        let grads = Set(t.keys.filter { $0.hasPrefix("grad.") })
+        XCTAssertEqual(grads, Set(fx.keys.filter { $0.hasPrefix("grad.") }))
+        XCTAssertEqual(Set(t.keys.filter { $0.hasPrefix("state.") }), Set(weights.keys.map { "state.\($0)" }))
+        for name in fx.keys where name.hasPrefix("state.") && name.hasSuffix("running_mean") {
+            XCTAssertLessThanOrEqual(relativeError(t[name]!.floats, fx[name]!.floats), 1e-4, name)
+        }
+        // The step moved the weights: state = w - lr * (grad + wd * w).
+        let w = weights["cls_0.bias"]!.floats, g = t["grad.cls_0.bias"]!.floats
+        let expected = zip(w, g).map { $0 - 0.2 * ($1 + 5e-4 * $0) }
+        XCTAssertLessThanOrEqual(relativeError(t["state.cls_0.bias"]!.floats, expected), 1e-5)
+    }
+
+    /// `bench`, as short as its options allow (the cold compile of TinySSD dominates).
+    func testBenchPrintsItsFiguresAsJSON() throws {
+        let r = try ssdc(["bench", "--threads", "2", "--batch-size", "1", "--steps", "1", "--repeats", "1", "--json"])
+        XCTAssertEqual(r.status, 0, r.stderr + r.stdout)
+        let line = try XCTUnwrap(r.stdout.split(separator: "\n").last, r.stdout)
+        let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], r.stdout)
+        for key in ["train_examples_per_sec", "infer_b1_ms", "infer_b32_examples_per_sec", "compile_seconds",
+                    "compile_cached_seconds", "peak_rss_bytes"] {
+            let v = (json[key] as? NSNumber)?.doubleValue
+            XCTAssertTrue(v.map { $0.isFinite && $0 > 0 } ?? false, "\(key) = \(String(describing: json[key])) in \(line)")
+        }
+        XCTAssertEqual(json["threads"] as? Int, 2)
+        XCTAssertEqual(json["batch_size"] as? Int, 1)
+        XCTAssertEqual(json["ssdc_version"] as? String, CompiledModel.version)
+    }
+}
