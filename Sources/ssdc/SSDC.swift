@@ -137,6 +137,8 @@ struct Run: ParsableCommand {
     @Option(help: "--train/--step: weight decay.") var wd: Float = 5e-4
     @Option(help: "--train: seed of the initial weights and the shuffling.") var seed: UInt64 = 0
     @Flag(help: "--train: continue from the last checkpoint in --out.") var resume = false
+    @Flag(help: "--train --resume: continue even if --data, --lr, --batch-size, --wd, --seed, --weights, the model or the loss differ from the run's; the change is recorded in settings.json.")
+    var allowChangedSettings = false
 
     @Option(help: "Weights: a safetensors file with PyTorch's state_dict names.")
     var weights: String?

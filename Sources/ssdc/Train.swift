@@ -17,18 +17,27 @@ extension Run {
         let session = ModelSession(library: m.library)
         let runDir = out ?? "runs/latest"
         let usedLoss = m.library.manifest.loss ?? loss.summary
-        var settings = TrainSettings(data: root, threads: threadCount, model: modelOptions.model ?? "built-in tinyssd", loss: usedLoss)
+        // Recorded as an absolute path, so that a resume from another folder compares the same data.
+        var settings = TrainSettings(data: URL(fileURLWithPath: root).standardizedFileURL.path, threads: threadCount,
+                                     model: modelOptions.model ?? "built-in tinyssd", loss: usedLoss)
         settings.epochs = epochs; settings.batchSize = batchSize; settings.learningRate = lr; settings.weightDecay = wd
         settings.seed = seed; settings.initialWeights = weights
         let trainer = Trainer(model: m, session: session, data: data, settings: settings, runDirectory: runDir)
         var first = 1
         if resume {
-            first = try trainer.resume()
-            print("resuming \(runDir) at epoch \(first)")
-        } else if let weights {
-            try session.loadStateDict(try SafeTensors.read(weights), source: weights)
-        } else {
-            session.initializeParameters(seed: seed, graph: m.graph)
+            first = try trainer.resume(allowingChangedSettings: allowChangedSettings)
+            guard first <= epochs else {
+                print("nothing to do: \(runDir) has finished \(first - 1) epochs and --epochs is \(epochs); the run is kept as it is")
+                return
+            }
+            print(first == 1 ? "resuming \(runDir) at epoch 1 (it stopped before its first checkpoint)" : "resuming \(runDir) at epoch \(first)")
+        }
+        if first == 1 {
+            if let weights {
+                try session.loadStateDict(try SafeTensors.read(weights), source: weights)
+            } else {
+                session.initializeParameters(seed: seed, graph: m.graph)
+            }
         }
         defer { fflush(nil) }
         print("training \(m.graph.name) on \(data.count) images of \(root) (\(epochs) epochs, batch \(batchSize), lr \(lr), wd \(wd), \(threadCount) threads, \(usedLoss))")
@@ -42,7 +51,7 @@ extension Run {
                          e.epoch, e.classError, e.bboxMAE, e.seconds, e.loss))
             fflush(nil)  // a log file shows each epoch as it ends
         })
-        guard let last = history.last else { print("nothing to do: \(runDir) has finished \(epochs) epochs"); return }
+        guard let last = history.last else { return }
         let examples = history.map(\.examples).reduce(0, +)
         let seconds = history.map(\.seconds).reduce(0, +)
         print(String(format: "class err %.2e, bbox mae %.2e", last.classError, last.bboxMAE))
