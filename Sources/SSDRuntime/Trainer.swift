@@ -92,7 +92,6 @@ public final class Trainer {
     }
 
     var checkpointPath: String? { runDirectory.map { "\($0)/checkpoint.safetensors" } }
-    var metricsPath: String? { runDirectory.map { "\($0)/metrics.csv" } }
 
     private func openRun() throws -> RunDirectory? {
         guard let dir = runDirectory else { return nil }
