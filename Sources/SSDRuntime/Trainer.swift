@@ -17,6 +17,9 @@ public struct TrainSettings: Codable, Equatable, Sendable {
     public var model: String
     public var loss: String
     public var initialWeights: String?
+    /// Settings changed on resuming (--allow-changed-settings), oldest first; nil for a
+    /// run that kept its settings.
+    public var changes: [SettingsChange]?
 
     public init(data: String, threads: Int, model: String, loss: String) {
         self.data = data
@@ -24,6 +27,14 @@ public struct TrainSettings: Codable, Equatable, Sendable {
         self.model = model
         self.loss = loss
     }
+}
+
+/// A change of a run's settings, made when resuming it.
+public struct SettingsChange: Codable, Equatable, Sendable {
+    /// The first epoch trained with the changed settings.
+    public var fromEpoch: Int
+    /// One line per option, as `TrainSettings.differences(from:)` words them.
+    public var differences: [String]
 }
 
 /// Metrics of one epoch, as the chapter's Accumulator sums them.
@@ -55,12 +66,22 @@ public struct MetricAccumulator: Sendable {
 
 /// The training loop of the chapter: shuffled batches through the compiled train step,
 /// metrics per epoch, a checkpoint after every epoch, resumable.
+///
+/// A run folder belongs to one run: a new run starts only in an empty folder, a resumed one
+/// only with the settings it recorded (unless changes are allowed, and then recorded), and
+/// the folder is locked while training. Training stops at the first non-finite loss or
+/// parameter, so every checkpoint written holds finite weights.
 public final class Trainer {
     public let model: ResolvedModel
     public let session: ModelSession
     public let data: DetectionDataSet
     public let settings: TrainSettings
     public let runDirectory: String?
+
+    /// The locked run folder, from `resume` or `train` until `train` ends.
+    private var run: RunDirectory?
+    /// Set by `resume`: the metrics kept and the settings to record at the first epoch's end.
+    private var resumed: (metrics: MetricsLog, settings: TrainSettings?)?
 
     public init(model: ResolvedModel, session: ModelSession, data: DetectionDataSet, settings: TrainSettings, runDirectory: String?) {
         self.model = model
@@ -71,76 +92,143 @@ public final class Trainer {
     }
 
     var checkpointPath: String? { runDirectory.map { "\($0)/checkpoint.safetensors" } }
-    var metricsPath: String? { runDirectory.map { "\($0)/metrics.csv" } }
 
-    /// The epoch to start from: 1, or the one after RUNDIR's checkpoint when resuming
-    /// (whose weights are loaded here).
-    public func resume() throws -> Int {
-        guard let path = checkpointPath, FileManager.default.fileExists(atPath: path) else {
-            throw RuntimeError("--resume: no checkpoint in \(runDirectory ?? "(no --out)")")
-        }
-        let (tensors, meta) = try SafeTensors.readWithMetadata(path)
-        try session.loadStateDict(tensors, source: path)
-        guard let e = meta["epoch"].flatMap({ Int($0) }) else { throw RuntimeError("\(path) has no epoch in its metadata") }
-        // Keep the metrics rows up to the checkpoint; later ones belong to a lost epoch.
-        if let m = metricsPath, let text = try? String(contentsOfFile: m, encoding: .utf8) {
-            let rows = text.split(separator: "\n").filter { r in Int(r.split(separator: ",").first ?? "").map { $0 <= e } ?? true }
-            try (rows.joined(separator: "\n") + "\n").write(toFile: m, atomically: true, encoding: .utf8)
-        }
-        return e + 1
+    private func openRun() throws -> RunDirectory? {
+        guard let dir = runDirectory else { return nil }
+        if let run { return run }
+        run = try RunDirectory(path: dir)
+        return run
     }
 
-    /// Trains epochs `first...settings.epochs`; `report` is called after every batch
-    /// (done, total, examples/s) and every epoch.
+    /// Unlocks the run folder (also done when `train` ends).
+    public func close() {
+        run?.release()
+        run = nil
+    }
+
+    /// The epoch to start from when resuming RUNDIR: the one after its checkpoint (whose
+    /// weights are loaded here), or 1 when the run stopped before its first checkpoint (the
+    /// caller then initialises the weights as for a new run). A result beyond
+    /// `settings.epochs` means the run has nothing left to do; nothing is loaded or changed.
+    /// Settings that differ from the run's are an error unless `allowingChangedSettings`,
+    /// and then are recorded in settings.json when the next epoch ends.
+    public func resume(allowingChangedSettings: Bool = false) throws -> Int {
+        guard let run = try openRun() else { throw RuntimeError("--resume needs the run folder (--out)") }
+        let recorded = try run.readSettings()
+        let hasCheckpoint = FileManager.default.fileExists(atPath: run.checkpointPath)
+        guard recorded != nil || hasCheckpoint else {
+            throw RuntimeError("--resume: \(run.path) holds no run (no settings.json, no checkpoint.safetensors); start it without --resume")
+        }
+        let differences = recorded.map { settings.differences(from: $0) }
+            ?? ["\(run.settingsPath) is missing, so the settings cannot be compared"]
+        if !differences.isEmpty && !allowingChangedSettings {
+            throw RuntimeError("--resume: \(run.path) was trained with other settings:\n  " + differences.joined(separator: "\n  ")
+                               + "\npass the run's values, or --allow-changed-settings to continue with these (the change is recorded in settings.json)")
+        }
+        let epoch = hasCheckpoint ? try checkpointEpoch(run, limit: recorded?.epochs) : 0
+        guard epoch < settings.epochs else { return epoch + 1 }
+        if hasCheckpoint {
+            try session.loadStateDict(try SafeTensors.read(run.checkpointPath), source: run.checkpointPath)
+        }
+        // Keep the metrics rows up to the checkpoint; later ones belong to a lost epoch.
+        let text = FileManager.default.fileExists(atPath: run.metricsPath) ? try readText(run.metricsPath) : ""
+        var record = settings
+        record.changes = recorded?.changes
+        if !differences.isEmpty { record.changes = (record.changes ?? []) + [SettingsChange(fromEpoch: epoch + 1, differences: differences)] }
+        resumed = (MetricsLog(text: text, upToEpoch: epoch), record == recorded ? nil : record)
+        return epoch + 1
+    }
+
+    /// The epoch in the checkpoint's metadata: an integer from 1 to the run's epochs
+    /// (`limit`, from settings.json) or, without settings, to a bound no run reaches.
+    private func checkpointEpoch(_ run: RunDirectory, limit: Int?) throws -> Int {
+        let meta = try SafeTensors.readWithMetadata(run.checkpointPath).metadata
+        let bound = limit ?? 1_000_000_000
+        guard let text = meta["epoch"] else { throw RuntimeError("\(run.checkpointPath) has no epoch in its metadata") }
+        guard let e = Int(text), e >= 1, e <= bound else {
+            throw RuntimeError("\(run.checkpointPath): its metadata epoch \"\(text)\" is not an epoch of the run (an integer from 1 to \(bound))")
+        }
+        return e
+    }
+
+    private func readText(_ path: String) throws -> String {
+        do {
+            return try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw RuntimeError("cannot read \(path): \(error.localizedDescription)")
+        }
+    }
+
+    /// Trains epochs `first...settings.epochs`; `onBatch` is called after every batch
+    /// (done, total, examples/s, seconds) and `onEpoch` after every epoch. Without a prior
+    /// `resume`, a run folder must be empty; the folder is locked until training ends.
     public func train(from first: Int = 1, onBatch: (Int, Int, Double, Double) -> Void = { _, _, _, _ in },
                       onEpoch: (EpochMetrics) -> Void = { _ in }) throws -> [EpochMetrics] {
-        session.setHyperParameters(learningRate: settings.learningRate, weightDecay: settings.weightDecay)
+        defer { close() }
+        guard first <= settings.epochs else { return [] }
         let order = EpochOrder(count: data.count, batchSize: settings.batchSize, shuffle: true, seed: settings.seed)
         let g = model.library.manifest.maxBoxes ?? data.maxBoxes
-        if let dir = runDirectory {
-            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-            let e = JSONEncoder()
-            e.outputFormatting = [.prettyPrinted, .sortedKeys]
-            try e.encode(settings).write(to: URL(fileURLWithPath: "\(dir)/settings.json"), options: .atomic)
-            if first == 1 {
-                try "epoch,loss,class_err,bbox_mae,seconds,examples_per_sec,data_seconds\n".write(toFile: metricsPath!, atomically: true, encoding: .utf8)
+        var metrics = MetricsLog()
+        var pendingSettings: TrainSettings?
+        if let run = try openRun() {
+            if let resumed {
+                metrics = resumed.metrics
+                pendingSettings = resumed.settings
+            } else {
+                try run.requireEmpty()
+                try run.writeSettings(settings)
+                try metrics.write(to: run.metricsPath)
             }
         }
+        try settings.checkEncodable()
+        session.setHyperParameters(learningRate: settings.learningRate, weightDecay: settings.weightDecay)
         var history: [EpochMetrics] = []
-        guard first <= settings.epochs else { return history }
         for epoch in first...settings.epochs {
             let start = Date()
             var acc = MetricAccumulator()
             var done = 0
             var dataSeconds = 0.0
-            for indices in order.batches(epoch: epoch - 1) {
+            let batches = order.batches(epoch: epoch - 1)
+            for (b, indices) in batches.enumerated() {
                 let t0 = Date()
                 let (x, y) = try data.batch(indices: indices, boxesPerImage: g)
                 dataSeconds += Date().timeIntervalSince(t0)
                 let n = indices.count
                 try session.runLossStep("train_step", x: x, y: y, batch: n, data: data, boxes: g, into: &acc)
+                try checkFinite(epoch: epoch, batch: b + 1, of: batches.count, lossSum: acc.lossSum)
                 done += n
                 let elapsed = Date().timeIntervalSince(start)
                 onBatch(done, data.count, Double(done) / max(elapsed, 1e-9), elapsed)
             }
             let m = EpochMetrics(epoch: epoch, loss: acc.meanLoss, classError: acc.classError, bboxMAE: acc.bboxMAE,
                                  seconds: Date().timeIntervalSince(start), dataSeconds: dataSeconds, examples: done)
-            guard m.loss.isFinite else {
-                throw RuntimeError("epoch \(epoch): the loss is \(m.loss); try a smaller --lr (checkpoint of epoch \(epoch - 1) kept)")
-            }
-            try saveCheckpoint(epoch: epoch)
-            if let path = metricsPath {
-                let line = String(format: "%d,%.6f,%.6e,%.6e,%.3f,%.2f,%.3f\n", epoch, m.loss, m.classError, m.bboxMAE, m.seconds,
-                                  m.examplesPerSecond, m.dataSeconds)
-                let h = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
-                h.seekToEndOfFile()
-                h.write(Data(line.utf8))
-                try h.close()
+            if let run {
+                // Metrics before the checkpoint: a crash in between leaves a row that the
+                // next resume drops and recomputes, never an epoch without its row.
+                if let s = pendingSettings { try run.writeSettings(s); pendingSettings = nil }
+                metrics.append(m)
+                try metrics.write(to: run.metricsPath)
+                try saveCheckpoint(epoch: epoch)
             }
             history.append(m)
             onEpoch(m)
         }
         return history
+    }
+
+    /// Stops training when a batch's loss or any parameter after its step is NaN or
+    /// infinite: the run has diverged, and a checkpoint of it would be useless.
+    private func checkFinite(epoch: Int, batch: Int, of batches: Int, lossSum: Double) throws {
+        let problem: String
+        if !lossSum.isFinite {
+            problem = "the loss is \(lossSum)"
+        } else if let name = session.firstNonFiniteParameter() {
+            problem = "parameter \(name) is not finite after the step"
+        } else {
+            return
+        }
+        let kept = runDirectory.map { epoch > 1 ? "; the checkpoint of epoch \(epoch - 1) in \($0) is kept" : "; no checkpoint was written" } ?? ""
+        throw RuntimeError("epoch \(epoch), batch \(batch) of \(batches): \(problem); training stopped, try a smaller --lr\(kept)")
     }
 
     func saveCheckpoint(epoch: Int) throws {

@@ -137,6 +137,8 @@ struct Run: ParsableCommand {
     @Option(help: "--train/--step: weight decay.") var wd: Float = 5e-4
     @Option(help: "--train: seed of the initial weights and the shuffling.") var seed: UInt64 = 0
     @Flag(help: "--train: continue from the last checkpoint in --out.") var resume = false
+    @Flag(help: "--train --resume: continue even if --data, --lr, --batch-size, --wd, --seed, --weights, the model or the loss differ from the run's; the change is recorded in settings.json.")
+    var allowChangedSettings = false
 
     @Option(help: "Weights: a safetensors file with PyTorch's state_dict names.")
     var weights: String?
@@ -214,53 +216,6 @@ struct Run: ParsableCommand {
             print("generating the built-in data set in \(root) ...")
         }
         return try SyntheticBananas.ensure(at: root)
-    }
-
-    func train() throws {
-        let root = try dataRoot()
-        let data = try DetectionDataSet.load(root: root, split: .train)
-        let (h, w) = try modelOptions.parsedSize()
-        guard data.height == h, data.width == w else {
-            throw RuntimeError("\(root): images are \(data.width)x\(data.height); pass --input-size \(data.height)x\(data.width)")
-        }
-        let loss = lossOptions.config
-        let m = try ModelResolver.resolve(modelOptions.model, height: h, width: w, numClasses: max(1, data.classCount),
-                                          training: .init(maxBoxes: max(1, data.maxBoxes), loss: loss), lossFromModel: !lossOptions.isSet)
-        m.library.setThreads(threadCount)
-        let session = ModelSession(library: m.library)
-        let runDir = out ?? "runs/latest"
-        let usedLoss = m.library.manifest.loss ?? loss.summary
-        var settings = TrainSettings(data: root, threads: threadCount, model: modelOptions.model ?? "built-in tinyssd", loss: usedLoss)
-        settings.epochs = epochs; settings.batchSize = batchSize; settings.learningRate = lr; settings.weightDecay = wd
-        settings.seed = seed; settings.initialWeights = weights
-        let trainer = Trainer(model: m, session: session, data: data, settings: settings, runDirectory: runDir)
-        var first = 1
-        if resume {
-            first = try trainer.resume()
-            print("resuming \(runDir) at epoch \(first)")
-        } else if let weights {
-            try session.loadStateDict(try SafeTensors.read(weights), source: weights)
-        } else {
-            session.initializeParameters(seed: seed, graph: m.graph)
-        }
-        defer { fflush(nil) }
-        print("training \(m.graph.name) on \(data.count) images of \(root) (\(epochs) epochs, batch \(batchSize), lr \(lr), wd \(wd), \(threadCount) threads, \(usedLoss))")
-        let progress = ProgressLine()
-        let start = Date()
-        let history = try trainer.train(from: first, onBatch: { done, total, rate, elapsed in
-            progress.update(done: done, total: total, rate: rate, elapsed: elapsed)
-        }, onEpoch: { e in
-            progress.clear()
-            print(String(format: "epoch %d, class err %.2e, bbox mae %.2e, time %.1f sec, loss %.4f",
-                         e.epoch, e.classError, e.bboxMAE, e.seconds, e.loss))
-            fflush(nil)  // a log file shows each epoch as it ends
-        })
-        guard let last = history.last else { print("nothing to do: \(runDir) has finished \(epochs) epochs"); return }
-        let examples = history.map(\.examples).reduce(0, +)
-        let seconds = history.map(\.seconds).reduce(0, +)
-        print(String(format: "class err %.2e, bbox mae %.2e", last.classError, last.bboxMAE))
-        print(String(format: "%.1f examples/sec on cpu (%d threads)", Double(examples) / seconds, threadCount))
-        print("checkpoint: \(runDir)/checkpoint.safetensors, metrics: \(runDir)/metrics.csv (\(String(format: "%.1f", Date().timeIntervalSince(start))) s)")
     }
 
     func step() throws {

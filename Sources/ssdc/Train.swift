@@ -1,0 +1,61 @@
+import Foundation
+import SSDIO
+import SSDRuntime
+
+extension Run {
+    func train() throws {
+        let root = try dataRoot()
+        let data = try DetectionDataSet.load(root: root, split: .train)
+        let (h, w) = try modelOptions.parsedSize()
+        guard data.height == h, data.width == w else {
+            throw RuntimeError("\(root): images are \(data.width)x\(data.height); pass --input-size \(data.height)x\(data.width)")
+        }
+        let loss = lossOptions.config
+        let m = try ModelResolver.resolve(modelOptions.model, height: h, width: w, numClasses: max(1, data.classCount),
+                                          training: .init(maxBoxes: max(1, data.maxBoxes), loss: loss), lossFromModel: !lossOptions.isSet)
+        m.library.setThreads(threadCount)
+        let session = ModelSession(library: m.library)
+        let runDir = out ?? "runs/latest"
+        let usedLoss = m.library.manifest.loss ?? loss.summary
+        // Recorded as an absolute path, so that a resume from another folder compares the same data.
+        var settings = TrainSettings(data: URL(fileURLWithPath: root).standardizedFileURL.path, threads: threadCount,
+                                     model: modelOptions.model ?? "built-in tinyssd", loss: usedLoss)
+        settings.epochs = epochs; settings.batchSize = batchSize; settings.learningRate = lr; settings.weightDecay = wd
+        settings.seed = seed; settings.initialWeights = weights
+        let trainer = Trainer(model: m, session: session, data: data, settings: settings, runDirectory: runDir)
+        var first = 1
+        if resume {
+            first = try trainer.resume(allowingChangedSettings: allowChangedSettings)
+            guard first <= epochs else {
+                print("nothing to do: \(runDir) has finished \(first - 1) epochs and --epochs is \(epochs); the run is kept as it is")
+                return
+            }
+            print(first == 1 ? "resuming \(runDir) at epoch 1 (it stopped before its first checkpoint)" : "resuming \(runDir) at epoch \(first)")
+        }
+        if first == 1 {
+            if let weights {
+                try session.loadStateDict(try SafeTensors.read(weights), source: weights)
+            } else {
+                session.initializeParameters(seed: seed, graph: m.graph)
+            }
+        }
+        defer { fflush(nil) }
+        print("training \(m.graph.name) on \(data.count) images of \(root) (\(epochs) epochs, batch \(batchSize), lr \(lr), wd \(wd), \(threadCount) threads, \(usedLoss))")
+        let progress = ProgressLine()
+        let start = Date()
+        let history = try trainer.train(from: first, onBatch: { done, total, rate, elapsed in
+            progress.update(done: done, total: total, rate: rate, elapsed: elapsed)
+        }, onEpoch: { e in
+            progress.clear()
+            print(String(format: "epoch %d, class err %.2e, bbox mae %.2e, time %.1f sec, loss %.4f",
+                         e.epoch, e.classError, e.bboxMAE, e.seconds, e.loss))
+            fflush(nil)  // a log file shows each epoch as it ends
+        })
+        guard let last = history.last else { return }
+        let examples = history.map(\.examples).reduce(0, +)
+        let seconds = history.map(\.seconds).reduce(0, +)
+        print(String(format: "class err %.2e, bbox mae %.2e", last.classError, last.bboxMAE))
+        print(String(format: "%.1f examples/sec on cpu (%d threads)", Double(examples) / seconds, threadCount))
+        print("checkpoint: \(runDir)/checkpoint.safetensors, metrics: \(runDir)/metrics.csv (\(String(format: "%.1f", Date().timeIntervalSince(start))) s)")
+    }
+}
