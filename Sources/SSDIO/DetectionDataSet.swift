@@ -3,6 +3,7 @@
 //   ROOT/bananas_train/label.csv      header img_name,label,xmin,ymin,xmax,ymax
 //   ROOT/bananas_train/images/K.png   one image per listed name
 //   ROOT/bananas_val/...              the same for the validation split
+//   ROOT/bananas_train/classes.txt    optional: class names, one a line, class 0 first
 //
 // Box coordinates in label.csv are pixels. Several rows with the same
 // img_name give several boxes for that image. Loading parses and validates
@@ -72,6 +73,8 @@ public struct DetectionDataSet: Sendable {
     public let directory: String
     /// `directory/label.csv`.
     public let labelFile: String
+    /// `directory/classes.txt` (which need not exist).
+    public var classesFile: String { directory + "/classes.txt" }
     /// Image file names, in order of first appearance in label.csv; index i of
     /// the data set is `imageNames[i]`.
     public let imageNames: [String]
@@ -84,8 +87,13 @@ public struct DetectionDataSet: Sendable {
     public let height: Int
     /// G: the largest number of boxes on one image (the label tensor's middle dimension).
     public let maxBoxes: Int
-    /// 1 + the largest class index in the labels (1 for bananas).
+    /// The number of classes: the names in classes.txt when the split has one,
+    /// else 1 + the largest class index in the labels (1 for bananas).
     public let classCount: Int
+    /// The class names of `directory/classes.txt` (class 0 first), nil without that file.
+    public let classNames: [String]?
+    /// The label.csv line of each box in `boxes` (for messages).
+    private let boxLines: [[Int]]
 
     private let cache: DecodedImageCache?
 
@@ -159,13 +167,76 @@ public struct DetectionDataSet: Sendable {
             }
         }
 
+        let classNames = try readClassNames(directory + "/classes.txt")
         let maxLabel = boxes.lazy.flatMap { $0 }.map(\.label).max() ?? 0
-        return DetectionDataSet(
+        let data = DetectionDataSet(
             root: root, split: split, directory: directory, labelFile: labelFile,
             imageNames: names, boxes: boxes, firstLines: firstLines,
             width: size.width, height: size.height,
-            maxBoxes: boxes.map(\.count).max() ?? 0, classCount: maxLabel + 1,
+            maxBoxes: boxes.map(\.count).max() ?? 0, classCount: classNames?.count ?? maxLabel + 1,
+            classNames: classNames, boxLines: boxLines,
             cache: cacheImages ? DecodedImageCache(count: names.count, imageBytes: 3 * size.width * size.height) : nil)
+        if let classNames { try data.checkLabels(below: classNames.count, of: data.classesFile) }
+        return data
+    }
+
+    /// Checks the data set against a model with `classCount` classes (described by
+    /// `owner` in messages, e.g. "model tinyssd"): classes.txt, when there is one, must
+    /// name exactly that many, and every label must be one of them. A label typo is
+    /// reported at its line of label.csv instead of growing the model by a class.
+    public func validate(classCount: Int, of owner: String) throws {
+        if let classNames, classNames.count != classCount {
+            throw DetectionDataSetError(
+                path: classesFile, "names \(DetectionDataSet.classes(classNames.count)) but \(owner) has \(classCount)")
+        }
+        try checkLabels(below: classCount, of: owner)
+    }
+
+    /// Throws at the first label.csv row whose class is not below `count`.
+    private func checkLabels(below count: Int, of owner: String) throws {
+        var first: (line: Int, label: Int)?
+        for (i, list) in boxes.enumerated() {
+            for (j, b) in list.enumerated() where b.label >= count && boxLines[i][j] < first?.line ?? .max {
+                first = (boxLines[i][j], b.label)
+            }
+        }
+        if let first {
+            throw DetectionDataSetError(
+                path: labelFile, line: first.line,
+                "class \(first.label) is outside the \(DetectionDataSet.classes(count)) of \(owner) (0...\(count - 1))")
+        }
+    }
+
+    /// "1 class", "3 classes".
+    private static func classes(_ n: Int) -> String { n == 1 ? "1 class" : "\(n) classes" }
+
+    /// The names in a classes.txt (one a line; blank lines and surrounding spaces are
+    /// ignored), or nil when there is no such file.
+    public static func readClassNames(_ path: String) throws -> [String]? {
+        let bytes: [UInt8]
+        do {
+            bytes = try FileIO.readAll(path)
+        } catch {
+            if case .notFound = error.kind { return nil }
+            throw DetectionDataSetError(path: path, "cannot read: \(error.reason)")
+        }
+        guard let text = String(validating: bytes, as: UTF8.self) else {
+            throw DetectionDataSetError(path: path, "not UTF-8 text")
+        }
+        var names: [String] = []
+        var lineOf: [String: Int] = [:]
+        let lines = text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" || $0 == "\r" })
+        for (i, line) in lines.enumerated() {
+            let name = line.trimmingCharacters(in: .whitespaces.union(CharacterSet(charactersIn: "\u{FEFF}")))
+            if name.isEmpty { continue }
+            if let earlier = lineOf[name] {
+                throw DetectionDataSetError(path: path, line: i + 1, "class name '\(name)' already given at line \(earlier)")
+            }
+            lineOf[name] = i + 1
+            names.append(name)
+        }
+        if names.isEmpty { throw DetectionDataSetError(path: path, "no class names (expected one a line, class 0 first)") }
+        return names
     }
 
     private struct Row {

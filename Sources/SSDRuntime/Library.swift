@@ -123,13 +123,22 @@ public final class ModelSession {
     // MARK: parameters
 
     /// Sets every parameter from PyTorch-named tensors. Missing, unexpected and misshapen
-    /// tensors are all reported in one error, like load_state_dict(strict=True).
+    /// tensors are all reported in one error, like load_state_dict(strict=True), and so are
+    /// values no trained model holds (NaN, infinities, a negative running variance): loading
+    /// them would only make every later number silently NaN.
     public func loadStateDict(_ tensors: [String: HostTensor], source: String) throws {
         var problems: [String] = []
+        var values: [String: [Float]] = [:]
         let names = Set(manifest.parameters.map(\.name))
         for p in manifest.parameters {
             guard let t = tensors[p.name] else { problems.append("missing tensor \(p.name) \(p.shape)"); continue }
-            if t.shape != p.shape { problems.append("tensor \(p.name) has shape \(t.shape), the model needs \(p.shape)") }
+            guard Self.shape(t.shape, fits: p.shape) else {
+                problems.append("tensor \(p.name) has shape \(t.shape), the model needs \(p.shape)")
+                continue
+            }
+            let v = t.floats
+            if let bad = Self.badValues(v, name: p.name) { problems.append("tensor \(p.name) \(bad)") }
+            values[p.name] = v
         }
         for name in tensors.keys.sorted() where !names.contains(name) {
             problems.append("unexpected tensor \(name) \(tensors[name]!.shape)")
@@ -138,11 +147,33 @@ public final class ModelSession {
             throw RuntimeError("\(source) does not fit model \(manifest.model):\n  " + problems.joined(separator: "\n  "))
         }
         for p in manifest.parameters {
-            let values = tensors[p.name]!.floats
-            values.withUnsafeBufferPointer { src in
+            values[p.name]!.withUnsafeBufferPointer { src in
                 (params.floats + p.offset).update(from: src.baseAddress!, count: p.count)
             }
         }
+    }
+
+    /// Whether a checkpoint tensor of shape `given` can fill a parameter of shape `needed`.
+    /// As PyTorch's load_state_dict, a scalar also takes a one-element vector: old
+    /// checkpoints store num_batches_tracked as shape [1].
+    static func shape(_ given: [Int], fits needed: [Int]) -> Bool {
+        given == needed || (needed.isEmpty && given == [1])
+    }
+
+    /// What is wrong with a parameter's values, as they would be loaded (after conversion
+    /// to float32, so float64 values beyond its range count as infinite), or nil.
+    static func badValues(_ values: [Float], name: String) -> String? {
+        var nonFinite = 0, firstNonFinite: Int?
+        for (i, v) in values.enumerated() where !v.isFinite {
+            nonFinite += 1
+            if firstNonFinite == nil { firstNonFinite = i }
+        }
+        if let first = firstNonFinite {
+            return "has \(nonFinite) non-finite value\(nonFinite == 1 ? "" : "s") (the first, \(values[first]), at index \(first))"
+        }
+        guard name.hasSuffix("running_var"), let first = values.firstIndex(where: { $0 < 0 }) else { return nil }
+        let negative = values.lazy.filter { $0 < 0 }.count
+        return "has \(negative) negative variance\(negative == 1 ? "" : "s") (the first, \(values[first]), at index \(first))"
     }
 
     /// The state dict with PyTorch's names and dtypes (num_batches_tracked as int64).

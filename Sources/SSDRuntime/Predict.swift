@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import Foundation
 import SSDIO
 
@@ -51,5 +56,64 @@ public struct Predictor {
                                thickness: thickness)
         }
         return img
+    }
+}
+
+/// Where output files go, chosen so that no input is ever written over and no two
+/// inputs share an output.
+public enum OutputPaths {
+    /// Whether `a` and `b` name one file: the same file on disk when both exist (so hard
+    /// links and symbolic links count), else the same path once the folders' symbolic
+    /// links and `..` are resolved.
+    public static func sameFile(_ a: String, _ b: String) -> Bool {
+        if let ia = identity(a), let ib = identity(b) { return ia == ib }
+        return resolved(a) == resolved(b)
+    }
+
+    /// Device and inode of an existing file.
+    static func identity(_ path: String) -> [UInt64]? {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return nil }
+        return [UInt64(st.st_dev), UInt64(st.st_ino)]
+    }
+
+    /// The absolute path with symbolic links resolved; for a path that does not exist
+    /// (yet), its folder's resolved path plus its name.
+    public static func resolved(_ path: String) -> String {
+        let absolute = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+        if let real = realpath(absolute, nil) {
+            defer { free(real) }
+            return String(cString: real)
+        }
+        let ns = absolute as NSString
+        let parent = ns.deletingLastPathComponent
+        guard parent != absolute, !parent.isEmpty else { return absolute }
+        return (resolved(parent) as NSString).appendingPathComponent(ns.lastPathComponent)
+    }
+
+    /// The annotated copy of each image: `directory/NAME.png` for an image NAME.*, or,
+    /// when that would write over an input or another image's copy, `FOLDER_NAME.png`
+    /// (FOLDER: the image's folder), else `NAME-2.png`, `NAME-3.png`, ...
+    public static func predictions(for images: [String], in directory: String) -> [String] {
+        let inputs = images.map { (identity: identity($0), resolved: resolved($0)) }
+        var taken = Set<String>()  // resolved outputs, lower-cased: one file on case-insensitive disks
+        func isFree(_ path: String) -> Bool {
+            let r = resolved(path)
+            guard !taken.contains(r.lowercased()) else { return false }
+            let id = identity(path)
+            return !inputs.contains { ($0.identity != nil && $0.identity == id) || $0.resolved == r }
+        }
+        return images.enumerated().map { i, image in
+            let name = ((image as NSString).lastPathComponent as NSString).deletingPathExtension
+            let folder = ((inputs[i].resolved as NSString).deletingLastPathComponent as NSString).lastPathComponent
+            func candidate(_ k: Int) -> String {
+                let file = k == 0 ? "\(name).png" : k == 1 ? "\(folder)_\(name).png" : "\(name)-\(k).png"
+                return (directory as NSString).appendingPathComponent(file)
+            }
+            var k = 0
+            while !isFree(candidate(k)) { k += 1 }
+            taken.insert(resolved(candidate(k)).lowercased())
+            return candidate(k)
+        }
     }
 }

@@ -255,6 +255,11 @@ public enum Evaluator {
             let (x, y) = try data.batch(indices: indices, boxesPerImage: g)
             let n = indices.count
             try session.runLossStep("eval_step", x: x, y: y, batch: n, data: data, boxes: g, into: &acc)
+            // A model whose outputs overflow still "classifies" every anchor; its class
+            // error would look like a number, so a non-finite loss fails the evaluation.
+            for (what, value) in [("loss", acc.meanLoss), ("bbox mae", acc.bboxMAE)] where !value.isFinite {
+                throw RuntimeError("evaluating on \(data.labelFile) gave a non-finite \(what) (\(value)): the model's outputs overflow")
+            }
             let det = try session.run("infer", inputs: ["X": HostTensor(floats: x, shape: [n, 3, data.height, data.width])],
                                       outputs: ["detection"])["detection"]!
             let rows = det.floats, a = det.shape[1]

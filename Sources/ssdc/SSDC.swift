@@ -24,8 +24,10 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Input size HxW to compile the model for.")
     var inputSize: String = "256x256"
 
-    @Option(help: "OpenMP threads (default: SSDC_NUM_THREADS, else all cores).")
+    @Option(help: "OpenMP threads, 1 to \(ModelOptions.maxThreads) (default: SSDC_NUM_THREADS, else all cores).")
     var threads: Int?
+
+    func validate() throws { _ = try requestedThreads() }
 
     func parsedSize() throws -> (Int, Int) {
         let p = inputSize.lowercased().split(separator: "x").compactMap { Int($0) }
@@ -36,10 +38,33 @@ struct ModelOptions: ParsableArguments {
     func load() throws -> (ResolvedModel, ModelSession) {
         let (h, w) = try parsedSize()
         let m = try ModelResolver.resolve(model, height: h, width: w)
-        if let t = threads ?? ProcessInfo.processInfo.environment["SSDC_NUM_THREADS"].flatMap({ Int($0) }) {
-            m.library.setThreads(t)
-        }
+        if let t = try requestedThreads() { m.library.setThreads(t) }
         return (m, ModelSession(library: m.library))
+    }
+
+    /// The thread count --threads or else SSDC_NUM_THREADS asks for; nil when neither is
+    /// set, or the variable is empty (then OpenMP uses all cores).
+    func requestedThreads() throws -> Int? {
+        try Self.threadCount(option: threads, environment: ProcessInfo.processInfo.environment["SSDC_NUM_THREADS"])
+    }
+
+    /// The most threads ssdc starts: a few per core is already slower than one per core;
+    /// far more would exhaust memory (each thread has its own stack and scratch).
+    static var maxThreads: Int { max(64, 4 * ProcessInfo.processInfo.activeProcessorCount) }
+
+    /// Checks a thread count from the option or the environment variable (the option wins).
+    static func threadCount(option: Int?, environment: String?) throws -> Int? {
+        let range = 1...maxThreads
+        let allowed = "between 1 and \(maxThreads) (this machine has \(ProcessInfo.processInfo.activeProcessorCount) cores)"
+        if let option {
+            guard range.contains(option) else { throw ValidationError("--threads \(option): the thread count must be \(allowed)") }
+            return option
+        }
+        guard let environment, !environment.isEmpty else { return nil }
+        guard let n = Int(environment.trimmingCharacters(in: .whitespaces)), range.contains(n) else {
+            throw ValidationError("SSDC_NUM_THREADS=\(environment): the thread count must be a whole number \(allowed)")
+        }
+        return n
     }
 }
 
@@ -72,7 +97,7 @@ struct Compile: ParsableCommand {
             print("  \(kernels); library \(r.cached ? "from cache" : "built") in \(String(format: "%.2f", r.seconds)) s")
             for f in ["graph.txt", "model.c", "model.h", "manifest.json", "kernels.txt", "libmodel.so"] { print("  \(dir)/\(f)") }
         } catch {
-            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+            FileHandle.standardError.write(Data("error: \(describe(error))\n".utf8))
             throw ExitCode.failure
         }
     }
@@ -109,6 +134,15 @@ struct LossOptions: ParsableArguments {
     /// Whether any loss option was given (then they replace the model's declared loss).
     var isSet: Bool { smoothL1 != nil || focal != nil || negativeMiningRatio != nil || clsWeight != 1 || bboxWeight != 1 }
 
+    func validate() throws {
+        if let s = smoothL1 { try requireNumber(s, "--smooth-l1", above: 0) }
+        if let g = focal { try requireNumber(g, "--focal", atLeast: 0) }
+        try requireNumber(focalAlpha, "--focal-alpha", in: 0...1)
+        if let r = negativeMiningRatio { try requireNumber(r, "--negative-mining-ratio", above: 0) }
+        try requireNumber(clsWeight, "--cls-weight", atLeast: 0)
+        try requireNumber(bboxWeight, "--bbox-weight", atLeast: 0)
+    }
+
     var config: LossConfig {
         var c = LossConfig()
         if let s = smoothL1 { c.smoothL1 = true; c.sigma = s }
@@ -120,16 +154,37 @@ struct LossOptions: ParsableArguments {
     }
 }
 
+/// Rejects NaN, infinities and values outside what an option allows, naming the option.
+func requireNumber(_ value: Float, _ option: String, atLeast low: Float) throws {
+    guard value.isFinite, value >= low else { throw ValidationError("\(option) must be a finite number >= \(plain(low)), got \(value)") }
+}
+
+func requireNumber(_ value: Float, _ option: String, above low: Float) throws {
+    guard value.isFinite, value > low else { throw ValidationError("\(option) must be a finite number > \(plain(low)), got \(value)") }
+}
+
+func requireNumber(_ value: Float, _ option: String, in range: ClosedRange<Float>) throws {
+    guard range.contains(value) else {
+        throw ValidationError("\(option) must be between \(plain(range.lowerBound)) and \(plain(range.upperBound)), got \(value)")
+    }
+}
+
+/// 0 rather than 0.0 in messages.
+private func plain(_ v: Float) -> String { v == v.rounded() && abs(v) < 1e9 ? String(Int(v)) : String(v) }
+
 enum BNMode: String, ExpressibleByArgument { case train, eval }
 
 struct Run: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Run a compiled model: forward pass or prediction.")
+    static let configuration = CommandConfiguration(
+        abstract: "Train a model, take one training step, evaluate it, run its forward pass or detect objects in images.",
+        usage: "ssdc run (--train | --step | --eval | --forward | --predict) [<options>] [<images> ...]",
+        discussion: "Exactly one mode is chosen: --train, --step, --eval, --forward or --predict. Each option's help names the modes it is for.")
 
-    @Flag var mode: RunMode
+    @Flag(help: "The mode: exactly one of these.") var mode: RunMode
     @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var lossOptions: LossOptions
 
-    @Option(help: "--train/--eval: a banana-detection-style data set (bananas_train/, bananas_val/). Default: the built-in generated set.")
+    @Option(help: "--train/--eval: a banana-detection-style data set (bananas_train/, bananas_val/, optional classes.txt beside each label.csv). Default: the built-in generated set. --predict: class names from its classes.txt.")
     var data: String?
     @Option(help: "--train: epochs.") var epochs: Int = 20
     @Option(help: "--train/--eval: batch size.") var batchSize: Int = 32
@@ -150,7 +205,7 @@ struct Run: ParsableCommand {
     var bn: BNMode = .eval
     @Option(help: "--predict: smallest score shown.")
     var threshold: Float = 0.9
-    @Option(help: "--predict: class names, comma-separated (default: banana for one class).")
+    @Option(help: "--predict: class names, comma-separated, one per class of the model (default: classes.txt of --data, else banana for the built-in one-class TinySSD, else class 0, class 1, ...).")
     var classNames: String?
     @Argument(help: "--predict: images (PNG or JPEG).")
     var images: [String] = []
@@ -162,15 +217,29 @@ struct Run: ParsableCommand {
         if !images.isEmpty && mode != .predict { throw ValidationError("image arguments are for --predict") }
         if batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
         if epochs < 1 { throw ValidationError("--epochs must be at least 1") }
+        try requireNumber(lr, "--lr", atLeast: 0)
+        try requireNumber(wd, "--wd", atLeast: 0)
+        try requireNumber(threshold, "--threshold", in: 0...1)
         switch mode {
         case .train, .eval: break
         case .step:
-            if input == nil || out == nil { throw ValidationError("--step needs --input BATCH.safetensors (X, Y) and --out OUT.safetensors") }
+            guard let input, let out else { throw ValidationError("--step needs --input BATCH.safetensors (X, Y) and --out OUT.safetensors") }
+            try refuseOverwriting(out, inputs: input, weights)
         case .forward:
-            if input == nil || out == nil { throw ValidationError("--forward needs --input IN.safetensors and --out OUT.safetensors") }
+            guard let input, let out else { throw ValidationError("--forward needs --input IN.safetensors and --out OUT.safetensors") }
             if !images.isEmpty { throw ValidationError("--forward takes no image arguments; put X in --input") }
+            try refuseOverwriting(out, inputs: input, weights)
         case .predict:
             if images.isEmpty { throw ValidationError("--predict needs at least one image") }
+        }
+    }
+
+    /// --out must not name a file the run reads: writing it would replace the checkpoint
+    /// or the batch it came from.
+    func refuseOverwriting(_ out: String, inputs: String?...) throws {
+        for case let file? in inputs where OutputPaths.sameFile(out, file) {
+            let option = file == weights ? "--weights" : "--input"
+            throw ValidationError("--out \(out) is the \(option) file \(file); writing it would replace it. Choose another --out.")
         }
     }
 
@@ -182,7 +251,7 @@ struct Run: ParsableCommand {
         } catch let e as ExitCode {
             throw e
         } catch {
-            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+            FileHandle.standardError.write(Data("error: \(describe(error))\n".utf8))
             throw ExitCode.failure
         }
     }
@@ -203,9 +272,10 @@ struct Run: ParsableCommand {
         }
     }
 
+    /// The threads to use: --threads, else SSDC_NUM_THREADS, else all cores (validate()
+    /// has already rejected counts out of range).
     var threadCount: Int {
-        modelOptions.threads ?? ProcessInfo.processInfo.environment["SSDC_NUM_THREADS"].flatMap { Int($0) }
-            ?? ProcessInfo.processInfo.activeProcessorCount
+        (try? modelOptions.requestedThreads()) ?? ProcessInfo.processInfo.activeProcessorCount
     }
 
     /// The data set: --data, or the built-in generated one (made on first use).
@@ -226,7 +296,7 @@ struct Run: ParsableCommand {
         }
         let m = try ModelResolver.resolve(modelOptions.model, height: x.shape[2], width: x.shape[3],
                                           training: .init(maxBoxes: y.shape[1], loss: lossOptions.config), lossFromModel: !lossOptions.isSet)
-        if let t = modelOptions.threads { m.library.setThreads(t) }
+        if let t = try modelOptions.requestedThreads() { m.library.setThreads(t) }
         let session = ModelSession(library: m.library)
         try session.loadStateDict(try SafeTensors.read(weights!), source: weights!)
         session.setHyperParameters(learningRate: lr, weightDecay: wd)
@@ -249,7 +319,8 @@ struct Run: ParsableCommand {
         let data = try DetectionDataSet.load(root: root, split: .val)
         let m = try ModelResolver.resolve(modelOptions.model, height: data.height, width: data.width,
                                           training: .init(maxBoxes: max(1, data.maxBoxes), loss: lossOptions.config), lossFromModel: !lossOptions.isSet)
-        if let t = modelOptions.threads { m.library.setThreads(t) }
+        try data.validate(classCount: m.numClasses, of: "model \(m.graph.name)")
+        if let t = try modelOptions.requestedThreads() { m.library.setThreads(t) }
         let session = ModelSession(library: m.library)
         try session.loadStateDict(try SafeTensors.read(weights!), source: weights!)
         let r = try Evaluator.evaluate(session, data: data, batchSize: batchSize, maxBoxes: m.library.manifest.maxBoxes ?? data.maxBoxes)
@@ -274,16 +345,18 @@ struct Run: ParsableCommand {
 
     func predict(_ model: ResolvedModel, _ session: ModelSession) throws {
         let predictor = Predictor(model: model, session: session)
-        let names = classNames.map { $0.split(separator: ",").map(String.init) } ?? (model.numClasses == 1 ? ["banana"] : [])
+        let names = try predictionClassNames(model)
         let dir = out ?? "predictions"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        do {
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        } catch {
+            throw RuntimeError("--out \(dir): cannot create the folder for the annotated images: \(reason(error))")
+        }
         var failed = 0
-        for path in images {
+        for (path, dest) in zip(images, OutputPaths.predictions(for: images, in: dir)) {
             do {
                 let image = try RGBImage.load(path)
                 let found = try predictor.detect(image, threshold: threshold)
-                let base = ((path as NSString).lastPathComponent as NSString).deletingPathExtension
-                let dest = "\(dir)/\(base).png"
                 try Predictor.annotate(image, found, classNames: names).savePNG(to: dest)
                 print("\(path): \(found.count) detection\(found.count == 1 ? "" : "s") with score >= \(threshold) -> \(dest)")
                 for d in found {
@@ -292,9 +365,63 @@ struct Run: ParsableCommand {
                 }
             } catch {
                 failed += 1
-                FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+                FileHandle.standardError.write(Data("error: \(describe(error))\n".utf8))
             }
         }
         if failed > 0 { throw ExitCode.failure }
     }
+
+    /// The names drawn on --predict's boxes, class 0 first: --class-names, else the
+    /// classes.txt of --data, else "banana" for the built-in one-class TinySSD (the
+    /// chapter's detector); an empty list draws "class 0", "class 1", ...
+    func predictionClassNames(_ model: ResolvedModel) throws -> [String] {
+        let n = model.numClasses
+        let classes = n == 1 ? "1 class" : "\(n) classes"
+        if let classNames {
+            let names = classNames.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+            guard !names.contains("") else { throw RuntimeError("--class-names \(classNames): a class name is empty") }
+            guard names.count == n else { throw RuntimeError("--class-names gives \(names.count) names but the model has \(classes)") }
+            return names
+        }
+        if let data {
+            for split in DetectionDataSet.Split.allCases {
+                let file = "\(data)/\(split.directoryName)/classes.txt"
+                guard let names = try DetectionDataSet.readClassNames(file) else { continue }
+                guard names.count == n else { throw RuntimeError("\(file) names \(names.count) classes but the model has \(classes)") }
+                return names
+            }
+        }
+        return modelOptions.model == nil && n == 1 ? ["banana"] : []
+    }
+}
+
+/// An error in words for the user. ssdc's own errors already name their file; Foundation's
+/// (a CocoaError such as Code=516, a DecodingError) are put as "file: reason" instead of
+/// their debug form.
+func describe(_ error: Error) -> String {
+    switch error {
+    case let e as DecodingError: return "invalid JSON: \(e.reason)"
+    case let e as CocoaError:
+        let path = e.filePath ?? e.url?.path
+        return path.map { "\($0): \(reason(e))" } ?? reason(e)
+    default: return "\(error)"
+    }
+}
+
+/// The reason of a Foundation file error in words: the system's, when it has one.
+func reason(_ error: Error) -> String {
+    let ns = error as NSError
+    if let posix = ns.userInfo[NSUnderlyingErrorKey] as? NSError, posix.domain == NSPOSIXErrorDomain {
+        return String(cString: strerror(Int32(posix.code))).lowercased()
+    }
+    if let e = error as? CocoaError {
+        switch e.code {
+        case .fileWriteFileExists: return "a file of that name already exists"
+        case .fileNoSuchFile, .fileReadNoSuchFile: return "no such file or folder"
+        case .fileWriteNoPermission, .fileReadNoPermission: return "permission denied"
+        case .fileWriteOutOfSpace: return "the disk is full"
+        default: break
+        }
+    }
+    return ns.localizedDescription
 }
