@@ -11,8 +11,12 @@ extension Run {
             throw RuntimeError("\(root): images are \(data.width)x\(data.height); pass --input-size \(data.height)x\(data.width)")
         }
         let loss = lossOptions.config
-        let m = try ModelResolver.resolve(modelOptions.model, height: h, width: w, numClasses: max(1, data.classCount),
+        // The class count comes from the model (the built-in one: from the data set's
+        // classes.txt, else one class), never from the largest label, so a label typo is an
+        // error at its line instead of a silently larger model.
+        let m = try ModelResolver.resolve(modelOptions.model, height: h, width: w, numClasses: data.classNames?.count ?? 1,
                                           training: .init(maxBoxes: max(1, data.maxBoxes), loss: loss), lossFromModel: !lossOptions.isSet)
+        try data.validate(classCount: m.numClasses, of: "model \(m.graph.name)")
         m.library.setThreads(threadCount)
         let session = ModelSession(library: m.library)
         let runDir = out ?? "runs/latest"

@@ -209,4 +209,23 @@ final class CLIValidationTests: XCTestCase {
         XCTAssertNotEqual(r.status, 0)
         XCTAssertTrue(r.stderr.contains("\(file):3: class 7 is outside the 1 class of model tinyssd (0...0)"), r.stderr)
     }
+
+    /// A label typo in the training split used to train a model with 8 classes that eval and
+    /// predict could not load; now the built-in model has the data set's classes (one without
+    /// classes.txt) and the typo is reported at its line before anything is written.
+    func testTrainReportsALabelOutsideTheModelAtItsLine() throws {
+        let root = "\(tmp!)/data"
+        try SyntheticBananas.generate(into: root, trainCount: 4, valCount: 2, size: 64, seed: 5)
+        let file = "\(root)/bananas_train/label.csv"
+        var lines = try String(contentsOfFile: file, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        var fields = lines[3].split(separator: ",").map(String.init)
+        fields[1] = "7"
+        lines[3] = fields.joined(separator: ",")
+        try lines.joined(separator: "\n").write(toFile: file, atomically: true, encoding: .utf8)
+        let out = "\(tmp!)/run"
+        let r = try ssdc(["run", "--train", "--data", root, "--input-size", "64x64", "--epochs", "1", "--batch-size", "4", "--out", out])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("\(file):4: class 7 is outside the 1 class of model tinyssd"), r.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out + "/checkpoint.safetensors"))
+    }
 }
