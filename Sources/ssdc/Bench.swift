@@ -21,6 +21,13 @@ struct Bench: ParsableCommand {
     @Flag(help: "Time every kernel and report GFLOP/s of the convolutions.") var profile = false
     @Flag(help: "Print one JSON object instead of the table.") var json = false
 
+    func validate() throws {
+        _ = try ModelOptions.threadCount(option: threads, environment: nil)
+        guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1, got \(batchSize)") }
+        guard steps >= 1 else { throw ValidationError("--steps must be at least 1, got \(steps)") }
+        guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1, got \(repeats)") }
+    }
+
     func run() throws {
         // Compile time: cold in an empty cache, then cached.
         let cache = FileManager.default.temporaryDirectory.appendingPathComponent("ssdc-bench-\(getpid())").path

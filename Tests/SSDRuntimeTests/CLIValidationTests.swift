@@ -81,6 +81,12 @@ final class CLIValidationTests: XCTestCase {
             XCTAssertNotEqual(r.status, 0, "SSDC_NUM_THREADS=\(t) accepted")
             XCTAssertTrue(r.stderr.contains("SSDC_NUM_THREADS=\(t): the thread count must be a whole number between 1 and"), r.stderr)
         }
+        // bench checks its thread count and sizes too.
+        for bad in [["--threads=0"], ["--threads=100000"], ["--batch-size=0"], ["--steps=0"]] {
+            let r = try ssdc(["bench"] + bad)
+            XCTAssertNotEqual(r.status, 0, "bench \(bad) accepted")
+            XCTAssertTrue(r.stderr.contains(bad[0].split(separator: "=")[0]), r.stderr)
+        }
         // The option wins over the variable, as before.
         let r = try ssdc(["run", "--forward", "--threads", "1", "--weights", weights, "--input", "\(tmp!)/none.safetensors",
                           "--out", "\(tmp!)/o.safetensors"], environment: ["SSDC_NUM_THREADS": "abc"])
