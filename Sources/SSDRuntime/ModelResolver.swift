@@ -34,7 +34,7 @@ public enum ModelResolver {
             guard let data = fm.contents(atPath: graphFile) else {
                 throw RuntimeError("\(spec) is not a directory written by `ssdc compile` (no graph.json)")
             }
-            let graph = try JSONDecoder().decode(Graph.self, from: data)
+            let graph = try decodeGraph(data, file: graphFile)
             let lib = try ModelLibrary(path: "\(spec)/libmodel.so")
             if let g = lib.manifest.maxBoxes, g < training.maxBoxes {
                 throw RuntimeError("\(spec) was compiled for \(g) boxes per image, the data has \(training.maxBoxes): recompile with `ssdc compile --max-boxes \(training.maxBoxes)`")
@@ -56,5 +56,40 @@ public enum ModelResolver {
         let result = try Driver.compile(graph, into: dir, training: training)
         let lib = try ModelLibrary(path: result.libraryPath)
         return ResolvedModel(graph: graph, directory: dir, library: lib, compile: result)
+    }
+
+    /// The graph in a compiled directory's graph.json; a damaged file is named, with what
+    /// is wrong, rather than left as a bare DecodingError.
+    static func decodeGraph(_ data: Data, file: String) throws -> Graph {
+        let graph: Graph
+        do {
+            graph = try JSONDecoder().decode(Graph.self, from: data)
+        } catch let error as DecodingError {
+            throw RuntimeError("\(file) is damaged: \(describe(error)). Recompile the model with `ssdc compile`.")
+        } catch {
+            throw RuntimeError("\(file) is damaged: \(error). Recompile the model with `ssdc compile`.")
+        }
+        do {
+            try graph.verify()
+        } catch {
+            throw RuntimeError("\(file) is damaged: \(error). Recompile the model with `ssdc compile`.")
+        }
+        return graph
+    }
+
+    /// A DecodingError in words, with the JSON path of the bad value.
+    static func describe(_ error: DecodingError) -> String {
+        func at(_ path: [CodingKey]) -> String {
+            path.isEmpty ? "" : " at " + path.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined()
+        }
+        switch error {
+        case .dataCorrupted(let c):
+            let cause = (c.underlyingError as NSError?)?.userInfo[NSDebugDescriptionErrorKey] as? String
+            return "not valid JSON\(at(c.codingPath))" + (cause.map { " (\($0))" } ?? "")
+        case .keyNotFound(let key, let c): return "missing \"\(key.stringValue)\"\(at(c.codingPath))"
+        case .typeMismatch(let type, let c): return "expected \(type)\(at(c.codingPath)): \(c.debugDescription)"
+        case .valueNotFound(let type, let c): return "missing \(type) value\(at(c.codingPath))"
+        @unknown default: return "\(error)"
+        }
     }
 }

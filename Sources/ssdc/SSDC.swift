@@ -59,12 +59,16 @@ struct Compile: ParsableCommand {
     @Option(help: "Ground-truth boxes per image the train and eval steps take (rows of Y).")
     var maxBoxes: Int = 1
 
+    @Option(help: "Seconds the model program may run to build its graph (default: SSDC_MODEL_TIMEOUT, else 120).")
+    var modelTimeout: Double?
+
     func run() throws {
         let p = inputSize.lowercased().split(separator: "x").compactMap { Int($0) }
         guard p.count == 2 else { throw ValidationError("--input-size must look like 256x256") }
         guard maxBoxes >= 1 else { throw ValidationError("--max-boxes must be at least 1") }
+        if let t = modelTimeout, !(t.isFinite && t > 0) { throw ValidationError("--model-timeout must be a number of seconds greater than 0, got \(t)") }
         do {
-            let graph = try ModelSource.graph(fromFile: file, height: p[0], width: p[1])
+            let graph = try ModelSource.graph(fromFile: file, height: p[0], width: p[1], timeout: modelTimeout)
             let dir = output ?? "build/\(graph.name)"
             let r = try Driver.compile(graph, into: dir, training: .init(maxBoxes: maxBoxes))
             let kernels = r.model.programs.map { "\($0.name): \($0.kernels.count) kernels" }.joined(separator: ", ")
