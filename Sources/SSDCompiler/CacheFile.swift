@@ -120,8 +120,9 @@ public enum CacheFile {
     }
 
     /// A Foundation error in words: its POSIX cause when it has one (Cocoa codes such as
-    /// 256 or 516 mean nothing to a user).
+    /// 256 or 516 mean nothing to a user), or what is wrong where in a JSON file.
     public static func describe(_ error: Error) -> String {
+        if let e = error as? DecodingError { return describe(decoding: e) }
         let ns = error as NSError
         if ns.domain == NSPOSIXErrorDomain { return reason(Int32(ns.code)) }
         if let underlying = ns.userInfo[NSUnderlyingErrorKey] as? NSError, underlying.domain == NSPOSIXErrorDomain {
@@ -133,6 +134,26 @@ public enum CacheFile {
         case NSFileWriteOutOfSpaceError: return reason(ENOSPC)
         case NSFileWriteFileExistsError: return "a file of that name already exists"
         default: return ns.localizedFailureReason ?? ns.localizedDescription
+        }
+    }
+
+    /// A DecodingError in words, with the JSON path of the bad value.
+    static func describe(decoding error: DecodingError) -> String {
+        func at(_ path: [CodingKey]) -> String {
+            path.isEmpty ? "" : " at " + path.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined()
+        }
+        func detail(_ c: DecodingError.Context) -> String {
+            c.debugDescription.hasSuffix(".") ? String(c.debugDescription.dropLast()) : c.debugDescription
+        }
+        switch error {
+        case .dataCorrupted(let c) where c.codingPath.isEmpty:
+            let cause = (c.underlyingError as NSError?)?.userInfo[NSDebugDescriptionErrorKey] as? String
+            return "not valid JSON (cut short, or not JSON at all)" + (cause.map { ": \($0)" } ?? "")
+        case .dataCorrupted(let c): return "an invalid value\(at(c.codingPath)): \(detail(c))"
+        case .keyNotFound(let key, let c): return "missing \"\(key.stringValue)\"\(at(c.codingPath))"
+        case .typeMismatch(let type, let c): return "expected \(type)\(at(c.codingPath)): \(detail(c))"
+        case .valueNotFound(let type, let c): return "missing \(type) value\(at(c.codingPath))"
+        @unknown default: return "\(error)"
         }
     }
 

@@ -91,7 +91,7 @@ public enum ModelSource {
         do {
             export = try JSONDecoder().decode(ModelExport.self, from: data)
         } catch {
-            throw Error(description: "\(path): the model program wrote an unreadable graph (\(out)): \(error)")
+            throw Error(description: "\(path): the graph the model program wrote to \(out) is unreadable: \(CacheFile.describe(error)) (is the disk full?)")
         }
         guard let entry = name.map({ n in export.models.first { $0.name == n } }) ?? export.models.first else {
             throw Error(description: "\(path) defines no model\(name.map { " named \($0)" } ?? "")")

@@ -67,7 +67,7 @@ public final class ModelLibrary: @unchecked Sendable {
         do {
             manifest = try decoder.decode(CompiledModel.Manifest.self, from: Data(String(cString: text).utf8))
         } catch {
-            throw RuntimeError("\(path): its embedded manifest is not one this ssdc reads (\(error)). Recompile the model with `ssdc compile`.")
+            throw RuntimeError("\(path): its embedded manifest is not one this ssdc reads (\(CacheFile.describe(error))). Recompile the model with `ssdc compile`.")
         }
         guard manifest.abiVersion == CompiledModel.abiVersion else {
             throw RuntimeError("\(path) has ABI version \(manifest.abiVersion); this ssdc expects \(CompiledModel.abiVersion). Recompile the model.")

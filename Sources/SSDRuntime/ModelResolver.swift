@@ -64,10 +64,8 @@ public enum ModelResolver {
         let graph: Graph
         do {
             graph = try JSONDecoder().decode(Graph.self, from: data)
-        } catch let error as DecodingError {
-            throw RuntimeError("\(file) is damaged: \(describe(error)). Recompile the model with `ssdc compile`.")
         } catch {
-            throw RuntimeError("\(file) is damaged: \(error). Recompile the model with `ssdc compile`.")
+            throw RuntimeError("\(file) is damaged: \(CacheFile.describe(error)). Recompile the model with `ssdc compile`.")
         }
         do {
             try graph.verify()
@@ -75,21 +73,5 @@ public enum ModelResolver {
             throw RuntimeError("\(file) is damaged: \(error). Recompile the model with `ssdc compile`.")
         }
         return graph
-    }
-
-    /// A DecodingError in words, with the JSON path of the bad value.
-    static func describe(_ error: DecodingError) -> String {
-        func at(_ path: [CodingKey]) -> String {
-            path.isEmpty ? "" : " at " + path.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined()
-        }
-        switch error {
-        case .dataCorrupted(let c):
-            let cause = (c.underlyingError as NSError?)?.userInfo[NSDebugDescriptionErrorKey] as? String
-            return "not valid JSON\(at(c.codingPath))" + (cause.map { " (\($0))" } ?? "")
-        case .keyNotFound(let key, let c): return "missing \"\(key.stringValue)\"\(at(c.codingPath))"
-        case .typeMismatch(let type, let c): return "expected \(type)\(at(c.codingPath)): \(c.debugDescription)"
-        case .valueNotFound(let type, let c): return "missing \(type) value\(at(c.codingPath))"
-        @unknown default: return "\(error)"
-        }
     }
 }

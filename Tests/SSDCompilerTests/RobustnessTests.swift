@@ -90,6 +90,13 @@ final class RobustnessTests: XCTestCase {
         }
         XCTAssertTrue(CacheFile.reason(ENOSPC).contains("no space left on device"))
         XCTAssertTrue(CacheFile.describe(NSError(domain: NSCocoaErrorDomain, code: 516)).contains("already exists"))
+        struct Pair: Decodable { var a: [Int] }
+        XCTAssertThrowsError(try JSONDecoder().decode(Pair.self, from: Data("{\"a\": [1, ".utf8))) { error in
+            XCTAssertTrue(CacheFile.describe(error).hasPrefix("not valid JSON (cut short"), CacheFile.describe(error))
+        }
+        XCTAssertThrowsError(try JSONDecoder().decode(Pair.self, from: Data("{\"a\": [1, \"x\"]}".utf8))) { error in
+            XCTAssertTrue(CacheFile.describe(error).hasPrefix("expected Int at .a[1]: "), CacheFile.describe(error))
+        }
     }
 
     // MARK: checking libraries
