@@ -144,7 +144,7 @@ public enum Toolchain {
         try CacheFile.makeDirectory(cache)
         let lib = "\(cache)/libssdc-\(hasher.hex).so"
         // A damaged entry (an interrupted write by an older ssdc, a failing disk) is rebuilt.
-        if FileManager.default.fileExists(atPath: lib), ELFFile.problem(lib, kind: .sharedLibrary) == nil { return (lib, true) }
+        if ELFFile.problem(lib, kind: .sharedLibrary) == nil { return (lib, true) }
 
         let tmp = CacheFile.temporaryPath(for: lib)
         let args = toolchain.flags + ["-I", try runtimeDirectory(), "-I", dir, "\(dir)/model.c"] + runtime.objects
@@ -197,9 +197,10 @@ public enum Toolchain {
         let failures = ErrorBox()
         DispatchQueue.concurrentPerform(iterations: sources.count) { i in
             guard ELFFile.problem(objects[i], kind: .object) != nil else { return }
-            let args = toolchain.flags + ["-I", rdir, "-c", sources[i], "-o", CacheFile.temporaryPath(for: objects[i])]
+            let tmp = CacheFile.temporaryPath(for: objects[i])
+            let args = toolchain.flags + ["-I", rdir, "-c", sources[i], "-o", tmp]
             do {
-                try buildVerified(args.last!, into: objects[i], kind: .object, toolchain: toolchain, arguments: args)
+                try buildVerified(tmp, into: objects[i], kind: .object, toolchain: toolchain, arguments: args)
             } catch {
                 failures.add("\(error)")
             }
