@@ -21,8 +21,7 @@ public enum Driver {
         let toolchain = try Toolchain.info()
         let model = try CompiledModel(graph: graph, toolchain: toolchain, training: training)
         let emitter = CEmitter(model)
-        let fm = FileManager.default
-        try fm.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try AtomicFile.makeDirectory(directory)
         let files: [(String, String)] = [
             ("graph.txt", graph.text),
             ("graph.json", try graphJSON(graph)),
@@ -35,9 +34,9 @@ public enum Driver {
             try writeIfChanged(text, to: "\(directory)/\(name)")
         }
         let (lib, cached) = try Toolchain.buildLibrary(sourceDir: directory, toolchain: toolchain)
+        // Copied whole or not at all (a process loading the old file keeps its copy).
         let dest = "\(directory)/libmodel.so"
-        try? fm.removeItem(atPath: dest)
-        try fm.copyItem(atPath: lib, toPath: dest)
+        try AtomicFile.copy(lib, to: dest)
         return CompileResult(model: model, directory: directory, libraryPath: dest, cached: cached,
                              seconds: Date().timeIntervalSince(start))
     }
@@ -48,10 +47,11 @@ public enum Driver {
         return String(decoding: try e.encode(g), as: UTF8.self) + "\n"
     }
 
-    /// Leaves an unchanged file alone (its time stamp too), so tools watching it do not rebuild.
+    /// Leaves an unchanged file alone (its time stamp too), so tools watching it do not
+    /// rebuild; a changed one is replaced whole (see AtomicFile).
     static func writeIfChanged(_ text: String, to path: String) throws {
         let data = Data(text.utf8)
         if FileManager.default.contents(atPath: path) == data { return }
-        try data.write(to: URL(fileURLWithPath: path), options: .atomic)
+        try AtomicFile.write(data, to: path)
     }
 }

@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import Foundation
 
 /// The C compiler a library is built with, and its flags.
@@ -112,7 +117,7 @@ public enum Toolchain {
 
     public static func runtimeSources() throws -> [String] {
         let dir = try runtimeDirectory()
-        return try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".c") }.sorted().map { "\(dir)/\($0)" }
+        return try AtomicFile.directoryListing(dir).filter { $0.hasSuffix(".c") }.sorted().map { "\(dir)/\($0)" }
     }
 
     /// Where built libraries are cached: `SSDC_CACHE_DIR`, else ~/.cache/ssdc.
@@ -133,24 +138,42 @@ public enum Toolchain {
         hasher.add(runtime.key)
         for f in ["model.c", "model.h"] {
             hasher.add(f)
-            hasher.add(try Data(contentsOf: URL(fileURLWithPath: "\(dir)/\(f)")))
+            hasher.add(try AtomicFile.read("\(dir)/\(f)"))
         }
         let cache = cacheDirectory() + "/lib"
-        try FileManager.default.createDirectory(atPath: cache, withIntermediateDirectories: true)
+        try AtomicFile.makeDirectory(cache)
         let lib = "\(cache)/libssdc-\(hasher.hex).so"
-        if FileManager.default.fileExists(atPath: lib) { return (lib, true) }
+        // A damaged entry (an interrupted write by an older ssdc, a failing disk) is rebuilt.
+        if ELFFile.problem(lib, kind: .sharedLibrary) == nil { return (lib, true) }
 
-        let tmp = "\(lib).\(ProcessInfo.processInfo.processIdentifier).tmp"
+        let tmp = AtomicFile.temporaryPath(for: lib)
         let args = toolchain.flags + ["-I", try runtimeDirectory(), "-I", dir, "\(dir)/model.c"] + runtime.objects
             + ToolchainInfo.linkFlags + ["-o", tmp]
-        let r = try Shell.run(toolchain.cc, args)
-        guard r.status == 0 else {
-            try? FileManager.default.removeItem(atPath: tmp)
-            throw ToolchainError(explain(r.stderr, cc: toolchain.cc))
-        }
-        _ = try? FileManager.default.removeItem(atPath: lib)
-        try FileManager.default.moveItem(atPath: tmp, toPath: lib)
+        try buildVerified(tmp, into: lib, kind: .sharedLibrary, toolchain: toolchain, arguments: args)
         return (lib, false)
+    }
+
+    /// Runs the compiler to write `tmp`, checks that it wrote a complete ELF file, and
+    /// renames it to `dest`. Another process building the same file at the same time
+    /// writes its own temporary file, and either rename leaves a complete `dest`.
+    static func buildVerified(_ tmp: String, into dest: String, kind: ELFFile.Kind, toolchain: ToolchainInfo,
+                              arguments: [String]) throws {
+        let r: ProcessResult
+        do {
+            r = try Shell.run(toolchain.cc, arguments)
+        } catch {
+            unlink(tmp)
+            throw error
+        }
+        guard r.status == 0 else {
+            unlink(tmp)
+            throw ToolchainError(explain(r.stderr, cc: toolchain.cc, output: dest))
+        }
+        if let problem = ELFFile.problem(tmp, kind: kind) {
+            unlink(tmp)
+            throw ToolchainError("\(toolchain.cc) reported success but wrote an incomplete \(dest): \(problem)")
+        }
+        try AtomicFile.replace(dest, with: tmp)
     }
 
     /// The runtime compiled to objects (in parallel, one clang per file), cached by a hash of
@@ -160,25 +183,24 @@ public enum Toolchain {
         let sources = try runtimeSources()
         var hasher = ContentHash()
         hasher.add(toolchain.cc); hasher.add(toolchain.version); hasher.add(toolchain.flags.joined(separator: " "))
-        let headers = try FileManager.default.contentsOfDirectory(atPath: rdir).filter { $0.hasSuffix(".h") }.sorted()
+        let headers = try AtomicFile.directoryListing(rdir).filter { $0.hasSuffix(".h") }.sorted()
         for f in headers.map({ "\(rdir)/\($0)" }) + sources {
             hasher.add((f as NSString).lastPathComponent)
-            hasher.add(try Data(contentsOf: URL(fileURLWithPath: f)))
+            hasher.add(try AtomicFile.read(f))
         }
         let key = hasher.hex
         let odir = cacheDirectory() + "/runtime-\(key)"
         let objects = sources.map { "\(odir)/\((($0 as NSString).lastPathComponent as NSString).deletingPathExtension).o" }
-        if objects.allSatisfy({ FileManager.default.fileExists(atPath: $0) }) { return (key, objects) }
+        if objects.allSatisfy({ ELFFile.problem($0, kind: .object) == nil }) { return (key, objects) }
 
-        try FileManager.default.createDirectory(atPath: odir, withIntermediateDirectories: true)
+        try AtomicFile.makeDirectory(odir)
         let failures = ErrorBox()
         DispatchQueue.concurrentPerform(iterations: sources.count) { i in
-            let tmp = objects[i] + ".\(ProcessInfo.processInfo.processIdentifier).tmp"
+            guard ELFFile.problem(objects[i], kind: .object) != nil else { return }
+            let tmp = AtomicFile.temporaryPath(for: objects[i])
+            let args = toolchain.flags + ["-I", rdir, "-c", sources[i], "-o", tmp]
             do {
-                let r = try Shell.run(toolchain.cc, toolchain.flags + ["-I", rdir, "-c", sources[i], "-o", tmp])
-                if r.status != 0 { failures.add(explain(r.stderr, cc: toolchain.cc)); return }
-                _ = try? FileManager.default.removeItem(atPath: objects[i])
-                try FileManager.default.moveItem(atPath: tmp, toPath: objects[i])
+                try buildVerified(tmp, into: objects[i], kind: .object, toolchain: toolchain, arguments: args)
             } catch {
                 failures.add("\(error)")
             }
@@ -187,12 +209,21 @@ public enum Toolchain {
         return (key, objects)
     }
 
-    /// Turns the common build failures into advice that says what to install.
-    static func explain(_ stderr: String, cc: String) -> String {
+    /// Turns the common build failures into advice: what to install, or that the disk is full.
+    static func explain(_ stderr: String, cc: String, output: String) -> String {
+        if outOfSpace(stderr) {
+            return "cannot build \(output): no space left on device (the disk is full, or a file-size limit was hit). Free some space (the cache is \(cacheDirectory()); SSDC_CACHE_DIR moves it) and compile again.\n\(stderr)"
+        }
         if stderr.contains("omp.h") || stderr.contains("-lomp") || stderr.contains("libomp") || stderr.contains("fopenmp") {
             return "\(cc) cannot build with OpenMP. Install Debian's clang and OpenMP runtime (apt-get install clang libomp-dev) or point SSDC_CC at a compiler with OpenMP.\n\(stderr)"
         }
         return "C compilation failed (\(cc)):\n\(stderr)"
+    }
+
+    /// Whether a tool's error output says it ran out of disk space (or hit a file-size limit).
+    public static func outOfSpace(_ stderr: String) -> Bool {
+        ["No space left on device", "Disk quota exceeded", "File too large", "File size limit exceeded"]
+            .contains { stderr.contains($0) }
     }
 }
 

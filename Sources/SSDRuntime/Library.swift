@@ -50,7 +50,10 @@ public final class ModelLibrary: @unchecked Sendable {
     public let manifest: CompiledModel.Manifest
     private let handle: UnsafeMutableRawPointer
 
+    /// Loads the library at `path`, checked first to be a complete shared library: dlopen
+    /// maps a truncated one and the process would die with SIGBUS on first use.
     public init(path: String) throws {
+        try Self.checkFile(path)
         guard let h = dlopen(path, RTLD_NOW | RTLD_LOCAL) else {
             throw RuntimeError("cannot load \(path): \(String(cString: dlerror()))")
         }
@@ -61,10 +64,20 @@ public final class ModelLibrary: @unchecked Sendable {
         guard let text = fn() else { throw RuntimeError("\(path): empty manifest") }
         let decoder = JSONDecoder()
         decoder.keyDecodingStrategy = .convertFromSnakeCase
-        manifest = try decoder.decode(CompiledModel.Manifest.self, from: Data(String(cString: text).utf8))
+        do {
+            manifest = try decoder.decode(CompiledModel.Manifest.self, from: Data(String(cString: text).utf8))
+        } catch {
+            throw RuntimeError("\(path): its embedded manifest is not one this ssdc reads (\(AtomicFile.describe(error))). Recompile the model with `ssdc compile`.")
+        }
         guard manifest.abiVersion == CompiledModel.abiVersion else {
             throw RuntimeError("\(path) has ABI version \(manifest.abiVersion); this ssdc expects \(CompiledModel.abiVersion). Recompile the model.")
         }
+    }
+
+    /// Throws, naming the file and what to do, unless `path` is a complete shared library.
+    static func checkFile(_ path: String) throws {
+        guard let problem = ELFFile.problem(path, kind: .sharedLibrary) else { return }
+        throw RuntimeError("cannot load \(path): \(problem). Recompile the model with `ssdc compile`; if it came from the cache, remove \(Toolchain.cacheDirectory()) and run again.")
     }
 
     func symbol<T>(_ name: String, as: T.Type) throws -> T {

@@ -34,12 +34,7 @@ public enum ModelResolver {
             guard let data = fm.contents(atPath: graphFile) else {
                 throw RuntimeError("\(spec) is not a directory written by `ssdc compile` (no graph.json)")
             }
-            let graph: Graph
-            do {
-                graph = try JSONDecoder().decode(Graph.self, from: data)
-            } catch let error as DecodingError {
-                throw RuntimeError("\(graphFile) is not a graph written by `ssdc compile` (\(error.reason)); recompile the model")
-            }
+            let graph = try decodeGraph(data, file: graphFile)
             let lib = try ModelLibrary(path: "\(spec)/libmodel.so")
             if let g = lib.manifest.maxBoxes, g < training.maxBoxes {
                 throw RuntimeError("\(spec) was compiled for \(g) boxes per image, the data has \(training.maxBoxes): recompile with `ssdc compile --max-boxes \(training.maxBoxes)`")
@@ -62,20 +57,22 @@ public enum ModelResolver {
         let lib = try ModelLibrary(path: result.libraryPath)
         return ResolvedModel(graph: graph, directory: dir, library: lib, compile: result)
     }
-}
 
-extension DecodingError {
-    /// Where in the JSON decoding failed and why, in words (its default description is a
-    /// debug dump).
-    public var reason: String {
-        let context: Context
-        switch self {
-        case .typeMismatch(_, let c), .valueNotFound(_, let c), .keyNotFound(_, let c), .dataCorrupted(let c): context = c
-        @unknown default: return "\(self)"
+    /// The graph in a compiled directory's graph.json; a damaged file is named, with what
+    /// is wrong, rather than left as a bare DecodingError.
+    static func decodeGraph(_ data: Data, file: String) throws -> Graph {
+        let graph: Graph
+        do {
+            graph = try JSONDecoder().decode(Graph.self, from: data)
+        } catch {
+            throw RuntimeError("\(file) is damaged: \(AtomicFile.describe(error)). Recompile the model with `ssdc compile`.")
         }
-        let path = context.codingPath.map { $0.intValue.map(String.init) ?? $0.stringValue }.joined(separator: ".")
-        var text = context.debugDescription
-        if let underlying = context.underlyingError { text += " " + (underlying as NSError).localizedDescription }
-        return path.isEmpty ? text : "at \(path): \(text)"
+        do {
+            try graph.verify()
+        } catch {
+            throw RuntimeError("\(file) is damaged: \(error). Recompile the model with `ssdc compile`.")
+        }
+        return graph
     }
 }
+

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Foundation
+import SSDCompiler
 
 /// A training run's folder (settings.json, metrics.csv, checkpoint.safetensors), held by one
 /// trainer at a time: opening it takes an exclusive lock on RUNDIR/.lock, so a second ssdc
@@ -77,7 +78,7 @@ final class RunDirectory {
     }
 
     /// Whether `name` is a temporary file of an atomic write of one of the run's files
-    /// (FileIO.writeAtomically and `writeAtomically` below name them `.NAME.tmp-PID-RANDOM`).
+    /// (SSDIO's FileIO.writeAtomically and AtomicFile name them `.NAME.tmp-PID-RANDOM`).
     static func isTemporary(_ name: String) -> Bool {
         runFiles.contains { name.hasPrefix(".\($0).tmp-") }
     }
@@ -114,7 +115,7 @@ final class RunDirectory {
         do {
             return try JSONDecoder().decode(TrainSettings.self, from: Data(contentsOf: URL(fileURLWithPath: settingsPath)))
         } catch {
-            throw RuntimeError("\(settingsPath) is not a readable settings file of a run: \(Self.describe(error))")
+            throw RuntimeError("\(settingsPath) is not a readable settings file of a run: \(AtomicFile.describe(error))")
         }
     }
 
@@ -126,55 +127,12 @@ final class RunDirectory {
         do {
             data = try e.encode(settings)
         } catch {
-            throw RuntimeError("cannot write \(settingsPath): \(Self.describe(error))")
+            throw RuntimeError("cannot write \(settingsPath): \(AtomicFile.describe(error))")
         }
-        try Self.writeAtomically(Array(data), to: settingsPath)
-    }
-
-    /// A decoding or encoding error in words (the key path and the problem), not Swift's dump.
-    static func describe(_ error: Error) -> String {
-        func at(_ path: [CodingKey]) -> String { path.isEmpty ? "" : " at \(path.map(\.stringValue).joined(separator: "."))" }
-        switch error {
-        case DecodingError.keyNotFound(let key, let c): return "missing \(key.stringValue)\(at(c.codingPath))"
-        case DecodingError.typeMismatch(_, let c), DecodingError.valueNotFound(_, let c), DecodingError.dataCorrupted(let c):
-            return "\(c.debugDescription)\(at(c.codingPath))"
-        case EncodingError.invalidValue(let value, let c): return "cannot store \(value)\(at(c.codingPath))"
-        default: return error.localizedDescription
-        }
+        try AtomicFile.write(data, to: settingsPath)
     }
 
     // MARK: writing
-
-    /// Writes `bytes` to `path` so that no reader and no crash ever sees a partial file:
-    /// a temporary file beside it, flushed, then renamed over it. Failures (a full disk, a
-    /// file size limit) are thrown with the file's name, and the temporary file is removed.
-    static func writeAtomically(_ bytes: [UInt8], to path: String) throws {
-        let directory = (path as NSString).deletingLastPathComponent
-        let name = (path as NSString).lastPathComponent
-        let temp = "\(directory.isEmpty ? "." : directory)/.\(name).tmp-\(getpid())-\(UInt32.random(in: 0 ... .max))"
-        let fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        if fd < 0 { throw RuntimeError("cannot write \(path): \(String(cString: strerror(errno)))") }
-        var failure: Int32 = 0
-        bytes.withUnsafeBytes { raw in
-            var offset = 0
-            while offset < raw.count {
-                let n = write(fd, raw.baseAddress! + offset, raw.count - offset)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    failure = errno
-                    return
-                }
-                offset += n
-            }
-        }
-        if failure == 0, fsync(fd) != 0 { failure = errno }
-        if close(fd) != 0, failure == 0 { failure = errno }
-        if failure == 0, rename(temp, path) != 0 { failure = errno }
-        if failure != 0 {
-            unlink(temp)
-            throw RuntimeError("cannot write \(path): \(String(cString: strerror(failure)))")
-        }
-    }
 }
 
 /// metrics.csv: a header and one row per finished epoch. It is rewritten whole (atomically)
@@ -207,7 +165,7 @@ struct MetricsLog {
     var text: String { ([Self.header] + rows).map { $0 + "\n" }.joined() }
 
     func write(to path: String) throws {
-        try RunDirectory.writeAtomically(Array(text.utf8), to: path)
+        try AtomicFile.write(Data(text.utf8), to: path)
     }
 }
 

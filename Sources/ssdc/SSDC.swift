@@ -84,12 +84,16 @@ struct Compile: ParsableCommand {
     @Option(help: "Ground-truth boxes per image the train and eval steps take (rows of Y).")
     var maxBoxes: Int = 1
 
+    @Option(help: "Seconds the model program may run to build its graph (default: SSDC_MODEL_TIMEOUT, else 120).")
+    var modelTimeout: Double?
+
     func run() throws {
         let p = inputSize.lowercased().split(separator: "x").compactMap { Int($0) }
         guard p.count == 2 else { throw ValidationError("--input-size must look like 256x256") }
         guard maxBoxes >= 1 else { throw ValidationError("--max-boxes must be at least 1") }
+        if let t = modelTimeout, !(t.isFinite && t > 0) { throw ValidationError("--model-timeout must be a number of seconds greater than 0, got \(t)") }
         do {
-            let graph = try ModelSource.graph(fromFile: file, height: p[0], width: p[1])
+            let graph = try ModelSource.graph(fromFile: file, height: p[0], width: p[1], timeout: modelTimeout)
             let dir = output ?? "build/\(graph.name)"
             let r = try Driver.compile(graph, into: dir, training: .init(maxBoxes: maxBoxes))
             let kernels = r.model.programs.map { "\($0.name): \($0.kernels.count) kernels" }.joined(separator: ", ")
@@ -350,7 +354,7 @@ struct Run: ParsableCommand {
         do {
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         } catch {
-            throw RuntimeError("--out \(dir): cannot create the folder for the annotated images: \(reason(error))")
+            throw RuntimeError("--out \(dir): cannot create the folder for the annotated images: \(AtomicFile.describe(error))")
         }
         var failed = 0
         for (path, dest) in zip(images, OutputPaths.predictions(for: images, in: dir)) {
@@ -400,28 +404,10 @@ struct Run: ParsableCommand {
 /// their debug form.
 func describe(_ error: Error) -> String {
     switch error {
-    case let e as DecodingError: return "invalid JSON: \(e.reason)"
+    case is DecodingError: return "invalid JSON: \(AtomicFile.describe(error))"
     case let e as CocoaError:
         let path = e.filePath ?? e.url?.path
-        return path.map { "\($0): \(reason(e))" } ?? reason(e)
+        return path.map { "\($0): \(AtomicFile.describe(e))" } ?? AtomicFile.describe(e)
     default: return "\(error)"
     }
-}
-
-/// The reason of a Foundation file error in words: the system's, when it has one.
-func reason(_ error: Error) -> String {
-    let ns = error as NSError
-    if let posix = ns.userInfo[NSUnderlyingErrorKey] as? NSError, posix.domain == NSPOSIXErrorDomain {
-        return String(cString: strerror(Int32(posix.code))).lowercased()
-    }
-    if let e = error as? CocoaError {
-        switch e.code {
-        case .fileWriteFileExists: return "a file of that name already exists"
-        case .fileNoSuchFile, .fileReadNoSuchFile: return "no such file or folder"
-        case .fileWriteNoPermission, .fileReadNoPermission: return "permission denied"
-        case .fileWriteOutOfSpace: return "the disk is full"
-        default: break
-        }
-    }
-    return ns.localizedDescription
 }
