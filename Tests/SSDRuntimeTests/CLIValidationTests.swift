@@ -193,15 +193,6 @@ final class CLIValidationTests: XCTestCase {
         XCTAssertFalse(r.stderr.contains("Code="), r.stderr)
     }
 
-    func testACorruptCompiledModelIsNamed() throws {
-        try FileManager.default.createDirectory(atPath: "\(tmp!)/model", withIntermediateDirectories: true)
-        try Data("{".utf8).write(to: URL(fileURLWithPath: "\(tmp!)/model/graph.json"))
-        let r = try ssdc(["run", "--forward", "--model", "\(tmp!)/model", "--weights", weights, "--input", "in", "--out", "\(tmp!)/o"])
-        XCTAssertNotEqual(r.status, 0)
-        XCTAssertTrue(r.stderr.contains("\(tmp!)/model/graph.json is not a graph written by `ssdc compile`"), r.stderr)
-        XCTAssertFalse(r.stderr.contains("DecodingError"), r.stderr)
-    }
-
     func testEvalReportsALabelOutsideTheModelAtItsLine() throws {
         let root = "\(tmp!)/data"
         try SyntheticBananas.generate(into: root, trainCount: 4, valCount: 4, size: 64, seed: 5)
