@@ -6,28 +6,9 @@ import XCTest
 /// Each mode of `ssdc run` and `ssdc bench` end to end through the built executable, on the
 /// committed tiny data set (Tests/Fixtures/tiny-bananas: 4 + 2 images of 128x128) and the
 /// PyTorch fixtures, a few steps each, checking what they print and write.
-final class CLIModesTests: XCTestCase {
+final class CLIModesTests: CLITestCase {
     static let tinyData = Fixtures.directory + "/tiny-bananas"
     static let weights = Fixtures.directory + "/tinyssd_weights.safetensors"
-
-    var tmp: String!
-
-    override func setUpWithError() throws {
-        guard FileManager.default.isExecutableFile(atPath: CLITests.ssdc) else {
-            throw XCTSkip("ssdc is not built at \(CLITests.ssdc); run `swift build` before `swift test`")
-        }
-        tmp = FileManager.default.temporaryDirectory.appendingPathComponent("ssdc-modes-\(getpid())-\(name.filter { $0.isLetter })").path
-        try? FileManager.default.removeItem(atPath: tmp)
-        try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws {
-        if let tmp { try? FileManager.default.removeItem(atPath: tmp) }
-    }
-
-    func ssdc(_ args: [String]) throws -> ProcessResult {
-        try Shell.run(CLITests.ssdc, args)
-    }
 
     /// The number after the first `label ` in `text`, e.g. "class err 1.2e-02" -> 0.012.
     func number(after label: String, in text: String, file: StaticString = #filePath, line: UInt = #line) -> Double? {

@@ -4,31 +4,7 @@ import SSDIO
 import XCTest
 
 /// The command line as a user meets it, including what it says about bad input.
-final class CLITests: XCTestCase {
-    /// The ssdc executable built beside this test bundle.
-    static var ssdc: String {
-        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        return URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent("ssdc").path
-    }
-
-    var tmp: String!
-
-    override func setUpWithError() throws {
-        guard FileManager.default.isExecutableFile(atPath: Self.ssdc) else {
-            throw XCTSkip("ssdc is not built at \(Self.ssdc); run `swift build` before `swift test`")
-        }
-        tmp = FileManager.default.temporaryDirectory.appendingPathComponent("ssdc-cli-\(getpid())-\(name.filter { $0.isLetter })").path
-        try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws {
-        if let tmp { try? FileManager.default.removeItem(atPath: tmp) }
-    }
-
-    func ssdc(_ args: [String], in dir: String? = nil) throws -> ProcessResult {
-        try Shell.run(Self.ssdc, args, currentDirectory: dir)
-    }
-
+final class CLITests: CLITestCase {
     func testCompileExampleFromAnotherDirectory() throws {
         let model = Fixtures.packageRoot + "/Examples/tinyssd/model.swift"
         let r = try ssdc(["compile", model, "-o", "out", "--input-size", "128x128", "--max-boxes", "3"], in: tmp)

@@ -6,27 +6,7 @@ import XCTest
 
 /// What `ssdc run` refuses before it does any harm: bad numbers and thread counts, an --out
 /// that is one of its inputs, labels outside the model; and the words it uses to say so.
-final class CLIValidationTests: XCTestCase {
-    var tmp: String!
-
-    override func setUpWithError() throws {
-        guard FileManager.default.isExecutableFile(atPath: CLITests.ssdc) else {
-            throw XCTSkip("ssdc is not built at \(CLITests.ssdc); run `swift build` before `swift test`")
-        }
-        tmp = FileManager.default.temporaryDirectory.appendingPathComponent("ssdc-cliv-\(getpid())-\(name.filter { $0.isLetter })").path
-        try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws {
-        if let tmp { try? FileManager.default.removeItem(atPath: tmp) }
-    }
-
-    func ssdc(_ args: [String], environment extra: [String: String] = [:]) throws -> ProcessResult {
-        var env = ProcessInfo.processInfo.environment
-        env.merge(extra) { $1 }
-        return try Shell.run(CLITests.ssdc, args, environment: env)
-    }
-
+final class CLIValidationTests: CLITestCase {
     var weights: String { Fixtures.directory + "/tinyssd_weights.safetensors" }
 
     func testRunHelpSaysWhatItDoesAndThatExactlyOneModeIsChosen() throws {

@@ -6,25 +6,8 @@ import XCTest
 /// `ssdc compile` and the cache under a full disk, concurrent use, a model file that never
 /// finishes, and damaged compiled directories: each ends with a clear error or a success,
 /// never a partial file, a crash or a process left behind.
-final class CompileRobustnessCLITests: XCTestCase {
+final class CompileRobustnessCLITests: CLITestCase {
     static let model = Fixtures.packageRoot + "/Examples/tinyssd/model.swift"
-    var tmp: String!
-
-    override func setUpWithError() throws {
-        guard FileManager.default.isExecutableFile(atPath: CLITests.ssdc) else {
-            throw XCTSkip("ssdc is not built at \(CLITests.ssdc); run `swift build` before `swift test`")
-        }
-        tmp = FileManager.default.temporaryDirectory.appendingPathComponent("ssdc-robust-cli-\(getpid())-\(name.filter { $0.isLetter })").path
-        try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
-    }
-
-    override func tearDownWithError() throws {
-        if let tmp { try? FileManager.default.removeItem(atPath: tmp) }
-    }
-
-    func ssdc(_ args: [String], environment: [String: String]? = nil) throws -> ProcessResult {
-        try Shell.run(CLITests.ssdc, args, environment: environment)
-    }
 
     /// The example compiled at 64x64 into `dir` with the usual cache (quick once cached).
     func compiledExample(_ dir: String) throws -> String {
@@ -52,7 +35,7 @@ final class CompileRobustnessCLITests: XCTestCase {
     func concurrently(_ commands: [[String]], environment: [String: String]) -> [ProcessResult?] {
         let results = ResultBox(count: commands.count)
         DispatchQueue.concurrentPerform(iterations: commands.count) { i in
-            results.set(i, try? Shell.run(CLITests.ssdc, commands[i], environment: environment))
+            results.set(i, try? Shell.run(CLITestCase.ssdc, commands[i], environment: environment))
         }
         return results.values
     }
@@ -94,7 +77,7 @@ final class CompileRobustnessCLITests: XCTestCase {
     func testAFullDiskWhileCopyingTheLibraryLeavesNoPartialFile() throws {
         let dir = try compiledExample("\(tmp!)/out")
         try FileManager.default.removeItem(atPath: "\(dir)/libmodel.so")
-        let command = "trap '' XFSZ; ulimit -f 100; exec '\(CLITests.ssdc)' compile '\(Self.model)' --input-size 64x64 -o '\(dir)'"
+        let command = "trap '' XFSZ; ulimit -f 100; exec '\(CLITestCase.ssdc)' compile '\(Self.model)' --input-size 64x64 -o '\(dir)'"
         let r = try Shell.run("/bin/bash", ["-c", command])
         XCTAssertNotEqual(r.status, 0)
         XCTAssertTrue(r.stderr.contains("cannot write \(dir)/libmodel.so: file too large (no space left"), r.stderr)
@@ -168,7 +151,7 @@ final class CompileRobustnessCLITests: XCTestCase {
         let file = "\(tmp!)/loop.swift"
         try Self.loopingModel.write(toFile: file, atomically: true, encoding: .utf8)
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: CLITests.ssdc)
+        p.executableURL = URL(fileURLWithPath: CLITestCase.ssdc)
         p.arguments = ["compile", file, "-o", "\(tmp!)/out"]
         var env = ProcessInfo.processInfo.environment
         env["SSDC_CACHE_DIR"] = "\(tmp!)/cache"

@@ -212,10 +212,10 @@ final class RunFolderTests: XCTestCase {
     // MARK: the command line
 
     func ssdc(_ args: [String]) throws -> ProcessResult {
-        guard FileManager.default.isExecutableFile(atPath: CLITests.ssdc) else {
-            throw XCTSkip("ssdc is not built at \(CLITests.ssdc); run `swift build` before `swift test`")
+        guard FileManager.default.isExecutableFile(atPath: CLITestCase.ssdc) else {
+            throw XCTSkip("ssdc is not built at \(CLITestCase.ssdc); run `swift build` before `swift test`")
         }
-        return try Shell.run(CLITests.ssdc, args)
+        return try Shell.run(CLITestCase.ssdc, args)
     }
 
     func train(_ extra: [String], out: String? = nil) -> [String] {
@@ -263,7 +263,7 @@ final class RunFolderTests: XCTestCase {
         XCTAssertEqual(warm.status, 0, warm.stderr)
         // 1 MiB: room for the model library (copied from the cache), not for the checkpoint.
         let command = "trap '' XFSZ; ulimit -f 1024; exec \"$0\" \"$@\""
-        var r = try Shell.run("/bin/bash", ["-c", command, CLITests.ssdc] + train(["--epochs", "1"]))
+        var r = try Shell.run("/bin/bash", ["-c", command, CLITestCase.ssdc] + train(["--epochs", "1"]))
         XCTAssertNotEqual(r.status, 0)
         XCTAssertTrue(r.stderr.contains("\(dir)/checkpoint.safetensors") && r.stderr.contains("too large"), r.stderr)
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir).sorted(), ["metrics.csv", "settings.json"])
