@@ -8,7 +8,8 @@ import Foundation
 /// Runs a program we do not trust to finish (a user's model program) in its own process
 /// group, with a time limit. The whole group is killed when the limit passes, when the
 /// program exits (so nothing it started outlives it), and when ssdc is interrupted or
-/// terminated (SIGINT, SIGTERM, SIGHUP) while it waits.
+/// terminated (SIGINT, SIGTERM, SIGHUP) while it waits; if ssdc is killed outright
+/// (SIGKILL), the kernel kills the program (its parent-death signal, set by setpriv).
 public enum ProcessGroup {
     public struct Result: Sendable {
         public var status: Int32
@@ -40,13 +41,17 @@ public enum ProcessGroup {
         posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP))
         posix_spawnattr_setpgroup(&attributes, 0)  // a new group whose id is the child's pid
 
-        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+        // setpriv (util-linux) makes the kernel kill the program if ssdc dies, even by
+        // SIGKILL, which no handler sees; the signal survives its exec of the program.
+        let command = FileManager.default.isExecutableFile(atPath: setpriv)
+            ? [setpriv, "--pdeathsig", "KILL", "--", executable] + arguments : [executable] + arguments
+        let argv = command.map { strdup($0) } + [nil]
         let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer { (argv + envp).forEach { free($0) } }
 
         var pid: pid_t = 0
         let spawned = installForwarding {
-            let code = posix_spawn(&pid, executable, &actions, &attributes, argv, envp)
+            let code = posix_spawn(&pid, command[0], &actions, &attributes, argv, envp)
             if code == 0 { activeGroup = pid }
             return code
         }
@@ -76,6 +81,8 @@ public enum ProcessGroup {
         return Result(status: exit, stdout: String(decoding: output.data[0], as: UTF8.self),
                       stderr: String(decoding: output.data[1], as: UTF8.self), timedOut: timedOut)
     }
+
+    static let setpriv = "/usr/bin/setpriv"
 
     /// Whether the child has exited, without reaping it (WNOWAIT): its process group
     /// stays ours to kill.

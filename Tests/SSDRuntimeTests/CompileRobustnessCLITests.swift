@@ -150,23 +150,31 @@ final class CompileRobustnessCLITests: CLITestCase {
     func testKillingSsdcEndsTheModelProgram() throws {
         let file = "\(tmp!)/loop.swift"
         try Self.loopingModel.write(toFile: file, atomically: true, encoding: .utf8)
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: CLITestCase.ssdc)
-        p.arguments = ["compile", file, "-o", "\(tmp!)/out"]
-        var env = ProcessInfo.processInfo.environment
-        env["SSDC_CACHE_DIR"] = "\(tmp!)/cache"
-        p.environment = env
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        let marker = "\(tmp!)/cache/models/model-"
-        let deadline = Date().addingTimeInterval(120)
-        while Self.processes(mentioning: marker).isEmpty && Date() < deadline && p.isRunning { usleep(100_000) }
-        XCTAssertFalse(Self.processes(mentioning: marker).isEmpty, "the model program never started")
-        p.terminate()  // SIGTERM
-        p.waitUntilExit()
-        usleep(200_000)
-        XCTAssertEqual(Self.processes(mentioning: marker), [], "the model program outlived ssdc")
+        for signal in [SIGTERM, SIGKILL] {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: CLITestCase.ssdc)
+            p.arguments = ["compile", file, "-o", "\(tmp!)/out"]
+            var env = ProcessInfo.processInfo.environment
+            env["SSDC_CACHE_DIR"] = "\(tmp!)/cache"
+            p.environment = env
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            let marker = "\(tmp!)/cache/models/model-"
+            let deadline = Date().addingTimeInterval(120)
+            while Self.processes(mentioning: marker).isEmpty && Date() < deadline && p.isRunning { usleep(100_000) }
+            XCTAssertFalse(Self.processes(mentioning: marker).isEmpty, "the model program never started")
+            kill(p.processIdentifier, signal)
+            // Wait for ssdc's death by /proc, not Process (which waits for a pipe a
+            // surviving program would keep open); end survivors so the test cannot hang.
+            let end = Date().addingTimeInterval(20)
+            while RobustnessProbe.isAlive(Int(p.processIdentifier)) && Date() < end { usleep(50_000) }
+            usleep(300_000)
+            let survivors = Self.processes(mentioning: marker)
+            for pid in survivors { kill(pid_t(pid), SIGKILL) }
+            p.waitUntilExit()
+            XCTAssertEqual(survivors, [], "the model program outlived ssdc (signal \(signal))")
+        }
     }
 
     func testAnInvalidModelTimeoutIsRefused() throws {
