@@ -203,7 +203,7 @@ struct Run: ParsableCommand {
     var weights: String?
     @Option(help: "--forward: safetensors file holding X (N,3,H,W) float32.")
     var input: String?
-    @Option(help: "--forward/--step: output safetensors file; --predict: directory for annotated images (default: predictions); --train: run directory (default: runs/latest).")
+    @Option(help: "--forward/--step: output safetensors file; --predict: directory for annotated images (default: predictions); --train: run directory (default: a new runs/DATE-TIME, linked as runs/latest; with --resume, runs/latest).")
     var out: String?
     @Option(help: "--forward: BatchNorm mode, train (batch statistics) or eval (running statistics, adds probs and detection).")
     var bn: BNMode = .eval

@@ -19,7 +19,7 @@ extension Run {
         try data.validate(classCount: m.numClasses, of: "model \(m.graph.name)")
         m.library.setThreads(threadCount)
         let session = ModelSession(library: m.library)
-        let runDir = out ?? "runs/latest"
+        let runDir = try runDirectory()
         let usedLoss = m.library.manifest.loss ?? loss.summary
         // Recorded as an absolute path, so that a resume from another folder compares the same data.
         var settings = TrainSettings(data: URL(fileURLWithPath: root).standardizedFileURL.path, threads: threadCount,
@@ -61,5 +61,39 @@ extension Run {
         print(String(format: "class err %.2e, bbox mae %.2e", last.classError, last.bboxMAE))
         print(String(format: "%.1f examples/sec on cpu (%d threads)", Double(examples) / seconds, threadCount))
         print("checkpoint: \(runDir)/checkpoint.safetensors, metrics: \(runDir)/metrics.csv (\(String(format: "%.1f", Date().timeIntervalSince(start))) s)")
+    }
+
+    /// The run folder: --out; else, for a new run, a new folder runs/DATE-TIME that
+    /// runs/latest then points to (so running the main job twice keeps both runs), and for
+    /// --resume, runs/latest.
+    func runDirectory() throws -> String {
+        if let out { return out }
+        let latest = "runs/latest"
+        if resume { return latest }
+        try FileManager.default.createDirectory(atPath: "runs", withIntermediateDirectories: true)
+        let f = DateFormatter()
+        f.locale = Locale(identifier: "en_US_POSIX")
+        f.dateFormat = "yyyyMMdd-HHmmss"
+        let stamp = f.string(from: Date())
+        var name = stamp
+        var n = 1
+        while mkdir("runs/\(name)", 0o755) != 0 {  // claims the name, even against another ssdc
+            guard errno == EEXIST else {
+                throw RuntimeError("cannot create the run folder runs/\(name): \(String(cString: strerror(errno)))")
+            }
+            n += 1
+            name = "\(stamp)-\(n)"
+        }
+        // runs/latest -> DATE-TIME, replaced atomically; a real folder of that name (from an
+        // older ssdc) is left alone.
+        var isDirectory: ObjCBool = false
+        let isLink = (try? FileManager.default.destinationOfSymbolicLink(atPath: latest)) != nil
+        if isLink || !FileManager.default.fileExists(atPath: latest, isDirectory: &isDirectory) {
+            let tmp = "runs/.latest.tmp-\(getpid())"
+            unlink(tmp)
+            if symlink(name, tmp) != 0 || rename(tmp, latest) != 0 { unlink(tmp) }
+        }
+        print("run folder: runs/\(name) (runs/latest)")
+        return "runs/\(name)"
     }
 }

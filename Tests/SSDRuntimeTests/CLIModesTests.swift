@@ -22,6 +22,27 @@ final class CLIModesTests: CLITestCase {
         return value
     }
 
+    /// Without --out, each run gets its own folder (the main job run twice keeps both), and
+    /// runs/latest, which --resume continues, points to the newest.
+    func testTrainWithoutOutMakesANewFolderEachTimeAndResumesTheLatest() throws {
+        let args = ["run", "--train", "--data", Self.tinyData, "--input-size", "128x128", "--batch-size", "2", "--threads", "2"]
+        for _ in 0..<2 {
+            let r = try ssdc(args + ["--epochs", "1"], in: tmp)
+            XCTAssertEqual(r.status, 0, r.stderr + r.stdout)
+        }
+        let runs = try FileManager.default.contentsOfDirectory(atPath: "\(tmp!)/runs").filter { !$0.hasPrefix(".") }.sorted()
+        XCTAssertEqual(runs.count, 3, "two run folders and runs/latest: \(runs)")
+        let folders = runs.filter { $0 != "latest" }
+        let latest = try FileManager.default.destinationOfSymbolicLink(atPath: "\(tmp!)/runs/latest")
+        XCTAssertEqual(latest, folders.last)
+        for f in folders { XCTAssertTrue(FileManager.default.fileExists(atPath: "\(tmp!)/runs/\(f)/checkpoint.safetensors"), f) }
+        let r = try ssdc(args + ["--epochs", "2", "--resume"], in: tmp)
+        XCTAssertEqual(r.status, 0, r.stderr + r.stdout)
+        XCTAssertTrue(r.stdout.contains("resuming runs/latest at epoch 2"), r.stdout)
+        let csv = try String(contentsOfFile: "\(tmp!)/runs/\(folders.last!)/metrics.csv", encoding: .utf8)
+        XCTAssertEqual(csv.split(separator: "\n").count, 3, csv)
+    }
+
     func testTrainWritesMetricsAndACheckpointThatEvalLoads() throws {
         let run = "\(tmp!)/run"  // does not exist yet: a fresh run folder
         let r = try ssdc(["run", "--train", "--data", Self.tinyData, "--input-size", "128x128", "--epochs", "1",
