@@ -64,6 +64,9 @@ public struct DetectionDataSet: Sendable {
         }
     }
 
+    /// Labels must be below this (1 + the largest label is the class count).
+    public static let maxClassCount = 1 << 16
+
     /// The header label.csv must start with.
     public static let csvHeader = ["img_name", "label", "xmin", "ymin", "xmax", "ymax"]
 
@@ -301,6 +304,8 @@ public struct DetectionDataSet: Sendable {
                 throw fail("label '\(fields[1])' is not a number")
             }
             if label < 0 { throw fail("negative class \(label) (classes are 0, 1, ...; background is implicit)") }
+            // The class count is 1 + the largest label; keep it (and the model it sizes) sane.
+            if label >= maxClassCount { throw fail("class \(label) is too large (at most \(maxClassCount - 1))") }
             var coords: [Float] = []
             for k in 2 ..< 6 {
                 guard let value = Double(fields[k]), value.isFinite else {
