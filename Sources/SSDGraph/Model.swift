@@ -163,6 +163,12 @@ public enum ModelRegistry {
         guard let path = ProcessInfo.processInfo.environment["SSDC_GRAPH_OUT"] else { return }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
-        if let data = try? encoder.encode(export) { FileManager.default.createFile(atPath: path, contents: data) }
+        do {
+            try encoder.encode(export).write(to: URL(fileURLWithPath: path))
+        } catch {
+            // ssdc reads a missing file as "defines no model": say what went wrong instead.
+            FileHandle.standardError.write(Data("error: cannot write the model's graph to \(path): \(error.localizedDescription)\n".utf8))
+            _exit(1)  // (this runs in an atexit handler, where exit() must not be called)
+        }
     }
 }
