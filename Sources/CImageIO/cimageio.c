@@ -63,6 +63,18 @@ static size_t rgb_buffer_size(unsigned long width, unsigned long height) {
     return (size_t)width * (size_t)height * 3;
 }
 
+/* Largest image decoded: 64 megapixels (e.g. 8192x8192), far above any photo ssdc trains on
+ * or annotates. A header is only a claim: without this, a few hundred bytes claiming
+ * 65000x16000 pixels (found by scripts/fuzz.sh) make libjpeg allocate gigabytes. */
+#define CIMAGEIO_MAX_PIXELS ((unsigned long)1 << 26)
+
+static int too_many_pixels(unsigned long width, unsigned long height, char *errmsg, size_t errcap) {
+    if (width == 0 || height <= CIMAGEIO_MAX_PIXELS / width) return 0;
+    set_msg(errmsg, errcap, "image is %lux%lu, more than the limit of %lu pixels", width, height,
+            CIMAGEIO_MAX_PIXELS);
+    return 1;
+}
+
 int cimageio_is_png(const unsigned char *data, size_t size) {
     static const unsigned char sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
     return data != NULL && size >= 8 && memcmp(data, sig, 8) == 0;
@@ -214,6 +226,10 @@ cimageio_status cimageio_decode_png_memory(const unsigned char *data, size_t siz
     png_uint_32 width = 0, height = 0;
     int bit_depth = 0, color_type = 0;
     png_get_IHDR(png, info, &width, &height, &bit_depth, &color_type, NULL, NULL, NULL);
+    if (too_many_pixels(width, height, errmsg, errcap)) {
+        png_destroy_read_struct(&png, &info, NULL);
+        return CIMAGEIO_ERR_UNSUPPORTED;
+    }
 
     /* Normalise every PNG flavour to 8-bit RGB. */
     if (color_type == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
@@ -465,6 +481,10 @@ cimageio_status cimageio_decode_jpeg_memory(const unsigned char *data, size_t si
         failure = CIMAGEIO_ERR_UNSUPPORTED;
         set_msg(errmsg, errcap, "CMYK/YCCK JPEGs are not supported (only RGB/YCbCr/grayscale)");
         longjmp(sink.jump, 1);
+    }
+    if (too_many_pixels(cinfo.image_width, cinfo.image_height, errmsg, errcap)) {
+        jpeg_destroy_decompress(&cinfo);
+        return CIMAGEIO_ERR_UNSUPPORTED;
     }
     cinfo.out_color_space = JCS_RGB; /* grayscale is expanded by libjpeg */
     (void)jpeg_start_decompress(&cinfo);

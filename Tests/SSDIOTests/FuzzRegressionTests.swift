@@ -37,6 +37,19 @@ final class FuzzRegressionTests: XCTestCase {
         XCTAssertEqual(try DetectionDataSet.load(root: root, split: .train).classCount, DetectionDataSet.maxClassCount)
     }
 
+    /// A 389-byte progressive JPEG claiming 65296x16383 pixels made libjpeg allocate gigabytes
+    /// (libFuzzer: out-of-memory); a PNG header can claim as much. Both are refused up front.
+    func testHugeImageHeadersAreRefusedBeforeDecoding() throws {
+        let dir = TestSupport.packageRoot.appendingPathComponent("Tests/Fuzz/corpus/image").path
+        for (file, size) in [("regress_jpeg_huge_header.jpg", "65296x16383"), ("regress_png_huge_header.png", "20000x20000")] {
+            XCTAssertThrowsError(try RGBImage.decode(TestSupport.readFile(dir + "/" + file), source: file)) { error in
+                guard let e = error as? ImageIOError else { return XCTFail("\(file): \(error)") }
+                XCTAssertEqual(e.kind, .unsupported, "\(e)")
+                XCTAssertTrue(e.detail.contains("image is \(size), more than the limit"), "\(e)")
+            }
+        }
+    }
+
     func testLabelCorpusReplays() throws {
         let files = try corpus("labels")
         XCTAssertFalse(files.isEmpty)
