@@ -173,15 +173,21 @@ final class CLIValidationTests: CLITestCase {
         XCTAssertFalse(r.stderr.contains("Code="), r.stderr)
     }
 
-    func testEvalReportsALabelOutsideTheModelAtItsLine() throws {
+    /// A generated one-class data set (64x64) whose `split` label.csv says class 7 at `line`.
+    func dataSetWithClass7(split: String, line: Int) throws -> (root: String, labels: String) {
         let root = "\(tmp!)/data"
         try SyntheticBananas.generate(into: root, trainCount: 4, valCount: 4, size: 64, seed: 5)
-        let file = "\(root)/bananas_val/label.csv"
+        let file = "\(root)/bananas_\(split)/label.csv"
         var lines = try String(contentsOfFile: file, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
-        var fields = lines[2].split(separator: ",").map(String.init)
+        var fields = lines[line - 1].split(separator: ",").map(String.init)
         fields[1] = "7"
-        lines[2] = fields.joined(separator: ",")
+        lines[line - 1] = fields.joined(separator: ",")
         try lines.joined(separator: "\n").write(toFile: file, atomically: true, encoding: .utf8)
+        return (root, file)
+    }
+
+    func testEvalReportsALabelOutsideTheModelAtItsLine() throws {
+        let (root, file) = try dataSetWithClass7(split: "val", line: 3)
         let r = try ssdc(["run", "--eval", "--data", root, "--weights", weights, "--batch-size", "4"])
         XCTAssertNotEqual(r.status, 0)
         XCTAssertTrue(r.stderr.contains("\(file):3: class 7 is outside the 1 class of model tinyssd (0...0)"), r.stderr)
@@ -191,14 +197,7 @@ final class CLIValidationTests: CLITestCase {
     /// predict could not load; now the built-in model has the data set's classes (one without
     /// classes.txt) and the typo is reported at its line before anything is written.
     func testTrainReportsALabelOutsideTheModelAtItsLine() throws {
-        let root = "\(tmp!)/data"
-        try SyntheticBananas.generate(into: root, trainCount: 4, valCount: 2, size: 64, seed: 5)
-        let file = "\(root)/bananas_train/label.csv"
-        var lines = try String(contentsOfFile: file, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
-        var fields = lines[3].split(separator: ",").map(String.init)
-        fields[1] = "7"
-        lines[3] = fields.joined(separator: ",")
-        try lines.joined(separator: "\n").write(toFile: file, atomically: true, encoding: .utf8)
+        let (root, file) = try dataSetWithClass7(split: "train", line: 4)
         let out = "\(tmp!)/run"
         let r = try ssdc(["run", "--train", "--data", root, "--input-size", "64x64", "--epochs", "1", "--batch-size", "4", "--out", out])
         XCTAssertNotEqual(r.status, 0)
