@@ -14,8 +14,13 @@ Measures, for TinySSD(num_classes=1) at 256x256 (the seed's setting):
   (iii) forward throughput at batch 32 (examples/s);
   (iv)  peak RSS of a fresh process that builds the model and runs 2 training steps
         at batch B (ru_maxrss of that child, and its growth over the setup);
-  (v)   with --compile: training examples/s with torch.compile (in a child process,
-        given --compile-timeout seconds; null if it fails or times out).
+  (v)   with --compile: training examples/s, batch-1 forward latency and batch-32
+        forward examples/s with torch.compile (in a child process, given
+        --compile-timeout seconds; null if it fails or times out), its warm-up time apart;
+  (vi)  with --onnx: the same model's forward (cls_preds, bbox_preds; anchors are
+        constants) exported to ONNX and run by onnxruntime's CPU provider with the same
+        intra-op threads: batch-1 latency and batch-32 examples/s (forward only: ONNX
+        has no d2l detection).
 
 Inputs are uniform[0,255) images with one random box each (like the bananas set).
 The model is the fixture model (scripts/tinyssd_torch.make_reference_model): default
@@ -24,6 +29,7 @@ saturated. With --json, stdout holds only one JSON object and the table goes to 
 """
 
 import argparse
+import copy
 import json
 import os
 import resource
@@ -168,6 +174,24 @@ def child_rss(args):
     print(json.dumps({"setup_rss_bytes": base, "peak_rss_bytes": peak, "rss_method": method}))
 
 
+def _forward_timings(fn, latency_runs, b32_runs):
+    """(batch-1 median ms, batch-32 examples/s) of fn(X) after warm-up calls."""
+    X1, _ = make_batch(1, seed=11)
+    X32, _ = make_batch(32, seed=12)
+    for _ in range(3):
+        fn(X1)
+    times = []
+    for _ in range(latency_runs):
+        t0 = time.perf_counter()
+        fn(X1)
+        times.append(time.perf_counter() - t0)
+    fn(X32)
+    t0 = time.perf_counter()
+    for _ in range(b32_runs):
+        fn(X32)
+    return 1e3 * statistics.median(times), b32_runs * 32 / (time.perf_counter() - t0)
+
+
 def child_compile(args):
     net = T.make_reference_model()
     cnet = torch.compile(net)
@@ -183,14 +207,63 @@ def child_compile(args):
     for _ in range(steps):
         train_step(cnet, trainer, X, Y)
     dt = time.perf_counter() - t0
+    # Inference: a fresh compile of the eval-mode model (its own warm-up, timed apart).
+    inet = torch.compile(T.make_reference_model().eval())
+    with torch.no_grad():
+        t0 = time.perf_counter()
+        inet(make_batch(1, seed=11)[0])
+        inet(make_batch(32, seed=12)[0])
+        infer_compile_s = time.perf_counter() - t0
+        b1, b32 = _forward_timings(inet, args.latency_runs, args.b32_runs)
     print(json.dumps({"compile_train_examples_per_sec": steps * args.batch_size / dt,
-                      "compile_warmup_sec": compile_s}))
+                      "compile_warmup_sec": compile_s, "compile_infer_b1_ms": b1,
+                      "compile_infer_b32_examples_per_sec": b32,
+                      "compile_infer_warmup_sec": infer_compile_s}))
+
+
+class _Heads(torch.nn.Module):
+    """The forward without anchors (constants of the input size), for ONNX."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, X):
+        _, cls_preds, bbox_preds = self.net(X)
+        return cls_preds, bbox_preds
+
+
+def bench_onnx(args):
+    import tempfile
+
+    import onnxruntime as ort
+    net = _Heads(T.make_reference_model().eval())
+    path = os.path.join(tempfile.mkdtemp(prefix="ssdc-onnx-"), "tinyssd.onnx")
+    X1, _ = make_batch(1, seed=11)
+    with torch.no_grad():
+        ref = net(X1)
+        # (the TorchScript exporter may fold BN into the convs of the module it is given:
+        # export a copy, so `net` stays the reference)
+        torch.onnx.export(copy.deepcopy(net), (X1,), path, input_names=["X"],
+                          output_names=["cls_preds", "bbox_preds"], opset_version=17, dynamo=False,
+                          dynamic_axes={"X": {0: "N"}, "cls_preds": {0: "N"}, "bbox_preds": {0: "N"}})
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = args.threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"X": X1.numpy()})
+    err = max(float((torch.from_numpy(g) - r).abs().max() / r.abs().max()) for g, r in zip(got, ref))
+    b1, b32 = _forward_timings(lambda X: sess.run(None, {"X": X.numpy()}), args.latency_runs, args.b32_runs)
+    return {"onnxruntime_version": ort.__version__, "onnx_infer_b1_ms": b1,
+            "onnx_infer_b32_examples_per_sec": b32, "onnx_max_rel_diff_vs_torch": err}
 
 
 def run_child(args, flag, timeout):
     cmd = [sys.executable, os.path.abspath(__file__), flag,
            "--threads", str(args.threads), "--batch-size", str(args.batch_size),
-           "--train-steps", str(args.train_steps)]
+           "--train-steps", str(args.train_steps), "--latency-runs", str(args.latency_runs),
+           "--b32-runs", str(args.b32_runs)]
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -208,7 +281,8 @@ def main():
     ap.add_argument("--batch-size", type=int, default=32, help="training batch size")
     ap.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile training")
-    ap.add_argument("--compile-timeout", type=float, default=150.0)
+    ap.add_argument("--compile-timeout", type=float, default=300.0)
+    ap.add_argument("--onnx", action="store_true", help="also time onnxruntime's forward")
     ap.add_argument("--train-steps", type=int, default=5, help="timed training steps")
     ap.add_argument("--latency-runs", type=int, default=20)
     ap.add_argument("--detect-runs", type=int, default=5)
@@ -242,11 +316,16 @@ def main():
         res["peak_rss_error"] = err
     if args.compile:
         comp, err = run_child(args, "--compile-child", timeout=args.compile_timeout)
-        res["compile_train_examples_per_sec"] = comp["compile_train_examples_per_sec"] if comp else None
-        if comp:
-            res["compile_warmup_sec"] = comp["compile_warmup_sec"]
-        else:
+        for key in ("compile_train_examples_per_sec", "compile_warmup_sec", "compile_infer_b1_ms",
+                    "compile_infer_b32_examples_per_sec", "compile_infer_warmup_sec"):
+            res[key] = comp[key] if comp else None
+        if not comp:
             res["compile_error"] = err
+    if args.onnx:
+        try:
+            res.update(bench_onnx(args))
+        except Exception as e:  # reported, not fatal: the other figures stand
+            res["onnx_error"] = f"{type(e).__name__}: {e}"
     res["bench_wall_sec"] = time.perf_counter() - t_start
 
     def mb(x):
@@ -269,6 +348,16 @@ def main():
         c = res["compile_train_examples_per_sec"]
         rows.append(("torch.compile train examples/s",
                      f"{c:.2f}" if c is not None else f"n/a ({res.get('compile_error')})"))
+        if c is not None:
+            rows.append(("torch.compile infer b1 ms / b32 examples/s",
+                         f"{res['compile_infer_b1_ms']:.2f} / {res['compile_infer_b32_examples_per_sec']:.2f}"
+                         f"  (warm-up {res['compile_warmup_sec']:.0f} s train, "
+                         f"{res['compile_infer_warmup_sec']:.0f} s infer)"))
+    if args.onnx:
+        rows.append(("onnxruntime infer b1 ms / b32 examples/s",
+                     f"{res['onnx_infer_b1_ms']:.2f} / {res['onnx_infer_b32_examples_per_sec']:.2f}"
+                     f"  (onnxruntime {res['onnxruntime_version']})" if "onnx_infer_b1_ms" in res
+                     else f"n/a ({res.get('onnx_error')})"))
     rows.append(("bench wall time", f"{res['bench_wall_sec']:.0f} s"))
     out = sys.stderr if args.json else sys.stdout
     if res["train_cpu_util"] < 0.8:

@@ -100,18 +100,23 @@ struct Bench: ParsableCommand {
         let inferProfile = profile ? zip(lib.profile("infer"), inferProfile1).map { $0 - $1 } : []
 
         let model = result.model
+        // The train step's convolutions, counted as direct multiply-adds (see the profile's note).
+        let convFlops = model.program("train_step")?.kernels.map { $0.body.flops(batch: batchSize) }.reduce(0, +) ?? 0
+        let convGflops = convFlops * Double(steps) / trainSeconds / 1e9
         if json {
             let o: [String: Any] = [
                 "train_examples_per_sec": trainRate, "infer_b1_ms": b1, "infer_b32_examples_per_sec": b32,
                 "compile_seconds": cold, "compile_cached_seconds": cached, "peak_rss_bytes": peakTrain,
                 "threads": threads, "batch_size": batchSize, "ssdc_version": CompiledModel.version,
-                "cc": model.toolchain.version,
+                "cc": model.toolchain.version, "train_conv_gflop_per_step": convFlops / 1e9,
+                "train_conv_gflops": convGflops,
             ]
             let data = try JSONSerialization.data(withJSONObject: o, options: [.sortedKeys])
             print(String(decoding: data, as: UTF8.self))
         } else {
             print("ssdc \(CompiledModel.version) bench: TinySSD 256x256, \(threads) threads, \(ProcessInfo.processInfo.activeProcessorCount) cores, \(model.toolchain.version)")
-            print(String(format: "  train, batch %d:        %8.2f examples/s  (%.2f s per step)", batchSize, trainRate, trainSeconds / Double(steps)))
+            print(String(format: "  train, batch %d:        %8.2f examples/s  (%.2f s per step; convolutions %.0f GFLOP/s as direct multiply-adds)",
+                         batchSize, trainRate, trainSeconds / Double(steps), convGflops))
             print(String(format: "  infer, batch 1:         %8.2f ms (forward + softmax + detection, median of %d)", b1, repeats))
             print(String(format: "  infer, batch 32:        %8.2f examples/s", b32))
             print(String(format: "  compile (cold/cached):  %8.2f s / %.2f s", cold, cached))
