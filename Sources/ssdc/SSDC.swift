@@ -12,7 +12,7 @@ struct SSDC: ParsableCommand {
         commandName: "ssdc",
         abstract: "A static-graph compiler for single-shot multibox detectors: Swift DSL -> OpenMP C -> shared library.",
         version: CompiledModel.version,
-        subcommands: [Compile.self, Run.self, Bench.self]
+        subcommands: [Compile.self, Run.self, Bench.self, Export.self]
     )
 }
 
