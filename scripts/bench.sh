@@ -85,9 +85,9 @@ def row(name, unit, better, mine, *peers):
     known = [p for p in peers if p]
     ref = (max(known) if better == "higher" else min(known)) if known else None
     ratio = (mine / ref if better == "higher" else ref / mine) if mine and ref else float("nan")
-    print(f"| {name:30s} | {cell(mine)} | " + " | ".join(cell(p) for p in peers) + f" | {unit:10s} | {ratio:5.2f}x |")
-print(f"| {'figure':30s} | {'ssdc':>10s} | {'eager':>10s} | {'compile':>10s} | {'onnxrt':>10s} | {'unit':10s} | vs best |")
-print(f"|{'-'*32}|{'-'*12}|{'-'*12}|{'-'*12}|{'-'*12}|{'-'*12}|---------|")
+    print(f"| {name:32s} | {cell(mine)} | " + " | ".join(cell(p) for p in peers) + f" | {unit:10s} | {ratio:5.2f}x |")
+print(f"| {'figure':32s} | {'ssdc':>10s} | {'eager':>10s} | {'compile':>10s} | {'onnxrt':>10s} | {'unit':10s} | vs best |")
+print(f"|{'-'*34}|{'-'*12}|{'-'*12}|{'-'*12}|{'-'*12}|{'-'*12}|---------|")
 row(f"train, batch {s['batch_size']}", "examples/s", "higher", s["train_examples_per_sec"],
     t["train_examples_per_sec"], t.get("compile_train_examples_per_sec"), None)
 row("infer b1 (ssdc: + detection)", "ms", "lower", s["infer_b1_ms"], t["infer_b1_ms"], t.get("compile_infer_b1_ms"),
