@@ -6,8 +6,8 @@
  * pixel (oh, ow) and kernel tap t = (c, i, j) read xp[c*Hp*Wp + i*Wp + j + (oh*Wp + ow)].
  * So if outputs are indexed on the padded-width grid, q = oh*Wp + ow, the im2col matrix is
  * B[t][q] = xp[off(t) + q]: every row is a contiguous slice of xp. It is never built, not
- * even as packed panels: the 4 x 24 micro-kernel of gemm.c (ssd__ukernel_rows) loads its
- * 24-pixel B rows straight from xp through a per-thread table of the K tap offsets. (A
+ * even as packed panels: the 4 x NR micro-kernel of gemm.c (ssd__ukernel_rows; NR = 24, or
+ * 48 with AVX-512) loads its NR-pixel B rows straight from xp through a per-thread table of the K tap offsets. (A
  * packed copy was measured: no faster, since B is used by only M/4 kernel calls.) The k-1
  * grid columns with ow >= OW are computed and dropped (2/258 of the work at 256 x 256).
  *   - scratch: the padded image and the weights packed in 4-row panels, per image;
@@ -61,7 +61,7 @@
 #endif
 
 #define SLACK 64        /* zeroed floats after a padded image: panel copies overrun by < NR */
-#define ROWS_MAX 128    /* output channels per task (T tile = 128 x 24 floats on the stack) */
+#define ROWS_MAX 128    /* output channels per task (T tile = 128 x NR floats on the stack) */
 #define BW_QCHUNK 1024  /* pixels per backward-weight chunk (multiple of 8) */
 #define BW_GMAX 64      /* most images grouped by backward-weight on tiny maps */
 #define OFF_TABLE 1280  /* tap offsets kept per thread (K <= 1280 covers C*9 up to 142) */

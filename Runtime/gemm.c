@@ -14,6 +14,8 @@
  *       barrier
  *
  * Micro-kernel 4 x 24: 12 accumulators + 3 B vectors + 1 broadcast A value = 16 ymm.
+ * (Built with AVX-512F, the kernel is gemm_avx512.c's 4 x 48 on zmm registers instead, and
+ * NR = 48 everywhere below: same blocking, B micro-panel 48 KB.)
  * Per k step it does 12 FMAs for 3 vector loads + 4 broadcasts. MR = 4 (rather than the
  * classic 6 x 16) divides every channel count of TinySSD (8, 16, 32, 64, 128), which is
  * the M of the convolution GEMMs, so no rows are wasted there.
@@ -54,7 +56,9 @@ int ssd__kc_block(int K)
 
 /* ---- micro-kernel ---------------------------------------------------------------------- */
 
-#ifdef SSD_GEMM_AVX2
+#if defined(SSD_UKERNEL_AVX512)
+/* ssd__ukernel and ssd__ukernel_rows are in gemm_avx512.c. */
+#elif defined(SSD_GEMM_AVX2)
 
 static inline void store_row(__m256 x0, __m256 x1, __m256 x2, float alpha, const float *ci,
                              float beta, float *co, const float *bias, int relu)

@@ -11,20 +11,29 @@
 
 #include <stddef.h>
 
+/* The micro-kernel's ISA is chosen when the runtime is compiled: AVX-512F (gemm_avx512.c),
+ * else AVX2 + FMA (gemm.c), else portable C (gemm.c). NR is 3 vectors of that ISA (the
+ * portable kernel keeps the AVX2 shape); it is a multiple of 24, hence of the 8-lane
+ * groups of the Winograd and statistics passes. */
+#if defined(__AVX512F__)
+#define SSD_UKERNEL_AVX512 1
+#define SSD_UKERNEL_ISA "avx512"
+#define SSD_NR 48          /* columns of the register tile (3 zmm vectors of pixels) */
+#elif defined(__AVX2__) && defined(__FMA__)
+#define SSD_UKERNEL_ISA "avx2"
+#define SSD_NR 24          /* columns of the register tile (3 ymm vectors of pixels) */
+#else
+#define SSD_UKERNEL_ISA "portable"
+#define SSD_NR 24
+#endif
 #define SSD_MR 4           /* rows of the register tile (output channels in a conv) */
-#define SSD_NR 24          /* columns of the register tile (3 AVX vectors of pixels) */
-#define SSD_KC_MAX 256     /* longest reduction block: kc x NR B panel = 24 KB (L1) */
+#define SSD_KC_MAX 256     /* longest reduction block: kc x NR B panel = 24 KB (L1); 48 KB
+                            * with AVX-512 (128 measured no faster there) */
 
 #if defined(__GNUC__) || defined(__clang__)
 #define SSD_ALIGN64 __attribute__((aligned(64)))
 #else
 #define SSD_ALIGN64
-/* Same, with B not packed: row p of the B micro-panel is the NR floats at b + boff[p]
- * (conv.c: rows of the implicit im2col matrix are slices of the padded image). */
-void ssd__ukernel_rows(int kc, const float *a, const float *b, const int *boff, float alpha,
-                       const float *cin, ptrdiff_t ldi, float beta,
-                       float *cout, ptrdiff_t ldo, const float *bias, int relu);
-
 #endif
 
 /* Width of the reduction blocks for a reduction of length K: K is cut into

@@ -14,8 +14,8 @@
  * The sum over input channels is, for each of the 16 positions xi of the 4x4 transform, a
  * matrix product M_xi (out x tiles) = U_xi (out x in) * V_xi (in x tiles), so the multiply
  * count of the convolution falls by 36/16 = 2.25 and the work becomes 16 GEMMs with a
- * reduction as long as the number of input channels. They run on gemm.c's 4 x 24
- * micro-kernel:
+ * reduction as long as the number of input channels. They run on gemm.c's 4 x NR
+ * micro-kernel (NR = 24, or 48 with AVX-512):
  *
  *   - U = G g G^T for every (out, in) pair, packed per xi into 4-row micro-panels (once
  *     per call, shared by the team);
@@ -65,7 +65,7 @@ static inline __m256 odd8(__m256 u, __m256 v)
 
 #define WG_LANES 8          /* tiles per transform group */
 #define WG_BUDGET 65536     /* floats of V + M per block aimed at (256 KB) */
-#define WG_PANELS_MAX 8     /* most 24-tile panels per block */
+#define WG_PANELS_MAX 8     /* most NR-tile panels per block */
 
 static inline size_t round_up(size_t v, size_t m) { return (v + m - 1) / m * m; }
 

@@ -3,7 +3,8 @@
  * optim.c against slow, obviously-correct references (double precision, naive loops), and
  * the backward passes against finite differences of the double references.
  *
- *   ./test_kernels         run the checks: one line per check, then "N passed, M failed"
+ *   ./test_kernels         run the checks: the micro-kernel ISA ("micro-kernel: avx512, 4 x 48"),
+ *                          one line per check, then "N passed, M failed"
  *                          (exit status 1 if anything failed)
  *   ./test_kernels bench   GFLOP/s of sgemm 1024^3 and of the TinySSD convolutions at
  *                          batch 32 (1 and 2 threads); not part of the test run
@@ -13,6 +14,7 @@
  * float rounding and still catches a single missing or extra term.
  */
 #include "ssd_runtime.h"
+#include "gemm_internal.h"
 #include "winograd_internal.h"
 
 #include <math.h>
@@ -1168,6 +1170,8 @@ static void bench(void)
 
 int main(int argc, char **argv)
 {
+    /* Which micro-kernel this build uses (the ISA the runtime was compiled for). */
+    printf("micro-kernel: %s, %d x %d\n", SSD_UKERNEL_ISA, SSD_MR, SSD_NR);
     if (argc > 1 && strcmp(argv[1], "bench") == 0) {
         bench();
         return 0;

@@ -147,25 +147,43 @@ final class KernelTests: XCTestCase {
     }
 
     func testRuntimeCTestPrograms() throws {
-        // The runtime's own C tests: fast kernels against slow references.
+        // The runtime's own C tests: fast kernels against slow references. test_kernels runs
+        // once per micro-kernel ISA this machine can execute: the native build (AVX-512 where
+        // the CPU has it) and, when that was AVX-512, again with AVX-512 off (the AVX2 kernel).
+        let kernels = ["threads.c", "gemm.c", "gemm_avx512.c", "conv.c", "winograd.c", "bn.c", "pool.c", "optim.c", "fused.c"]
+        let native = try runCTest("test_kernels", kernels)
+        if native == "avx512" {
+            XCTAssertEqual(try runCTest("test_kernels", kernels, extraFlags: ["-mno-avx512f"]), "avx2",
+                           "test_kernels with -mno-avx512f should use the AVX2 micro-kernel")
+        } else {
+            print("test_kernels: AVX-512 micro-kernel skipped (the native build uses \(native ?? "?"); this CPU lacks AVX-512F)")
+        }
+        _ = try runCTest("test_fused", kernels)
+        _ = try runCTest("test_ssd_ops", ["detect.c", "target.c", "loss.c", "threads.c"])
+    }
+
+    /// Builds Runtime/tests/`test`.c with the runtime `sources` (-march=native plus
+    /// `extraFlags`), runs it and checks that nothing failed. Returns the micro-kernel ISA the
+    /// program reports ("micro-kernel: avx512, 4 x 48"), if it reports one.
+    @discardableResult
+    private func runCTest(_ test: String, _ sources: [String], extraFlags: [String] = []) throws -> String? {
         let cc = try Toolchain.findCC()
         let dir = try Toolchain.runtimeDirectory()
-        let groups: [(String, [String])] = [
-            ("test_kernels", ["threads.c", "gemm.c", "conv.c", "winograd.c", "bn.c", "pool.c", "optim.c", "fused.c"]),
-            ("test_fused", ["threads.c", "gemm.c", "conv.c", "winograd.c", "bn.c", "pool.c", "optim.c", "fused.c"]),
-            ("test_ssd_ops", ["detect.c", "target.c", "loss.c", "threads.c"]),
-        ]
-        for (test, sources) in groups {
-            let exe = FileManager.default.temporaryDirectory.appendingPathComponent("\(test)-\(getpid())").path
-            defer { try? FileManager.default.removeItem(atPath: exe) }
-            let build = try Shell.run(cc, ["-std=c11", "-O2", "-march=native", "-fopenmp", "-I", dir]
-                + sources.map { "\(dir)/\($0)" } + ["\(dir)/tests/\(test).c", "-lm", "-o", exe])
-            XCTAssertEqual(build.status, 0, "\(test) does not build:\n\(build.stderr)")
-            guard build.status == 0 else { continue }
-            let r = try Shell.run(exe, [])
-            let summary = r.stdout.split(separator: "\n").last(where: { $0.contains("passed,") }) ?? "no summary"
-            XCTAssertEqual(r.status, 0, "\(test): \(summary)\n\(r.stdout.split(separator: "\n").filter { $0.contains("FAIL") }.joined(separator: "\n"))")
-            XCTAssertTrue(summary.hasSuffix(" 0 failed"), "\(test): \(summary)")
-        }
+        let exe = FileManager.default.temporaryDirectory.appendingPathComponent("\(test)-\(getpid())").path
+        defer { try? FileManager.default.removeItem(atPath: exe) }
+        let name = ([test] + extraFlags).joined(separator: " ")
+        let build = try Shell.run(cc, ["-std=c11", "-O2", "-march=native"] + extraFlags + ["-fopenmp", "-I", dir]
+            + sources.map { "\(dir)/\($0)" } + ["\(dir)/tests/\(test).c", "-lm", "-o", exe])
+        XCTAssertEqual(build.status, 0, "\(name) does not build:\n\(build.stderr)")
+        guard build.status == 0 else { return nil }
+        let r = try Shell.run(exe, [])
+        let lines = r.stdout.split(separator: "\n")
+        let summary = lines.last(where: { $0.contains("passed,") }) ?? "no summary"
+        XCTAssertEqual(r.status, 0, "\(name): \(summary)\n\(lines.filter { $0.contains("FAIL") }.joined(separator: "\n"))")
+        XCTAssertTrue(summary.hasSuffix(" 0 failed"), "\(name): \(summary)")
+        let isa = lines.first(where: { $0.hasPrefix("micro-kernel: ") })
+            .map { String($0.dropFirst("micro-kernel: ".count).prefix { $0 != "," }) }
+        print("\(name): \(isa.map { "\($0) micro-kernel, " } ?? "")\(summary)")
+        return isa
     }
 }

@@ -1,0 +1,128 @@
+/*
+ * gemm_avx512.c — the AVX-512 micro-kernel (ssd__ukernel, ssd__ukernel_rows; the contract is
+ * in gemm_internal.h). Compiled only when the library is built with AVX-512F available
+ * (e.g. -march=native on a CPU that has it); otherwise gemm.c provides the AVX2 or the
+ * portable kernel, and this file is empty.
+ *
+ * Tile 4 x 48: the AVX2 kernel's shape at twice the width. 12 zmm accumulators + 3 B
+ * vectors + 1 broadcast A value; per k step 3 vector loads + 4 broadcasts feed 12 FMAs.
+ * MR stays 4 so that the channel counts of TinySSD still fill whole tiles; NR = 48 (set in
+ * gemm_internal.h) is a multiple of 24 and of 8, which the packing and the Winograd and
+ * statistics passes (8-lane groups) rely on.
+ */
+#include "gemm_internal.h"
+
+#ifdef SSD_UKERNEL_AVX512
+
+#include <immintrin.h>
+
+/* Epilogue of one row (see ssd__ukernel): alpha, beta * cin, bias, ReLU, store. */
+static inline void store_row(__m512 x0, __m512 x1, __m512 x2, float alpha, const float *ci,
+                             float beta, float *co, const float *bias, int relu)
+{
+    if (alpha != 1.0f) {
+        const __m512 va = _mm512_set1_ps(alpha);
+        x0 = _mm512_mul_ps(va, x0);
+        x1 = _mm512_mul_ps(va, x1);
+        x2 = _mm512_mul_ps(va, x2);
+    }
+    if (ci) {
+        if (beta == 1.0f) {
+            x0 = _mm512_add_ps(x0, _mm512_loadu_ps(ci));
+            x1 = _mm512_add_ps(x1, _mm512_loadu_ps(ci + 16));
+            x2 = _mm512_add_ps(x2, _mm512_loadu_ps(ci + 32));
+        } else {
+            const __m512 vb = _mm512_set1_ps(beta);
+            x0 = _mm512_fmadd_ps(vb, _mm512_loadu_ps(ci), x0);
+            x1 = _mm512_fmadd_ps(vb, _mm512_loadu_ps(ci + 16), x1);
+            x2 = _mm512_fmadd_ps(vb, _mm512_loadu_ps(ci + 32), x2);
+        }
+    }
+    if (bias) {
+        const __m512 vb = _mm512_set1_ps(*bias);
+        x0 = _mm512_add_ps(x0, vb);
+        x1 = _mm512_add_ps(x1, vb);
+        x2 = _mm512_add_ps(x2, vb);
+    }
+    if (relu) {
+        /* max(0, x) returns x when x is NaN (second operand), like x < 0 ? 0 : x. */
+        const __m512 z = _mm512_setzero_ps();
+        x0 = _mm512_max_ps(z, x0);
+        x1 = _mm512_max_ps(z, x1);
+        x2 = _mm512_max_ps(z, x2);
+    }
+    _mm512_storeu_ps(co, x0);
+    _mm512_storeu_ps(co + 16, x1);
+    _mm512_storeu_ps(co + 32, x2);
+}
+
+/* The 4 x 48 tile's accumulators: c<row><vector>. */
+#define ACC_ZERO                                                                             \
+    __m512 c00 = _mm512_setzero_ps(), c01 = _mm512_setzero_ps(), c02 = _mm512_setzero_ps();  \
+    __m512 c10 = _mm512_setzero_ps(), c11 = _mm512_setzero_ps(), c12 = _mm512_setzero_ps();  \
+    __m512 c20 = _mm512_setzero_ps(), c21 = _mm512_setzero_ps(), c22 = _mm512_setzero_ps();  \
+    __m512 c30 = _mm512_setzero_ps(), c31 = _mm512_setzero_ps(), c32 = _mm512_setzero_ps()
+
+/* One k step: the 48 floats at bp times the 4 floats at a, added to the accumulators. */
+#define ACC_STEP(bp, a)                                                                      \
+    do {                                                                                     \
+        const __m512 b0 = _mm512_loadu_ps(bp);                                               \
+        const __m512 b1 = _mm512_loadu_ps((bp) + 16);                                        \
+        const __m512 b2 = _mm512_loadu_ps((bp) + 32);                                        \
+        __m512 av = _mm512_set1_ps((a)[0]);                                                  \
+        c00 = _mm512_fmadd_ps(av, b0, c00);                                                  \
+        c01 = _mm512_fmadd_ps(av, b1, c01);                                                  \
+        c02 = _mm512_fmadd_ps(av, b2, c02);                                                  \
+        av = _mm512_set1_ps((a)[1]);                                                         \
+        c10 = _mm512_fmadd_ps(av, b0, c10);                                                  \
+        c11 = _mm512_fmadd_ps(av, b1, c11);                                                  \
+        c12 = _mm512_fmadd_ps(av, b2, c12);                                                  \
+        av = _mm512_set1_ps((a)[2]);                                                         \
+        c20 = _mm512_fmadd_ps(av, b0, c20);                                                  \
+        c21 = _mm512_fmadd_ps(av, b1, c21);                                                  \
+        c22 = _mm512_fmadd_ps(av, b2, c22);                                                  \
+        av = _mm512_set1_ps((a)[3]);                                                         \
+        c30 = _mm512_fmadd_ps(av, b0, c30);                                                  \
+        c31 = _mm512_fmadd_ps(av, b1, c31);                                                  \
+        c32 = _mm512_fmadd_ps(av, b2, c32);                                                  \
+    } while (0)
+
+/* The epilogue of all four rows. */
+#define ACC_STORE                                                                            \
+    do {                                                                                     \
+        store_row(c00, c01, c02, alpha, cin, beta, cout, bias, relu);                        \
+        store_row(c10, c11, c12, alpha, cin ? cin + ldi : NULL, beta, cout + ldo,            \
+                  bias ? bias + 1 : NULL, relu);                                             \
+        store_row(c20, c21, c22, alpha, cin ? cin + 2 * ldi : NULL, beta, cout + 2 * ldo,    \
+                  bias ? bias + 2 : NULL, relu);                                             \
+        store_row(c30, c31, c32, alpha, cin ? cin + 3 * ldi : NULL, beta, cout + 3 * ldo,    \
+                  bias ? bias + 3 : NULL, relu);                                             \
+    } while (0)
+
+void ssd__ukernel(int kc, const float *a, const float *b, float alpha,
+                  const float *cin, ptrdiff_t ldi, float beta,
+                  float *cout, ptrdiff_t ldo, const float *bias, int relu)
+{
+    ACC_ZERO;
+    for (int p = 0; p < kc; ++p) {
+        ACC_STEP(b, a);
+        a += SSD_MR;
+        b += SSD_NR;
+    }
+    ACC_STORE;
+}
+
+void ssd__ukernel_rows(int kc, const float *a, const float *b, const int *boff, float alpha,
+                       const float *cin, ptrdiff_t ldi, float beta,
+                       float *cout, ptrdiff_t ldo, const float *bias, int relu)
+{
+    ACC_ZERO;
+    for (int p = 0; p < kc; ++p) {
+        const float *bp = b + boff[p];
+        ACC_STEP(bp, a);
+        a += SSD_MR;
+    }
+    ACC_STORE;
+}
+
+#endif
