@@ -47,6 +47,8 @@
 
 #define SSD_MC 256
 
+const char *ssd_runtime_isa(void) { return SSD_UKERNEL_ISA; }
+
 int ssd__kc_block(int K)
 {
     if (K <= SSD_KC_MAX) return K < 1 ? 1 : K;

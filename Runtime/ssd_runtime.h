@@ -31,6 +31,10 @@ extern "C" {
 void ssd_set_num_threads(int n);
 int ssd_get_num_threads(void);
 
+/* The instruction set of the GEMM micro-kernel this runtime was built with: "avx512" (4 x 48),
+ * "avx2" (4 x 24) or "portable" (plain C), chosen at build time from the compiler's target. */
+const char *ssd_runtime_isa(void);
+
 /* ---- GEMM ----------------------------------------------------------------------------- */
 
 /* C = alpha * op(A) * op(B) + beta * C, row-major. op(A) is M x K, op(B) is K x N.

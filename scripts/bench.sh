@@ -77,7 +77,7 @@ print(f"machine: {cpu}, {cores} cores, {isa}; threads {s['threads']}, batch {s['
 p512 = peak.get("avx512_fma_gflops")
 print(f"float32 FMA peak on {peak['threads']} threads (scripts/fma_peak.c): AVX2 {peak['avx2_fma_gflops']:.0f} GFLOP/s"
       + (f", AVX-512 {p512:.0f} GFLOP/s" if p512 else ""))
-print(f"ssdc {s['ssdc_version']} ({s['cc']}); PyTorch {t['torch_version']}"
+print(f"ssdc {s['ssdc_version']} ({s['cc']}, {s.get('isa', '?')} micro-kernel); PyTorch {t['torch_version']}"
       + (f"; onnxruntime {t['onnxruntime_version']}" if t.get("onnxruntime_version") else ""))
 def cell(v):
     return f"{v:10.2f}" if v else f"{'-':>10s}"

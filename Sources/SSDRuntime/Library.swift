@@ -100,6 +100,13 @@ public final class ModelLibrary: @unchecked Sendable {
         return Array(UnsafeBufferPointer(start: times, count: info.kernels.count))
     }
 
+    /// The runtime's micro-kernel instruction set ("avx512", "avx2" or "portable").
+    public var isa: String {
+        typealias ISA = @convention(c) () -> UnsafePointer<CChar>?
+        guard let f = try? symbol("ssd_runtime_isa", as: ISA.self), let s = f() else { return "unknown" }
+        return String(cString: s)
+    }
+
     public func setThreads(_ n: Int) {
         if let f = try? symbol("ssdc_set_threads", as: SetThreads.self) { f(Int32(n)) }
     }

@@ -109,12 +109,12 @@ struct Bench: ParsableCommand {
                 "compile_seconds": cold, "compile_cached_seconds": cached, "peak_rss_bytes": peakTrain,
                 "threads": threads, "batch_size": batchSize, "ssdc_version": CompiledModel.version,
                 "cc": model.toolchain.version, "train_conv_gflop_per_step": convFlops / 1e9,
-                "train_conv_gflops": convGflops,
+                "train_conv_gflops": convGflops, "isa": lib.isa,
             ]
             let data = try JSONSerialization.data(withJSONObject: o, options: [.sortedKeys])
             print(String(decoding: data, as: UTF8.self))
         } else {
-            print("ssdc \(CompiledModel.version) bench: TinySSD 256x256, \(threads) threads, \(ProcessInfo.processInfo.activeProcessorCount) cores, \(model.toolchain.version)")
+            print("ssdc \(CompiledModel.version) bench: TinySSD 256x256, \(threads) threads, \(ProcessInfo.processInfo.activeProcessorCount) cores, \(model.toolchain.version), \(lib.isa) kernels")
             print(String(format: "  train, batch %d:        %8.2f examples/s  (%.2f s per step; convolutions %.0f GFLOP/s as direct multiply-adds)",
                          batchSize, trainRate, trainSeconds / Double(steps), convGflops))
             print(String(format: "  infer, batch 1:         %8.2f ms (forward + softmax + detection, median of %d)", b1, repeats))

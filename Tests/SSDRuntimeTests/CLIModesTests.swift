@@ -145,5 +145,11 @@ final class CLIModesTests: CLITestCase {
         XCTAssertEqual(json["threads"] as? Int, 2)
         XCTAssertEqual(json["batch_size"] as? Int, 1)
         XCTAssertEqual(json["ssdc_version"] as? String, CompiledModel.version)
+        // The micro-kernel follows the CPU (the library is built with -march=native).
+        let flags = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8))?
+            .split(separator: "\n").first { $0.hasPrefix("flags") }.map { $0.split(separator: " ").map(String.init) } ?? []
+        let expected = flags.contains("avx512f") ? "avx512" : flags.contains("avx2") && flags.contains("fma") ? "avx2" : "portable"
+        XCTAssertEqual(json["isa"] as? String, expected, String(line))
+        XCTAssertTrue(((json["train_conv_gflops"] as? NSNumber)?.doubleValue ?? 0) > 0, String(line))
     }
 }
