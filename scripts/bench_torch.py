@@ -93,21 +93,36 @@ def bench_train(net, batch_size, warmup, steps):
             "train_cpu_util": cpu / (dt * torch.get_num_threads())}
 
 
+def _median_ms(fn, runs):
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(times)
+
+
+def _forward_timings(fn, latency_runs, b32_runs):
+    """(batch-1 median ms, batch-32 examples/s) of fn(X) after warm-up calls."""
+    X1, _ = make_batch(1, seed=11)
+    X32, _ = make_batch(32, seed=12)
+    for _ in range(3):
+        fn(X1)
+    b1 = _median_ms(lambda: fn(X1), latency_runs)
+    fn(X32)
+    t0 = time.perf_counter()
+    for _ in range(b32_runs):
+        fn(X32)
+    return b1, b32_runs * 32 / (time.perf_counter() - t0)
+
+
 def bench_infer(net, latency_runs, detect_runs, b32_runs):
     d2l = T.import_d2l()
     net.eval()
     X1, _ = make_batch(1, seed=11)
-    X32, _ = make_batch(32, seed=12)
     out = {}
     with torch.no_grad():
-        for _ in range(3):
-            net(X1)
-        times = []
-        for _ in range(latency_runs):
-            t0 = time.perf_counter()
-            net(X1)
-            times.append(time.perf_counter() - t0)
-        out["infer_b1_ms"] = 1e3 * statistics.median(times)
+        out["infer_b1_ms"], out["infer_b32_examples_per_sec"] = _forward_timings(net, latency_runs, b32_runs)
 
         def detect():
             anchors, cls_preds, bbox_preds = net(X1)
@@ -116,18 +131,7 @@ def bench_infer(net, latency_runs, detect_runs, b32_runs):
 
         det = detect()
         out["detect_kept_rows"] = int((det[0, :, 0] >= 0).sum())
-        times = []
-        for _ in range(detect_runs):
-            t0 = time.perf_counter()
-            detect()
-            times.append(time.perf_counter() - t0)
-        out["infer_b1_detect_ms"] = 1e3 * statistics.median(times)
-
-        net(X32)
-        t0 = time.perf_counter()
-        for _ in range(b32_runs):
-            net(X32)
-        out["infer_b32_examples_per_sec"] = b32_runs * 32 / (time.perf_counter() - t0)
+        out["infer_b1_detect_ms"] = _median_ms(detect, detect_runs)
     return out
 
 
@@ -172,24 +176,6 @@ def child_rss(args):
         base, method = None, "ru_maxrss"
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
     print(json.dumps({"setup_rss_bytes": base, "peak_rss_bytes": peak, "rss_method": method}))
-
-
-def _forward_timings(fn, latency_runs, b32_runs):
-    """(batch-1 median ms, batch-32 examples/s) of fn(X) after warm-up calls."""
-    X1, _ = make_batch(1, seed=11)
-    X32, _ = make_batch(32, seed=12)
-    for _ in range(3):
-        fn(X1)
-    times = []
-    for _ in range(latency_runs):
-        t0 = time.perf_counter()
-        fn(X1)
-        times.append(time.perf_counter() - t0)
-    fn(X32)
-    t0 = time.perf_counter()
-    for _ in range(b32_runs):
-        fn(X32)
-    return 1e3 * statistics.median(times), b32_runs * 32 / (time.perf_counter() - t0)
 
 
 def child_compile(args):
