@@ -13,12 +13,13 @@ public struct CompileResult: Sendable {
 }
 
 public enum Driver {
-    /// Compiles `graph` into `directory` (created if needed). The library is built in (or
-    /// taken from) the cache and copied to `directory/libmodel.so`.
+    /// Compiles `graph` into `directory` (created if needed) for the CPU `target`. The
+    /// library is built in (or taken from) the cache and copied to `directory/libmodel.so`.
     public static func compile(_ graph: Graph, into directory: String,
-                               training: Lowering.TrainStepOptions? = Lowering.TrainStepOptions(maxBoxes: 1)) throws -> CompileResult {
+                               training: Lowering.TrainStepOptions? = Lowering.TrainStepOptions(maxBoxes: 1),
+                               target: BuildTarget = .native) throws -> CompileResult {
         let start = Date()
-        let toolchain = try Toolchain.info()
+        let toolchain = try Toolchain.info(target: target)
         let model = try CompiledModel(graph: graph, toolchain: toolchain, training: training)
         let emitter = CEmitter(model)
         try AtomicFile.makeDirectory(directory)

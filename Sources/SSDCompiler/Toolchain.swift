@@ -23,6 +23,27 @@ public struct ToolchainInfo: Codable, Hashable, Sendable {
     public static let linkFlags = ["-shared", "-fopenmp", "-Wl,-z,defs", "-lm"]
 }
 
+/// The CPU a library (or an exported bundle) is built for: the `-march` it passes. The
+/// runtime picks its micro-kernel from what that target has: AVX-512 (x86-64-v4, or native
+/// on such a CPU), AVX2 + FMA (x86-64-v3), else the portable C paths (generic).
+public enum BuildTarget: String, CaseIterable, Sendable {
+    case native
+    case x86_64_v3 = "x86-64-v3"
+    case x86_64_v4 = "x86-64-v4"
+    case generic
+
+    /// The compiler flag; generic passes none, so any C11 compiler on any CPU builds the
+    /// runtime's portable C paths.
+    public var marchFlag: String {
+        switch self {
+        case .native: return "-march=native"
+        case .x86_64_v3: return "-march=x86-64-v3"
+        case .x86_64_v4: return "-march=x86-64-v4"
+        case .generic: return ""
+        }
+    }
+}
+
 public struct ToolchainError: Error, CustomStringConvertible {
     public var description: String
     public init(_ d: String) { description = d }
@@ -96,10 +117,12 @@ public enum Toolchain {
         throw ToolchainError("no C compiler found: install clang (apt-get install clang libomp-dev) or set SSDC_CC")
     }
 
-    public static func info() throws -> ToolchainInfo {
+    /// The compiler and its flags for `target` (the default flags' -march replaced).
+    public static func info(target: BuildTarget = .native) throws -> ToolchainInfo {
         let cc = try findCC()
         let v = (try? Shell.run(cc, ["--version"]))?.stdout.split(separator: "\n").first.map(String.init) ?? "unknown"
-        return ToolchainInfo(cc: cc, version: v, flags: ToolchainInfo.defaultFlags)
+        let flags = ToolchainInfo.defaultFlags.compactMap { $0 == "-march=native" ? (target.marchFlag.isEmpty ? nil : target.marchFlag) : $0 }
+        return ToolchainInfo(cc: cc, version: v, flags: flags)
     }
 
     /// Directory of the hand-written C runtime: `SSDC_RUNTIME_DIR`, else Runtime/ of the

@@ -2,22 +2,6 @@ import Foundation
 import SSDCompiler
 
 /// The CPU a C bundle is built for: the `-march` its Makefile passes.
-public enum BundleTarget: String, CaseIterable, Sendable {
-    case native
-    case x86_64_v3 = "x86-64-v3"
-    case generic
-
-    /// The compiler flag; generic passes none, so any C11 compiler on any CPU builds the
-    /// runtime's portable C paths.
-    public var marchFlag: String {
-        switch self {
-        case .native: return "-march=native"
-        case .x86_64_v3: return "-march=x86-64-v3"
-        case .generic: return ""
-        }
-    }
-}
-
 /// Writes a folder that builds the model with a C compiler and make alone (no Swift, no
 /// ssdc): model.c and model.h as `ssdc compile` emits them, the runtime's sources, the
 /// weights, a small C API (bundle.h), the example program detect.c, a Makefile and a README.
@@ -27,7 +11,7 @@ public enum BundleExporter {
     /// const array in weights.c, else the file weights.bin the program reads at run time.
     @discardableResult
     public static func export(_ model: ResolvedModel, session: ModelSession, to directory: String,
-                              target: BundleTarget, embedWeights: Bool) throws -> [String] {
+                              target: BuildTarget, embedWeights: Bool) throws -> [String] {
         let infer = try inferProgram(session.manifest)
         guard !OutputPaths.sameFile(directory, model.directory) else {
             throw RuntimeError("-o \(directory) is the model's own folder; choose another folder for the bundle")

@@ -4,7 +4,7 @@ import SSDCompiler
 import SSDIO
 import SSDRuntime
 
-extension BundleTarget: ExpressibleByArgument {}
+extension BuildTarget: ExpressibleByArgument {}
 
 struct Export: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -21,7 +21,7 @@ struct Export: ParsableCommand {
     var output: String
 
     @Option(help: "The CPU the Makefile builds for: native (-march=native), x86-64-v3, or generic (no -march: portable C, any CPU).")
-    var target: BundleTarget = .native
+    var target: BuildTarget = .native
 
     @Flag(help: "Compile the weights into the library (weights.c, a const array) instead of reading weights.bin at run time.")
     var embedWeights = false

@@ -84,6 +84,9 @@ struct Compile: ParsableCommand {
     @Option(help: "Ground-truth boxes per image the train and eval steps take (rows of Y).")
     var maxBoxes: Int = 1
 
+    @Option(help: "The CPU to build for: native (this one), x86-64-v3 (AVX2), x86-64-v4 (AVX-512) or generic (portable C).")
+    var target: BuildTarget = .native
+
     @Option(help: "Seconds the model program may run to build its graph (default: SSDC_MODEL_TIMEOUT, else 120).")
     var modelTimeout: Double?
 
@@ -95,10 +98,10 @@ struct Compile: ParsableCommand {
         do {
             let graph = try ModelSource.graph(fromFile: file, height: p[0], width: p[1], timeout: modelTimeout)
             let dir = output ?? "build/\(graph.name)"
-            let r = try Driver.compile(graph, into: dir, training: .init(maxBoxes: maxBoxes))
+            let r = try Driver.compile(graph, into: dir, training: .init(maxBoxes: maxBoxes), target: target)
             let kernels = r.model.programs.map { "\($0.name): \($0.kernels.count) kernels" }.joined(separator: ", ")
             print("compiled \(graph.name) (\(graph.nodes.count) nodes, \(r.model.layout.slots.count) parameter tensors) -> \(dir)")
-            print("  \(kernels); library \(r.cached ? "from cache" : "built") in \(String(format: "%.2f", r.seconds)) s")
+            print("  \(kernels); library for \(target.rawValue) (\(r.model.toolchain.flags.joined(separator: " "))) \(r.cached ? "from cache" : "built") in \(String(format: "%.2f", r.seconds)) s")
             for f in ["graph.txt", "model.c", "model.h", "manifest.json", "kernels.txt", "libmodel.so"] { print("  \(dir)/\(f)") }
         } catch {
             FileHandle.standardError.write(Data("error: \(describe(error))\n".utf8))

@@ -1,6 +1,7 @@
 import Foundation
 import SSDCompiler
 import SSDIO
+import SSDRuntime
 import XCTest
 
 /// Each mode of `ssdc run` and `ssdc bench` end to end through the built executable, on the
@@ -151,5 +152,37 @@ final class CLIModesTests: CLITestCase {
         let expected = flags.contains("avx512f") ? "avx512" : flags.contains("avx2") && flags.contains("fma") ? "avx2" : "portable"
         XCTAssertEqual(json["isa"] as? String, expected, String(line))
         XCTAssertTrue(((json["train_conv_gflops"] as? NSNumber)?.doubleValue ?? 0) > 0, String(line))
+    }
+}
+
+/// `ssdc compile --target`: the library's micro-kernel follows the target, and every target
+/// computes the same forward.
+final class CompileTargetTests: CLITestCase {
+    func testTargetsPickTheirKernelsAndAgree() throws {
+        let model = Fixtures.packageRoot + "/Examples/tinyssd/model.swift"
+        let weights = Fixtures.directory + "/tinyssd_weights.safetensors"
+        var rng = SplitMix64(seed: 3)
+        let input = "\(tmp!)/x.safetensors"
+        try SafeTensors.write(["X": HostTensor(floats: (0..<(2 * 3 * 64 * 64)).map { _ in 127.5 + rng.uniform(127.5) },
+                                               shape: [2, 3, 64, 64])], to: input)
+        var outputs: [String: [Float]] = [:]
+        for (target, isa) in [("native", nil), ("x86-64-v3", "avx2"), ("generic", "portable")] {
+            let dir = "\(tmp!)/\(target)"
+            var r = try ssdc(["compile", model, "--input-size", "64x64", "--target", target, "-o", dir])
+            XCTAssertEqual(r.status, 0, r.stderr)
+            let manifest = try String(contentsOfFile: "\(dir)/manifest.json", encoding: .utf8)
+            XCTAssertEqual(manifest.contains("-march="), target != "generic", target)
+            if target != "generic" { XCTAssertTrue(manifest.contains("-march=\(target)"), target) }
+            if let isa { XCTAssertEqual(try ModelLibrary(path: "\(dir)/libmodel.so").isa, isa, target) }
+            r = try ssdc(["run", "--forward", "--model", dir, "--input-size", "64x64", "--weights", weights,
+                          "--input", input, "--out", "\(dir)/out.safetensors"])
+            XCTAssertEqual(r.status, 0, r.stderr)
+            outputs[target] = try SafeTensors.read("\(dir)/out.safetensors")["fwd.cls_preds"]?.floats
+        }
+        let native = try XCTUnwrap(outputs["native"])
+        for target in ["x86-64-v3", "generic"] {
+            let other = try XCTUnwrap(outputs[target])
+            XCTAssertLessThanOrEqual(relativeError(other, native), 1e-5, target)
+        }
     }
 }
