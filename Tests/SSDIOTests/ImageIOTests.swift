@@ -112,21 +112,11 @@ final class ImageIOTests: XCTestCase {
     // MARK: Real data set images (when ../shared is there; the fixture twins below run everywhere)
 
     func testDecodeBananaPNG() throws {
-        let path = try TestSupport.sharedFile("banana-detection/bananas_train/images/0.png")
-        let image = try RGBImage.load(path)
-        XCTAssertEqual(image.width, 256)
-        XCTAssertEqual(image.height, 256)
-        // Reference values read independently with Pillow (PNG is lossless: exact).
-        let expected: [(Int, Int, RGBImage.Color)] = [
+        try assertPNG(TestSupport.sharedFile("banana-detection/bananas_train/images/0.png"), size: 256, [
             (0, 0, .init(217, 214, 241)), (255, 0, .init(28, 23, 17)), (0, 255, .init(198, 194, 209)),
             (255, 255, .init(68, 71, 54)), (128, 128, .init(177, 168, 163)), (37, 201, .init(118, 98, 99)),
             (200, 61, .init(153, 155, 144)),
-        ]
-        for (x, y, color) in expected { XCTAssertEqual(image[x, y], color, "pixel (\(x), \(y))") }
-        // Whole-image checksums from Pillow: plain sum and a position-weighted sum.
-        XCTAssertEqual(image.pixels.reduce(0) { $0 + Int($1) }, 24_255_542)
-        let weighted = image.pixels.enumerated().reduce(0) { $0 + Int($1.element) * ($1.offset % 251) }
-        XCTAssertEqual(weighted, 3_027_641_595)
+        ], sum: 24_255_542, weightedSum: 3_027_641_595)
     }
 
     func testDecodeBananaJPEG() throws {
@@ -145,19 +135,24 @@ final class ImageIOTests: XCTestCase {
     // MARK: Committed fixture images (the same checks, on every machine)
 
     func testDecodeFixturePNG() throws {
-        let image = try RGBImage.load(TestSupport.fixtureFile("tiny-bananas/bananas_train/images/0.png"))
-        XCTAssertEqual(image.width, 128)
-        XCTAssertEqual(image.height, 128)
-        // Reference values read independently with Pillow (PNG is lossless: exact).
-        let expected: [(Int, Int, RGBImage.Color)] = [
+        try assertPNG(TestSupport.fixtureFile("tiny-bananas/bananas_train/images/0.png"), size: 128, [
             (0, 0, .init(111, 141, 187)), (127, 0, .init(114, 144, 187)), (0, 127, .init(113, 143, 181)),
             (127, 127, .init(115, 142, 191)), (64, 64, .init(247, 100, 166)), (28, 60, .init(239, 197, 50)),
             (100, 30, .init(174, 116, 136)),
-        ]
-        for (x, y, color) in expected { XCTAssertEqual(image[x, y], color, "pixel (\(x), \(y))") }
-        XCTAssertEqual(image.pixels.reduce(0) { $0 + Int($1) }, 7_098_526)
+        ], sum: 7_098_526, weightedSum: 886_876_993)
+    }
+
+    /// A size x size PNG decodes to exactly these pixels and checksums, all read independently
+    /// with Pillow (PNG is lossless): the plain sum and a position-weighted sum of the bytes.
+    func assertPNG(_ path: String, size: Int, _ expected: [(Int, Int, RGBImage.Color)], sum: Int, weightedSum: Int,
+                   file: StaticString = #filePath, line: UInt = #line) throws {
+        let image = try RGBImage.load(path)
+        XCTAssertEqual(image.width, size, file: file, line: line)
+        XCTAssertEqual(image.height, size, file: file, line: line)
+        for (x, y, color) in expected { XCTAssertEqual(image[x, y], color, "pixel (\(x), \(y))", file: file, line: line) }
+        XCTAssertEqual(image.pixels.reduce(0) { $0 + Int($1) }, sum, file: file, line: line)
         let weighted = image.pixels.enumerated().reduce(0) { $0 + Int($1.element) * ($1.offset % 251) }
-        XCTAssertEqual(weighted, 886_876_993)
+        XCTAssertEqual(weighted, weightedSum, file: file, line: line)
     }
 
     func testDecodeFixtureJPEG() throws {
