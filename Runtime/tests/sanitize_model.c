@@ -184,49 +184,71 @@ static void check_outputs(const char *program, long n, const char *F, const char
     }
 }
 
-/* Pixel values 0..255, and one box per image with label 0 inside the unit square. */
+/* Pixel values 0..255. */
 static void fill_inputs(const char *program, long n, char *B)
 {
-    char x_name[64], y_name[64];
+    char x_name[64];
     snprintf(x_name, sizeof x_name, "%sIN_X", program);
-    snprintf(y_name, sizeof y_name, "%sIN_Y", program);
     for (int i = 0; i < g_count; ++i) {
         const entry *e = &g_entries[i];
+        if (strcmp(e->name, x_name) != 0) continue;
         float *dst = (float *)(B + e->offset * n);
         long count = element_count(e, n);
-        if (strcmp(e->name, x_name) == 0) {
-            for (long k = 0; k < count; ++k) dst[k] = (float)floor(256.0 * unit());
-        } else if (strcmp(e->name, y_name) == 0) {
-            for (long k = 0; k + 5 <= count; k += 5) {
-                double x0 = 0.6 * unit(), y0 = 0.6 * unit();
-                dst[k] = 0.0f;
-                dst[k + 1] = (float)x0;
-                dst[k + 2] = (float)y0;
-                dst[k + 3] = (float)(x0 + 0.1 + 0.3 * unit());
-                dst[k + 4] = (float)(y0 + 0.1 + 0.3 * unit());
-            }
-        }
+        for (long k = 0; k < count; ++k) dst[k] = (float)floor(256.0 * unit());
     }
+}
+
+/* LABEL_ROWS rows per image: one box with label 0 inside the unit square, then padding
+ * (class -1), so the steps see both kinds of row. */
+enum { LABEL_ROWS = 2 };
+static float *make_labels(long n)
+{
+    float *y = region(sizeof(float) * 5 * LABEL_ROWS * n);
+    for (long i = 0; i < n; ++i) {
+        float *row = y + 5 * LABEL_ROWS * i;
+        double x0 = 0.6 * unit(), y0 = 0.6 * unit();
+        row[0] = 0.0f;
+        row[1] = (float)x0;
+        row[2] = (float)y0;
+        row[3] = (float)(x0 + 0.1 + 0.3 * unit());
+        row[4] = (float)(y0 + 0.1 + 0.3 * unit());
+        for (int r = 1; r < LABEL_ROWS; ++r) row[5 * r] = -1.0f;
+    }
+    return y;
 }
 
 typedef int (*program_fn)(int64_t, float *, char *, char *, float *);
 typedef size_t (*scratch_fn)(int64_t);
+typedef int (*step_fn)(int64_t, int64_t, const float *, float *, char *, char *, float *);
+typedef size_t (*step_scratch_fn)(int64_t, int64_t);
 
-/* Runs one program on fresh, exactly sized regions. */
-static void run(const char *program, program_fn fn, scratch_fn scratch, size_t fixed, size_t batched,
-                float *P)
+/* Runs one program on fresh, exactly sized regions; a step (`step` set) also gets labels. */
+static void run_any(const char *program, program_fn fn, scratch_fn scratch, step_fn step, step_scratch_fn step_scratch,
+                    size_t fixed, size_t batched, float *P)
 {
     char *F = region(fixed);
     char *B = region(batched * BATCH);
-    float *S = region(scratch(BATCH) * sizeof(float));
+    float *S = region((step ? step_scratch(BATCH, LABEL_ROWS) : scratch(BATCH)) * sizeof(float));
+    float *Y = step ? make_labels(BATCH) : NULL;
     fill_inputs(program, BATCH, B);
-    int status = fn(BATCH, P, F, B, S);
+    int status = step ? step(BATCH, LABEL_ROWS, Y, P, F, B, S) : fn(BATCH, P, F, B, S);
     if (status != 0) fail(program, "entry point returned an error");
     else check_outputs(program, BATCH, F, B);
     printf("ran %s (N=%d)\n", program, BATCH);
     free(F);
     free(B);
     free(S);
+    free(Y);
+}
+
+static void run(const char *program, program_fn fn, scratch_fn scratch, size_t fixed, size_t batched, float *P)
+{
+    run_any(program, fn, scratch, NULL, NULL, fixed, batched, P);
+}
+
+static void run_step(const char *program, step_fn fn, step_scratch_fn scratch, size_t fixed, size_t batched, float *P)
+{
+    run_any(program, NULL, NULL, fn, scratch, fixed, batched, P);
 }
 
 int main(int argc, char **argv)
@@ -241,12 +263,12 @@ int main(int argc, char **argv)
     run("FORWARD_TRAIN_", ssdc_forward_train, ssdc_forward_train_scratch_floats,
         SSDC_FORWARD_TRAIN_FIXED_BYTES, SSDC_FORWARD_TRAIN_BATCHED_BYTES, P);
     run("INFER_", ssdc_infer, ssdc_infer_scratch_floats, SSDC_INFER_FIXED_BYTES, SSDC_INFER_BATCHED_BYTES, P);
-    run("EVAL_STEP_", ssdc_eval_step, ssdc_eval_step_scratch_floats, SSDC_EVAL_STEP_FIXED_BYTES,
+    run_step("EVAL_STEP_", ssdc_eval_step, ssdc_eval_step_scratch_floats, SSDC_EVAL_STEP_FIXED_BYTES,
         SSDC_EVAL_STEP_BATCHED_BYTES, P);
 
     float *before = region(SSDC_PARAMS_FLOATS * sizeof(float));
     memcpy(before, P, SSDC_PARAMS_FLOATS * sizeof(float));
-    run("TRAIN_STEP_", ssdc_train_step, ssdc_train_step_scratch_floats, SSDC_TRAIN_STEP_FIXED_BYTES,
+    run_step("TRAIN_STEP_", ssdc_train_step, ssdc_train_step_scratch_floats, SSDC_TRAIN_STEP_FIXED_BYTES,
         SSDC_TRAIN_STEP_BATCHED_BYTES, P);
     long changed = 0;
     for (long k = 0; k < SSDC_PARAMS_FLOATS; ++k) {

@@ -15,12 +15,11 @@ import SSDGraph
 /// backward through the ReLU mask, the scatter of the heads' concat back into each head
 /// in one pass) is decided here, from the same kinds as the forward fusion.
 extension Lowering {
+    /// What a train step is compiled with. The rows of ground truth per image (G of the
+    /// labels Y, padding rows have class -1) are not among them: G is a run-time argument.
     public struct TrainStepOptions: Sendable {
-        /// Rows of ground truth per image (G of the labels Y, padding rows have class -1).
-        public var maxBoxes: Int
         public var loss: LossConfig
-        public init(maxBoxes: Int, loss: LossConfig = LossConfig()) {
-            self.maxBoxes = maxBoxes
+        public init(loss: LossConfig = LossConfig()) {
             self.loss = loss
         }
     }
@@ -50,6 +49,9 @@ extension Lowering {
         var handled: Set<Int> = []
         /// BN nodes whose ReLU epilogue's mask is applied inside BN backward: bn -> y.
         var reluMask: [Int: Int] = [:]
+        /// Buffers that are the gradient of more than one value (both inputs of an add get
+        /// its output's gradient): never accumulated into in place.
+        var shared: Set<Int> = []
     }
 
     mutating func appendTrainStep(_ p: inout Program, options: TrainStepOptions, backward: Bool) throws {
@@ -57,17 +59,19 @@ extension Lowering {
             throw GraphError(location: SourceLocation(file: graph.name, line: 0), node: graph.name,
                              message: "training needs an SSD model (anchors, cls_preds, bbox_preds)")
         }
-        let a = cls.type.dims[0], q1 = cls.type.dims[1], g = options.maxBoxes
+        let a = cls.type.dims[0], q1 = cls.type.dims[1]
         let at = cls.location
 
         // Labels and the anchor targets (SPEC section 3).
-        let labels = newBuffer("Y", TensorType([g, 5], batched: true), region: .batched)
+        let labels = buffers.count
+        buffers.append(Buffer(id: labels, name: "Y", region: .labels, bytes: 0, offset: 0,
+                              type: TensorType([-1, 5], batched: true)))
         let anchors = try materialized(anchorsNode.id)
         let bboxLabels = newBuffer("target.bbox_labels", TensorType([4 * a], batched: true), region: .batched)
         let bboxMasks = newBuffer("target.bbox_masks", TensorType([4 * a], batched: true), region: .batched)
         let clsLabels = newBuffer("target.cls_labels", TensorType([a], batched: true), region: .batched)
         addKernel(.opaque, [anchorsNode.id], .multiboxTarget(anchors: anchors, labels: labels, bboxLabels: bboxLabels,
-                                                             bboxMasks: bboxMasks, clsLabels: clsLabels, anchorsCount: a, boxes: g))
+                                                             bboxMasks: bboxMasks, clsLabels: clsLabels, anchorsCount: a))
 
         // Loss, metrics and the gradient of the batch-mean loss (SPEC section 4).
         let perExample = newBuffer("loss.per_example", TensorType([1], batched: true), region: .batched)
@@ -141,11 +145,22 @@ extension Lowering {
     /// taken as it is, later ones are added into it.
     mutating func contribute(_ node: Int, _ buffer: Int, _ bw: inout Backward, from: Int) {
         guard graph[node].op.isDifferentiable, !isInput(node) else { return }
-        if let existing = bw.grads[node] {
+        if let existing = bw.grads[node], bw.shared.contains(existing) {
+            let t = graph[node].type
+            let sum = newBuffer("grad." + valueName(node), t, region: t.batched ? .batched : .fixed)
+            addKernel(.elementwise, [from], .family(AnyKernelFamily(Add(a: existing, b: buffer, y: sum, count: t.elementCount,
+                                                                        batched: t.batched, gradient: true))))
+            bw.grads[node] = sum
+        } else if let existing = bw.grads[node] {
             addKernel(.elementwise, [from], .accumulate(into: existing, from: buffer, count: graph[node].type.elementCount))
         } else {
             bw.grads[node] = buffer
         }
+    }
+
+    func isTrainableParameter(_ node: Int) -> Bool {
+        if case .parameter(let p) = graph[node].op { return p.trainable }
+        return false
     }
 
     func isInput(_ node: Int) -> Bool {
@@ -247,6 +262,70 @@ extension Lowering {
             addKernel(.reduction, [n.id], .globalMaxPoolBackward(x: try materialized(x), dy: dy, dx: dx,
                                                                   c: xt.dims[0], hw: xt.dims[1] * xt.dims[2]))
             contribute(x, dx, &bw, from: n.id)
+
+        case .add:
+            // Both inputs get dy itself: no kernel, but the buffer is now shared.
+            bw.shared.insert(dy)
+            for i in n.inputs where needsGradient(i) { contribute(i, dy, &bw, from: n.id) }
+
+        case .convolution(let attributes):
+            let x = n.inputs[0]
+            let xt = graph[x].type
+            let dx = needsGradient(x) ? newBuffer("grad." + valueName(x), xt, region: .batched) : nil
+            addKernel(.outElementwiseFusable, [n.id], .family(AnyKernelFamily(ConvolutionBackward(
+                x: try materialized(x), weight: try materialized(n.inputs[1]), dy: dy, dx: dx,
+                dWeight: gradientBuffer(ofParameter: n.inputs[1]),
+                dBias: n.inputs.count > 2 ? gradientBuffer(ofParameter: n.inputs[2]) : nil,
+                geometry: ConvGeometry(input: xt, weight: graph[n.inputs[1]].type, attributes: attributes)))))
+            if let dx { contribute(x, dx, &bw, from: n.id) }
+
+        case .pool2d(let attributes):
+            let x = n.inputs[0], xt = graph[x].type
+            let dx = newBuffer("grad." + valueName(x), xt, region: .batched)
+            addKernel(.outElementwiseFusable, [n.id], .family(AnyKernelFamily(PoolBackward(
+                x: try materialized(x), dy: dy, dx: dx, c: xt.dims[0], h: xt.dims[1], w: xt.dims[2], attributes: attributes))))
+            contribute(x, dx, &bw, from: n.id)
+
+        case .globalAvgPool:
+            let x = n.inputs[0], xt = graph[x].type
+            let dx = newBuffer("grad." + valueName(x), xt, region: .batched)
+            addKernel(.reduction, [n.id], .family(AnyKernelFamily(GlobalAvgPool(
+                x: dy, y: dx, c: xt.dims[0], hw: xt.dims[1] * xt.dims[2], backward: true))))
+            contribute(x, dx, &bw, from: n.id)
+
+        case .activation(let a):
+            let x = n.inputs[0], xt = graph[x].type
+            let dx = newBuffer("grad." + valueName(x), xt, region: xt.batched ? .batched : .fixed)
+            addKernel(.elementwise, [n.id], .family(AnyKernelFamily(ActivationBackward(
+                x: try materialized(x), y: try materialized(n.id), dy: dy, dx: dx, count: n.type.elementCount, activation: a))))
+            contribute(x, dx, &bw, from: n.id)
+
+        case .upsampleNearest(let sh, let sw):
+            let x = n.inputs[0], xt = graph[x].type
+            let dx = newBuffer("grad." + valueName(x), xt, region: .batched)
+            addKernel(.injective, [n.id], .family(AnyKernelFamily(UpsampleNearest(
+                x: dy, y: dx, c: xt.dims[0], h: xt.dims[1], w: xt.dims[2], sh: sh, sw: sw, backward: true))))
+            contribute(x, dx, &bw, from: n.id)
+
+        case .mulChannels:
+            let x = n.inputs[0], s = n.inputs[1], xt = graph[x].type, st = graph[s].type
+            let dx = needsGradient(x) ? newBuffer("grad." + valueName(x), xt, region: .batched) : nil
+            let ds: Int? = !needsGradient(s) ? nil
+                : isTrainableParameter(s) ? gradientBuffer(ofParameter: s)
+                : newBuffer("grad." + valueName(s), st, region: st.batched ? .batched : .fixed)
+            addKernel(.broadcast, [n.id], .family(AnyKernelFamily(MulChannelsBackward(
+                x: try materialized(x), s: try materialized(s), dy: dy, dx: dx, ds: ds,
+                c: xt.dims[0], hw: xt.dims[1] * xt.dims[2], perExample: st.batched))))
+            if let dx { contribute(x, dx, &bw, from: n.id) }
+            if let ds, !isTrainableParameter(s) { contribute(s, ds, &bw, from: n.id) }
+
+        case .l2Norm(let eps):
+            let x = n.inputs[0], xt = graph[x].type
+            let dx = needsGradient(x) ? newBuffer("grad." + valueName(x), xt, region: .batched) : nil
+            addKernel(.reduction, [n.id], .family(AnyKernelFamily(L2NormBackward(
+                x: try materialized(x), weight: try materialized(n.inputs[1]), dy: dy, dx: dx,
+                dWeight: gradientBuffer(ofParameter: n.inputs[1]), c: xt.dims[0], hw: xt.dims[1] * xt.dims[2], eps: eps))))
+            if let dx { contribute(x, dx, &bw, from: n.id) }
 
         case .permute, .concat:
             // Injective: each input chain (reshape/permute back to a materialised value) gets

@@ -26,6 +26,7 @@ public struct CEmitter {
         case .fixed: return "((float *)(F + \(b.offset)))"
         case .batched: return "((float *)(B + (size_t)\(b.offset) * N))"
         case .constant: return cName(b.name)
+        case .labels: return "Y"
         }
     }
 
@@ -70,6 +71,7 @@ public struct CEmitter {
         case .fixed: return "\(b.name) F+\(b.offset)"
         case .batched: return "\(b.name) B+\(b.offset)*N"
         case .constant: return "\(b.name) \(cName(b.name))"
+        case .labels: return "\(b.name) Y (N x G rows)"
         }
     }
 
@@ -154,8 +156,8 @@ public struct CEmitter {
                 out += copyPiece(p, piece, index: i, yElements: yElements)
             }
             return out
-        case .multiboxTarget(let anchors, let labels, let bl, let bm, let cl, let a, let g):
-            return ["ssd_multibox_target((int)N, \(a), \(g), \(P(anchors)), \(P(labels)), 0.5f, \(P(bl)), \(P(bm)), \(P(cl)), S);"]
+        case .multiboxTarget(let anchors, let labels, let bl, let bm, let cl, let a):
+            return ["ssd_multibox_target((int)N, \(a), (int)G, \(P(anchors)), \(P(labels)), 0.5f, \(P(bl)), \(P(bm)), \(P(cl)), S);"]
         case .multiboxLoss(let c, let b, let cl, let bl, let bm, let pe, let dc, let db, let m, let a, let q1, let cfg):
             return [
                 "const ssd_loss_config_t cfg = { \(cfg.focal ? 1 : 0), \(CEmitter.float(cfg.focalGamma)), \(CEmitter.float(cfg.focalAlpha)), \(cfg.smoothL1 ? 1 : 0), \(CEmitter.float(cfg.sigma)), \(CEmitter.float(cfg.clsWeight)), \(CEmitter.float(cfg.bboxWeight)), \(CEmitter.float(cfg.negativeMiningRatio)) };",
@@ -209,6 +211,8 @@ public struct CEmitter {
                 lines.append("ssd_sgd_update(\(n), P + \(off), P + \(off + model.layout.gradientOffset), lr, wd); /* \(p.buffers[b].name) */")
             }
             return lines
+        case .family(let f):
+            return f.base.body(P)
         }
     }
 
@@ -280,10 +284,12 @@ public struct CEmitter {
             return "{ const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, \(c), \(h), \(w), \(o), \(ks), \(s), \(pad)); t = ssd_conv2d_scratch_floats(&g); }"
         case .conv2dPairBackward(_, let a, let b, _, let c, let h, let w, let ks, let s, let pad):
             return "{ const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, \(c), \(h), \(w), \(a.o + b.o), \(ks), \(s), \(pad)); t = ssd_conv2d_pair_backward_scratch_floats(&g); }"
-        case .multiboxTarget(_, _, _, _, _, let a, let g):
-            return "t = ssd_target_scratch_floats(\(a), \(g)) * (size_t)N;"
+        case .multiboxTarget(_, _, _, _, _, let a):
+            return "t = ssd_target_scratch_floats(\(a), (int)G) * (size_t)N;"
         case .multiboxLoss(_, _, _, _, _, _, _, _, _, let a, let q1, _):
             return "t = ssd_loss_scratch_floats((int)N, \(a), \(q1));"
+        case .family(let f):
+            return f.base.scratchQuery
         default: return nil
         }
     }
@@ -312,15 +318,19 @@ public struct CEmitter {
         for p in model.programs {
             out.append("/* ==== program \(p.name) (BatchNorm: \(p.mode == .train ? "batch statistics" : "running statistics")) ==== */")
             out.append("")
+            // A step that takes labels passes G (rows per image) and Y to the kernel that reads them.
+            let labels = p.takesLabels
+            func readsLabels(_ k: Kernel) -> Bool { p.uses(k).reads.contains { p.buffers[$0].region == .labels } }
             for k in p.kernels {
                 out.append(comment(p, k))
-                out.append("static void \(p.name)_\(k.name)(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {")
+                let rows = readsLabels(k) ? "int64_t G, const float *restrict Y, " : ""
+                out.append("static void \(p.name)_\(k.name)(int64_t N, \(rows)float *restrict P, char *restrict F, char *restrict B, float *restrict S) {")
                 out.append("    (void)P; (void)F; (void)B; (void)S;")
                 for line in body(p, k) { out.append("    " + line) }
                 out.append("}")
                 out.append("")
             }
-            out.append("size_t ssdc_\(p.name)_scratch_floats(int64_t N) {")
+            out.append("size_t ssdc_\(p.name)_scratch_floats(int64_t N\(labels ? ", int64_t G" : "")) {")
             out.append("    size_t s = 1, t = 0;")
             for k in p.kernels {
                 if let q = scratchQuery(k) { out.append("    \(q) if (t > s) s = t;") }
@@ -330,10 +340,12 @@ public struct CEmitter {
             out.append("")
             out.append("static double \(p.name)_times[\(max(p.kernels.count, 1))];")
             out.append("")
-            out.append("int ssdc_\(p.name)(int64_t N, float *P, char *F, char *B, float *S) {")
-            out.append("    if (N < 1) return SSDC_ERR_BATCH;")
-            out.append("    if (!P || !F || !B || !S) return SSDC_ERR_NULL;")
-            for (i, k) in p.kernels.enumerated() { out.append("    SSDC_TIMED(\(p.name)_times, \(i), \(p.name)_\(k.name)(N, P, F, B, S));") }
+            out.append("int ssdc_\(p.name)(int64_t N, \(labels ? "int64_t G, const float *Y, " : "")float *P, char *F, char *B, float *S) {")
+            out.append("    if (N < 1\(labels ? " || G < 1" : "")) return SSDC_ERR_BATCH;")
+            out.append("    if (!P || !F || !B || !S\(labels ? " || !Y" : "")) return SSDC_ERR_NULL;")
+            for (i, k) in p.kernels.enumerated() {
+                out.append("    SSDC_TIMED(\(p.name)_times, \(i), \(p.name)_\(k.name)(N, \(readsLabels(k) ? "G, Y, " : "")P, F, B, S));")
+            }
             out.append("    return SSDC_OK;")
             out.append("}")
             out.append("")
@@ -400,8 +412,9 @@ public struct CEmitter {
         out.append(" * Memory is the caller's: P holds parameters and BN state (floats, offsets below),")
         out.append(" * F a fixed-size workspace, B a workspace of <PROGRAM>_BATCHED_BYTES per example")
         out.append(" * (buffer offsets there are per example: multiply by N), S scratch of")
-        out.append(" * ssdc_<program>_scratch_floats(N) floats. Entry points return 0, or")
-        out.append(" * 1 for a batch size below 1, 2 for a NULL region. They never print or exit. */")
+        out.append(" * ssdc_<program>_scratch_floats(N) floats. Train and eval steps also take G, the label")
+        out.append(" * rows per image, and Y. Entry points return 0, or 1 for a batch size (or G) below 1,")
+        out.append(" * 2 for a NULL region. They never print or exit. */")
         out.append("#ifndef SSDC_MODEL_H")
         out.append("#define SSDC_MODEL_H")
         out.append("#include <stddef.h>")
@@ -426,14 +439,20 @@ public struct CEmitter {
             out.append("/* program \(p.name) */")
             out.append("#define SSDC_\(m)_FIXED_BYTES \(p.fixedBytes)")
             out.append("#define SSDC_\(m)_BATCHED_BYTES \(p.batchedBytesPerExample)")
-            for (name, b) in p.inputs {
+            for (name, b) in p.inputs where p.buffers[b].region != .labels {
                 out.append("#define SSDC_\(m)_IN_\(CEmitter.macro(name)) \(p.buffers[b].offset) /* \(p.buffers[b].region.rawValue), \(p.buffers[b].type) */")
             }
             for (name, b, type) in p.outputs {
                 out.append("#define SSDC_\(m)_OUT_\(CEmitter.macro(name)) \(p.buffers[b].offset) /* \(p.buffers[b].region.rawValue), \(type) */")
             }
-            out.append("int ssdc_\(p.name)(int64_t N, float *P, char *F, char *B, float *S);")
-            out.append("size_t ssdc_\(p.name)_scratch_floats(int64_t N);")
+            if p.takesLabels {
+                out.append("/* Y: the ground-truth rows, N x G x 5 floats (class, xmin, ymin, xmax, ymax; class -1 pads). */")
+                out.append("int ssdc_\(p.name)(int64_t N, int64_t G, const float *Y, float *P, char *F, char *B, float *S);")
+                out.append("size_t ssdc_\(p.name)_scratch_floats(int64_t N, int64_t G);")
+            } else {
+                out.append("int ssdc_\(p.name)(int64_t N, float *P, char *F, char *B, float *S);")
+                out.append("size_t ssdc_\(p.name)_scratch_floats(int64_t N);")
+            }
         }
         out.append("")
         for (name, node) in model.constantNames {

@@ -5,7 +5,7 @@ import SSDGraph
 /// statistics (PyTorch's train mode) and the inference program (eval mode, with softmax
 /// and detection).
 public struct CompiledModel: Sendable {
-    public static let abiVersion = 1
+    public static let abiVersion = 2
     public static let version = "0.1.0"
 
     public var graph: Graph
@@ -22,7 +22,7 @@ public struct CompiledModel: Sendable {
     /// The train step's settings, nil for an inference-only library.
     public var training: Lowering.TrainStepOptions?
 
-    public init(graph: Graph, toolchain: ToolchainInfo, training: Lowering.TrainStepOptions? = Lowering.TrainStepOptions(maxBoxes: 1)) throws {
+    public init(graph: Graph, toolchain: ToolchainInfo, training: Lowering.TrainStepOptions? = Lowering.TrainStepOptions()) throws {
         try graph.verify()
         self.graph = graph
         self.toolchain = toolchain
@@ -103,6 +103,9 @@ public struct CompiledModel: Sendable {
             public var scratchEntry: String
             public var fixedBytes: Int
             public var batchedBytesPerExample: Int
+            /// The entry point takes the label rows: (N, G, Y, P, F, B, S) instead of
+            /// (N, P, F, B, S), and its scratch query (N, G).
+            public var takesLabels: Bool
             public var inputs: [Value]
             public var outputs: [Value]
             public var kernels: [KernelInfo]
@@ -122,8 +125,6 @@ public struct CompiledModel: Sendable {
         public var gradientsOffset: Int
         public var hyperOffset: Int
         public var regionFloats: Int
-        /// Ground-truth rows per image the train step takes (nil without one).
-        public var maxBoxes: Int?
         public var loss: String?
         public var parameters: [Parameter]
         public var programs: [ProgramInfo]
@@ -145,13 +146,13 @@ public struct CompiledModel: Sendable {
         return Manifest(
             abiVersion: CompiledModel.abiVersion, model: graph.name, attributes: graph.attributes,
             paramsFloats: layout.totalFloats, gradientsOffset: layout.gradientOffset, hyperOffset: layout.hyperOffset,
-            regionFloats: layout.regionFloats, maxBoxes: training?.maxBoxes, loss: training?.loss.summary,
+            regionFloats: layout.regionFloats, loss: training?.loss.summary,
             parameters: layout.slots.map {
                 .init(name: $0.name, shape: $0.shape, dtype: $0.dtype, trainable: $0.trainable, offset: $0.offset, count: $0.count)
             },
             programs: programs.map { p in
                 .init(name: p.name, mode: p.mode.rawValue, entry: "ssdc_\(p.name)", scratchEntry: "ssdc_\(p.name)_scratch_floats",
-                      fixedBytes: p.fixedBytes, batchedBytesPerExample: p.batchedBytesPerExample,
+                      fixedBytes: p.fixedBytes, batchedBytesPerExample: p.batchedBytesPerExample, takesLabels: p.takesLabels,
                       inputs: p.inputs.map { value(p, $0.name, $0.buffer) },
                       outputs: p.outputs.map { value(p, $0.name, $0.buffer, $0.type) },
                       kernels: p.kernels.map { .init(name: $0.name, kind: $0.kind.rawValue, nodes: $0.nodes) })

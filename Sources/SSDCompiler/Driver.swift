@@ -16,7 +16,7 @@ public enum Driver {
     /// Compiles `graph` into `directory` (created if needed) for the CPU `target`. The
     /// library is built in (or taken from) the cache and copied to `directory/libmodel.so`.
     public static func compile(_ graph: Graph, into directory: String,
-                               training: Lowering.TrainStepOptions? = Lowering.TrainStepOptions(maxBoxes: 1),
+                               training: Lowering.TrainStepOptions? = Lowering.TrainStepOptions(),
                                target: BuildTarget = .native) throws -> CompileResult {
         let start = Date()
         let toolchain = try Toolchain.info(target: target)

@@ -280,6 +280,59 @@ public struct Lowering {
                 addKernel(.opaque, [n.id], .softmax(x: x, y: y, rows: n.type.elementCount / cols, cols: cols))
                 views[n.id] = View(buffer: y, sourceDims: n.type.dims, perm: nil, nodes: [])
 
+            case .convolution(let attributes):
+                let xt = graph[n.inputs[0]].type, wt = graph[n.inputs[1]].type
+                let x = try materialized(n.inputs[0]), w = try materialized(n.inputs[1])
+                let bias = n.inputs.count > 2 ? try materialized(n.inputs[2]) : nil
+                let y = newBuffer(valueName(n.id), n.type, region: .batched)
+                addKernel(.outElementwiseFusable, [n.id], .family(AnyKernelFamily(ConvolutionForward(
+                    x: x, weight: w, bias: bias, y: y, geometry: ConvGeometry(input: xt, weight: wt, attributes: attributes),
+                    epilogue: .none))))
+                views[n.id] = View(buffer: y, sourceDims: n.type.dims, perm: nil, nodes: [])
+
+            case .pool2d(let attributes):
+                let xt = graph[n.inputs[0]].type
+                try addUnary(n, .outElementwiseFusable) { x, y in
+                    PoolForward(x: x, y: y, c: xt.dims[0], h: xt.dims[1], w: xt.dims[2], attributes: attributes)
+                }
+
+            case .globalAvgPool:
+                let xt = graph[n.inputs[0]].type
+                try addUnary(n, .reduction) { x, y in
+                    GlobalAvgPool(x: x, y: y, c: xt.dims[0], hw: xt.dims[1] * xt.dims[2], backward: false)
+                }
+
+            case .activation(let a):
+                try addUnary(n, .elementwise) { x, y in ActivationForward(x: x, y: y, count: n.type.elementCount, activation: a) }
+
+            case .upsampleNearest(let sh, let sw):
+                let xt = graph[n.inputs[0]].type
+                try addUnary(n, .injective) { x, y in
+                    UpsampleNearest(x: x, y: y, c: xt.dims[0], h: xt.dims[1], w: xt.dims[2], sh: sh, sw: sw, backward: false)
+                }
+
+            case .add:
+                let a = try materialized(n.inputs[0]), b = try materialized(n.inputs[1])
+                let y = newBuffer(valueName(n.id), n.type, region: n.type.batched ? .batched : .fixed)
+                addKernel(.elementwise, [n.id], .family(AnyKernelFamily(Add(a: a, b: b, y: y, count: n.type.elementCount,
+                                                                              batched: n.type.batched))))
+                views[n.id] = View(buffer: y, sourceDims: n.type.dims, perm: nil, nodes: [])
+
+            case .mulChannels:
+                let x = try materialized(n.inputs[0]), s = try materialized(n.inputs[1])
+                let y = newBuffer(valueName(n.id), n.type, region: .batched)
+                addKernel(.broadcast, [n.id], .family(AnyKernelFamily(MulChannels(
+                    x: x, s: s, y: y, c: n.type.dims[0], hw: n.type.dims[1] * n.type.dims[2],
+                    perExample: graph[n.inputs[1]].type.batched))))
+                views[n.id] = View(buffer: y, sourceDims: n.type.dims, perm: nil, nodes: [])
+
+            case .l2Norm(let eps):
+                let x = try materialized(n.inputs[0]), w = try materialized(n.inputs[1])
+                let y = newBuffer(valueName(n.id), n.type, region: .batched)
+                addKernel(.reduction, [n.id], .family(AnyKernelFamily(L2NormForward(
+                    x: x, weight: w, y: y, c: n.type.dims[0], hw: n.type.dims[1] * n.type.dims[2], eps: eps))))
+                views[n.id] = View(buffer: y, sourceDims: n.type.dims, perm: nil, nodes: [])
+
             case .multiboxDetection(let nms, let pos):
                 let ins = try n.inputs.map { try materialized($0) }
                 let y = newBuffer(valueName(n.id), n.type, region: .batched)
@@ -296,6 +349,14 @@ public struct Lowering {
             outputs.append((o.name, try materialized(o.node), graph[o.node].type))
         }
         return Program(name: name, mode: mode, kernels: kernels, buffers: buffers, inputs: inputs, outputs: outputs)
+    }
+
+    /// A one-input kernel of a family: its input materialised, a new buffer for its value.
+    mutating func addUnary<F: KernelFamily>(_ n: Node, _ kind: FusionKind, _ make: (Int, Int) -> F) throws {
+        let x = try materialized(n.inputs[0])
+        let y = newBuffer(valueName(n.id), n.type, region: n.type.batched ? .batched : .fixed)
+        addKernel(kind, [n.id], .family(AnyKernelFamily(make(x, y))))
+        views[n.id] = View(buffer: y, sourceDims: n.type.dims, perm: nil, nodes: [])
     }
 
     /// Finds the convs that can write into a concat in place: each input of a batched concat

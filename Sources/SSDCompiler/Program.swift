@@ -11,6 +11,10 @@ public enum Region: String, Codable, Sendable {
     case batched
     /// A constant folded at compile time (anchors), emitted as a static array.
     case constant
+    /// The ground-truth rows Y (N, G, 5) of a train or eval step, caller-owned: G, the rows
+    /// per image, is a run-time argument of the step like N, so a data set with more boxes
+    /// per image needs no recompilation. Not planned (it is no workspace).
+    case labels
 }
 
 /// A planned piece of memory. Several graph values may share one buffer (a reshape is a
@@ -64,7 +68,7 @@ public enum KernelBody: Hashable, Sendable {
 
     // Training: labelling, loss, backward, update.
     case multiboxTarget(anchors: Int, labels: Int, bboxLabels: Int, bboxMasks: Int, clsLabels: Int,
-                        anchorsCount: Int, boxes: Int)
+                        anchorsCount: Int)
     case multiboxLoss(clsPreds: Int, bboxPreds: Int, clsLabels: Int, bboxLabels: Int, bboxMasks: Int,
                       perExample: Int, dClsPreds: Int, dBboxPreds: Int, metrics: Int,
                       anchorsCount: Int, classes: Int, config: LossConfig)
@@ -89,6 +93,9 @@ public enum KernelBody: Hashable, Sendable {
     /// SGD with weight decay on every trainable slot: p -= lr * (g + wd * p), lr and wd read
     /// from the hyper-parameter slots of the params region.
     case sgd(slots: [Int], counts: [Int])
+    /// A kernel of a family type (Sources/SSDCompiler/Kernels): the type itself knows its
+    /// buffers, scratch, FLOPs and C text.
+    case family(AnyKernelFamily)
 }
 
 extension KernelBody {
@@ -109,6 +116,7 @@ extension KernelBody {
         case .globalMaxPoolBackward: return "global_max_pool_backward"
         case .scatter: return "concat_permute_backward"
         case .sgd: return "sgd"
+        case .family(let f): return f.base.kernelName
         default: return nil
         }
     }
@@ -241,6 +249,8 @@ public struct Program: Sendable {
     public var inputs: [(name: String, buffer: Int)]
     /// An output's type is its graph value's (a reshape of a buffer shows its own shape).
     public var outputs: [(name: String, buffer: Int, type: TensorType)]
+    /// Whether the program takes the ground-truth rows (entry point arguments G and Y).
+    public var takesLabels: Bool { inputs.contains { buffers[$0.buffer].region == .labels } }
     /// Region sizes after planning.
     public var fixedBytes: Int = 0
     public var batchedBytesPerExample: Int = 0
@@ -270,7 +280,7 @@ public struct Program: Sendable {
             return (pieces.map(\.source), [y])
         case .multiboxDetection(let p, let b, let a, let y, _, _, _, _):
             return ([p, b, a], [y])
-        case .multiboxTarget(let a, let l, let bl, let bm, let cl, _, _):
+        case .multiboxTarget(let a, let l, let bl, let bm, let cl, _):
             return ([a, l], [bl, bm, cl])
         case .multiboxLoss(let c, let b, let cl, let bl, let bm, let pe, let dc, let db, let m, _, _, _):
             return ([c, b, cl, bl, bm], [pe, dc, db, m])
@@ -291,6 +301,8 @@ public struct Program: Sendable {
             return ([x], dests)
         case .sgd(let slots, _):
             return (slots, slots)
+        case .family(let f):
+            return (f.base.reads, f.base.writes)
         }
     }
 }
@@ -356,6 +368,8 @@ extension KernelBody {
             return conv(c, h, w, o, k, s, p) * (dx == nil ? 1 : 2)
         case .conv2dPairBackward(_, let a, let b, let dx, let c, let h, let w, let k, let s, let p):
             return conv(c, h, w, a.o + b.o, k, s, p) * (dx == nil ? 1 : 2)
+        case .family(let f):
+            return f.base.flops(batch: n)
         default:
             return 0
         }

@@ -69,6 +69,12 @@ public final class GraphBuilder {
         }
     }
 
+    /// The model-file line of whichever of two values was made last (for operators).
+    func laterLocation(_ a: Tensor, _ b: Tensor) -> SourceLocation {
+        let last = [a.id, b.id].compactMap { $0 }.max()
+        return last.map { graph.nodes[$0].location } ?? SourceLocation(file: graph.name, line: 0)
+    }
+
     public func output(_ name: String, _ t: Tensor) {
         guard let id = t.id else { return }
         if graph.nodes[id].name.isEmpty { graph.nodes[id].name = name }
@@ -115,6 +121,55 @@ public func conv2d(_ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1, 
 
 public func relu(_ x: Tensor, file: StaticString = #filePath, line: UInt = #line) -> Tensor {
     x.builder.apply(.relu, [x], location: SourceLocation(file, line))
+}
+
+public func relu6(_ x: Tensor, file: StaticString = #filePath, line: UInt = #line) -> Tensor {
+    x.builder.apply(.activation(.relu6), [x], location: SourceLocation(file, line))
+}
+
+public func sigmoid(_ x: Tensor, file: StaticString = #filePath, line: UInt = #line) -> Tensor {
+    x.builder.apply(.activation(.sigmoid), [x], location: SourceLocation(file, line))
+}
+
+public func hardSwish(_ x: Tensor, file: StaticString = #filePath, line: UInt = #line) -> Tensor {
+    x.builder.apply(.activation(.hardSwish), [x], location: SourceLocation(file, line))
+}
+
+public func hardSigmoid(_ x: Tensor, file: StaticString = #filePath, line: UInt = #line) -> Tensor {
+    x.builder.apply(.activation(.hardSigmoid), [x], location: SourceLocation(file, line))
+}
+
+public func globalAvgPool(_ x: Tensor, file: StaticString = #filePath, line: UInt = #line) -> Tensor {
+    x.builder.apply(.globalAvgPool, [x], location: SourceLocation(file, line))
+}
+
+/// Nearest-neighbour upsampling by integer factors (nn.Upsample(mode="nearest")).
+public func upsampleNearest(_ x: Tensor, scale: Int, file: StaticString = #filePath, line: UInt = #line) -> Tensor {
+    x.builder.apply(.upsampleNearest(scaleH: scale, scaleW: scale), [x], location: SourceLocation(file, line))
+}
+
+/// Elementwise sum of two values of the same type (a residual connection).
+public func add(_ a: Tensor, _ b: Tensor, file: StaticString = #filePath, line: UInt = #line) -> Tensor {
+    a.builder.apply(.add, [a, b], location: SourceLocation(file, line))
+}
+
+/// x (N,C,H,W) scaled per channel by s, a (N,C,1,1) value or a (C) parameter.
+public func mulChannels(_ x: Tensor, _ s: Tensor, file: StaticString = #filePath, line: UInt = #line) -> Tensor {
+    x.builder.apply(.mulChannels, [x, s], location: SourceLocation(file, line))
+}
+
+extension Tensor {
+    /// `a + b`: a residual connection (same type). An operator cannot see its caller's
+    /// line, so the node (and any error) takes the line of the later of its operands.
+    public static func + (a: Tensor, b: Tensor) -> Tensor {
+        a.builder.apply(.add, [a, b], location: a.builder.laterLocation(a, b))
+    }
+
+    /// `x * s`: x (N,C,H,W) scaled per channel by s, (N,C,1,1) or a (C) parameter; located
+    /// like `+`.
+    public static func * (x: Tensor, s: Tensor) -> Tensor {
+        x.builder.apply(.mulChannels, [x, s], location: x.builder.laterLocation(x, s))
+    }
 }
 
 public func maxPool2d(_ x: Tensor, file: StaticString = #filePath, line: UInt = #line) -> Tensor {

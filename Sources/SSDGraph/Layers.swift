@@ -6,24 +6,31 @@ public protocol Layer {
     func callAsFunction(_ x: Tensor) -> Tensor
 }
 
-/// nn.Conv2d with a square kernel and a bias, initialised as PyTorch does (or Xavier).
+/// nn.Conv2d with a square kernel, initialised as PyTorch does (or Xavier). `groups`
+/// splits the channels (groups == in == out channels is a depthwise conv); `dilation`
+/// spreads the kernel's taps.
 public struct Conv2d: Layer {
     public var inChannels: Int
     public var outChannels: Int
     public var kernelSize: Int
     public var stride: Int
     public var padding: Int
+    public var dilation: Int
+    public var groups: Int
     public var bias: Bool
     public var xavier: Bool
     public var location: SourceLocation
 
     public init(_ inChannels: Int, _ outChannels: Int, kernelSize: Int, stride: Int = 1, padding: Int = 0,
-                bias: Bool = true, xavier: Bool = false, file: StaticString = #filePath, line: UInt = #line) {
+                dilation: Int = 1, groups: Int = 1, bias: Bool = true, xavier: Bool = false,
+                file: StaticString = #filePath, line: UInt = #line) {
         self.inChannels = inChannels
         self.outChannels = outChannels
         self.kernelSize = kernelSize
         self.stride = stride
         self.padding = padding
+        self.dilation = dilation
+        self.groups = groups
         self.bias = bias
         self.xavier = xavier
         self.location = SourceLocation(file, line)
@@ -31,17 +38,26 @@ public struct Conv2d: Layer {
 
     public func callAsFunction(_ x: Tensor) -> Tensor {
         let b = x.builder
-        let fanIn = inChannels * kernelSize * kernelSize
+        guard groups >= 1, inChannels % groups == 0 else {
+            b.fail("Conv2d(\(inChannels), \(outChannels)) with groups \(groups): the input channels must divide into the groups", at: location)
+            return Tensor(builder: b, id: nil)
+        }
+        let perGroup = inChannels / groups
+        let fanIn = perGroup * kernelSize * kernelSize
         let wInit: Initializer = xavier
-            ? .xavier(fanIn: fanIn, fanOut: outChannels * kernelSize * kernelSize)
+            ? .xavier(fanIn: fanIn, fanOut: outChannels / max(groups, 1) * kernelSize * kernelSize)
             : .uniformFanIn(fanIn: fanIn)
-        let w = b.parameter("weight", [outChannels, inChannels, kernelSize, kernelSize],
+        let w = b.parameter("weight", [outChannels, perGroup, kernelSize, kernelSize],
                             initializer: wInit, trainable: true, location: location)
         let bias = self.bias
             ? b.parameter("bias", [outChannels], initializer: xavier ? .constant(0) : .uniformFanIn(fanIn: fanIn),
                           trainable: true, location: location)
             : nil
-        return b.apply(.conv2d(stride: stride, padding: padding), [x, w] + (bias.map { [$0] } ?? []), location: location)
+        let op: Op = dilation == 1 && groups == 1
+            ? .conv2d(stride: stride, padding: padding)
+            : .convolution(ConvAttributes(stride: [stride, stride], padding: [padding, padding],
+                                          dilation: [dilation, dilation], groups: groups))
+        return b.apply(op, [x, w] + (bias.map { [$0] } ?? []), location: location)
     }
 }
 
@@ -80,14 +96,100 @@ public struct ReLU: Layer {
     public func callAsFunction(_ x: Tensor) -> Tensor { x.builder.apply(.relu, [x], location: location) }
 }
 
-/// nn.MaxPool2d(2): kernel 2, stride 2.
+/// nn.MaxPool2d(kernel, stride = kernel, padding, ceil_mode). MaxPool2d(2) is TinySSD's
+/// 2x2 pool, which the compiler fuses with the BN and ReLU before it.
 public struct MaxPool2d: Layer {
+    public var attributes: PoolAttributes
     public var location: SourceLocation
-    public init(_ kernelSize: Int, file: StaticString = #filePath, line: UInt = #line) {
-        precondition(kernelSize == 2, "MaxPool2d supports kernel 2 (stride 2), as TinySSD uses")
+    public init(_ kernelSize: Int, stride: Int? = nil, padding: Int = 0, ceilMode: Bool = false,
+                file: StaticString = #filePath, line: UInt = #line) {
+        let s = stride ?? kernelSize
+        attributes = PoolAttributes(kind: .max, kernel: [kernelSize, kernelSize], stride: [s, s],
+                                    padding: [padding, padding], ceilMode: ceilMode)
         location = SourceLocation(file, line)
     }
-    public func callAsFunction(_ x: Tensor) -> Tensor { x.builder.apply(.maxPool2d, [x], location: location) }
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        let a = attributes
+        let plain = a.kernel == [2, 2] && a.stride == [2, 2] && a.padding == [0, 0] && !a.ceilMode
+        return x.builder.apply(plain ? .maxPool2d : .pool2d(a), [x], location: location)
+    }
+}
+
+/// nn.AvgPool2d(kernel, stride = kernel, padding, ceil_mode, count_include_pad).
+public struct AvgPool2d: Layer {
+    public var attributes: PoolAttributes
+    public var location: SourceLocation
+    public init(_ kernelSize: Int, stride: Int? = nil, padding: Int = 0, ceilMode: Bool = false,
+                countIncludePad: Bool = true, file: StaticString = #filePath, line: UInt = #line) {
+        let s = stride ?? kernelSize
+        attributes = PoolAttributes(kind: .average, kernel: [kernelSize, kernelSize], stride: [s, s],
+                                    padding: [padding, padding], ceilMode: ceilMode, countIncludePad: countIncludePad)
+        location = SourceLocation(file, line)
+    }
+    public func callAsFunction(_ x: Tensor) -> Tensor { x.builder.apply(.pool2d(attributes), [x], location: location) }
+}
+
+/// nn.AdaptiveAvgPool2d((1, 1)): global average pool.
+public struct AdaptiveAvgPool2d: Layer {
+    public var location: SourceLocation
+    public init(_ outputSize: (Int, Int), file: StaticString = #filePath, line: UInt = #line) {
+        precondition(outputSize == (1, 1), "AdaptiveAvgPool2d supports output size (1, 1)")
+        location = SourceLocation(file, line)
+    }
+    public func callAsFunction(_ x: Tensor) -> Tensor { x.builder.apply(.globalAvgPool, [x], location: location) }
+}
+
+/// An elementwise activation layer (ReLU6, Sigmoid, Hardswish, Hardsigmoid).
+public struct ActivationLayer: Layer {
+    public var activation: Activation
+    public var location: SourceLocation
+    public init(_ activation: Activation, file: StaticString = #filePath, line: UInt = #line) {
+        self.activation = activation
+        location = SourceLocation(file, line)
+    }
+    public func callAsFunction(_ x: Tensor) -> Tensor { x.builder.apply(.activation(activation), [x], location: location) }
+}
+
+/// nn.ReLU6.
+public func ReLU6(file: StaticString = #filePath, line: UInt = #line) -> ActivationLayer { ActivationLayer(.relu6, file: file, line: line) }
+/// nn.Sigmoid.
+public func Sigmoid(file: StaticString = #filePath, line: UInt = #line) -> ActivationLayer { ActivationLayer(.sigmoid, file: file, line: line) }
+/// nn.Hardswish.
+public func HardSwish(file: StaticString = #filePath, line: UInt = #line) -> ActivationLayer { ActivationLayer(.hardSwish, file: file, line: line) }
+/// nn.Hardsigmoid.
+public func HardSigmoid(file: StaticString = #filePath, line: UInt = #line) -> ActivationLayer { ActivationLayer(.hardSigmoid, file: file, line: line) }
+
+/// nn.Upsample(scale_factor=s, mode="nearest") with an integer factor.
+public struct Upsample: Layer {
+    public var scaleFactor: Int
+    public var location: SourceLocation
+    public init(scaleFactor: Int, file: StaticString = #filePath, line: UInt = #line) {
+        self.scaleFactor = scaleFactor
+        location = SourceLocation(file, line)
+    }
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        x.builder.apply(.upsampleNearest(scaleH: scaleFactor, scaleW: scaleFactor), [x], location: location)
+    }
+}
+
+/// SSD300's L2Norm on conv4_3: each pixel's channel vector scaled to unit L2 norm, then
+/// by a learned per-channel `weight` that starts at `scale` (20 in the SSD paper).
+public struct L2Norm: Layer {
+    public var channels: Int
+    public var scale: Float
+    public var eps: Float
+    public var location: SourceLocation
+    public init(_ channels: Int, scale: Float = 20, eps: Float = 1e-10, file: StaticString = #filePath, line: UInt = #line) {
+        self.channels = channels
+        self.scale = scale
+        self.eps = eps
+        location = SourceLocation(file, line)
+    }
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        let b = x.builder
+        let w = b.parameter("weight", [channels], initializer: .constant(scale), trainable: true, location: location)
+        return b.apply(.l2Norm(eps: eps), [x, w], location: location)
+    }
 }
 
 /// nn.AdaptiveMaxPool2d((1, 1)): global max pool.

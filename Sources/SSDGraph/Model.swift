@@ -32,18 +32,21 @@ public final class Model: @unchecked Sendable {
     public let name: String
     public let numClasses: Int
     public let inputChannels: Int
+    /// The input (height, width) the model is written for; nil: any size ssdc asks for.
+    public let inputSize: (height: Int, width: Int)?
     private let forward: (Tensor) -> SSDOutputs
     public let location: SourceLocation
 
     /// The training loss the model asks for (the CLI's loss options override it).
     public let loss: Loss
 
-    public init(name: String, numClasses: Int, inputChannels: Int = 3, loss: Loss = Loss(),
-                file: StaticString = #filePath, line: UInt = #line,
+    public init(name: String, numClasses: Int, inputChannels: Int = 3, inputSize: (Int, Int)? = nil,
+                loss: Loss = Loss(), file: StaticString = #filePath, line: UInt = #line,
                 register: Bool = true,
                 forward: @escaping (Tensor) -> SSDOutputs) {
         self.name = name
         self.numClasses = numClasses
+        self.inputSize = inputSize.map { (height: $0.0, width: $0.1) }
         self.loss = loss
         self.inputChannels = inputChannels
         self.forward = forward
@@ -130,6 +133,14 @@ public struct ModelExport: Codable {
 }
 
 
+/// The class count ssdc asks a model file for (`SSDC_NUM_CLASSES`, set from the data set's
+/// classes.txt), else `defaultCount`. A model written for any data set says
+/// `let model = mySSD(numClasses: requestedNumClasses(default: 1))`.
+public func requestedNumClasses(default defaultCount: Int) -> Int {
+    guard let text = ProcessInfo.processInfo.environment["SSDC_NUM_CLASSES"], let q = Int(text), q >= 1 else { return defaultCount }
+    return q
+}
+
 public enum ModelRegistry {
     nonisolated(unsafe) static var models: [Model] = []
 
@@ -142,16 +153,20 @@ public enum ModelRegistry {
         models.append(model)
     }
 
-    /// Input size requested by ssdc (`SSDC_INPUT_SIZE=HxW`), 256x256 by default.
+    /// The input size a model gets when it declares none and ssdc asks for none: the
+    /// chapter's 256x256.
+    public static let defaultInputSize = (height: 256, width: 256)
+
+    /// Input size requested by ssdc (`SSDC_INPUT_SIZE=HxW`), else `defaultInputSize`.
     static func requestedSize() -> (Int, Int) {
-        let env = ProcessInfo.processInfo.environment["SSDC_INPUT_SIZE"] ?? "256x256"
-        let parts = env.split(separator: "x").compactMap { Int($0) }
-        return parts.count == 2 ? (parts[0], parts[1]) : (256, 256)
+        let parts = (ProcessInfo.processInfo.environment["SSDC_INPUT_SIZE"] ?? "").split(separator: "x").compactMap { Int($0) }
+        return parts.count == 2 ? (parts[0], parts[1]) : defaultInputSize
     }
 
     public static func export() -> ModelExport {
-        let (h, w) = requestedSize()
+        let requested = requestedSize()
         return ModelExport(models: models.map { m in
+            let (h, w) = m.inputSize ?? requested
             do { return .init(name: m.name, graph: try m.graph(height: h, width: w), error: nil) }
             catch let e as GraphError { return .init(name: m.name, graph: nil, error: e) }
             catch { return .init(name: m.name, graph: nil, error: GraphError(location: m.location, node: m.name, message: "\(error)")) }

@@ -69,6 +69,25 @@ public enum Op: Codable, Hashable, Sendable {
     case anchors(sizes: [Float], ratios: [Float])
     /// d2l's multibox_detection. inputs: probs (N,A,q+1), bbox_preds (N,4A), anchors (1,A,4).
     case multiboxDetection(nmsThreshold: Float, posThreshold: Float)
+    /// nn.Conv2d in general: any kernel, stride, padding and dilation per axis, and groups
+    /// (depthwise when groups == C == O). inputs: x (N,C,H,W), weight (O,C/groups,kh,kw),
+    /// [bias (O)]. The plain case (square kernel, dilation 1, one group) stays `conv2d`.
+    case convolution(ConvAttributes)
+    /// nn.MaxPool2d / nn.AvgPool2d with any window, stride, padding and ceil mode.
+    case pool2d(PoolAttributes)
+    /// AdaptiveAvgPool2d((1,1)).
+    case globalAvgPool
+    /// An elementwise activation other than ReLU.
+    case activation(Activation)
+    /// a + b, same type (a residual connection).
+    case add
+    /// x (N,C,H,W) times a per-channel factor s: a parameter (C) or a value (N,C,1,1) of
+    /// the same example (squeeze-excite).
+    case mulChannels
+    /// nn.Upsample(scale_factor=(sh,sw), mode="nearest").
+    case upsampleNearest(scaleH: Int, scaleW: Int)
+    /// SSD300's L2Norm: x / (sqrt(sum over channels of x^2) + eps) * weight (C).
+    case l2Norm(eps: Float)
 
     public var mnemonic: String {
         switch self {
@@ -85,6 +104,14 @@ public enum Op: Codable, Hashable, Sendable {
         case .softmax: return "softmax"
         case .anchors: return "anchors"
         case .multiboxDetection: return "multibox_detection"
+        case .convolution: return "conv2d"
+        case .pool2d(let p): return p.kind == .max ? "max_pool2d" : "avg_pool2d"
+        case .globalAvgPool: return "global_avg_pool"
+        case .activation(let a): return a.rawValue
+        case .add: return "add"
+        case .mulChannels: return "mul_channels"
+        case .upsampleNearest: return "upsample_nearest"
+        case .l2Norm: return "l2_norm"
         }
     }
 
@@ -96,6 +123,11 @@ public enum Op: Codable, Hashable, Sendable {
         case .globalMaxPool: return .reduction
         case .permute, .reshape, .concat: return .injective
         case .softmax, .anchors, .multiboxDetection: return .opaque
+        case .convolution, .pool2d: return .outElementwiseFusable
+        case .globalAvgPool, .l2Norm: return .reduction
+        case .activation, .add: return .elementwise
+        case .mulChannels: return .broadcast
+        case .upsampleNearest: return .injective
         }
     }
 
@@ -119,7 +151,11 @@ public enum Op: Codable, Hashable, Sendable {
         case .concat(let axis), .softmax(let axis): return "axis=\(axis)"
         case .anchors(let sizes, let ratios): return "sizes=\(sizes) ratios=\(ratios)"
         case .multiboxDetection(let nms, let pos): return "nms=\(nms) pos=\(pos)"
-        case .relu, .maxPool2d, .globalMaxPool: return ""
+        case .relu, .maxPool2d, .globalMaxPool, .globalAvgPool, .activation, .add, .mulChannels: return ""
+        case .convolution(let a): return a.description
+        case .pool2d(let p): return p.description
+        case .upsampleNearest(let sh, let sw): return "scale=\(sh)x\(sw)"
+        case .l2Norm(let eps): return "eps=\(eps)"
         }
     }
 
@@ -242,6 +278,50 @@ public enum Op: Codable, Hashable, Sendable {
             guard offsets.batched, offsets.dims == [4 * a] else { return fail("multibox_detection expects bbox_preds (N,\(4 * a)), got \(offsets)") }
             guard !anchors.batched, anchors.dims == [1, a, 4] else { return fail("multibox_detection expects anchors (1,\(a),4), got \(anchors)") }
             return .success(TensorType([a, 6], batched: true))
+
+        case .convolution(let a):
+            return a.resultType(t)
+
+        case .pool2d(let p):
+            guard t.count == 1, t[0].batched, t[0].dims.count == 3 else { return fail("\(mnemonic) expects (N,C,H,W), got \(t.first.map { "\($0)" } ?? "nothing")") }
+            let x = t[0]
+            guard let oh = p.outputSize(x.dims[1], axis: 0), let ow = p.outputSize(x.dims[2], axis: 1) else {
+                return fail("\(mnemonic) \(p) does not fit input \(x): padding must be at most half the window and the output non-empty")
+            }
+            return .success(TensorType([x.dims[0], oh, ow], batched: true))
+
+        case .globalAvgPool:
+            guard t.count == 1, t[0].batched, t[0].dims.count == 3 else { return fail("global_avg_pool expects (N,C,H,W)") }
+            return .success(TensorType([t[0].dims[0], 1, 1], batched: true))
+
+        case .activation:
+            guard t.count == 1 else { return fail("\(mnemonic) takes one input") }
+            return .success(t[0])
+
+        case .add:
+            guard t.count == 2 else { return fail("add takes two inputs") }
+            guard t[0] == t[1] else { return fail("add needs two values of the same type, got \(t[0]) and \(t[1])") }
+            return .success(t[0])
+
+        case .mulChannels:
+            guard t.count == 2, t[0].batched, t[0].dims.count == 3 else { return fail("mul_channels expects x (N,C,H,W) and a per-channel factor") }
+            let c = t[0].dims[0], s = t[1]
+            let ok = (s.batched && s.dims == [c, 1, 1]) || (!s.batched && (s.dims == [c] || s.dims == [c, 1, 1]))
+            guard ok else { return fail("mul_channels expects a factor of shape (N,\(c),1,1) or (\(c)) for \(t[0]), got \(s)") }
+            return .success(t[0])
+
+        case .upsampleNearest(let sh, let sw):
+            guard t.count == 1, t[0].batched, t[0].dims.count == 3 else { return fail("upsample_nearest expects (N,C,H,W)") }
+            guard sh >= 1, sw >= 1 else { return fail("upsample_nearest needs scale factors >= 1, got \(sh)x\(sw)") }
+            let x = t[0]
+            return .success(TensorType([x.dims[0], x.dims[1] * sh, x.dims[2] * sw], batched: true))
+
+        case .l2Norm:
+            guard t.count == 2, t[0].batched, t[0].dims.count == 3 else { return fail("l2_norm expects x (N,C,H,W) and a weight (C)") }
+            guard !t[1].batched, t[1].dims == [t[0].dims[0]] else {
+                return fail("l2_norm expects a weight of shape (\(t[0].dims[0])) for \(t[0]), got \(t[1])")
+            }
+            return .success(t[0])
         }
     }
 }

@@ -43,6 +43,11 @@ public final class ModelLibrary: @unchecked Sendable {
     typealias Entry = @convention(c) (Int64, UnsafeMutablePointer<Float>?, UnsafeMutablePointer<CChar>?,
                                       UnsafeMutablePointer<CChar>?, UnsafeMutablePointer<Float>?) -> Int32
     typealias ScratchQuery = @convention(c) (Int64) -> Int
+    /// A train or eval step: (N, G, Y, P, F, B, S), G label rows per image.
+    typealias LabelledEntry = @convention(c) (Int64, Int64, UnsafePointer<Float>?, UnsafeMutablePointer<Float>?,
+                                              UnsafeMutablePointer<CChar>?, UnsafeMutablePointer<CChar>?,
+                                              UnsafeMutablePointer<Float>?) -> Int32
+    typealias LabelledScratchQuery = @convention(c) (Int64, Int64) -> Int
     typealias SetThreads = @convention(c) (Int32) -> Void
     typealias ManifestFn = @convention(c) () -> UnsafePointer<CChar>?
 
@@ -246,13 +251,20 @@ public final class ModelSession {
     // MARK: running
 
     /// Runs `program` on a batch. `inputs` are the program's inputs by name, each a
-    /// batched tensor of the same N. Returns every output of the program.
+    /// batched tensor of the same N; a step's labels Y are (N, G, 5) for any G >= 1.
+    /// Returns every output of the program.
     public func run(_ programName: String, inputs: [String: HostTensor], outputs wanted: Set<String>? = nil) throws -> [String: HostTensor] {
         let p = try library.program(programName)
         var n: Int? = nil
+        var rows = 0
         for v in p.inputs {
             guard let t = inputs[v.name] else { throw RuntimeError("program \(p.name) needs input \(v.name) \(v.shape)") }
-            let dims = Array(v.shape.dropFirst())
+            var dims = Array(v.shape.dropFirst())
+            if v.region == "labels", t.shape.count == 3 {
+                rows = t.shape[1]
+                dims[0] = rows
+                guard rows >= 1 else { throw RuntimeError("input \(v.name) has shape \(t.shape): at least one row per image is needed") }
+            }
             guard t.shape.count == v.shape.count, Array(t.shape.dropFirst()) == dims else {
                 throw RuntimeError("input \(v.name) has shape \(t.shape), the model needs (N,\(dims.map(String.init).joined(separator: ",")))")
             }
@@ -261,15 +273,22 @@ public final class ModelSession {
         }
         guard let batch = n, batch >= 1 else { throw RuntimeError("empty batch") }
 
-        let ws = workspace(p, batch: batch)
-        for v in p.inputs {
+        let ws = try workspace(p, batch: batch, rows: rows)
+        for v in p.inputs where v.region != "labels" {
             let values = inputs[v.name]!.floats
             let dst = (ws.batched.base + v.offset * batch).assumingMemoryBound(to: Float.self)
             values.withUnsafeBufferPointer { dst.update(from: $0.baseAddress!, count: values.count) }
         }
-        let entry = try library.symbol(p.entry, as: ModelLibrary.Entry.self)
-        let status = entry(Int64(batch), params.floats, ws.fixed.base.assumingMemoryBound(to: CChar.self),
-                           ws.batched.base.assumingMemoryBound(to: CChar.self), ws.scratch.floats)
+        let fixed = ws.fixed.base.assumingMemoryBound(to: CChar.self), batched = ws.batched.base.assumingMemoryBound(to: CChar.self)
+        let status: Int32
+        if p.takesLabels {
+            let entry = try library.symbol(p.entry, as: ModelLibrary.LabelledEntry.self)
+            let y = inputs[p.inputs.first { $0.region == "labels" }!.name]!.floats
+            status = y.withUnsafeBufferPointer { entry(Int64(batch), Int64(rows), $0.baseAddress, params.floats, fixed, batched, ws.scratch.floats) }
+        } else {
+            let entry = try library.symbol(p.entry, as: ModelLibrary.Entry.self)
+            status = entry(Int64(batch), params.floats, fixed, batched, ws.scratch.floats)
+        }
         guard status == 0 else { throw RuntimeError("\(p.entry) failed with code \(status)") }
 
         var out: [String: HostTensor] = [:]
@@ -288,9 +307,10 @@ public final class ModelSession {
         return out
     }
 
-    private func workspace(_ p: CompiledModel.Manifest.ProgramInfo, batch: Int) -> (fixed: Region, batched: Region, scratch: Region) {
-        let query = try? library.symbol(p.scratchEntry, as: ModelLibrary.ScratchQuery.self)
-        let scratchBytes = (query?(Int64(batch)) ?? 1) * 4
+    private func workspace(_ p: CompiledModel.Manifest.ProgramInfo, batch: Int, rows: Int) throws -> (fixed: Region, batched: Region, scratch: Region) {
+        let scratchBytes = p.takesLabels
+            ? try library.symbol(p.scratchEntry, as: ModelLibrary.LabelledScratchQuery.self)(Int64(batch), Int64(rows)) * 4
+            : try library.symbol(p.scratchEntry, as: ModelLibrary.ScratchQuery.self)(Int64(batch)) * 4
         if let ws = workspaces[p.name] {
             ws.batched.reserve(p.batchedBytesPerExample * batch)
             ws.scratch.reserve(scratchBytes)

@@ -24,7 +24,7 @@ public enum ModelResolver {
     /// nothing (the built-in TinySSD). Files and the built-in model are compiled into the
     /// cache (and taken from it when unchanged).
     public static func resolve(_ spec: String?, height: Int = 256, width: Int = 256, numClasses: Int = 1,
-                               training requested: Lowering.TrainStepOptions = .init(maxBoxes: 1),
+                               training requested: Lowering.TrainStepOptions = .init(),
                                lossFromModel: Bool = false) throws -> ResolvedModel {
         var training = requested
         let fm = FileManager.default
@@ -36,9 +36,6 @@ public enum ModelResolver {
             }
             let graph = try decodeGraph(data, file: graphFile)
             let lib = try ModelLibrary(path: "\(spec)/libmodel.so")
-            if let g = lib.manifest.maxBoxes, g < training.maxBoxes {
-                throw RuntimeError("\(spec) was compiled for \(g) boxes per image, the data has \(training.maxBoxes): recompile with `ssdc compile --max-boxes \(training.maxBoxes)`")
-            }
             return ResolvedModel(graph: graph, directory: spec, library: lib, compile: nil)
         }
         let graph: Graph
@@ -51,7 +48,7 @@ public enum ModelResolver {
         if lossFromModel { training.loss = try LossConfig(graph: graph) }
         var h = ContentHash()
         h.add(graph.text)
-        h.add("boxes \(training.maxBoxes) loss \(training.loss.summary)")
+        h.add("loss \(training.loss.summary)")
         let dir = Toolchain.cacheDirectory() + "/build/\(graph.name)-\(height)x\(width)-\(h.hex.prefix(12))"
         let result = try Driver.compile(graph, into: dir, training: training)
         let lib = try ModelLibrary(path: result.libraryPath)

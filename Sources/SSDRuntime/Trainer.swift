@@ -167,7 +167,8 @@ public final class Trainer {
         defer { close() }
         guard first <= settings.epochs else { return [] }
         let order = EpochOrder(count: data.count, batchSize: settings.batchSize, shuffle: true, seed: settings.seed)
-        let g = model.library.manifest.maxBoxes ?? data.maxBoxes
+        // Label rows per image: a run-time dimension of the step, so the data decides it.
+        let g = max(1, data.maxBoxes)
         var metrics = MetricsLog()
         var pendingSettings: TrainSettings?
         if let run = try openRun() {

@@ -81,9 +81,6 @@ struct Compile: ParsableCommand {
     @Option(help: "Input size HxW.")
     var inputSize: String = "256x256"
 
-    @Option(help: "Ground-truth boxes per image the train and eval steps take (rows of Y).")
-    var maxBoxes: Int = 1
-
     @Option(help: "The CPU to build for: native (this one), x86-64-v3 (AVX2), x86-64-v4 (AVX-512) or generic (portable C).")
     var target: BuildTarget = .native
 
@@ -93,12 +90,11 @@ struct Compile: ParsableCommand {
     func run() throws {
         let p = inputSize.lowercased().split(separator: "x").compactMap { Int($0) }
         guard p.count == 2 else { throw ValidationError("--input-size must look like 256x256") }
-        guard maxBoxes >= 1 else { throw ValidationError("--max-boxes must be at least 1") }
         if let t = modelTimeout, !(t.isFinite && t > 0) { throw ValidationError("--model-timeout must be a number of seconds greater than 0, got \(t)") }
         do {
             let graph = try ModelSource.graph(fromFile: file, height: p[0], width: p[1], timeout: modelTimeout)
             let dir = output ?? "build/\(graph.name)"
-            let r = try Driver.compile(graph, into: dir, training: .init(maxBoxes: maxBoxes), target: target)
+            let r = try Driver.compile(graph, into: dir, training: .init(), target: target)
             let kernels = r.model.programs.map { "\($0.name): \($0.kernels.count) kernels" }.joined(separator: ", ")
             print("compiled \(graph.name) (\(graph.nodes.count) nodes, \(r.model.layout.slots.count) parameter tensors) -> \(dir)")
             print("  \(kernels); library for \(target.rawValue) (\(r.model.toolchain.flags.joined(separator: " "))) \(r.cached ? "from cache" : "built") in \(String(format: "%.2f", r.seconds)) s")
@@ -302,7 +298,7 @@ struct Run: ParsableCommand {
             throw RuntimeError("\(input!): X must be (N,3,H,W) and Y (N,G,5) with the same N; got \(x.shape) and \(y.shape)")
         }
         let m = try ModelResolver.resolve(modelOptions.model, height: x.shape[2], width: x.shape[3],
-                                          training: .init(maxBoxes: y.shape[1], loss: lossOptions.config), lossFromModel: !lossOptions.isSet)
+                                          training: .init(loss: lossOptions.config), lossFromModel: !lossOptions.isSet)
         if let t = try modelOptions.requestedThreads() { m.library.setThreads(t) }
         let session = ModelSession(library: m.library)
         try session.loadStateDict(try SafeTensors.read(weights!), source: weights!)
@@ -325,12 +321,12 @@ struct Run: ParsableCommand {
         let root = try dataRoot()
         let data = try DetectionDataSet.load(root: root, split: .val)
         let m = try ModelResolver.resolve(modelOptions.model, height: data.height, width: data.width,
-                                          training: .init(maxBoxes: max(1, data.maxBoxes), loss: lossOptions.config), lossFromModel: !lossOptions.isSet)
+                                          training: .init(loss: lossOptions.config), lossFromModel: !lossOptions.isSet)
         try data.validate(classCount: m.numClasses, of: "model \(m.graph.name)")
         if let t = try modelOptions.requestedThreads() { m.library.setThreads(t) }
         let session = ModelSession(library: m.library)
         try session.loadStateDict(try SafeTensors.read(weights!), source: weights!)
-        let r = try Evaluator.evaluate(session, data: data, batchSize: batchSize, maxBoxes: m.library.manifest.maxBoxes ?? data.maxBoxes)
+        let r = try Evaluator.evaluate(session, data: data, batchSize: batchSize, maxBoxes: max(1, data.maxBoxes))
         print(String(format: "%@ (%d images): class err %.2e, bbox mae %.2e, loss %.4f, mAP@0.5 %.4f", root + "/bananas_val", data.count,
                      r.metrics.classError, r.metrics.bboxMAE, r.metrics.meanLoss, r.meanAP))
     }

@@ -15,7 +15,7 @@ extension Run {
         // classes.txt, else one class), never from the largest label, so a label typo is an
         // error at its line instead of a silently larger model.
         let m = try ModelResolver.resolve(modelOptions.model, height: h, width: w, numClasses: data.classNames?.count ?? 1,
-                                          training: .init(maxBoxes: max(1, data.maxBoxes), loss: loss), lossFromModel: !lossOptions.isSet)
+                                          training: .init(loss: loss), lossFromModel: !lossOptions.isSet)
         try data.validate(classCount: m.numClasses, of: "model \(m.graph.name)")
         m.library.setThreads(threadCount)
         let session = ModelSession(library: m.library)

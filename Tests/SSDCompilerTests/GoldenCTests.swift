@@ -87,7 +87,7 @@ final class GoldenCTests: XCTestCase {
                 let written = p.uses(k).writes.filter { p.buffers[$0].region == .constant }
                 XCTAssertEqual(written, [], "\(p.name).\(k.name) writes a constant")
                 switch k.body {
-                case .multiboxDetection(_, _, let a, _, _, _, _, _), .multiboxTarget(let a, _, _, _, _, _, _):
+                case .multiboxDetection(_, _, let a, _, _, _, _, _), .multiboxTarget(let a, _, _, _, _, _):
                     XCTAssertEqual(a, anchors.buffer, "\(p.name).\(k.name) reads anchors other than the constant")
                 default: break
                 }

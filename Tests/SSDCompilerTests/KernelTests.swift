@@ -26,7 +26,14 @@ final class KernelTests: XCTestCase {
         let x = b.input("X", dims, location: SourceLocation(file, line))
         for (n, t) in body(x) { b.output(n, t) }
         let graph = try b.finish()
+        try compare(graph, name: name, input: dims, batch: batch, tolerance: tolerance, file: file, line: line)
+        return graph
+    }
 
+    /// Compiles `graph`, runs its forward programs in both BN modes on a random input, and
+    /// compares every output with the reference interpreter.
+    func compare(_ graph: Graph, name: String, input dims: [Int], batch: Int = 2, tolerance: Double = 1e-5,
+                 file: StaticString = #filePath, line: UInt = #line) throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ssdc-kernel-\(name)-\(getpid())").path
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let result = try Driver.compile(graph, into: dir)
@@ -59,7 +66,6 @@ final class KernelTests: XCTestCase {
                 XCTAssertLessThanOrEqual(diff / scale, tolerance, "\(name)/\(program)/\(o.name): max |diff| \(diff), max |ref| \(scale)", file: file, line: line)
             }
         }
-        return graph
     }
 
     func testConvPadded() throws {

@@ -18,7 +18,7 @@ final class LossConfigTests: XCTestCase {
         XCTAssertTrue(c.smoothL1); XCTAssertEqual(c.sigma, 3)
         XCTAssertTrue(c.focal); XCTAssertEqual(c.focalGamma, 2); XCTAssertEqual(c.focalAlpha, 0.25)
         XCTAssertEqual(c.negativeMiningRatio, 3); XCTAssertEqual(c.bboxWeight, 0.5); XCTAssertEqual(c.clsWeight, 1)
-        let model = try CompiledModel(graph: g, toolchain: GoldenCTests.toolchain, training: .init(maxBoxes: 1, loss: c))
+        let model = try CompiledModel(graph: g, toolchain: GoldenCTests.toolchain, training: .init(loss: c))
         let source = CEmitter(model).source()
         // focal on, gamma 2, alpha 0.25, smooth L1 on, sigma 3, weights 1 and 0.5, mining 3
         XCTAssertTrue(source.contains("const ssd_loss_config_t cfg = { 1, 2.0f, 0.25f, 1, 3.0f, 1.0f, 0.5f, 3.0f };"), "loss config not emitted")

@@ -33,6 +33,16 @@ struct ReferenceInterpreter {
                 v[n.id] = Value(shape: n.type.dims, data: a.map(Double.init))
             case .multiboxDetection:
                 fatalError("the reference interpreter leaves detection to the d2l fixtures")
+            case .convolution(let a): v[n.id] = convolution(ins[0], ins[1], ins.count > 2 ? ins[2] : nil, a)
+            case .pool2d(let a): v[n.id] = pool(ins[0], a)
+            case .globalAvgPool:
+                let (b, c, hw) = (ins[0].shape[0], ins[0].shape[1], ins[0].shape[2] * ins[0].shape[3])
+                v[n.id] = Value(shape: [b, c, 1, 1], data: (0..<(b * c)).map { i in ins[0].data[(i * hw)..<((i + 1) * hw)].reduce(0, +) / Double(hw) })
+            case .activation(let a): v[n.id] = Value(shape: ins[0].shape, data: ins[0].data.map { ReferenceInterpreter.activation(a, $0) })
+            case .add: v[n.id] = Value(shape: ins[0].shape, data: zip(ins[0].data, ins[1].data).map { $0 + $1 })
+            case .mulChannels: v[n.id] = mulChannels(ins[0], ins[1])
+            case .upsampleNearest(let sh, let sw): v[n.id] = upsample(ins[0], sh, sw)
+            case .l2Norm(let eps): v[n.id] = l2Norm(ins[0], ins[1], eps: Double(eps))
             }
         }
         return v
@@ -53,6 +63,88 @@ struct ReferenceInterpreter {
             y[((ni * o + oi) * oh + yi) * ow + xi] = acc
         } } } }
         return Value(shape: [n, o, oh, ow], data: y)
+    }
+
+    /// nn.Conv2d in full generality, straight from its definition.
+    func convolution(_ x: Value, _ w: Value, _ b: Value?, _ a: ConvAttributes) -> Value {
+        let (n, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+        let (o, cg, kh, kw) = (w.shape[0], w.shape[1], w.shape[2], w.shape[3])
+        let oh = a.outputSize(h, kernel: kh, axis: 0), ow = a.outputSize(wd, kernel: kw, axis: 1)
+        let og = o / a.groups
+        var y = [Double](repeating: 0, count: n * o * oh * ow)
+        for ni in 0..<n { for oi in 0..<o { for yi in 0..<oh { for xi in 0..<ow {
+            var acc = b?.data[oi] ?? 0
+            let g = oi / og
+            for cj in 0..<cg { for ky in 0..<kh { for kx in 0..<kw {
+                let ci = g * cg + cj
+                let iy = yi * a.stride[0] - a.padding[0] + ky * a.dilation[0], ix = xi * a.stride[1] - a.padding[1] + kx * a.dilation[1]
+                if iy < 0 || iy >= h || ix < 0 || ix >= wd { continue }
+                acc += x.data[((ni * c + ci) * h + iy) * wd + ix] * w.data[((oi * cg + cj) * kh + ky) * kw + kx]
+            } } }
+            y[((ni * o + oi) * oh + yi) * ow + xi] = acc
+        } } } }
+        return Value(shape: [n, o, oh, ow], data: y)
+    }
+
+    /// PyTorch's max/avg pool (window clipped to the padded input, divisor as in
+    /// aten's avg_pool2d: the window inside input + padding, or inside the input alone).
+    func pool(_ x: Value, _ a: PoolAttributes) -> Value {
+        let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+        let oh = a.outputSize(h, axis: 0)!, ow = a.outputSize(w, axis: 1)!
+        var y: [Double] = []
+        for p in 0..<(n * c) { for yi in 0..<oh { for xi in 0..<ow {
+            var y0 = yi * a.stride[0] - a.padding[0], x0 = xi * a.stride[1] - a.padding[1]
+            var y1 = min(y0 + a.kernel[0], h + a.padding[0]), x1 = min(x0 + a.kernel[1], w + a.padding[1])
+            let padded = (y1 - y0) * (x1 - x0)
+            y0 = max(y0, 0); x0 = max(x0, 0); y1 = min(y1, h); x1 = min(x1, w)
+            var m = -Double.infinity, sum = 0.0
+            for iy in y0..<y1 { for ix in x0..<x1 {
+                let v = x.data[(p * h + iy) * w + ix]
+                m = max(m, v); sum += v
+            } }
+            y.append(a.kind == .max ? m : sum / Double(a.countIncludePad ? padded : (y1 - y0) * (x1 - x0)))
+        } } }
+        return Value(shape: [n, c, oh, ow], data: y)
+    }
+
+    static func activation(_ a: Activation, _ x: Double) -> Double {
+        switch a {
+        case .relu6: return min(max(x, 0), 6)
+        case .sigmoid: return 1 / (1 + Foundation.exp(-x))
+        case .hardSwish: return x * min(max(x + 3, 0), 6) / 6
+        case .hardSigmoid: return min(max(x + 3, 0), 6) / 6
+        }
+    }
+
+    func mulChannels(_ x: Value, _ s: Value) -> Value {
+        let (n, c, hw) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3])
+        let perExample = s.data.count == n * c
+        var y = x.data
+        for ni in 0..<n { for ci in 0..<c { for i in 0..<hw {
+            y[(ni * c + ci) * hw + i] *= s.data[perExample ? ni * c + ci : ci]
+        } } }
+        return Value(shape: x.shape, data: y)
+    }
+
+    func upsample(_ x: Value, _ sh: Int, _ sw: Int) -> Value {
+        let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+        var y: [Double] = []
+        for p in 0..<(n * c) { for yi in 0..<(h * sh) { for xi in 0..<(w * sw) {
+            y.append(x.data[(p * h + yi / sh) * w + xi / sw])
+        } } }
+        return Value(shape: [n, c, h * sh, w * sw], data: y)
+    }
+
+    func l2Norm(_ x: Value, _ weight: Value, eps: Double) -> Value {
+        let (n, c, hw) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3])
+        var y = x.data
+        for ni in 0..<n { for i in 0..<hw {
+            var ss = 0.0
+            for ci in 0..<c { ss += x.data[(ni * c + ci) * hw + i] * x.data[(ni * c + ci) * hw + i] }
+            let norm = ss.squareRoot() + eps
+            for ci in 0..<c { y[(ni * c + ci) * hw + i] = x.data[(ni * c + ci) * hw + i] / norm * weight.data[ci] }
+        } }
+        return Value(shape: x.shape, data: y)
     }
 
     func batchNorm(_ ins: [Value], eps: Double) -> Value {

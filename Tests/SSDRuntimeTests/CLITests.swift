@@ -7,7 +7,7 @@ import XCTest
 final class CLITests: CLITestCase {
     func testCompileExampleFromAnotherDirectory() throws {
         let model = Fixtures.packageRoot + "/Examples/tinyssd/model.swift"
-        let r = try ssdc(["compile", model, "-o", "out", "--input-size", "128x128", "--max-boxes", "3"], in: tmp)
+        let r = try ssdc(["compile", model, "-o", "out", "--input-size", "128x128"], in: tmp)
         XCTAssertEqual(r.status, 0, r.stderr + r.stdout)
         for f in ["graph.txt", "graph.json", "model.c", "model.h", "manifest.json", "kernels.txt", "libmodel.so"] {
             XCTAssertTrue(FileManager.default.fileExists(atPath: "\(tmp!)/out/\(f)"), "missing \(f)")
@@ -16,7 +16,9 @@ final class CLITests: CLITestCase {
         XCTAssertTrue(manifest.contains("\"blk_0.0.0.weight\""))
         XCTAssertTrue(manifest.contains("\"flags\""))
         let json = try JSONSerialization.jsonObject(with: Data(manifest.utf8)) as? [String: Any]
-        XCTAssertEqual(json?["max_boxes"] as? Int, 3, "the train step takes the asked number of boxes per image")
+        let programs = json?["programs"] as? [[String: Any]] ?? []
+        let labelled = programs.filter { $0["takes_labels"] as? Bool == true }.compactMap { $0["name"] as? String }
+        XCTAssertEqual(labelled.sorted(), ["eval_step", "train_step"], "the steps take the label rows at run time")
     }
 
     func testShapeErrorInAModelFileNamesItsLine() throws {

@@ -345,12 +345,12 @@ static void train_step_k04_conv2d_pair_permute_reshape_concat(int64_t N, float *
 
 /* k05_multibox_target  [opaque]
  *   %35 concat {axis=1} : f32[1,51,4]  anchors  GoldenModel.swift:25
- *   reads  anchors c_anchors, Y B+2048*N
+ *   reads  anchors c_anchors, Y Y (N x G rows)
  *   writes target.bbox_labels B+3904*N, target.bbox_masks B+4736*N, target.cls_labels B+8640*N
  */
-static void train_step_k05_multibox_target(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void train_step_k05_multibox_target(int64_t N, int64_t G, const float *restrict Y, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    ssd_multibox_target((int)N, 51, 1, c_anchors, ((float *)(B + (size_t)2048 * N)), 0.5f, ((float *)(B + (size_t)3904 * N)), ((float *)(B + (size_t)4736 * N)), ((float *)(B + (size_t)8640 * N)), S);
+    ssd_multibox_target((int)N, 51, (int)G, c_anchors, Y, 0.5f, ((float *)(B + (size_t)3904 * N)), ((float *)(B + (size_t)4736 * N)), ((float *)(B + (size_t)8640 * N)), S);
 }
 
 /* k06_multibox_loss  [opaque]
@@ -559,12 +559,12 @@ static void train_step_k15_sgd(int64_t N, float *restrict P, char *restrict F, c
     ssd_sgd_update(12, P + 1792, P + 3600, lr, wd); /* bbox_1.bias */
 }
 
-size_t ssdc_train_step_scratch_floats(int64_t N) {
+size_t ssdc_train_step_scratch_floats(int64_t N, int64_t G) {
     size_t s = 1, t = 0;
     { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 3, 8, 8, 4, 3, 1, 1); t = ssd_conv2d_scratch_floats(&g); } if (t > s) s = t;
     { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 21, 3, 1, 1); t = ssd_conv2d_pair_scratch_floats(&g); } if (t > s) s = t;
     { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 21, 3, 1, 1); t = ssd_conv2d_pair_scratch_floats(&g); } if (t > s) s = t;
-    t = ssd_target_scratch_floats(51, 1) * (size_t)N; if (t > s) s = t;
+    t = ssd_target_scratch_floats(51, (int)G) * (size_t)N; if (t > s) s = t;
     t = ssd_loss_scratch_floats((int)N, 51, 3); if (t > s) s = t;
     { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 21, 3, 1, 1); t = ssd_conv2d_pair_backward_scratch_floats(&g); } if (t > s) s = t;
     { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 21, 3, 1, 1); t = ssd_conv2d_pair_backward_scratch_floats(&g); } if (t > s) s = t;
@@ -574,15 +574,15 @@ size_t ssdc_train_step_scratch_floats(int64_t N) {
 
 static double train_step_times[16];
 
-int ssdc_train_step(int64_t N, float *P, char *F, char *B, float *S) {
-    if (N < 1) return SSDC_ERR_BATCH;
-    if (!P || !F || !B || !S) return SSDC_ERR_NULL;
+int ssdc_train_step(int64_t N, int64_t G, const float *Y, float *P, char *F, char *B, float *S) {
+    if (N < 1 || G < 1) return SSDC_ERR_BATCH;
+    if (!P || !F || !B || !S || !Y) return SSDC_ERR_NULL;
     SSDC_TIMED(train_step_times, 0, train_step_k00_conv2d(N, P, F, B, S));
     SSDC_TIMED(train_step_times, 1, train_step_k01_batch_norm_relu_max_pool2d(N, P, F, B, S));
     SSDC_TIMED(train_step_times, 2, train_step_k02_global_max_pool(N, P, F, B, S));
     SSDC_TIMED(train_step_times, 3, train_step_k03_conv2d_pair_permute_reshape_concat(N, P, F, B, S));
     SSDC_TIMED(train_step_times, 4, train_step_k04_conv2d_pair_permute_reshape_concat(N, P, F, B, S));
-    SSDC_TIMED(train_step_times, 5, train_step_k05_multibox_target(N, P, F, B, S));
+    SSDC_TIMED(train_step_times, 5, train_step_k05_multibox_target(N, G, Y, P, F, B, S));
     SSDC_TIMED(train_step_times, 6, train_step_k06_multibox_loss(N, P, F, B, S));
     SSDC_TIMED(train_step_times, 7, train_step_k07_concat_permute_backward(N, P, F, B, S));
     SSDC_TIMED(train_step_times, 8, train_step_k08_concat_permute_backward(N, P, F, B, S));
@@ -674,12 +674,12 @@ static void eval_step_k03_conv2d_pair_permute_reshape_concat(int64_t N, float *r
 
 /* k04_multibox_target  [opaque]
  *   %35 concat {axis=1} : f32[1,51,4]  anchors  GoldenModel.swift:25
- *   reads  anchors c_anchors, Y B+2496*N
+ *   reads  anchors c_anchors, Y Y (N x G rows)
  *   writes target.bbox_labels B+832*N, target.bbox_masks B+1664*N, target.cls_labels B+4608*N
  */
-static void eval_step_k04_multibox_target(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
+static void eval_step_k04_multibox_target(int64_t N, int64_t G, const float *restrict Y, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    ssd_multibox_target((int)N, 51, 1, c_anchors, ((float *)(B + (size_t)2496 * N)), 0.5f, ((float *)(B + (size_t)832 * N)), ((float *)(B + (size_t)1664 * N)), ((float *)(B + (size_t)4608 * N)), S);
+    ssd_multibox_target((int)N, 51, (int)G, c_anchors, Y, 0.5f, ((float *)(B + (size_t)832 * N)), ((float *)(B + (size_t)1664 * N)), ((float *)(B + (size_t)4608 * N)), S);
 }
 
 /* k05_multibox_loss  [opaque]
@@ -694,26 +694,26 @@ static void eval_step_k05_multibox_loss(int64_t N, float *restrict P, char *rest
     ssd_multibox_loss(&cfg, (int)N, 51, 3, ((float *)(B + (size_t)3328 * N)), ((float *)(B + (size_t)0 * N)), ((float *)(B + (size_t)4608 * N)), ((float *)(B + (size_t)832 * N)), ((float *)(B + (size_t)1664 * N)), ((float *)(B + (size_t)4864 * N)), ((float *)(B + (size_t)3968 * N)), ((float *)(B + (size_t)2496 * N)), (double *)((float *)(F + 0)), S);
 }
 
-size_t ssdc_eval_step_scratch_floats(int64_t N) {
+size_t ssdc_eval_step_scratch_floats(int64_t N, int64_t G) {
     size_t s = 1, t = 0;
     { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 3, 8, 8, 4, 3, 1, 1); t = ssd_conv2d_pool_scratch_floats(&g); } if (t > s) s = t;
     { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 21, 3, 1, 1); t = ssd_conv2d_pair_scratch_floats(&g); } if (t > s) s = t;
     { const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 21, 3, 1, 1); t = ssd_conv2d_pair_scratch_floats(&g); } if (t > s) s = t;
-    t = ssd_target_scratch_floats(51, 1) * (size_t)N; if (t > s) s = t;
+    t = ssd_target_scratch_floats(51, (int)G) * (size_t)N; if (t > s) s = t;
     t = ssd_loss_scratch_floats((int)N, 51, 3); if (t > s) s = t;
     return s;
 }
 
 static double eval_step_times[6];
 
-int ssdc_eval_step(int64_t N, float *P, char *F, char *B, float *S) {
-    if (N < 1) return SSDC_ERR_BATCH;
-    if (!P || !F || !B || !S) return SSDC_ERR_NULL;
+int ssdc_eval_step(int64_t N, int64_t G, const float *Y, float *P, char *F, char *B, float *S) {
+    if (N < 1 || G < 1) return SSDC_ERR_BATCH;
+    if (!P || !F || !B || !S || !Y) return SSDC_ERR_NULL;
     SSDC_TIMED(eval_step_times, 0, eval_step_k00_conv2d_batch_norm_relu_max_pool2d(N, P, F, B, S));
     SSDC_TIMED(eval_step_times, 1, eval_step_k01_global_max_pool(N, P, F, B, S));
     SSDC_TIMED(eval_step_times, 2, eval_step_k02_conv2d_pair_permute_reshape_concat(N, P, F, B, S));
     SSDC_TIMED(eval_step_times, 3, eval_step_k03_conv2d_pair_permute_reshape_concat(N, P, F, B, S));
-    SSDC_TIMED(eval_step_times, 4, eval_step_k04_multibox_target(N, P, F, B, S));
+    SSDC_TIMED(eval_step_times, 4, eval_step_k04_multibox_target(N, G, Y, P, F, B, S));
     SSDC_TIMED(eval_step_times, 5, eval_step_k05_multibox_loss(N, P, F, B, S));
     return SSDC_OK;
 }
@@ -735,7 +735,7 @@ int ssdc_abi_version(void) { return SSDC_ABI_VERSION; }
 
 const char *ssdc_manifest(void) {
     return "{\n"
-        "  \"abi_version\" : 1,\n"
+        "  \"abi_version\" : 2,\n"
         "  \"attributes\" : {\n"
         "    \"input\" : \"3x8x8\",\n"
         "    \"num_classes\" : \"2\"\n"
@@ -743,7 +743,6 @@ const char *ssdc_manifest(void) {
         "  \"gradients_offset\" : 1808,\n"
         "  \"hyper_offset\" : 3616,\n"
         "  \"loss\" : \"cross-entropy, L1\",\n"
-        "  \"max_boxes\" : 1,\n"
         "  \"model\" : \"golden\",\n"
         "  \"parameters\" : [\n"
         "    {\n"
@@ -1022,7 +1021,8 @@ const char *ssdc_manifest(void) {
         "          ]\n"
         "        }\n"
         "      ],\n"
-        "      \"scratch_entry\" : \"ssdc_forward_train_scratch_floats\"\n"
+        "      \"scratch_entry\" : \"ssdc_forward_train_scratch_floats\",\n"
+        "      \"takes_labels\" : false\n"
         "    },\n"
         "    {\n"
         "      \"batched_bytes_per_example\" : 3392,\n"
@@ -1162,7 +1162,8 @@ const char *ssdc_manifest(void) {
         "          ]\n"
         "        }\n"
         "      ],\n"
-        "      \"scratch_entry\" : \"ssdc_infer_scratch_floats\"\n"
+        "      \"scratch_entry\" : \"ssdc_infer_scratch_floats\",\n"
+        "      \"takes_labels\" : false\n"
         "    },\n"
         "    {\n"
         "      \"batched_bytes_per_example\" : 8960,\n"
@@ -1184,11 +1185,11 @@ const char *ssdc_manifest(void) {
         "        {\n"
         "          \"dtype\" : \"f32\",\n"
         "          \"name\" : \"Y\",\n"
-        "          \"offset\" : 2048,\n"
-        "          \"region\" : \"batched\",\n"
+        "          \"offset\" : 0,\n"
+        "          \"region\" : \"labels\",\n"
         "          \"shape\" : [\n"
         "            -1,\n"
-        "            1,\n"
+        "            -1,\n"
         "            5\n"
         "          ]\n"
         "        }\n"
@@ -1433,7 +1434,8 @@ const char *ssdc_manifest(void) {
         "          ]\n"
         "        }\n"
         "      ],\n"
-        "      \"scratch_entry\" : \"ssdc_train_step_scratch_floats\"\n"
+        "      \"scratch_entry\" : \"ssdc_train_step_scratch_floats\",\n"
+        "      \"takes_labels\" : true\n"
         "    },\n"
         "    {\n"
         "      \"batched_bytes_per_example\" : 4928,\n"
@@ -1455,11 +1457,11 @@ const char *ssdc_manifest(void) {
         "        {\n"
         "          \"dtype\" : \"f32\",\n"
         "          \"name\" : \"Y\",\n"
-        "          \"offset\" : 2496,\n"
-        "          \"region\" : \"batched\",\n"
+        "          \"offset\" : 0,\n"
+        "          \"region\" : \"labels\",\n"
         "          \"shape\" : [\n"
         "            -1,\n"
-        "            1,\n"
+        "            -1,\n"
         "            5\n"
         "          ]\n"
         "        }\n"
@@ -1612,7 +1614,8 @@ const char *ssdc_manifest(void) {
         "          ]\n"
         "        }\n"
         "      ],\n"
-        "      \"scratch_entry\" : \"ssdc_eval_step_scratch_floats\"\n"
+        "      \"scratch_entry\" : \"ssdc_eval_step_scratch_floats\",\n"
+        "      \"takes_labels\" : true\n"
         "    }\n"
         "  ],\n"
         "  \"region_floats\" : 3632\n"

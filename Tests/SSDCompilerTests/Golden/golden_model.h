@@ -3,14 +3,15 @@
  * Memory is the caller's: P holds parameters and BN state (floats, offsets below),
  * F a fixed-size workspace, B a workspace of <PROGRAM>_BATCHED_BYTES per example
  * (buffer offsets there are per example: multiply by N), S scratch of
- * ssdc_<program>_scratch_floats(N) floats. Entry points return 0, or
- * 1 for a batch size below 1, 2 for a NULL region. They never print or exit. */
+ * ssdc_<program>_scratch_floats(N) floats. Train and eval steps also take G, the label
+ * rows per image, and Y. Entry points return 0, or 1 for a batch size (or G) below 1,
+ * 2 for a NULL region. They never print or exit. */
 #ifndef SSDC_MODEL_H
 #define SSDC_MODEL_H
 #include <stddef.h>
 #include <stdint.h>
 
-#define SSDC_ABI_VERSION 1
+#define SSDC_ABI_VERSION 2
 #define SSDC_PARAMS_FLOATS 1808
 #define SSDC_GRADS_OFFSET 1808 /* gradients mirror the parameters from here */
 #define SSDC_HYPER_OFFSET 3616 /* [0] learning rate, [1] weight decay */
@@ -60,7 +61,6 @@ size_t ssdc_infer_scratch_floats(int64_t N);
 #define SSDC_TRAIN_STEP_FIXED_BYTES 192
 #define SSDC_TRAIN_STEP_BATCHED_BYTES 8960
 #define SSDC_TRAIN_STEP_IN_X 5568 /* batched, f32[N,3,8,8] */
-#define SSDC_TRAIN_STEP_IN_Y 2048 /* batched, f32[N,1,5] */
 #define SSDC_TRAIN_STEP_OUT_ANCHORS 0 /* constant, f32[1,51,4] */
 #define SSDC_TRAIN_STEP_OUT_CLS_PREDS 7104 /* batched, f32[N,51,3] */
 #define SSDC_TRAIN_STEP_OUT_BBOX_PREDS 3072 /* batched, f32[N,204] */
@@ -69,14 +69,14 @@ size_t ssdc_infer_scratch_floats(int64_t N);
 #define SSDC_TRAIN_STEP_OUT_TARGET_CLS_LABELS 8640 /* batched, f32[N,51] */
 #define SSDC_TRAIN_STEP_OUT_LOSS_PER_EXAMPLE 8896 /* batched, f32[N,1] */
 #define SSDC_TRAIN_STEP_OUT_METRICS 0 /* fixed, f64[4] */
-int ssdc_train_step(int64_t N, float *P, char *F, char *B, float *S);
-size_t ssdc_train_step_scratch_floats(int64_t N);
+/* Y: the ground-truth rows, N x G x 5 floats (class, xmin, ymin, xmax, ymax; class -1 pads). */
+int ssdc_train_step(int64_t N, int64_t G, const float *Y, float *P, char *F, char *B, float *S);
+size_t ssdc_train_step_scratch_floats(int64_t N, int64_t G);
 
 /* program eval_step */
 #define SSDC_EVAL_STEP_FIXED_BYTES 512
 #define SSDC_EVAL_STEP_BATCHED_BYTES 4928
 #define SSDC_EVAL_STEP_IN_X 0 /* batched, f32[N,3,8,8] */
-#define SSDC_EVAL_STEP_IN_Y 2496 /* batched, f32[N,1,5] */
 #define SSDC_EVAL_STEP_OUT_ANCHORS 0 /* constant, f32[1,51,4] */
 #define SSDC_EVAL_STEP_OUT_CLS_PREDS 3328 /* batched, f32[N,51,3] */
 #define SSDC_EVAL_STEP_OUT_BBOX_PREDS 0 /* batched, f32[N,204] */
@@ -85,8 +85,9 @@ size_t ssdc_train_step_scratch_floats(int64_t N);
 #define SSDC_EVAL_STEP_OUT_TARGET_CLS_LABELS 4608 /* batched, f32[N,51] */
 #define SSDC_EVAL_STEP_OUT_LOSS_PER_EXAMPLE 4864 /* batched, f32[N,1] */
 #define SSDC_EVAL_STEP_OUT_METRICS 0 /* fixed, f64[4] */
-int ssdc_eval_step(int64_t N, float *P, char *F, char *B, float *S);
-size_t ssdc_eval_step_scratch_floats(int64_t N);
+/* Y: the ground-truth rows, N x G x 5 floats (class, xmin, ymin, xmax, ymax; class -1 pads). */
+int ssdc_eval_step(int64_t N, int64_t G, const float *Y, float *P, char *F, char *B, float *S);
+size_t ssdc_eval_step_scratch_floats(int64_t N, int64_t G);
 
 extern const float c_anchors[204];
 void ssdc_set_threads(int n);

@@ -1,0 +1,55 @@
+import SSDGraph
+
+/// Max or average pooling with any window, stride, padding and ceil mode (PyTorch's
+/// semantics; `PoolAttributes.outputSize` and the runtime share one formula).
+public struct PoolForward: KernelFamily {
+    public var x: Int, y: Int
+    public var c: Int, h: Int, w: Int
+    public var attributes: PoolAttributes
+
+    public var reads: [Int] { [x] }
+    public var writes: [Int] { [y] }
+
+    public func body(_ P: (Int) -> String) -> [String] {
+        ["ssd_pool2d_forward(\(PoolForward.arguments(attributes, c: c, h: h, w: w)), \(P(x)), \(P(y)));"]
+    }
+
+    /// kind, N, C, H, W, kh, kw, sh, sw, ph, pw, ceil_mode, count_include_pad.
+    static func arguments(_ a: PoolAttributes, c: Int, h: Int, w: Int) -> String {
+        "\(a.kind == .max ? "SSD_POOL_MAX" : "SSD_POOL_AVG"), (int)N, \(c), \(h), \(w), \(a.kernel[0]), \(a.kernel[1]), "
+            + "\(a.stride[0]), \(a.stride[1]), \(a.padding[0]), \(a.padding[1]), \(a.ceilMode ? 1 : 0), \(a.countIncludePad ? 1 : 0)"
+    }
+}
+
+/// dx of a pooling: max routes dy to the first maximum of each window (read from x),
+/// average spreads it over the window by the divisor the forward used.
+public struct PoolBackward: KernelFamily {
+    public var x: Int, dy: Int, dx: Int
+    public var c: Int, h: Int, w: Int
+    public var attributes: PoolAttributes
+
+    public var kernelName: String? { attributes.kind == .max ? "max_pool2d_backward" : "avg_pool2d_backward" }
+    public var reads: [Int] { [x, dy] }
+    public var writes: [Int] { [dx] }
+
+    public func body(_ P: (Int) -> String) -> [String] {
+        ["ssd_pool2d_backward(\(PoolForward.arguments(attributes, c: c, h: h, w: w)), \(P(x)), \(P(dy)), \(P(dx)));"]
+    }
+}
+
+/// AdaptiveAvgPool2d((1,1)) and its gradient (dy / HW over each plane).
+public struct GlobalAvgPool: KernelFamily {
+    public var x: Int, y: Int
+    public var c: Int, hw: Int
+    /// Backward: x is dy (N,C,1,1) and y is dx (N,C,H,W).
+    public var backward: Bool
+
+    public var kernelName: String? { backward ? "global_avg_pool_backward" : nil }
+    public var reads: [Int] { [x] }
+    public var writes: [Int] { [y] }
+
+    public func body(_ P: (Int) -> String) -> [String] {
+        [backward ? "ssd_global_avgpool_backward((int)N, \(c), \(hw), \(P(x)), \(P(y)));"
+                  : "ssd_global_avgpool_forward((int)N, \(c), \(hw), \(P(x)), \(P(y)));"]
+    }
+}
