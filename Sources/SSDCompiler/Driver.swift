@@ -2,7 +2,8 @@ import Foundation
 import SSDGraph
 
 /// The whole pipeline: graph -> planned programs -> C -> shared library, with the files a
-/// reader keeps (graph.txt, model.c, model.h, manifest.json, kernels.txt).
+/// reader keeps: each pass's printout (graph.txt, constants.txt, fusion.txt, kernels.txt,
+/// model.c; see `Pass`), model.h, manifest.json and graph.dot.
 public struct CompileResult: Sendable {
     public var model: CompiledModel
     /// The output directory's files.
@@ -24,13 +25,11 @@ public enum Driver {
         let emitter = CEmitter(model)
         try AtomicFile.makeDirectory(directory)
         let files: [(String, String)] = [
-            ("graph.txt", graph.text),
             ("graph.json", try graphJSON(graph)),
-            ("model.c", emitter.source()),
             ("model.h", emitter.header()),
             ("manifest.json", model.manifestJSON() + "\n"),
-            ("kernels.txt", model.kernelListing()),
-        ]
+            ("graph.dot", model.dot()),
+        ] + Pass.allCases.map { ($0.file, model.dump(after: $0)) }
         for (name, text) in files {
             try writeIfChanged(text, to: "\(directory)/\(name)")
         }

@@ -5,6 +5,7 @@ import SSDIO
 import SSDRuntime
 
 extension BuildTarget: ExpressibleByArgument {}
+extension Pass: ExpressibleByArgument {}
 
 struct Export: ParsableCommand {
     static let configuration = CommandConfiguration(

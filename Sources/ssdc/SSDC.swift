@@ -70,7 +70,7 @@ struct ModelOptions: ParsableArguments {
 
 struct Compile: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Compile a model written in the DSL: graph.txt, model.c, model.h, manifest.json, kernels.txt and libmodel.so.")
+        abstract: "Compile a model written in the DSL: each pass's printout (graph.txt, constants.txt, fusion.txt, kernels.txt, model.c), model.h, manifest.json, graph.dot and libmodel.so.")
 
     @Argument(help: "The model file (Swift, using the SSDGraph DSL), e.g. Examples/tinyssd/model.swift.")
     var file: String
@@ -87,6 +87,9 @@ struct Compile: ParsableCommand {
     @Option(help: "Seconds the model program may run to build its graph (default: SSDC_MODEL_TIMEOUT, else 120).")
     var modelTimeout: Double?
 
+    @Option(help: "Print what a pass produced: \(Pass.allCases.map(\.rawValue).joined(separator: ", ")) (also written to the output folder).")
+    var dumpAfter: Pass?
+
     func run() throws {
         let p = inputSize.lowercased().split(separator: "x").compactMap { Int($0) }
         guard p.count == 2 else { throw ValidationError("--input-size must look like 256x256") }
@@ -98,7 +101,8 @@ struct Compile: ParsableCommand {
             let kernels = r.model.programs.map { "\($0.name): \($0.kernels.count) kernels" }.joined(separator: ", ")
             print("compiled \(graph.name) (\(graph.nodes.count) nodes, \(r.model.layout.slots.count) parameter tensors) -> \(dir)")
             print("  \(kernels); library for \(target.rawValue) (\(r.model.toolchain.flags.joined(separator: " "))) \(r.cached ? "from cache" : "built") in \(String(format: "%.2f", r.seconds)) s")
-            for f in ["graph.txt", "model.c", "model.h", "manifest.json", "kernels.txt", "libmodel.so"] { print("  \(dir)/\(f)") }
+            for f in Pass.allCases.map(\.file) + ["model.h", "manifest.json", "graph.dot", "libmodel.so"] { print("  \(dir)/\(f)") }
+            if let dumpAfter { print("\n" + r.model.dump(after: dumpAfter), terminator: "") }
         } catch {
             FileHandle.standardError.write(Data("error: \(describe(error))\n".utf8))
             throw ExitCode.failure

@@ -1,48 +1,33 @@
 import SSDGraph
 
-/// Lowers a typed graph to a kernel program for one mode, fusing as the op kinds allow:
-///
-/// - constants: anchors depend only on shapes, and concat/reshape of constants are
-///   constants, so they are evaluated here and emitted as static arrays;
-/// - injective ops (reshape, permute) make views, not copies; a view is materialised only
-///   where a consumer needs contiguous memory, and a concat reads its inputs' views
-///   directly (one copy kernel for the inputs not written in place, see below);
-/// - an elementwise op (ReLU) whose producer is out-elementwise-fusable (conv, batch norm)
-///   and has no other consumer becomes that kernel's epilogue;
-/// - a conv whose value reaches a concat only through a permute and reshapes (the SSD
-///   prediction heads) writes straight into the concat's buffer in the permuted layout,
-///   so its permute, flatten and concat cost no copy at all; two such convs of one input
-///   with the same geometry (a scale's cls and bbox heads) are one conv kernel.
+/// Pass 3: lowering. Turns the typed graph, with its folded constants (pass 1) and its
+/// fusion plan (pass 2), into a kernel program for one mode: every value gets a place —
+/// a view of a buffer (reshape, permute: no copy until a consumer needs contiguous memory;
+/// a concat reads its inputs' views directly), a buffer of its own, or a constant — and every
+/// group of the plan becomes one kernel, chosen by its ops and their geometry (which conv
+/// route, which pooling kernel). Its printer is kernels.txt.
 public struct Lowering {
     public let graph: Graph
     public let mode: Program.Mode
     public let layout: ParameterLayout
 
+    /// Pass 1's result: folded constant values, by node.
+    public let constantValues: [Int: [Float]]
+    /// Pass 2's result.
+    public let plan: FusionPlan
+
     var buffers: [Buffer] = []
     var kernels: [Kernel] = []
     /// How each node's value is stored: a view of a buffer.
     var views: [Int: View] = [:]
-    /// Folded constant values, by node.
-    public private(set) var constantValues: [Int: [Float]] = [:]
     /// Constant buffers, by node (made only when something reads them).
     fileprivate(set) var constantBuffers: [Int: Int] = [:]
-    var consumers: [Int: [Int]] = [:]
-    var outputNodes: Set<Int> = []
-    var fusedAway: Set<Int> = []
     /// A train step updates BN running statistics in the forward pass.
     var updateRunningStats = false
     /// Batch mean/variance buffers of each training-mode BN node (read by its backward).
     var bnStatistics: [Int: (mean: Int, variance: Int)] = [:]
-    /// ReLU nodes computed as the epilogue of their producer: relu -> producer.
-    var epilogueOf: [Int: Int] = [:]
-    /// Convs written in place into a concat: conv -> (concat, layout, the views between).
-    var inPlace: [Int: (concat: Int, into: OutputLayout, chain: [Int])] = [:]
     /// Buffers of concats that some conv writes in place, made when the first one is lowered.
     var concatBuffers: [Int: Int] = [:]
-    /// Inputs of concats whose values those convs write in place.
-    var writtenInPlace: Set<Int> = []
-    /// In-place convs computed together with another of the same input: first -> second.
-    var pairedWith: [Int: Int] = [:]
 
     /// A value as some permutation of a contiguous buffer's elements.
     struct View {
@@ -59,7 +44,13 @@ public struct Lowering {
         self.graph = graph
         self.mode = mode
         self.layout = ParameterLayout(graph: graph)
+        self.constantValues = ConstantFolding(graph).values
+        self.plan = FusionPlan(graph, mode: mode)
     }
+
+    var fusedAway: Set<Int> { plan.fusedAway }
+    var epilogueOf: [Int: Int] { plan.epilogueOf }
+    var pairedWith: [Int: Int] { plan.pairedWith }
 
     /// The program, the folded constants it reads (by node), and their buffers.
     public static func lower(_ graph: Graph, mode: Program.Mode, name: String) throws
@@ -93,9 +84,6 @@ public struct Lowering {
     }
 
     mutating func run(name: String) throws -> Program {
-        for n in graph.nodes { for i in n.inputs { consumers[i, default: []].append(n.id) } }
-        outputNodes = Set(graph.outputs.map(\.node))
-        planInPlaceConcats()
         var inputs: [(String, Int)] = []
         // Parameters live in the params region at their state_dict offsets; placing them
         // first lets a fused kernel read parameters of nodes after its first node (a BN
@@ -119,12 +107,13 @@ public struct Lowering {
             case .parameter:
                 continue  // placed before the walk
 
-            case .anchors(let sizes, let ratios):
-                let x = graph[n.inputs[0]].type
-                constantValues[n.id] = MultiboxPrior.anchors(height: x.dims[1], width: x.dims[2], sizes: sizes, ratios: ratios)
+            case _ where constantValues[n.id] != nil:
+                continue  // folded (pass 1)
+
+            case .anchors:
+                throw GraphError(location: n.location, node: n.name, message: "internal: anchors were not folded")
 
             case .reshape:
-                if let c = constantValues[n.inputs[0]] { constantValues[n.id] = c; continue }
                 var v = try view(of: n.inputs[0])
                 if v.perm == nil { v.sourceDims = n.type.dims }
                 v.nodes.append(n.id)
@@ -140,10 +129,6 @@ public struct Lowering {
                 views[n.id] = v
 
             case .concat(let axis):
-                if n.inputs.allSatisfy({ constantValues[$0] != nil }) {
-                    constantValues[n.id] = foldConcat(n, axis: axis)
-                    continue
-                }
                 let y = concatBuffers[n.id] ?? newBuffer(valueName(n.id), n.type, region: n.type.batched ? .batched : .fixed)
                 let a = n.type.batched ? axis - 1 : axis
                 let dstRow = n.type.dims[a...].reduce(1, *)
@@ -154,7 +139,7 @@ public struct Lowering {
                     let t = graph[i].type
                     let inner = t.dims[a...].reduce(1, *)
                     defer { offset += inner }
-                    if writtenInPlace.contains(i) { continue }
+                    if plan.writtenInPlace.contains(i) { continue }
                     let v = try sourceView(of: i)
                     nodes += v.nodes
                     pieces.append(CopyPiece(source: v.buffer, sourceDims: v.sourceDims,
@@ -170,11 +155,11 @@ public struct Lowering {
                 let x = try materialized(n.inputs[0])
                 let w = try materialized(n.inputs[1])
                 let bias = n.inputs.count > 2 ? try materialized(n.inputs[2]) : nil
-                if let ip = inPlace[n.id] {
+                if let ip = plan.inPlace[n.id] {
                     let y = concatBuffer(ip.concat)
                     let xt = graph[n.inputs[0]].type, wt = graph[n.inputs[1]].type
                     let nodes = [n.id] + ip.chain.reversed() + [ip.concat]
-                    if let m = pairedWith[n.id], let iq = inPlace[m] {
+                    if let m = pairedWith[n.id], let iq = plan.inPlace[m] {
                         let mw = try materialized(graph[m].inputs[1])
                         let mb = graph[m].inputs.count > 2 ? try materialized(graph[m].inputs[2]) : nil
                         let first = PairedConv(weight: w, bias: bias, y: y, o: wt.dims[0], into: ip.into)
@@ -189,17 +174,15 @@ public struct Lowering {
                                       o: wt.dims[0], k: wt.dims[2], stride: stride, pad: padding, relu: false, into: ip.into))
                     continue
                 }
-                if mode == .eval, let bn = foldableBatchNorm(after: n), case .batchNorm(let eps, _) = graph[bn].op {
-                    fusedAway.insert(bn)
-                    let (epilogue, last) = reluEpilogue(after: graph[bn])
+                if let bn = plan.foldedBatchNorm[n.id], case .batchNorm(let eps, _) = graph[bn].op {
+                    let (epilogue, last) = plan.epilogue(after: bn)
                     let xt = graph[n.inputs[0]].type, wt = graph[n.inputs[1]].type
                     let stats = try graph[bn].inputs[1...4].map { try materialized($0) }
                     let fw = newBuffer(valueName(n.id) + ".folded_weight", TensorType(wt.dims, batched: false), region: .fixed)
                     let fb = newBuffer(valueName(n.id) + ".folded_bias", TensorType([wt.dims[0]], batched: false), region: .fixed)
                     // conv + BN + ReLU + 2x2 max pool in one kernel when the pool is the ReLU's only
                     // consumer: the full-size output is never written.
-                    let pool = epilogue ? poolAfter(last) : nil
-                    if let pool { fusedAway.insert(pool) }
+                    let pool = plan.poolAfter[last]
                     let out = pool ?? last
                     let y = newBuffer(valueName(out), graph[out].type, region: .batched)
                     addKernel(.outElementwiseFusable, [n.id, bn] + (epilogue ? [last] : []) + (pool.map { [$0] } ?? []),
@@ -211,7 +194,7 @@ public struct Lowering {
                     views[out] = View(buffer: y, sourceDims: graph[out].type.dims, perm: nil, nodes: [])
                     continue
                 }
-                let (epilogue, last) = reluEpilogue(after: n)
+                let (epilogue, last) = plan.epilogue(after: n.id)
                 let y = newBuffer(valueName(last), n.type, region: .batched)
                 let xt = graph[n.inputs[0]].type, wt = graph[n.inputs[1]].type
                 addKernel(.outElementwiseFusable, [n.id] + (epilogue ? [last] : []),
@@ -221,7 +204,7 @@ public struct Lowering {
 
             case .batchNorm(let eps, let momentum):
                 let ins = try n.inputs.map { try materialized($0) }
-                let (epilogue, last) = reluEpilogue(after: n)
+                let (epilogue, last) = plan.epilogue(after: n.id)
                 let y = newBuffer(valueName(last), n.type, region: .batched)
                 let c = n.type.dims[0], hw = n.type.dims[1] * n.type.dims[2]
                 var nodes = [n.id] + (epilogue ? [last] : [])
@@ -232,8 +215,7 @@ public struct Lowering {
                     let variance = newBuffer(valueName(n.id) + ".batch_var", stat, region: .fixed)
                     // BN + ReLU + max pool in one pass when the pool is the ReLU's only consumer.
                     var pooled: Int? = nil
-                    if epilogue, let pool = poolAfter(last) {
-                        fusedAway.insert(pool)
+                    if let pool = plan.poolAfter[last] {
                         pooled = newBuffer(valueName(pool), graph[pool].type, region: .batched)
                         views[pool] = View(buffer: pooled!, sourceDims: graph[pool].type.dims, perm: nil, nodes: [])
                         nodes.append(pool)
@@ -359,87 +341,12 @@ public struct Lowering {
         views[n.id] = View(buffer: y, sourceDims: n.type.dims, perm: nil, nodes: [])
     }
 
-    /// Finds the convs that can write into a concat in place: each input of a batched concat
-    /// (along an axis with nothing but the batch before it) that is a chain of reshapes and at
-    /// most one permute over a conv, where every value on the way has that one consumer and
-    /// none is a graph output, and the permuted layout keeps the pixels of a channel at one
-    /// stride (true of NCHW -> NHWC). The chain's nodes are then fused away.
-    mutating func planInPlaceConcats() {
-        for c in graph.nodes {
-            guard case .concat(let axis) = c.op, c.type.batched, axis >= 1,
-                  c.type.dims[..<(axis - 1)].reduce(1, *) == 1 else { continue }
-            var offset = 0
-            for i in c.inputs {
-                defer { offset += graph[i].type.elementCount }
-                guard consumers[i] == [c.id], !outputNodes.contains(i),
-                      let (src, dims, perm, chain) = try? injectiveChain(from: i, isRoot: false),
-                      case .conv2d = graph[src].op, dims == graph[src].type.dims, dims.count == 3,
-                      !outputNodes.contains(src), inPlace[src] == nil else { continue }
-                let path = [src] + chain.reversed()
-                guard zip(path, path.dropFirst()).allSatisfy({ consumers[$0.0] == [$0.1] }),
-                      chain.allSatisfy({ !outputNodes.contains($0) }) else { continue }
-                // Strides of the source's (channel, row, column) in the permuted order.
-                var stride = [0, 0, 0], s = 1
-                for k in (0..<3).reversed() { stride[perm[k]] = s; s *= dims[perm[k]] }
-                guard stride[1] == dims[2] * stride[2] else { continue }
-                inPlace[src] = (c.id, OutputLayout(image: c.type.elementCount, offset: offset,
-                                                   channel: stride[0], pixel: stride[2]), chain)
-                fusedAway.formUnion(chain)
-                writtenInPlace.insert(i)
-            }
-        }
-        // Pairs: in-place convs of the same input with the same kernel size, stride and
-        // padding run as one conv (the second is computed with the first).
-        let g = graph
-        func kernelShape(_ n: Int) -> ArraySlice<Int> { g[g[n].inputs[1]].type.dims.dropFirst(2) }
-        var byInput: [Int: [Int]] = [:]
-        for src in inPlace.keys.sorted() { byInput[g[src].inputs[0], default: []].append(src) }
-        for x in byInput.keys.sorted() {
-            var open = byInput[x]!
-            while let a = open.first {
-                open.removeFirst()
-                guard let j = open.firstIndex(where: { g[$0].op == g[a].op && kernelShape($0) == kernelShape(a) }) else { continue }
-                let b = open.remove(at: j)
-                pairedWith[a] = b
-                fusedAway.insert(b)
-            }
-        }
-    }
-
     /// The buffer of a concat that convs write in place, made on first use.
     mutating func concatBuffer(_ concat: Int) -> Int {
         if let b = concatBuffers[concat] { return b }
         let b = newBuffer(valueName(concat), graph[concat].type, region: .batched)
         concatBuffers[concat] = b
         return b
-    }
-
-    /// If `n`'s only consumer is an elementwise op that can run as its epilogue (and `n` is
-    /// not itself an output), fuse it: returns (true, that consumer).
-    mutating func reluEpilogue(after n: Node) -> (Bool, Int) {
-        guard !outputNodes.contains(n.id), let cs = consumers[n.id], cs.count == 1 else { return (false, n.id) }
-        let c = graph[cs[0]]
-        guard c.op.fusionKind == .elementwise, case .relu = c.op, n.op.fusionKind == .outElementwiseFusable else {
-            return (false, n.id)
-        }
-        fusedAway.insert(c.id)
-        epilogueOf[c.id] = n.id
-        return (true, c.id)
-    }
-
-    /// An eval-mode BN that is the only consumer of conv `n` (and `n` no output): it can be
-    /// folded into the conv's weights.
-    func foldableBatchNorm(after n: Node) -> Int? {
-        guard !outputNodes.contains(n.id), let cs = consumers[n.id], cs.count == 1,
-              case .batchNorm = graph[cs[0]].op, graph[cs[0]].inputs[0] == n.id else { return nil }
-        return cs[0]
-    }
-
-    /// A 2x2 max pool that is the only consumer of `node` (and neither is an output).
-    func poolAfter(_ node: Int) -> Int? {
-        guard !outputNodes.contains(node), let cs = consumers[node], cs.count == 1, case .maxPool2d = graph[cs[0]].op,
-              !outputNodes.contains(cs[0]) else { return nil }
-        return cs[0]
     }
 
     func view(of node: Int) throws -> View {
@@ -484,19 +391,5 @@ public struct Lowering {
         let m = View(buffer: y, sourceDims: t.dims, perm: nil, nodes: [])
         views[node] = m
         return m
-    }
-
-    func foldConcat(_ n: Node, axis: Int) -> [Float] {
-        let a = n.type.batched ? axis - 1 : axis
-        let outer = n.type.dims[..<a].reduce(1, *)
-        var out: [Float] = []
-        out.reserveCapacity(n.type.elementCount)
-        for o in 0..<outer {
-            for i in n.inputs {
-                let inner = graph[i].type.dims[a...].reduce(1, *)
-                out += constantValues[i]![(o * inner)..<((o + 1) * inner)]
-            }
-        }
-        return out
     }
 }

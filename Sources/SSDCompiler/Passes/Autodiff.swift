@@ -340,7 +340,7 @@ extension Lowering {
             for i in inputs {
                 let inner = graph[i].type.dims[a...].reduce(1, *)
                 defer { offset += inner }
-                let (source, sourceDims, perm, chain) = try injectiveChain(from: i, isRoot: i == n.id)
+                let (source, sourceDims, perm, chain) = graph.injectiveChain(from: i, isRoot: i == n.id)
                 nodes += chain
                 bw.handled.formUnion(chain)
                 guard needsGradient(source) else { continue }
@@ -361,39 +361,7 @@ extension Lowering {
     func fusedPoolBackward(_ pool: Node) -> (relu: Int, bn: Int)? {
         let relu = pool.inputs[0]
         guard case .relu = graph[relu].op, let bn = epilogueOf[relu], case .batchNorm = graph[bn].op,
-              consumers[relu] == [pool.id], bnStatistics[bn] != nil else { return nil }
+              plan.consumers[relu] == [pool.id], bnStatistics[bn] != nil else { return nil }
         return (relu, bn)
-    }
-
-    /// Walks back from `node` through reshapes and at most one permute to the value they
-    /// view; returns it with the dims the permutation sees and the injective nodes passed.
-    func injectiveChain(from node: Int, isRoot: Bool) throws -> (source: Int, dims: [Int], perm: [Int], chain: [Int]) {
-        var chain: [Int] = []
-        var perm: [Int]? = nil
-        var cur = node
-        while true {
-            let c = graph[cur]
-            if case .reshape = c.op {
-                chain.append(cur); cur = c.inputs[0]; continue
-            }
-            if case .permute(let p) = c.op, perm == nil {
-                chain.append(cur)
-                perm = c.type.batched ? p.dropFirst().map { $0 - 1 } : p
-                cur = c.inputs[0]
-                // Reshapes below the permute do not change the dims it sees.
-                return (try chainSource(cur, &chain), graph[cur].type.dims, perm!, isRoot ? chain.filter { $0 != node } : chain)
-            }
-            break
-        }
-        let dims = graph[cur].type.dims
-        return (cur, dims, Array(0..<dims.count), isRoot ? chain.filter { $0 != node } : chain)
-    }
-
-    /// Below a permute, reshapes are views of the same memory: the gradient goes to the
-    /// value under them.
-    func chainSource(_ node: Int, _ chain: inout [Int]) throws -> Int {
-        var cur = node
-        while case .reshape = graph[cur].op { chain.append(cur); cur = graph[cur].inputs[0] }
-        return cur
     }
 }
