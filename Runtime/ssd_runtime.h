@@ -256,6 +256,138 @@ void ssd_conv2d_forward_stats(const ssd_conv2d_t *g, const float *x, const float
                               const float *b, float *y, float *mean, float *var,
                               float *scratch);
 
+/* ---- the SSD-family op vocabulary (conv_general.c, dwconv.c, pool_general.c, activation.c,
+ * resize.c, l2norm.c, eltwise.c) ---------------------------------------------------------------
+ * All NCHW float32, any batch N. Every function overwrites its outputs unless it says
+ * "accumulates". Reductions over the batch or pixels (weight, bias and scale gradients) run
+ * in a fixed order that depends on the shape only: results are the same for any thread count. */
+
+/* Activation applied in a kernel's epilogue (after the bias). */
+enum { SSD_ACT_NONE = 0, SSD_ACT_RELU = 1, SSD_ACT_RELU6 = 2 };
+
+/* General 2-D convolution (PyTorch's Conv2d): kernel kh x kw, stride (sh, sw), zero padding
+ * (ph, pw) on both sides, dilation (dh, dw), `groups` groups (C and O divisible by groups).
+ * Weight layout (O, C/groups, kh, kw); bias (O) or NULL.
+ * OH = (H + 2*ph - dh*(kh-1) - 1) / sh + 1 (floor), likewise OW. */
+typedef struct {
+    int N, C, H, W;
+    int O, kh, kw, sh, sw, ph, pw, dh, dw, groups;
+    int OH, OW;       /* filled by ssd_convg_geometry */
+} ssd_convg_t;
+
+ssd_convg_t ssd_convg_geometry(int N, int C, int H, int W, int O, int kh, int kw, int sh,
+                               int sw, int ph, int pw, int dh, int dw, int groups);
+
+/* Floats of scratch each of the three ssd_convg_* functions needs (one image's im2col of
+ * one group: (C/groups)*kh*kw x OH*OW; 0 for a 1x1 / stride 1 / no padding conv, which reads
+ * x directly). Independent of N and of the thread count. */
+size_t ssd_convg_scratch_floats(const ssd_convg_t *g);
+
+/* y = act(conv(x, w) + b); act is SSD_ACT_*. */
+void ssd_convg_forward(const ssd_convg_t *g, const float *x, const float *w, const float *b,
+                       float *y, int act, float *scratch);
+/* dx = conv_transpose(dy, w). */
+void ssd_convg_backward_data(const ssd_convg_t *g, const float *dy, const float *w, float *dx,
+                             float *scratch);
+/* dw = sum over images of dy (*) x (images in order); db (may be NULL) = sum of dy over
+ * N, OH, OW per channel (double accumulation). */
+void ssd_convg_backward_weight(const ssd_convg_t *g, const float *x, const float *dy,
+                               float *dw, float *db, float *scratch);
+
+/* Depthwise convolution by a direct kernel (no GEMM, no scratch): the ssd_convg_t geometry
+ * with groups == C == O (weight (C, 1, kh, kw)); any kernel, stride, padding and dilation,
+ * with 3x3 at stride 1 or 2 the case it is written for. ssd_dwconv_applies(g) says whether
+ * a geometry is depthwise. Each output sums its taps in row-major tap order, then adds b. */
+int ssd_dwconv_applies(const ssd_convg_t *g);
+void ssd_dwconv_forward(const ssd_convg_t *g, const float *x, const float *w, const float *b,
+                        float *y, int act);
+void ssd_dwconv_backward_data(const ssd_convg_t *g, const float *dy, const float *w, float *dx);
+/* dw (C, 1, kh, kw) and db (may be NULL), summed over N and OH x OW per channel. */
+void ssd_dwconv_backward_weight(const ssd_convg_t *g, const float *x, const float *dy,
+                                float *dw, float *db);
+
+/* Pooling with PyTorch's MaxPool2d / AvgPool2d semantics: kernel kh x kw, stride (sh, sw),
+ * implicit padding (ph, pw) (PyTorch requires ph <= kh/2, pw <= kw/2), ceil_mode.
+ * Output size per axis (ssd_pool_out_size):
+ *   out = floor_or_ceil((in + 2*pad - k) / stride) + 1,
+ *   and with ceil_mode, out -= 1 if (out - 1) * stride >= in + pad
+ *   (the last window must start inside the input or the left padding).
+ * Max: padding never wins; an element replaces the running max if it is greater or NaN, so
+ * the first max (row-major in the window) wins ties and NaN propagates; backward routes dy
+ * to that element (recomputed from x), accumulating where windows overlap.
+ * Average: window [h0, h0 + kh) clipped to [-ph, H + ph), divisor = its area if
+ * count_include_pad, else the area of its part inside the input. */
+int ssd_pool_out_size(int in, int k, int stride, int pad, int ceil_mode);
+
+typedef struct {
+    int N, C, H, W;
+    int kh, kw, sh, sw, ph, pw, ceil_mode;
+    int OH, OW;       /* filled by ssd_pool_geometry */
+} ssd_pool_t;
+
+ssd_pool_t ssd_pool_geometry(int N, int C, int H, int W, int kh, int kw, int sh, int sw, int ph,
+                             int pw, int ceil_mode);
+void ssd_maxpool_forward(const ssd_pool_t *g, const float *x, float *y);
+void ssd_maxpool_backward(const ssd_pool_t *g, const float *x, const float *dy, float *dx);
+void ssd_avgpool_forward(const ssd_pool_t *g, int count_include_pad, const float *x, float *y);
+void ssd_avgpool_backward(const ssd_pool_t *g, int count_include_pad, const float *dy,
+                          float *dx);
+
+/* Global average over H x W (y is N x C; sum in double); backward dx = dy / HW. */
+void ssd_global_avgpool_forward(int N, int C, int HW, const float *x, float *y);
+void ssd_global_avgpool_backward(int N, int C, int HW, const float *dy, float *dx);
+
+/* Activations, elementwise over n floats (y may equal x; dx may equal dy), PyTorch's
+ * definitions and gradient values at the kinks:
+ *   relu6(x)       = min(max(x, 0), 6);     backward reads x: dy where 0 < x < 6, else 0
+ *   sigmoid(x)     = 1 / (1 + exp(-x));     backward reads y: dy * y * (1 - y)
+ *   hardswish(x)   = x * min(max(x+3, 0), 6) / 6;
+ *                                           backward reads x: 0 for x < -3,
+ *                                           dy * (x/3 + 1/2) for -3 <= x <= 3, dy for x > 3
+ *   hardsigmoid(x) = min(max(x+3, 0), 6) / 6;
+ *                                           backward reads x: dy / 6 where -3 < x < 3, else 0 */
+void ssd_relu6_forward(int64_t n, const float *x, float *y);
+void ssd_relu6_backward(int64_t n, const float *x, const float *dy, float *dx);
+void ssd_sigmoid_forward(int64_t n, const float *x, float *y);
+void ssd_sigmoid_backward(int64_t n, const float *y, const float *dy, float *dx);
+void ssd_hardswish_forward(int64_t n, const float *x, float *y);
+void ssd_hardswish_backward(int64_t n, const float *x, const float *dy, float *dx);
+void ssd_hardsigmoid_forward(int64_t n, const float *x, float *y);
+void ssd_hardsigmoid_backward(int64_t n, const float *x, const float *dy, float *dx);
+
+/* Nearest upsample by integer factors: y (N x C x H*sh x W*sw), y[.., i, j] = x[.., i/sh, j/sw];
+ * backward dx (N x C x H x W) = sum of dy over each sh x sw block (row-major order). */
+void ssd_upsample_nearest_forward(int N, int C, int H, int W, int sh, int sw, const float *x,
+                                  float *y);
+void ssd_upsample_nearest_backward(int N, int C, int H, int W, int sh, int sw, const float *dy,
+                                   float *dx);
+
+/* L2Norm over channels with a per-channel scale (SSD300's conv4_3, as ssd.pytorch):
+ * d = sqrt(sum_c x[c]^2) + eps per pixel, y[c] = x[c] / d * weight[c] (eps = 1e-10 there).
+ * Backward: dx[c] = dy[c]*weight[c] / d - x[c] * (sum_k dy[k]*weight[k]*x[k]) / (d^2 * r),
+ * r = d - eps (the second term is 0 at a pixel whose x is all zero; PyTorch gives NaN there);
+ * dweight[c] = sum over N and pixels of dy[c] * x[c] / d (double, fixed order).
+ * dx may be NULL. Scratch: ssd_l2norm_scratch_floats(N, HW) floats. */
+void ssd_l2norm_forward(int N, int C, int HW, const float *x, const float *weight, float eps,
+                        float *y);
+size_t ssd_l2norm_scratch_floats(int N, int HW);
+void ssd_l2norm_backward(int N, int C, int HW, const float *x, const float *weight, float eps,
+                         const float *dy, float *dx, float *dweight, float *scratch);
+
+/* Elementwise: y = act(a + b) over n floats (y may equal a or b; act is SSD_ACT_*), and
+ * y += x (gradient accumulation). */
+void ssd_add_forward(int64_t n, const float *a, const float *b, float *y, int act);
+void ssd_add_accumulate(int64_t n, const float *x, float *y);
+
+/* Per-channel multiply y[n, c, p] = x[n, c, p] * s[c] (per_example == 0: s is (C), a
+ * parameter) or * s[n, c] (per_example != 0: s is (N, C), squeeze-excite); y may equal x.
+ * Backward: dx = dy * s (dx may be NULL); ds (may be NULL) = sum over pixels of dy * x, and
+ * over the batch too when s is (C) (double, fixed order). */
+void ssd_channel_mul_forward(int N, int C, int HW, const float *x, const float *s,
+                             int per_example, float *y);
+void ssd_channel_mul_backward(int N, int C, int HW, const float *x, const float *s,
+                              int per_example, const float *dy, float *dx, float *ds);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The runtime under AddressSanitizer and UndefinedBehaviorSanitizer (part of scripts/test.sh):
-#   1. the C suites of Runtime/tests (test_kernels, test_fused, test_ssd_ops), and
+#   1. the C suites of Runtime/tests (test_kernels, test_fused, test_ssd_ops, test_ops), and
 #   2. TinySSD compiled by the built ssdc at 64x64 (the smallest size its six halvings
 #      allow), its model.c linked with Runtime/*.c and Runtime/tests/sanitize_model.c,
 #      run once through every program: forward_train, infer, eval_step and one train_step.
@@ -47,6 +47,7 @@ suite() { # name, objects
 suite test_kernels "$kernels"
 suite test_fused "$kernels"
 suite test_ssd_ops "$ops"
+suite test_ops "$(objs threads gemm gemm_avx512 conv_general dwconv pool_general activation resize l2norm eltwise)"
 
 # One compiled model: every program once, on exactly sized regions. The emitted C asks for
 # `omp simd` loops that -O1 may not vectorise; that warning is expected here.
