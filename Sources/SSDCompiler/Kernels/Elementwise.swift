@@ -9,36 +9,43 @@ public struct ActivationForward: KernelFamily {
     public var writes: [Int] { [y] }
 
     public func body(_ P: (Int) -> String) -> [String] {
-        ["ssd_activation_forward(\(ActivationForward.code(activation)), N * \(count), \(P(x)), \(P(y)));"]
+        ["ssd_\(ActivationForward.cName(activation))_forward(N * \(count), \(P(x)), \(P(y)));"]
     }
 
-    static func code(_ a: Activation) -> String {
+    static func cName(_ a: Activation) -> String {
         switch a {
-        case .relu6: return "SSD_ACT_RELU6"
-        case .sigmoid: return "SSD_ACT_SIGMOID"
-        case .hardSwish: return "SSD_ACT_HARDSWISH"
-        case .hardSigmoid: return "SSD_ACT_HARDSIGMOID"
+        case .relu6: return "relu6"
+        case .sigmoid: return "sigmoid"
+        case .hardSwish: return "hardswish"
+        case .hardSigmoid: return "hardsigmoid"
         }
     }
+
+    /// Whether the gradient is computed from the output (sigmoid) rather than the input.
+    static func backwardReadsOutput(_ a: Activation) -> Bool { a == .sigmoid }
 }
 
-/// The gradient of an activation, from its input x (PyTorch's values at the kinks).
+/// The gradient of an activation (PyTorch's values at the kinks), from its input, or from
+/// its output for sigmoid.
 public struct ActivationBackward: KernelFamily {
-    public var x: Int, y: Int, dy: Int, dx: Int, count: Int
+    /// The activation's input, or its output for sigmoid.
+    public var source: Int
+    public var dy: Int, dx: Int, count: Int
     public var activation: Activation
 
     public var kernelName: String? { activation.rawValue + "_backward" }
-    public var reads: [Int] { [x, y, dy] }
+    public var reads: [Int] { [source, dy] }
     public var writes: [Int] { [dx] }
 
     public func body(_ P: (Int) -> String) -> [String] {
-        ["ssd_activation_backward(\(ActivationForward.code(activation)), N * \(count), \(P(x)), \(P(y)), \(P(dy)), \(P(dx)));"]
+        ["ssd_\(ActivationForward.cName(activation))_backward(N * \(count), \(P(source)), \(P(dy)), \(P(dx)));"]
     }
 }
 
 /// y = a + b over `count` elements per example (batched) or in all.
 public struct Add: KernelFamily {
     public var a: Int, b: Int, y: Int, count: Int, batched: Bool
+    public var epilogue: Epilogue = .none
     /// Set when the sum is a gradient accumulation (named for the listing).
     public var gradient: Bool = false
 
@@ -47,7 +54,7 @@ public struct Add: KernelFamily {
     public var writes: [Int] { [y] }
 
     public func body(_ P: (Int) -> String) -> [String] {
-        ["ssd_add((int64_t)\(batched ? "N * " : "")\(count), \(P(a)), \(P(b)), \(P(y)));"]
+        ["ssd_add_forward(\(batched ? "N * " : "")\(count), \(P(a)), \(P(b)), \(P(y)), \(epilogue.cName));"]
     }
 }
 
@@ -60,7 +67,7 @@ public struct MulChannels: KernelFamily {
     public var writes: [Int] { [y] }
 
     public func body(_ P: (Int) -> String) -> [String] {
-        ["ssd_mul_channels((int)N, \(c), \(hw), \(P(x)), \(P(s)), \(perExample ? 1 : 0), \(P(y)));"]
+        ["ssd_channel_mul_forward((int)N, \(c), \(hw), \(P(x)), \(P(s)), \(perExample ? 1 : 0), \(P(y)));"]
     }
 }
 
@@ -75,7 +82,7 @@ public struct MulChannelsBackward: KernelFamily {
     public var writes: [Int] { [dx, ds].compactMap { $0 } }
 
     public func body(_ P: (Int) -> String) -> [String] {
-        ["ssd_mul_channels_backward((int)N, \(c), \(hw), \(P(x)), \(P(s)), \(perExample ? 1 : 0), \(P(dy)), "
+        ["ssd_channel_mul_backward((int)N, \(c), \(hw), \(P(x)), \(P(s)), \(perExample ? 1 : 0), \(P(dy)), "
          + "\(CText.optional(dx, P)), \(CText.optional(ds, P)));"]
     }
 }
@@ -119,9 +126,10 @@ public struct L2NormBackward: KernelFamily {
     public var kernelName: String? { "l2_norm_backward" }
     public var reads: [Int] { [x, weight, dy] }
     public var writes: [Int] { (dx.map { [$0] } ?? []) + [dWeight] }
+    public var scratchQuery: String? { "t = ssd_l2norm_scratch_floats((int)N, \(hw));" }
 
     public func body(_ P: (Int) -> String) -> [String] {
         ["ssd_l2norm_backward((int)N, \(c), \(hw), \(P(x)), \(P(weight)), \(CText.float(eps)), \(P(dy)), "
-         + "\(CText.optional(dx, P)), \(P(dWeight)));"]
+         + "\(CText.optional(dx, P)), \(P(dWeight)), S);"]
     }
 }

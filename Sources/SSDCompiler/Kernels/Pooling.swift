@@ -11,17 +11,20 @@ public struct PoolForward: KernelFamily {
     public var writes: [Int] { [y] }
 
     public func body(_ P: (Int) -> String) -> [String] {
-        ["ssd_pool2d_forward(\(PoolForward.arguments(attributes, c: c, h: h, w: w)), \(P(x)), \(P(y)));"]
+        let a = attributes
+        return [PoolForward.geometry(a, c: c, h: h, w: w),
+                a.kind == .max ? "ssd_maxpool_forward(&g, \(P(x)), \(P(y)));"
+                               : "ssd_avgpool_forward(&g, \(a.countIncludePad ? 1 : 0), \(P(x)), \(P(y)));"]
     }
 
-    /// kind, N, C, H, W, kh, kw, sh, sw, ph, pw, ceil_mode, count_include_pad.
-    static func arguments(_ a: PoolAttributes, c: Int, h: Int, w: Int) -> String {
-        "\(a.kind == .max ? "SSD_POOL_MAX" : "SSD_POOL_AVG"), (int)N, \(c), \(h), \(w), \(a.kernel[0]), \(a.kernel[1]), "
-            + "\(a.stride[0]), \(a.stride[1]), \(a.padding[0]), \(a.padding[1]), \(a.ceilMode ? 1 : 0), \(a.countIncludePad ? 1 : 0)"
+    /// The runtime's ssd_pool_t `g`.
+    static func geometry(_ a: PoolAttributes, c: Int, h: Int, w: Int) -> String {
+        "const ssd_pool_t g = ssd_pool_geometry((int)N, \(c), \(h), \(w), \(a.kernel[0]), \(a.kernel[1]), "
+            + "\(a.stride[0]), \(a.stride[1]), \(a.padding[0]), \(a.padding[1]), \(a.ceilMode ? 1 : 0));"
     }
 }
 
-/// dx of a pooling: max routes dy to the first maximum of each window (read from x),
+/// dx of a pooling: max routes dy to the first maximum of each window (found again in x),
 /// average spreads it over the window by the divisor the forward used.
 public struct PoolBackward: KernelFamily {
     public var x: Int, dy: Int, dx: Int
@@ -29,11 +32,14 @@ public struct PoolBackward: KernelFamily {
     public var attributes: PoolAttributes
 
     public var kernelName: String? { attributes.kind == .max ? "max_pool2d_backward" : "avg_pool2d_backward" }
-    public var reads: [Int] { [x, dy] }
+    public var reads: [Int] { attributes.kind == .max ? [x, dy] : [dy] }
     public var writes: [Int] { [dx] }
 
     public func body(_ P: (Int) -> String) -> [String] {
-        ["ssd_pool2d_backward(\(PoolForward.arguments(attributes, c: c, h: h, w: w)), \(P(x)), \(P(dy)), \(P(dx)));"]
+        let a = attributes
+        return [PoolForward.geometry(a, c: c, h: h, w: w),
+                a.kind == .max ? "ssd_maxpool_backward(&g, \(P(x)), \(P(dy)), \(P(dx)));"
+                               : "ssd_avgpool_backward(&g, \(a.countIncludePad ? 1 : 0), \(P(dy)), \(P(dx)));"]
     }
 }
 

@@ -296,8 +296,9 @@ extension Lowering {
         case .activation(let a):
             let x = n.inputs[0], xt = graph[x].type
             let dx = newBuffer("grad." + valueName(x), xt, region: xt.batched ? .batched : .fixed)
+            let source = try materialized(ActivationForward.backwardReadsOutput(a) ? n.id : x)
             addKernel(.elementwise, [n.id], .family(AnyKernelFamily(ActivationBackward(
-                x: try materialized(x), y: try materialized(n.id), dy: dy, dx: dx, count: n.type.elementCount, activation: a))))
+                source: source, dy: dy, dx: dx, count: n.type.elementCount, activation: a))))
             contribute(x, dx, &bw, from: n.id)
 
         case .upsampleNearest(let sh, let sw):
