@@ -10,6 +10,9 @@
 // the whole label file and reads every image's header (for its size), but the
 // pixels are decoded lazily, batch by batch, and cached as uint8 so that later
 // epochs only pay for a uint8 -> float copy.
+//
+// A root holding train.rec/val.rec instead (MXNet RecordIO, see RecordIO.swift)
+// loads the same way, its images decoded from the records.
 
 import Dispatch
 import Foundation
@@ -83,7 +86,8 @@ public struct DetectionDataSet: Sendable {
     public let imageNames: [String]
     /// The boxes of each image, in label.csv order.
     public let boxes: [[Box]]
-    /// The label.csv line where each image first appears (for messages).
+    /// The label.csv line where each image first appears (for messages); for
+    /// RecordIO, the image's record number.
     public let firstLines: [Int]
     /// Common size of all images.
     public let width: Int
@@ -97,16 +101,22 @@ public struct DetectionDataSet: Sendable {
     public let classNames: [String]?
     /// The label.csv line of each box in `boxes` (for messages).
     private let boxLines: [[Int]]
+    /// The encoded images when the split is a RecordIO file, else nil (images/ files).
+    private let records: RecordIOImages?
 
     private let cache: DecodedImageCache?
 
     /// Number of images.
     public var count: Int { imageNames.count }
 
-    /// Full path of image `index`.
+    /// Full path of image `index` (for RecordIO: the .rec file and the record).
     public func imagePath(_ index: Int) -> String {
-        "\(directory)/images/\(imageNames[index])"
+        if let records { return "\(records.path) \(records.location(index))" }
+        return "\(directory)/images/\(imageNames[index])"
     }
+
+    /// Where the data set is read from: the split's directory, or its .rec file.
+    public var location: String { records?.path ?? directory }
 
     // MARK: Loading
 
@@ -118,6 +128,10 @@ public struct DetectionDataSet: Sendable {
     public static func load(root: String, split: Split, cacheImages: Bool = true) throws -> DetectionDataSet {
         let directory = root.hasSuffix("/") ? root + split.directoryName : root + "/" + split.directoryName
         let labelFile = directory + "/label.csv"
+        if !FileManager.default.fileExists(atPath: labelFile),
+           FileManager.default.fileExists(atPath: recordFile(root: root, split: split)) {
+            return try loadRecordIO(root: root, split: split, cacheImages: cacheImages)
+        }
         let rows = try parseLabelFile(labelFile)
 
         // Group rows by image, keeping first-appearance order.
@@ -177,7 +191,7 @@ public struct DetectionDataSet: Sendable {
             imageNames: names, boxes: boxes, firstLines: firstLines,
             width: size.width, height: size.height,
             maxBoxes: boxes.map(\.count).max() ?? 0, classCount: classNames?.count ?? maxLabel + 1,
-            classNames: classNames, boxLines: boxLines,
+            classNames: classNames, boxLines: boxLines, records: nil,
             cache: cacheImages ? DecodedImageCache(count: names.count, imageBytes: 3 * size.width * size.height) : nil)
         if let classNames { try data.checkLabels(below: classNames.count, of: data.classesFile) }
         return data
@@ -202,6 +216,12 @@ public struct DetectionDataSet: Sendable {
             for (j, b) in list.enumerated() where b.label >= count && boxLines[i][j] < first?.line ?? .max {
                 first = (boxLines[i][j], b.label)
             }
+        }
+        if let records, let i = boxes.firstIndex(where: { $0.contains { $0.label >= count } }) {
+            let label = boxes[i].first { $0.label >= count }!.label
+            throw DetectionDataSetError(
+                path: labelFile, "\(records.location(i)): class \(label) is outside the "
+                    + "\(DetectionDataSet.classes(count)) of \(owner) (0...\(count - 1))")
         }
         if let first {
             throw DetectionDataSetError(
@@ -257,7 +277,8 @@ public struct DetectionDataSet: Sendable {
             case .notFound:
                 throw DetectionDataSetError(
                     path: path, "missing label file (expected the banana-detection layout "
-                        + "ROOT/bananas_train/label.csv, ROOT/bananas_train/images/, ROOT/bananas_val/...)")
+                        + "ROOT/bananas_train/label.csv, ROOT/bananas_train/images/, ROOT/bananas_val/..., "
+                        + "or RecordIO files ROOT/train.rec, ROOT/val.rec)")
             default:
                 throw DetectionDataSetError(path: path, "cannot read: \(error.reason)")
             }
@@ -437,9 +458,13 @@ public struct DetectionDataSet: Sendable {
         let listed = "(listed at \(labelFile):\(firstLines[index]))"
         let image: RGBImage
         do {
-            image = try RGBImage.load(path)
+            image = try records?.decode(index) ?? RGBImage.load(path)
         } catch let error as ImageIOError {
             throw DetectionDataSetError(path: path, "\(error.detail) \(listed)")
+        }
+        if let records, image.width != width || image.height != height {
+            throw DetectionDataSetError(path: records.path, "\(records.location(index)): image is \(image.width)x\(image.height), "
+                + "expected \(width)x\(height) like the first; all images of a split must have the same size")
         }
         if image.width != width || image.height != height {
             throw DetectionDataSetError(
@@ -505,6 +530,24 @@ public struct DetectionDataSet: Sendable {
             }
         }
         return x
+    }
+}
+
+extension DetectionDataSet {
+    /// A split whose images are the encoded `records` (RecordIO) and whose labels are
+    /// `boxes` (in pixels), read from `directory` (which may hold classes.txt).
+    init(root: String, split: Split, directory: String, records: RecordIOImages, boxes: [[Box]],
+         width: Int, height: Int, cacheImages: Bool) throws {
+        let classNames = try DetectionDataSet.readClassNames(directory + "/classes.txt")
+        let maxLabel = boxes.lazy.flatMap { $0 }.map(\.label).max() ?? 0
+        self.init(
+            root: root, split: split, directory: directory, labelFile: records.path,
+            imageNames: records.records.map { "record \($0.number)" }, boxes: boxes, firstLines: records.records.map(\.number),
+            width: width, height: height,
+            maxBoxes: boxes.map(\.count).max() ?? 0, classCount: classNames?.count ?? maxLabel + 1,
+            classNames: classNames, boxLines: boxes.map { $0.map { _ in 0 } }, records: records,
+            cache: cacheImages ? DecodedImageCache(count: boxes.count, imageBytes: 3 * width * height) : nil)
+        if let classNames { try checkLabels(below: classNames.count, of: classesFile) }
     }
 }
 

@@ -42,23 +42,14 @@ public enum SyntheticBananas {
         for (split, count) in [(DetectionDataSet.Split.train, trainCount), (.val, valCount)] {
             let directory = "\(root)/\(split.directoryName)"
             let images = "\(directory)/images"
-            do {
-                try FileManager.default.createDirectory(atPath: images, withIntermediateDirectories: true)
-            } catch {
-                throw DetectionDataSetError(path: images, "cannot create directory: \(error.localizedDescription)")
-            }
+            try SyntheticData.createDirectory(images)
             let boxes = UnsafeMutablePointer<(Int, Int, Int, Int)>.allocate(capacity: max(count, 1))
             defer { boxes.deallocate() }
             let shared = DataSetPointer(boxes)
             try DataSetParallel.forEach(count) { i in
                 let sample = makeSample(index: i, split: split, size: size, seed: seed)
                 let path = "\(images)/\(i).png"
-                let png = try sample.image.pngData()
-                do {
-                    try Data(png).write(to: URL(fileURLWithPath: path))
-                } catch {
-                    throw DetectionDataSetError(path: path, "cannot write: \(error.localizedDescription)")
-                }
+                try SyntheticData.write(try sample.image.pngData(), to: path)
                 shared.pointer[i] = (sample.xmin, sample.ymin, sample.xmax, sample.ymax)
             }
             // label.csv last, so a split with a label file has all its images.
@@ -67,12 +58,7 @@ public enum SyntheticBananas {
                 let b = boxes[i]
                 csv += "\(i).png,0,\(b.0),\(b.1),\(b.2),\(b.3)\n"
             }
-            let labelPath = "\(directory)/label.csv"
-            do {
-                try Data(csv.utf8).write(to: URL(fileURLWithPath: labelPath))
-            } catch {
-                throw DetectionDataSetError(path: labelPath, "cannot write: \(error.localizedDescription)")
-            }
+            try SyntheticData.write(Array(csv.utf8), to: "\(directory)/label.csv")
         }
     }
 
@@ -84,58 +70,9 @@ public enum SyntheticBananas {
     public static func ensure(at root: String, trainCount: Int = 200, valCount: Int = 50,
                               size: Int = 256, seed: UInt64 = 0) throws -> String
     {
-        let fm = FileManager.default
-        var trimmed = root
-        while trimmed.count > 1 && trimmed.hasSuffix("/") { trimmed.removeLast() }
-        let marker = "\(trimmed)/bananas_train/label.csv"
-        if fm.fileExists(atPath: marker) { return root }
-
-        let parent = (trimmed as NSString).deletingLastPathComponent
-        let parentDir = parent.isEmpty ? "." : parent
-        let base = (trimmed as NSString).lastPathComponent
-        do {
-            try fm.createDirectory(atPath: parentDir, withIntermediateDirectories: true)
-        } catch {
-            throw DetectionDataSetError(path: parentDir, "cannot create directory: \(error.localizedDescription)")
+        try SyntheticData.ensure(at: root) {
+            try generate(into: $0, trainCount: trainCount, valCount: valCount, size: size, seed: seed)
         }
-        let temp = "\(parentDir)/.\(base).partial-\(getpid())-\(UInt32.random(in: 0 ... .max))"
-        defer { try? fm.removeItem(atPath: temp) }
-        try generate(into: temp, trainCount: trainCount, valCount: valCount, size: size, seed: seed)
-
-        var isDirectory: ObjCBool = false
-        if !fm.fileExists(atPath: trimmed, isDirectory: &isDirectory) {
-            if rename(temp, trimmed) == 0 { return root }
-            if fm.fileExists(atPath: marker) { return root } // another process won the race
-            throw DetectionDataSetError(path: trimmed, "cannot move the generated data set into place: "
-                + String(cString: strerror(errno)))
-        }
-        guard isDirectory.boolValue else {
-            throw DetectionDataSetError(path: trimmed, "exists and is not a directory")
-        }
-        // An existing empty directory is replaced whole.
-        if (try? fm.contentsOfDirectory(atPath: trimmed))?.isEmpty == true, rmdir(trimmed) == 0 {
-            if rename(temp, trimmed) == 0 { return root }
-            if fm.fileExists(atPath: marker) { return root }
-            throw DetectionDataSetError(path: trimmed, "cannot move the generated data set into place: "
-                + String(cString: strerror(errno)))
-        }
-        if fm.fileExists(atPath: marker) { return root }
-        // A non-empty directory: add the two splits, val first, so that
-        // bananas_train/label.csv (the marker) appears only when all is there.
-        let splits: [DetectionDataSet.Split] = [.val, .train]
-        for split in splits where fm.fileExists(atPath: "\(trimmed)/\(split.directoryName)") {
-            throw DetectionDataSetError(
-                path: "\(trimmed)/\(split.directoryName)",
-                "exists but \(marker) does not; remove it or choose another directory for the synthetic data set")
-        }
-        for split in splits {
-            let from = "\(temp)/\(split.directoryName)", to = "\(trimmed)/\(split.directoryName)"
-            if rename(from, to) != 0 {
-                throw DetectionDataSetError(path: to, "cannot move the generated split into place: "
-                    + String(cString: strerror(errno)))
-            }
-        }
-        return root
     }
 
     // MARK: One image
@@ -160,7 +97,7 @@ public enum SyntheticBananas {
                       xmin: box.0, ymin: box.1, xmax: box.2, ymax: box.3)
     }
 
-    private struct Canvas {
+    struct Canvas {
         let p: UnsafeMutablePointer<UInt8>
         let size: Int
 
@@ -186,7 +123,7 @@ public enum SyntheticBananas {
         }
     }
 
-    private struct RGB {
+    struct RGB {
         var r: UInt8, g: UInt8, b: UInt8
         init(_ r: UInt8, _ g: UInt8, _ b: UInt8) {
             self.r = r
@@ -224,10 +161,11 @@ public enum SyntheticBananas {
         }
     }
 
-    private static func paintBackground(_ canvas: Canvas, _ rng: inout SyntheticRNG) {
+    /// A gradient, wave or radial blend of two non-yellow colours of `saturation`.
+    static func paintBackground(_ canvas: Canvas, _ rng: inout SyntheticRNG, saturation: ClosedRange<Float> = 0.1 ... 0.7) {
         let n = canvas.size
-        let c0 = nonYellowColor(&rng, saturation: 0.1 ... 0.7, value: 0.2 ... 0.95)
-        let c1 = nonYellowColor(&rng, saturation: 0.1 ... 0.7, value: 0.2 ... 0.95)
+        let c0 = nonYellowColor(&rng, saturation: saturation, value: 0.2 ... 0.95)
+        let c1 = nonYellowColor(&rng, saturation: saturation, value: 0.2 ... 0.95)
         let d = (c1.0 - c0.0, c1.1 - c0.1, c1.2 - c0.2)
         let kind = rng.int(below: 3)
         // Per row / per column terms; the blend weight is t = rowTerm[y] + colTerm[x]
@@ -382,7 +320,7 @@ public enum SyntheticBananas {
     }
 
     /// Adds uniform noise in -amplitude...amplitude to every channel.
-    private static func addNoise(_ canvas: Canvas, amplitude: Int, _ rng: inout SyntheticRNG) {
+    static func addNoise(_ canvas: Canvas, amplitude: Int, _ rng: inout SyntheticRNG) {
         let total = canvas.size * canvas.size * 3
         let span = UInt64(2 * amplitude + 1)
         var i = 0
@@ -400,8 +338,86 @@ public enum SyntheticBananas {
     }
 }
 
+/// What the generated data sets share: writing files and putting a set in place.
+enum SyntheticData {
+    /// Writes `bytes` to `path`, with an error naming the file.
+    static func write(_ bytes: [UInt8], to path: String) throws {
+        do {
+            try Data(bytes).write(to: URL(fileURLWithPath: path))
+        } catch {
+            throw DetectionDataSetError(path: path, "cannot write: \(error.localizedDescription)")
+        }
+    }
+
+    /// Creates `path` and its parents, with an error naming it.
+    static func createDirectory(_ path: String) throws {
+        do {
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        } catch {
+            throw DetectionDataSetError(path: path, "cannot create directory: \(error.localizedDescription)")
+        }
+    }
+
+    /// Runs `generate` on a hidden sibling directory of `root` and renames the result into
+    /// place, unless `root/bananas_train/label.csv` already exists; returns `root`.
+    static func ensure(at root: String, generate: (String) throws -> Void) throws -> String {
+        let fm = FileManager.default
+        var trimmed = root
+        while trimmed.count > 1 && trimmed.hasSuffix("/") { trimmed.removeLast() }
+        let marker = "\(trimmed)/bananas_train/label.csv"
+        if fm.fileExists(atPath: marker) { return root }
+
+        let parent = (trimmed as NSString).deletingLastPathComponent
+        let parentDir = parent.isEmpty ? "." : parent
+        let base = (trimmed as NSString).lastPathComponent
+        do {
+            try fm.createDirectory(atPath: parentDir, withIntermediateDirectories: true)
+        } catch {
+            throw DetectionDataSetError(path: parentDir, "cannot create directory: \(error.localizedDescription)")
+        }
+        let temp = "\(parentDir)/.\(base).partial-\(getpid())-\(UInt32.random(in: 0 ... .max))"
+        defer { try? fm.removeItem(atPath: temp) }
+        try generate(temp)
+
+        var isDirectory: ObjCBool = false
+        if !fm.fileExists(atPath: trimmed, isDirectory: &isDirectory) {
+            if rename(temp, trimmed) == 0 { return root }
+            if fm.fileExists(atPath: marker) { return root } // another process won the race
+            throw DetectionDataSetError(path: trimmed, "cannot move the generated data set into place: "
+                + String(cString: strerror(errno)))
+        }
+        guard isDirectory.boolValue else {
+            throw DetectionDataSetError(path: trimmed, "exists and is not a directory")
+        }
+        // An existing empty directory is replaced whole.
+        if (try? fm.contentsOfDirectory(atPath: trimmed))?.isEmpty == true, rmdir(trimmed) == 0 {
+            if rename(temp, trimmed) == 0 { return root }
+            if fm.fileExists(atPath: marker) { return root }
+            throw DetectionDataSetError(path: trimmed, "cannot move the generated data set into place: "
+                + String(cString: strerror(errno)))
+        }
+        if fm.fileExists(atPath: marker) { return root }
+        // A non-empty directory: add the two splits, val first, so that
+        // bananas_train/label.csv (the marker) appears only when all is there.
+        let splits: [DetectionDataSet.Split] = [.val, .train]
+        for split in splits where fm.fileExists(atPath: "\(trimmed)/\(split.directoryName)") {
+            throw DetectionDataSetError(
+                path: "\(trimmed)/\(split.directoryName)",
+                "exists but \(marker) does not; remove it or choose another directory for the synthetic data set")
+        }
+        for split in splits {
+            let from = "\(temp)/\(split.directoryName)", to = "\(trimmed)/\(split.directoryName)"
+            if rename(from, to) != 0 {
+                throw DetectionDataSetError(path: to, "cannot move the generated split into place: "
+                    + String(cString: strerror(errno)))
+            }
+        }
+        return root
+    }
+}
+
 /// SplitMix64 for the synthetic images, seeded from (seed, split, index).
-private struct SyntheticRNG {
+struct SyntheticRNG {
     private var state: UInt64
 
     init(seed: UInt64, split: UInt64, index: UInt64) {

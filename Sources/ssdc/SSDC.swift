@@ -191,7 +191,7 @@ struct Run: ParsableCommand {
     @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var lossOptions: LossOptions
 
-    @Option(help: "--train/--eval: a banana-detection-style data set (bananas_train/, bananas_val/, optional classes.txt beside each label.csv). Default: the built-in generated set. --predict: class names from its classes.txt.")
+    @Option(help: "--train/--eval: a banana-detection-style data set (bananas_train/, bananas_val/, optional classes.txt beside each label.csv), or a folder with MXNet RecordIO train.rec, train.idx, val.rec (optional classes.txt), or a built-in generated set: builtin (banana-like, the default) or builtin:shapes (4 classes, 1-4 objects an image). --predict: class names from its classes.txt.")
     var data: String?
     @Option(help: "--train: epochs.") var epochs: Int = 20
     @Option(help: "--train/--eval: batch size.") var batchSize: Int = 32
@@ -285,14 +285,25 @@ struct Run: ParsableCommand {
         (try? modelOptions.requestedThreads()) ?? ProcessInfo.processInfo.activeProcessorCount
     }
 
-    /// The data set: --data, or the built-in generated one (made on first use).
+    /// The data set: --data, or a built-in generated one (made on first use): `builtin`
+    /// (banana-like, the default) or `builtin:shapes` (four classes).
     func dataRoot() throws -> String {
-        if let data { return data }
-        let root = Toolchain.cacheDirectory() + "/data/synthetic-bananas"
+        let generate: (String) throws -> String
+        let name: String
+        switch data {
+        case nil, "builtin": (name, generate) = ("synthetic-bananas", { try SyntheticBananas.ensure(at: $0) })
+        case "builtin:shapes": (name, generate) = ("synthetic-shapes", { try SyntheticShapes.ensure(at: $0) })
+        case let data?:
+            guard !data.hasPrefix("builtin:") else {
+                throw RuntimeError("--data \(data): no such built-in data set (builtin or builtin:shapes; ./\(data) for a folder)")
+            }
+            return data
+        }
+        let root = Toolchain.cacheDirectory() + "/data/" + name
         if !FileManager.default.fileExists(atPath: root + "/bananas_train/label.csv") {
             print("generating the built-in data set in \(root) ...")
         }
-        return try SyntheticBananas.ensure(at: root)
+        return try generate(root)
     }
 
     func step() throws {
@@ -331,7 +342,7 @@ struct Run: ParsableCommand {
         let session = ModelSession(library: m.library)
         try session.loadStateDict(try SafeTensors.read(weights!), source: weights!)
         let r = try Evaluator.evaluate(session, data: data, batchSize: batchSize, maxBoxes: max(1, data.maxBoxes))
-        print(String(format: "%@ (%d images): class err %.2e, bbox mae %.2e, loss %.4f, mAP@0.5 %.4f", root + "/bananas_val", data.count,
+        print(String(format: "%@ (%d images): class err %.2e, bbox mae %.2e, loss %.4f, mAP@0.5 %.4f", data.location, data.count,
                      r.metrics.classError, r.metrics.bboxMAE, r.metrics.meanLoss, r.meanAP))
     }
 
@@ -390,9 +401,10 @@ struct Run: ParsableCommand {
             guard names.count == n else { throw RuntimeError("--class-names gives \(names.count) names but the model has \(classes)") }
             return names
         }
-        if let data {
-            for split in DetectionDataSet.Split.allCases {
-                let file = "\(data)/\(split.directoryName)/classes.txt"
+        if data != nil {
+            let root = try dataRoot()
+            // Beside each label.csv, or beside the RecordIO files.
+            for file in DetectionDataSet.Split.allCases.map({ "\(root)/\($0.directoryName)/classes.txt" }) + ["\(root)/classes.txt"] {
                 guard let names = try DetectionDataSet.readClassNames(file) else { continue }
                 guard names.count == n else { throw RuntimeError("\(file) names \(names.count) classes but the model has \(classes)") }
                 return names
