@@ -46,10 +46,12 @@ public enum ModelSource {
     }
 
     /// Compiles and runs `path`, returning the graph of the model it defines (the first, or
-    /// the one named `name`) at the given input size. The program runs for at most
-    /// `timeout` seconds (default: `defaultTimeout()`), in its own process group.
-    public static func graph(fromFile path: String, name: String? = nil, height: Int = 256, width: Int = 256,
-                             timeout: Double? = nil) throws -> Graph {
+    /// the one named `name`). `size` is the input size asked for (a model that declares its
+    /// own keeps it; nil: the model's, else `ModelRegistry.defaultInputSize`), `numClasses`
+    /// what `requestedNumClasses` returns in the model file (nil: its default). The program
+    /// runs for at most `timeout` seconds (default: `defaultTimeout()`), in its own process group.
+    public static func graph(fromFile path: String, name: String? = nil, size: (height: Int, width: Int)? = nil,
+                             numClasses: Int? = nil, timeout: Double? = nil) throws -> Graph {
         let limit = try timeout ?? defaultTimeout()
         let file = URL(fileURLWithPath: path).standardizedFileURL.path
         guard FileManager.default.fileExists(atPath: file) else { throw Error(description: "\(path): no such model file") }
@@ -75,7 +77,8 @@ public enum ModelSource {
         defer { try? FileManager.default.removeItem(atPath: out) }
         var env = ProcessInfo.processInfo.environment
         env["SSDC_GRAPH_OUT"] = out
-        env["SSDC_INPUT_SIZE"] = "\(height)x\(width)"
+        env["SSDC_INPUT_SIZE"] = size.map { "\($0.height)x\($0.width)" }
+        env["SSDC_NUM_CLASSES"] = numClasses.map(String.init)
         let r = try ProcessGroup.run(exe, [], environment: env, timeout: limit)
         if r.timedOut {
             let shown = limit == limit.rounded() ? String(Int(limit)) : String(limit)

@@ -12,9 +12,12 @@ public struct ResolvedModel {
 
     /// Input height and width the model was compiled for.
     public var inputSize: (height: Int, width: Int) {
-        let x = graph.inputs.first?.node.type.dims ?? [3, 256, 256]
-        return (x[1], x[2])
+        let x = graph.inputs.first?.node.type.dims ?? []
+        return x.count == 3 ? (x[1], x[2]) : (0, 0)
     }
+
+    /// Input channels (3 for RGB images).
+    public var inputChannels: Int { graph.inputs.first?.node.type.dims.first ?? 0 }
 
     public var numClasses: Int { Int(graph.attributes["num_classes"] ?? "1") ?? 1 }
 }
@@ -22,8 +25,10 @@ public struct ResolvedModel {
 public enum ModelResolver {
     /// `--model` may be a directory written by `ssdc compile`, a model .swift file, or
     /// nothing (the built-in TinySSD). Files and the built-in model are compiled into the
-    /// cache (and taken from it when unchanged).
-    public static func resolve(_ spec: String?, height: Int = 256, width: Int = 256, numClasses: Int = 1,
+    /// cache (and taken from it when unchanged). `size` asks for an input size (a model file
+    /// that declares one keeps it; nil: the model's own, else the default); `numClasses`
+    /// for a class count (the data set's; nil: the model's default).
+    public static func resolve(_ spec: String?, size: (height: Int, width: Int)? = nil, numClasses: Int? = nil,
                                training requested: Lowering.TrainStepOptions = .init(),
                                lossFromModel: Bool = false) throws -> ResolvedModel {
         var training = requested
@@ -41,15 +46,17 @@ public enum ModelResolver {
         let graph: Graph
         if let spec {
             guard fm.fileExists(atPath: spec) else { throw RuntimeError("\(spec): no such model file or directory") }
-            graph = try ModelSource.graph(fromFile: spec, height: height, width: width)
+            graph = try ModelSource.graph(fromFile: spec, size: size, numClasses: numClasses)
         } else {
-            graph = try BuiltinModels.tinySSD(numClasses: numClasses).graph(height: height, width: width)
+            let (h, w) = size ?? ModelRegistry.defaultInputSize
+            graph = try BuiltinModels.tinySSD(numClasses: numClasses ?? 1).graph(height: h, width: w)
         }
         if lossFromModel { training.loss = try LossConfig(graph: graph) }
         var h = ContentHash()
         h.add(graph.text)
         h.add("loss \(training.loss.summary)")
-        let dir = Toolchain.cacheDirectory() + "/build/\(graph.name)-\(height)x\(width)-\(h.hex.prefix(12))"
+        let dims = graph.inputs.first?.node.type.dims.map(String.init).joined(separator: "x") ?? ""
+        let dir = Toolchain.cacheDirectory() + "/build/\(graph.name)-\(dims)-\(h.hex.prefix(12))"
         let result = try Driver.compile(graph, into: dir, training: training)
         let lib = try ModelLibrary(path: result.libraryPath)
         return ResolvedModel(graph: graph, directory: dir, library: lib, compile: result)

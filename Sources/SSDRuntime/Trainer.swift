@@ -235,7 +235,8 @@ public final class Trainer {
     func saveCheckpoint(epoch: Int) throws {
         guard let path = checkpointPath else { return }
         try SafeTensors.write(session.stateDict(), metadata: ["epoch": String(epoch), "model": model.graph.name,
-                                                               "format": "pytorch state_dict (TinySSD)"], to: path)
+                                                               "num_classes": String(model.numClasses),
+                                                               "format": "pytorch state_dict"], to: path)
     }
 }
 

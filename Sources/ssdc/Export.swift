@@ -27,14 +27,13 @@ struct Export: ParsableCommand {
     @Flag(help: "Compile the weights into the library (weights.c, a const array) instead of reading weights.bin at run time.")
     var embedWeights = false
 
-    @Option(help: "Input size HxW to compile the model for (a directory from `ssdc compile` keeps its own).")
-    var inputSize: String = "256x256"
+    @Option(help: "Input size HxW to compile the model for (default: the model's own, else 256x256; a directory from `ssdc compile` keeps its own).")
+    var inputSize: String?
 
     func run() throws {
-        let p = inputSize.lowercased().split(separator: "x").compactMap { Int($0) }
-        guard p.count == 2, p[0] > 0, p[1] > 0 else { throw ValidationError("--input-size must look like 256x256, got \(inputSize)") }
+        let size = try parseInputSize(inputSize)
         do {
-            let m = try ModelResolver.resolve(model, height: p[0], width: p[1])
+            let m = try ModelResolver.resolve(model, size: size)
             let session = ModelSession(library: m.library)
             try session.loadStateDict(try SafeTensors.read(weights), source: weights)
             try BundleExporter.export(m, session: session, to: output, target: target, embedWeights: embedWeights)

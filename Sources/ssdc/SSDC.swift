@@ -3,6 +3,7 @@ import Foundation
 import SSDCompiler
 import SSDGraph
 import SSDIO
+import SSDModels
 import SSDRuntime
 
 @main
@@ -21,23 +22,18 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "A directory written by `ssdc compile`, or a model .swift file. Default: the built-in TinySSD.")
     var model: String?
 
-    @Option(help: "Input size HxW to compile the model for.")
-    var inputSize: String = "256x256"
+    @Option(help: "Input size HxW to compile the model for (default: the model's own, else the data's, else 256x256).")
+    var inputSize: String?
 
     @Option(help: "OpenMP threads, 1 to \(ModelOptions.maxThreads) (default: SSDC_NUM_THREADS, else all cores).")
     var threads: Int?
 
     func validate() throws { _ = try requestedThreads() }
 
-    func parsedSize() throws -> (Int, Int) {
-        let p = inputSize.lowercased().split(separator: "x").compactMap { Int($0) }
-        guard p.count == 2, p[0] > 0, p[1] > 0 else { throw ValidationError("--input-size must look like 256x256, got \(inputSize)") }
-        return (p[0], p[1])
-    }
+    func parsedSize() throws -> (height: Int, width: Int)? { try parseInputSize(inputSize) }
 
-    func load() throws -> (ResolvedModel, ModelSession) {
-        let (h, w) = try parsedSize()
-        let m = try ModelResolver.resolve(model, height: h, width: w)
+    func load(numClasses: Int? = nil) throws -> (ResolvedModel, ModelSession) {
+        let m = try ModelResolver.resolve(model, size: try parsedSize(), numClasses: numClasses)
         if let t = try requestedThreads() { m.library.setThreads(t) }
         return (m, ModelSession(library: m.library))
     }
@@ -78,8 +74,8 @@ struct Compile: ParsableCommand {
     @Option(name: .shortAndLong, help: "Output directory (default: build/<model name>).")
     var output: String?
 
-    @Option(help: "Input size HxW.")
-    var inputSize: String = "256x256"
+    @Option(help: "Input size HxW (default: the model's own, else 256x256).")
+    var inputSize: String?
 
     @Option(help: "The CPU to build for: native (this one), x86-64-v3 (AVX2), x86-64-v4 (AVX-512) or generic (portable C).")
     var target: BuildTarget = .native
@@ -91,11 +87,10 @@ struct Compile: ParsableCommand {
     var dumpAfter: Pass?
 
     func run() throws {
-        let p = inputSize.lowercased().split(separator: "x").compactMap { Int($0) }
-        guard p.count == 2 else { throw ValidationError("--input-size must look like 256x256") }
+        let size = try parseInputSize(inputSize)
         if let t = modelTimeout, !(t.isFinite && t > 0) { throw ValidationError("--model-timeout must be a number of seconds greater than 0, got \(t)") }
         do {
-            let graph = try ModelSource.graph(fromFile: file, height: p[0], width: p[1], timeout: modelTimeout)
+            let graph = try ModelSource.graph(fromFile: file, size: size, timeout: modelTimeout)
             let dir = output ?? "build/\(graph.name)"
             let r = try Driver.compile(graph, into: dir, training: .init(), target: target)
             let kernels = r.model.programs.map { "\($0.name): \($0.kernels.count) kernels" }.joined(separator: ", ")
@@ -270,7 +265,7 @@ struct Run: ParsableCommand {
         case .eval: return try evaluate()
         case .forward, .predict: break
         }
-        let (model, session) = try modelOptions.load()
+        let (model, session) = try modelOptions.load(numClasses: try classCountHint())
         try session.loadStateDict(try SafeTensors.read(weights!), source: weights!)
         switch mode {
         case .forward: try forward(session)
@@ -312,7 +307,7 @@ struct Run: ParsableCommand {
         guard x.shape.count == 4, y.shape.count == 3, y.shape[2] == 5, y.shape[0] == x.shape[0] else {
             throw RuntimeError("\(input!): X must be (N,3,H,W) and Y (N,G,5) with the same N; got \(x.shape) and \(y.shape)")
         }
-        let m = try ModelResolver.resolve(modelOptions.model, height: x.shape[2], width: x.shape[3],
+        let m = try ModelResolver.resolve(modelOptions.model, size: (x.shape[2], x.shape[3]), numClasses: try classCountHint(),
                                           training: .init(loss: lossOptions.config), lossFromModel: !lossOptions.isSet)
         if let t = try modelOptions.requestedThreads() { m.library.setThreads(t) }
         let session = ModelSession(library: m.library)
@@ -335,8 +330,10 @@ struct Run: ParsableCommand {
     func evaluate() throws {
         let root = try dataRoot()
         let data = try DetectionDataSet.load(root: root, split: .val)
-        let m = try ModelResolver.resolve(modelOptions.model, height: data.height, width: data.width,
+        let m = try ModelResolver.resolve(modelOptions.model, size: try modelOptions.parsedSize() ?? (data.height, data.width),
+                                          numClasses: data.classNames?.count ?? (try classCountHint()),
                                           training: .init(loss: lossOptions.config), lossFromModel: !lossOptions.isSet)
+        try requireInputSize(m, fits: data)
         try data.validate(classCount: m.numClasses, of: "model \(m.graph.name)")
         if let t = try modelOptions.requestedThreads() { m.library.setThreads(t) }
         let session = ModelSession(library: m.library)
@@ -389,6 +386,31 @@ struct Run: ParsableCommand {
         if failed > 0 { throw ExitCode.failure }
     }
 
+    /// The class count to build the model for when no training data says it: the
+    /// num_classes a checkpoint of `ssdc run --train` records, else the classes.txt of
+    /// --data; nil leaves the model's default. (--class-names only names them: a count that
+    /// differs from the model's is an error.)
+    func classCountHint() throws -> Int? {
+        if let weights, let meta = try? SafeTensors.readWithMetadata(weights).metadata, let text = meta["num_classes"] {
+            guard let q = Int(text), q >= 1 else { throw RuntimeError("\(weights): its metadata num_classes \"\(text)\" is not a class count") }
+            return q
+        }
+        guard data != nil, let root = try? dataRoot() else { return nil }
+        for file in DetectionDataSet.Split.allCases.map({ "\(root)/\($0.directoryName)/classes.txt" }) + ["\(root)/classes.txt"] {
+            if let names = try DetectionDataSet.readClassNames(file) { return names.count }
+        }
+        return nil
+    }
+
+    /// Images must have the model's input size: the data pipeline resizes only when it
+    /// augments, so a model declaring another size is named with what to do.
+    func requireInputSize(_ m: ResolvedModel, fits data: DetectionDataSet) throws {
+        let (h, w) = m.inputSize
+        guard data.height == h, data.width == w else {
+            throw RuntimeError("\(data.location): images are \(data.width)x\(data.height) but model \(m.graph.name) takes \(w)x\(h)")
+        }
+    }
+
     /// The names drawn on --predict's boxes, class 0 first: --class-names, else the
     /// classes.txt of --data, else "banana" for the built-in one-class TinySSD (the
     /// chapter's detector); an empty list draws "class 0", "class 1", ...
@@ -410,8 +432,16 @@ struct Run: ParsableCommand {
                 return names
             }
         }
-        return modelOptions.model == nil && n == 1 ? ["banana"] : []
+        return modelOptions.model == nil && n == 1 ? BuiltinModels.tinySSDClassNames : []
     }
+}
+
+/// `--input-size HxW`, checked; nil when not given.
+func parseInputSize(_ text: String?) throws -> (height: Int, width: Int)? {
+    guard let text else { return nil }
+    let p = text.lowercased().split(separator: "x").compactMap { Int($0) }
+    guard p.count == 2, p[0] > 0, p[1] > 0 else { throw ValidationError("--input-size must look like 300x300 (height x width), got \(text)") }
+    return (p[0], p[1])
 }
 
 /// An error in words for the user. ssdc's own errors already name their file; Foundation's

@@ -6,16 +6,14 @@ extension Run {
     func train() throws {
         let root = try dataRoot()
         let data = try DetectionDataSet.load(root: root, split: .train)
-        let (h, w) = try modelOptions.parsedSize()
-        guard data.height == h, data.width == w else {
-            throw RuntimeError("\(root): images are \(data.width)x\(data.height); pass --input-size \(data.height)x\(data.width)")
-        }
         let loss = lossOptions.config
-        // The class count comes from the model (the built-in one: from the data set's
-        // classes.txt, else one class), never from the largest label, so a label typo is an
-        // error at its line instead of a silently larger model.
-        let m = try ModelResolver.resolve(modelOptions.model, height: h, width: w, numClasses: data.classNames?.count ?? 1,
+        // The class count comes from the model, built for the data set's classes.txt (else
+        // its own default: one class for the built-in TinySSD), never from the largest
+        // label, so a label typo is an error at its line instead of a silently larger model.
+        let m = try ModelResolver.resolve(modelOptions.model, size: try modelOptions.parsedSize() ?? (data.height, data.width),
+                                          numClasses: data.classNames?.count,
                                           training: .init(loss: loss), lossFromModel: !lossOptions.isSet)
+        try requireInputSize(m, fits: data)
         try data.validate(classCount: m.numClasses, of: "model \(m.graph.name)")
         m.library.setThreads(threadCount)
         let session = ModelSession(library: m.library)

@@ -36,7 +36,7 @@ final class RunFolderTests: XCTestCase {
 
     func makeTrainer(epochs: Int, lr: Float = 0.1, batchSize: Int = 8, threads: Int = 2) throws -> Trainer {
         let data = try DetectionDataSet.load(root: Self.root, split: .train)
-        let m = try ModelResolver.resolve(nil, height: 64, width: 64)
+        let m = try ModelResolver.resolve(nil, size: (64, 64))
         m.library.setThreads(threads)
         let session = ModelSession(library: m.library)
         session.initializeParameters(seed: 1, graph: m.graph)

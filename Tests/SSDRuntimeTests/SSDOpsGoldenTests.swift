@@ -26,7 +26,7 @@ final class SSDOpsGoldenTests: XCTestCase {
     typealias LossScratchFn = @convention(c) (Int32, Int32, Int32) -> Int
 
     static let library: ModelLibrary = {
-        let m = try! ModelResolver.resolve(nil, height: 128, width: 128)
+        let m = try! ModelResolver.resolve(nil, size: (128, 128))
         return m.library
     }()
 

@@ -59,7 +59,7 @@ func detectionMismatches(_ got: [Float], _ ref: [Float], rowsPerImage a: Int, to
 final class TinySSDGoldenTests: XCTestCase {
     /// The built-in TinySSD at the fixtures' 128x128 input, with the fixtures' weights.
     static func session(height: Int = 128, width: Int = 128) throws -> (ResolvedModel, ModelSession) {
-        let m = try ModelResolver.resolve(nil, height: height, width: width)
+        let m = try ModelResolver.resolve(nil, size: (height, width))
         let s = ModelSession(library: m.library)
         try s.loadStateDict(try Fixtures.load("tinyssd_weights"), source: "tinyssd_weights.safetensors")
         return (m, s)

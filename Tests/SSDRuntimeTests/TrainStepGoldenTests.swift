@@ -17,7 +17,7 @@ final class TrainStepGoldenTests: XCTestCase {
     func testStepMatchesPyTorch() throws {
         let fx = try Fixtures.load("tinyssd_step")
         let y = fx["Y"]!
-        let m = try ModelResolver.resolve(nil, height: 128, width: 128)
+        let m = try ModelResolver.resolve(nil, size: (128, 128))
         let s = ModelSession(library: m.library)
         let weights = try Fixtures.load("tinyssd_weights")
         try s.loadStateDict(weights, source: "tinyssd_weights")

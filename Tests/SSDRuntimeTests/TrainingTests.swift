@@ -16,7 +16,7 @@ final class TrainingTests: XCTestCase {
 
     func makeTrainer(epochs: Int, out: String?) throws -> Trainer {
         let data = try DetectionDataSet.load(root: Self.root, split: .train)
-        let m = try ModelResolver.resolve(nil, height: 64, width: 64)
+        let m = try ModelResolver.resolve(nil, size: (64, 64))
         m.library.setThreads(2)
         let session = ModelSession(library: m.library)
         session.initializeParameters(seed: 1, graph: m.graph)

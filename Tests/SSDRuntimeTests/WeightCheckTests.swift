@@ -15,7 +15,7 @@ final class WeightCheckTests: XCTestCase {
     /// A session of the built-in TinySSD (64x64, as TrainingTests, so the library is cached once).
     func session() throws -> ModelSession {
         let data = try DetectionDataSet.load(root: Self.root, split: .val)
-        let m = try ModelResolver.resolve(nil, height: 64, width: 64)
+        let m = try ModelResolver.resolve(nil, size: (64, 64))
         m.library.setThreads(2)
         return ModelSession(library: m.library)
     }
