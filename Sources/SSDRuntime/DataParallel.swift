@@ -139,6 +139,24 @@ public final class DataParallel {
         }
     }
 
+    /// The median seconds of one sum of `count` floats across the ranks, alone (no step
+    /// around it whose imbalance the sum would wait for); a first sum lines the ranks up.
+    public func timeSum(floats count: Int, repeats: Int = 7) -> Double {
+        typealias Sum = @convention(c) (UnsafeMutablePointer<Float>, Int64, Float) -> Void
+        let f = shim("ssd_mpi_sum_floats", as: Sum.self)
+        var data = [Float](repeating: 1, count: count)
+        var times: [Double] = []
+        data.withUnsafeMutableBufferPointer { b in
+            f(b.baseAddress!, Int64(count), 1)
+            for _ in 0..<repeats {
+                let t = Date()
+                f(b.baseAddress!, Int64(count), 1)
+                times.append(Date().timeIntervalSince(t))
+            }
+        }
+        return times.sorted()[repeats / 2]
+    }
+
     /// Seconds this rank has spent summing gradients.
     public var reduceSeconds: Double {
         typealias Seconds = @convention(c) () -> Double
