@@ -95,6 +95,22 @@ final class MPITrainingTests: CLITestCase {
         XCTAssertEqual(runs[0], runs[1], "two identical 2-rank runs give identical checkpoints")
     }
 
+    /// A run checkpointed by one process continues on 2 ranks: the checkpoint does not
+    /// depend on the rank count, and rank 0 hands its weights and epoch to the other.
+    func testResumeOnAnotherRankCount() throws {
+        let data = try makeData()
+        let out = tmp + "/run"
+        let one = try Shell.run(Self.ssdc, Array(trainArguments(data: data, out: out, epochs: 1).dropFirst()))
+        XCTAssertEqual(one.status, 0, one.stderr)
+        let two = try mpirun(trainArguments(data: data, out: out, epochs: 2, extra: ["--resume"]))
+        XCTAssertEqual(two.status, 0, two.stderr + two.stdout)
+        XCTAssertTrue(two.stdout.contains("resuming \(out) at epoch 2"), two.stdout)
+        let meta = try SafeTensors.readWithMetadata(out + "/checkpoint.safetensors").metadata
+        XCTAssertEqual(meta["epoch"], "2")
+        let rows = try String(contentsOfFile: out + "/metrics.csv", encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(rows.count, 3, "header and epochs 1, 2: \(rows)")
+    }
+
     /// A rank killed in the middle of training ends the job with an error within seconds
     /// (mpirun stops the others), and the checkpoint already written stays readable.
     func testAKilledRankEndsTheJobWithAnError() throws {
