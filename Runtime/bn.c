@@ -69,13 +69,19 @@ static void stats_plane(const float *p, int n, double s[8], double q[8])
 
 void ssd_bn_stats(int N, int C, int HW, const float *x, float *mean, float *var)
 {
-    const double count = (double)N * HW;
+    double sums[2 * C]; /* sum of x, then of x*x, per channel */
 #pragma omp parallel for schedule(static) num_threads(ssd_get_num_threads())
     for (int c = 0; c < C; ++c) {
         double s[8] = {0, 0, 0, 0, 0, 0, 0, 0}, q[8] = {0, 0, 0, 0, 0, 0, 0, 0};
         for (int n = 0; n < N; ++n) stats_plane(x + ((size_t)n * C + c) * HW, HW, s, q);
-        const double m = count > 0 ? lanes_sum(s) / count : 0.0;
-        double v = count > 0 ? lanes_sum(q) / count - m * m : 0.0;
+        sums[c] = lanes_sum(s);
+        sums[C + c] = lanes_sum(q);
+    }
+    ssd_bn_sync_sums(C, sums, 0); /* sync-bn: the global batch's sums (collective.c) */
+    const double count = (double)ssd_bn_sync_count((int64_t)N * HW);
+    for (int c = 0; c < C; ++c) {
+        const double m = count > 0 ? sums[c] / count : 0.0;
+        double v = count > 0 ? sums[C + c] / count - m * m : 0.0;
         if (v < 0.0) v = 0.0;
         mean[c] = (float)m;
         var[c] = (float)v;
@@ -133,6 +139,7 @@ void ssd_bn_apply(int N, int C, int HW, const float *x, const float *mean, const
 void ssd_bn_update_running(int C, const float *mean, const float *var, int64_t count,
                            float momentum, float *running_mean, float *running_var)
 {
+    count = ssd_bn_sync_count(count); /* sync-bn: the global batch's count */
     const double unbias = count > 1 ? (double)count / (double)(count - 1) : 1.0;
     const double m = momentum;
     for (int c = 0; c < C; ++c) {
@@ -208,23 +215,28 @@ void ssd_bn_backward(int N, int C, int HW, const float *x, const float *mean, co
                      const float *gamma, float eps, const float *y, const float *dy,
                      float *dx, float *dgamma, float *dbeta)
 {
-    const double count = (double)N * HW;
     const int stream = (size_t)N * C * HW * sizeof(float) >= STREAM_BYTES;
+    double sums[2 * C]; /* sum of dy', then of dy' * (x - mean), per channel */
+#pragma omp parallel for schedule(static) num_threads(ssd_get_num_threads())
+    for (int c = 0; c < C; ++c) {
+        double sd[8] = {0, 0, 0, 0, 0, 0, 0, 0}, sx[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        for (int n = 0; n < N; ++n) {
+            const size_t off = ((size_t)n * C + c) * HW;
+            backward_sums_plane(x + off, y ? y + off : NULL, dy + off, HW, mean[c], sd, sx);
+        }
+        sums[c] = lanes_sum(sd);
+        sums[C + c] = lanes_sum(sx);
+        dbeta[c] = (float)sums[c];
+        dgamma[c] = (float)(sums[C + c] * (1.0 / sqrt((double)var[c] + (double)eps)));
+    }
+    ssd_bn_sync_sums(C, sums, 1); /* sync-bn: the global batch's sums (collective.c) */
+    const double count = (double)ssd_bn_sync_count((int64_t)N * HW);
 #pragma omp parallel num_threads(ssd_get_num_threads())
     {
 #pragma omp for schedule(static)
         for (int c = 0; c < C; ++c) {
             const double inv = 1.0 / sqrt((double)var[c] + (double)eps);
-            double sd[8] = {0, 0, 0, 0, 0, 0, 0, 0}, sx[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-            for (int n = 0; n < N; ++n) {
-                const size_t off = ((size_t)n * C + c) * HW;
-                backward_sums_plane(x + off, y ? y + off : NULL, dy + off, HW, mean[c], sd, sx);
-            }
-            const double db = lanes_sum(sd);
-            const double dg = lanes_sum(sx) * inv;
-            dbeta[c] = (float)db;
-            dgamma[c] = (float)dg;
-
+            const double db = sums[c], dg = sums[C + c] * inv;
             /* dx = gamma*inv * (dy' - db/M - xhat*dg/M),  xhat = (x - mean)*inv
              *    = a*dy' - b - s*(x - mean) */
             const double ad = (double)gamma[c] * inv;

@@ -15,7 +15,8 @@
  *    recomputed row by row into a small L1 buffer from y and dpooled (argmax of the window
  *    as ssd_maxpool2_backward, then the y > 0 mask) instead of being stored full-size. The
  *    sums use the lanes of bn.c (lane = plane index mod 8, double, same FMA), walked in the
- *    same increasing index order, and dx the same expression: bit-identical results.
+ *    same increasing index order, and dx the same expression: bit-identical results. As
+ *    there, all channels' sums come first, then (after the sync-bn hook) all dx.
  *
  *  - ssd_conv2d_forward_stats: the stride-1 fast path of conv.c with a statistics epilogue
  *    (see conv.c, flat_image / stats_panel, and fused_internal.h): the per-block partial
@@ -364,14 +365,13 @@ void ssd_maxpool2_bn_relu_backward(int N, int C, int H, int W, const float *x,
                                    float *dgamma, float *dbeta)
 {
     const size_t HW = (size_t)H * W, OHOW = (size_t)(H / 2) * (W / 2);
-    const double count = (double)N * HW;
     const int stream = (size_t)N * C * HW * sizeof(float) >= STREAM_BYTES;
+    double sums[2 * C]; /* as ssd_bn_backward: sum of dy', then of dy' * (x - mean) */
 #pragma omp parallel num_threads(ssd_get_num_threads())
     {
         float g[2 * ROWBUF + 16] __attribute__((aligned(64))); /* + over-read */
 #pragma omp for schedule(static)
         for (int c = 0; c < C; ++c) {
-            const double inv = 1.0 / sqrt((double)var[c] + (double)eps);
             double sd[8] = {0, 0, 0, 0, 0, 0, 0, 0}, sx[8] = {0, 0, 0, 0, 0, 0, 0, 0};
             for (int n = 0; n < N; ++n) {
                 const size_t off = ((size_t)n * C + c) * HW;
@@ -379,11 +379,21 @@ void ssd_maxpool2_bn_relu_backward(int N, int C, int H, int W, const float *x,
                            mean[c], sd, sx, NULL, 0, 0, 0, 0, 0, g);
             }
             /* from here on exactly ssd_bn_backward */
-            const double db = ((sd[0] + sd[1]) + (sd[2] + sd[3])) + ((sd[4] + sd[5]) + (sd[6] + sd[7]));
-            const double dg =
-                (((sx[0] + sx[1]) + (sx[2] + sx[3])) + ((sx[4] + sx[5]) + (sx[6] + sx[7]))) * inv;
-            dbeta[c] = (float)db;
-            dgamma[c] = (float)dg;
+            sums[c] = ((sd[0] + sd[1]) + (sd[2] + sd[3])) + ((sd[4] + sd[5]) + (sd[6] + sd[7]));
+            sums[C + c] = ((sx[0] + sx[1]) + (sx[2] + sx[3])) + ((sx[4] + sx[5]) + (sx[6] + sx[7]));
+            dbeta[c] = (float)sums[c];
+            dgamma[c] = (float)(sums[C + c] * (1.0 / sqrt((double)var[c] + (double)eps)));
+        }
+    }
+    ssd_bn_sync_sums(C, sums, 1); /* sync-bn: the global batch's sums (collective.c) */
+    const double count = (double)ssd_bn_sync_count((int64_t)N * (int64_t)HW);
+#pragma omp parallel num_threads(ssd_get_num_threads())
+    {
+        float g[2 * ROWBUF + 16] __attribute__((aligned(64))); /* + over-read */
+#pragma omp for schedule(static)
+        for (int c = 0; c < C; ++c) {
+            const double inv = 1.0 / sqrt((double)var[c] + (double)eps);
+            const double db = sums[c], dg = sums[C + c] * inv;
             const double ad = (double)gamma[c] * inv;
             const float a = (float)ad;
             const float b = count > 0 ? (float)(ad * db / count) : 0.0f;

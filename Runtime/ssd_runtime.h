@@ -388,6 +388,35 @@ void ssd_channel_mul_forward(int N, int C, int HW, const float *x, const float *
 void ssd_channel_mul_backward(int N, int C, int HW, const float *x, const float *s,
                               int per_example, const float *dy, float *dx, float *ds);
 
+/* ---- data-parallel runs (collective.c) --------------------------------------------------- */
+
+/* Reductions across the processes of a data-parallel run, set by the driver from its MPI
+ * shim (none in one process: every function below is then a no-op). sum_floats: data =
+ * sum over ranks of weight_r * data_r; sum_doubles: data = sum over ranks of data_r. Both
+ * sum in rank order, so results do not depend on timing. */
+typedef void (*ssd_sum_floats_fn)(float *data, int64_t n, float weight);
+typedef void (*ssd_sum_doubles_fn)(double *data, int64_t n);
+
+/* Sets the reductions (NULL: one process); sync_batch_norm != 0 makes BatchNorm use the
+ * statistics and backward sums of the global batch (SyncBatchNorm). */
+void ssd_set_collectives(ssd_sum_floats_fn floats, ssd_sum_doubles_fn doubles, int sync_batch_norm);
+
+/* This rank's examples in the next step, and the global batch's. */
+void ssd_set_batch_share(int64_t local, int64_t global);
+
+/* Called by the train step before SGD: g (n floats, the gradients of this rank's
+ * batch-mean loss) becomes the gradient of the global batch-mean loss, on every rank. */
+void ssd_allreduce_gradients(int64_t n, float *g);
+
+/* sync-bn: whether it is on; the global element count of a channel whose local count is
+ * `count`; and the reduction of per-channel sums (sums[0..2C): two sums per channel):
+ * statistics are summed as they are (weighted == 0); backward sums of dy, which carry
+ * this rank's loss scale, are weighted by the rank's share, summed, and scaled back
+ * (weighted != 0). */
+int ssd_bn_sync_active(void);
+int64_t ssd_bn_sync_count(int64_t count);
+void ssd_bn_sync_sums(int C, double *sums, int weighted);
+
 #ifdef __cplusplus
 }
 #endif

@@ -2,11 +2,13 @@
 # Installs what ssdc needs on a fresh Debian machine: Debian's clang (with OpenMP via
 # libomp-dev; the Swift toolchain's own clang has no OpenMP headers), libpng and libjpeg,
 # clang's sanitizer runtimes (libclang-rt-dev) for scripts/sanitize.sh and fuzz.sh, and
-# gcc, make, Debian's aarch64 cross gcc and qemu-user for the tests that build exported bundles.
-# graphviz renders graph.dot in a test.
+# gcc, make, Debian's aarch64 cross gcc and qemu-user for the tests that build exported bundles,
+# Open MPI (openmpi-bin, libopenmpi-dev) for the data-parallel training tests, and graphviz,
+# which renders graph.dot in a test.
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
-packages=(clang libomp-dev libpng-dev libjpeg-dev libclang-rt-dev gcc make crossbuild-essential-arm64 qemu-user graphviz)
+packages=(clang libomp-dev libpng-dev libjpeg-dev libclang-rt-dev gcc make crossbuild-essential-arm64 qemu-user
+          openmpi-bin libopenmpi-dev graphviz)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

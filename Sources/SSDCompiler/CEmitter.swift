@@ -205,7 +205,9 @@ public struct CEmitter {
             return out
         case .sgd(let slots, let counts):
             let hyper = model.layout.hyperOffset
-            var lines = ["const float lr = P[\(hyper)], wd = P[\(hyper + 1)];"]
+            // Under mpirun the gradients become those of the global batch here (a no-op in one process).
+            var lines = ["ssd_allreduce_gradients(\(model.layout.totalFloats), P + \(model.layout.gradientOffset)); /* sum over ranks, weighted by batch share */",
+                         "const float lr = P[\(hyper)], wd = P[\(hyper + 1)];"]
             for (b, n) in zip(slots, counts) {
                 let off = p.buffers[b].offset / 4
                 lines.append("ssd_sgd_update(\(n), P + \(off), P + \(off + model.layout.gradientOffset), lr, wd); /* \(p.buffers[b].name) */")

@@ -78,6 +78,10 @@ public final class Trainer {
     public let settings: TrainSettings
     public let runDirectory: String?
 
+    /// The ranks of a data-parallel run (nil: one process). Only rank 0 should be given a
+    /// run folder: it alone writes settings, metrics and checkpoints.
+    public var parallel: DataParallel?
+
     /// The locked run folder, from `resume` or `train` until `train` ends.
     private var run: RunDirectory?
     /// Set by `resume`: the metrics kept and the settings to record at the first epoch's end.
@@ -189,18 +193,28 @@ public final class Trainer {
             var acc = MetricAccumulator()
             var done = 0
             var dataSeconds = 0.0
-            let batches = order.batches(epoch: epoch - 1)
+            // Across K ranks, a last batch of fewer than K examples is left out (a rank
+            // cannot take a step on no examples).
+            let batches = order.batches(epoch: epoch - 1).filter { $0.count >= (parallel?.size ?? 1) }
             for (b, indices) in batches.enumerated() {
                 let t0 = Date()
-                let (x, y) = try data.batch(indices: indices, boxesPerImage: g)
+                let mine = Array(parallel?.part(of: indices) ?? indices[...])
+                let (x, y) = try data.batch(indices: mine, boxesPerImage: g)
                 dataSeconds += Date().timeIntervalSince(t0)
-                let n = indices.count
-                try session.runLossStep("train_step", x: x, y: y, batch: n, data: data, boxes: g, into: &acc)
+                try parallel?.setShare(session.library, local: mine.count, global: indices.count)
+                var step = MetricAccumulator()
+                try session.runLossStep("train_step", x: x, y: y, batch: mine.count, data: data, boxes: g, into: &step)
+                if let parallel {
+                    step = parallel.sum(step)
+                    parallel.averageRunningStatistics(session)
+                }
+                acc.add(step)
                 try checkFinite(epoch: epoch, batch: b + 1, of: batches.count, lossSum: acc.lossSum)
-                done += n
+                done += indices.count
                 let elapsed = Date().timeIntervalSince(start)
                 onBatch(done, data.count, Double(done) / max(elapsed, 1e-9), elapsed)
             }
+            try parallel?.requireSameParameters(session, epoch: epoch)
             let m = EpochMetrics(epoch: epoch, loss: acc.meanLoss, classError: acc.classError, bboxMAE: acc.bboxMAE,
                                  seconds: Date().timeIntervalSince(start), dataSeconds: dataSeconds, examples: done)
             if let run {

@@ -43,6 +43,13 @@ struct Bench: ParsableCommand {
 
         let lib = try ModelLibrary(path: result.libraryPath)
         lib.setThreads(threads)
+        // Under mpirun each rank steps on its part of the batch, as `ssdc run --train` does.
+        let parallel = try DataParallel.joinIfLaunched()
+        try parallel?.attach(lib)
+        let ranks = parallel?.size ?? 1, rank = parallel?.rank ?? 0
+        let local = batchSize * (rank + 1) / ranks - batchSize * rank / ranks
+        guard local >= 1 else { throw ValidationError("--batch-size \(batchSize) is smaller than the \(ranks) ranks") }
+        try parallel?.setShare(lib, local: local, global: batchSize)
         let session = ModelSession(library: lib)
         session.initializeParameters(seed: 0, graph: graph)
         session.setHyperParameters(learningRate: 0.01, weightDecay: 5e-4)
@@ -61,13 +68,16 @@ struct Bench: ParsableCommand {
         }
 
         // Training.
-        let x = images(batchSize), y = labels(batchSize)
+        let x = images(local), y = labels(local)
         let wanted: Set<String> = ["metrics"]
         _ = try session.run("train_step", inputs: ["X": x, "Y": y], outputs: wanted)
         lib.setProfiling(profile)
+        let reduceBefore = parallel?.reduceSeconds ?? 0
         t = Date()
         for _ in 0..<steps { _ = try session.run("train_step", inputs: ["X": x, "Y": y], outputs: wanted) }
         let trainSeconds = Date().timeIntervalSince(t)
+        let allreducePerStep = ((parallel?.reduceSeconds ?? 0) - reduceBefore) / Double(steps)
+        let allreduceAlone = parallel?.timeSum(floats: lib.manifest.paramsFloats)
         let trainRate = Double(steps * batchSize) / trainSeconds
         let trainProfile = profile ? lib.profile("train_step") : []
         lib.setProfiling(false)
@@ -103,20 +113,34 @@ struct Bench: ParsableCommand {
         // The train step's convolutions, counted as direct multiply-adds (see the profile's note).
         let convFlops = model.program("train_step")?.kernels.map { $0.body.flops(batch: batchSize) }.reduce(0, +) ?? 0
         let convGflops = convFlops * Double(steps) / trainSeconds / 1e9
+        defer { parallel?.finish() }
+        guard parallel?.isRoot ?? true else { return }
         if json {
-            let o: [String: Any] = [
+            var o: [String: Any] = [
                 "train_examples_per_sec": trainRate, "infer_b1_ms": b1, "infer_b32_examples_per_sec": b32,
                 "compile_seconds": cold, "compile_cached_seconds": cached, "peak_rss_bytes": peakTrain,
                 "threads": threads, "batch_size": batchSize, "ssdc_version": CompiledModel.version,
                 "cc": model.toolchain.version, "train_conv_gflop_per_step": convFlops / 1e9,
                 "train_conv_gflops": convGflops, "isa": lib.isa,
             ]
+            if let parallel {
+                // Aggregate over the ranks: every step ends in the gradient sum, so all ranks
+                // take the same wall time per step.
+                o["ranks"] = parallel.size
+                o["allreduce_seconds_per_step"] = allreducePerStep
+                o["allreduce_alone_seconds"] = allreduceAlone
+                o["gradient_bytes"] = lib.manifest.paramsFloats * 4
+            }
             let data = try JSONSerialization.data(withJSONObject: o, options: [.sortedKeys])
             print(String(decoding: data, as: UTF8.self))
         } else {
             print("ssdc \(CompiledModel.version) bench: TinySSD 256x256, \(threads) threads, \(ProcessInfo.processInfo.activeProcessorCount) cores, \(model.toolchain.version), \(lib.isa) kernels")
             print(String(format: "  train, batch %d:        %8.2f examples/s  (%.2f s per step; convolutions %.0f GFLOP/s as direct multiply-adds)",
                          batchSize, trainRate, trainSeconds / Double(steps), convGflops))
+            if let parallel {
+                print(String(format: "  across %d ranks:         %8.2f ms of gradient allreduce per step (%.2f ms for the %.1f MB alone)", parallel.size,
+                             allreducePerStep * 1000, (allreduceAlone ?? 0) * 1000, Double(lib.manifest.paramsFloats * 4) / 1e6))
+            }
             print(String(format: "  infer, batch 1:         %8.2f ms (forward + softmax + detection, median of %d)", b1, repeats))
             print(String(format: "  infer, batch 32:        %8.2f examples/s", b32))
             print(String(format: "  compile (cold/cached):  %8.2f s / %.2f s", cold, cached))

@@ -6,7 +6,9 @@ import Foundation
 /// A one-line progress bar on a terminal (images done, examples/s, ETA); silent when
 /// stderr is not a terminal, so logs stay clean.
 final class ProgressLine {
-    let enabled = isatty(2) != 0
+    let enabled: Bool
+    /// `enabled`: false for the ranks other than 0 of a data-parallel run.
+    init(enabled: Bool = true) { self.enabled = enabled && isatty(2) != 0 }
     var lastDraw = Date.distantPast
 
     func update(done: Int, total: Int, rate: Double, elapsed: Double) {

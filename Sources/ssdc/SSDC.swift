@@ -194,6 +194,8 @@ struct Run: ParsableCommand {
     @Option(help: "--train/--step: weight decay.") var wd: Float = 5e-4
     @Option(help: "--train: seed of the initial weights and the shuffling.") var seed: UInt64 = 0
     @Flag(help: "--train: continue from the last checkpoint in --out.") var resume = false
+    @Flag(help: "--train under mpirun: BatchNorm uses the statistics of the whole global batch, summed across ranks (SyncBatchNorm); without it each rank normalises with its own part.")
+    var syncBn = false
     @Flag(help: "--train --resume: continue even if --data, --lr, --batch-size, --wd, --seed, --weights, the model or the loss differ from the run's; the change is recorded in settings.json.")
     var allowChangedSettings = false
 
@@ -253,7 +255,10 @@ struct Run: ParsableCommand {
         } catch let e as ExitCode {
             throw e
         } catch {
-            FileHandle.standardError.write(Data("error: \(describe(error))\n".utf8))
+            let parallel = DataParallel.current
+            let rank = parallel.map { $0.size > 1 ? " (rank \($0.rank) of \($0.size))" : "" } ?? ""
+            FileHandle.standardError.write(Data("error\(rank): \(describe(error))\n".utf8))
+            parallel?.abort(1)  // the other ranks stop too, rather than wait for this one
             throw ExitCode.failure
         }
     }

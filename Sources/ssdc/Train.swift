@@ -3,7 +3,17 @@ import SSDIO
 import SSDRuntime
 
 extension Run {
+    /// Trains in one process, or under mpirun as one rank of a data-parallel run (every rank
+    /// reads the data set at --data; rank 0 alone writes the run folder and the log).
     func train() throws {
+        let parallel = try DataParallel.joinIfLaunched(syncBatchNorm: syncBn)
+        try train(parallel)
+        parallel?.finish()
+    }
+
+    private func train(_ parallel: DataParallel?) throws {
+        let isRoot = parallel?.isRoot ?? true
+        let print: (String) -> Void = { if isRoot { Swift.print($0) } }
         let root = try dataRoot()
         let data = try DetectionDataSet.load(root: root, split: .train)
         let loss = lossOptions.config
@@ -16,34 +26,42 @@ extension Run {
         try requireInputSize(m, fits: data)
         try data.validate(classCount: m.numClasses, of: "model \(m.graph.name)")
         m.library.setThreads(threadCount)
+        try parallel?.attach(m.library)
         let session = ModelSession(library: m.library)
-        let runDir = try runDirectory()
+        let runDir = isRoot ? try runDirectory() : ""
         let usedLoss = m.library.manifest.loss ?? loss.summary
         // Recorded as an absolute path, so that a resume from another folder compares the same data.
         var settings = TrainSettings(data: URL(fileURLWithPath: root).standardizedFileURL.path, threads: threadCount,
                                      model: modelOptions.model ?? "built-in tinyssd", loss: usedLoss)
         settings.epochs = epochs; settings.batchSize = batchSize; settings.learningRate = lr; settings.weightDecay = wd
         settings.seed = seed; settings.initialWeights = weights
-        let trainer = Trainer(model: m, session: session, data: data, settings: settings, runDirectory: runDir)
+        let trainer = Trainer(model: m, session: session, data: data, settings: settings, runDirectory: isRoot ? runDir : nil)
+        trainer.parallel = parallel
         var first = 1
-        if resume {
+        if resume && isRoot {
             first = try trainer.resume(allowingChangedSettings: allowChangedSettings)
-            guard first <= epochs else {
-                print("nothing to do: \(runDir) has finished \(first - 1) epochs and --epochs is \(epochs); the run is kept as it is")
-                return
+            if first <= epochs {
+                print(first == 1 ? "resuming \(runDir) at epoch 1 (it stopped before its first checkpoint)" : "resuming \(runDir) at epoch \(first)")
             }
-            print(first == 1 ? "resuming \(runDir) at epoch 1 (it stopped before its first checkpoint)" : "resuming \(runDir) at epoch \(first)")
         }
-        if first == 1 {
+        // Rank 0 read the run folder; every rank starts from its epoch (and, below, its weights).
+        if let parallel { first = parallel.fromRoot(first) }
+        guard first <= epochs else {
+            print("nothing to do: \(runDir) has finished \(first - 1) epochs and --epochs is \(epochs); the run is kept as it is")
+            return
+        }
+        if first == 1 && isRoot {
             if let weights {
                 try session.loadStateDict(try SafeTensors.read(weights), source: weights)
             } else {
                 session.initializeParameters(seed: seed, graph: m.graph)
             }
         }
+        parallel?.broadcastParameters(session)
         defer { fflush(nil) }
-        print("training \(m.graph.name) on \(data.count) images of \(root) (\(epochs) epochs, batch \(batchSize), lr \(lr), wd \(wd), \(threadCount) threads, \(usedLoss))")
-        let progress = ProgressLine()
+        let ranks = parallel.map { ", \($0.size) ranks\(syncBn ? " with sync-bn" : "")" } ?? ""
+        print("training \(m.graph.name) on \(data.count) images of \(root) (\(epochs) epochs, batch \(batchSize), lr \(lr), wd \(wd), \(threadCount) threads\(ranks), \(usedLoss))")
+        let progress = ProgressLine(enabled: isRoot)
         let start = Date()
         let history = try trainer.train(from: first, onBatch: { done, total, rate, elapsed in
             progress.update(done: done, total: total, rate: rate, elapsed: elapsed)
@@ -57,7 +75,8 @@ extension Run {
         let examples = history.map(\.examples).reduce(0, +)
         let seconds = history.map(\.seconds).reduce(0, +)
         print(String(format: "class err %.2e, bbox mae %.2e", last.classError, last.bboxMAE))
-        print(String(format: "%.1f examples/sec on cpu (%d threads)", Double(examples) / seconds, threadCount))
+        print(String(format: "%.1f examples/sec on cpu (%d threads%@)", Double(examples) / seconds, threadCount, ranks))
+        if let parallel { print("all \(parallel.size) ranks hold the same parameters (checked after every epoch)") }
         print("checkpoint: \(runDir)/checkpoint.safetensors, metrics: \(runDir)/metrics.csv (\(String(format: "%.1f", Date().timeIntervalSince(start))) s)")
     }
 

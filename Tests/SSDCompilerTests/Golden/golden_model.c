@@ -544,6 +544,7 @@ static void train_step_k14_conv2d_backward(int64_t N, float *restrict P, char *r
  */
 static void train_step_k15_sgd(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
+    ssd_allreduce_gradients(1808, P + 1808); /* sum over ranks, weighted by batch share */
     const float lr = P[3616], wd = P[3617];
     ssd_sgd_update(108, P + 0, P + 1808, lr, wd); /* blk_0.0.weight */
     ssd_sgd_update(4, P + 112, P + 1920, lr, wd); /* blk_0.0.bias */
