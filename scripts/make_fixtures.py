@@ -29,6 +29,10 @@ float behaviour of the torch build). Files written (see SPEC.md for meanings):
   multibox_cases.safetensors    crafted multibox_target and multibox_detection cases
   loss_variants.safetensors     losses/gradients of CE+L1, smooth L1, focal, weights
 
+The weights, forward and step files are written by functions that take a Spec (network,
+classes, input size, labels); scripts/make_example_fixtures.py calls them for the models
+in Examples/.
+
 Label rows whose class is negative are padding: d2l.multibox_target does not
 skip them, so it is called per image on the valid rows only (as the SPEC says).
 """
@@ -39,6 +43,8 @@ import json
 import os
 import struct
 import sys
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -67,15 +73,60 @@ def _image(shape, gen):
     return torch.rand(shape, generator=gen) * 255
 
 
-def _common_meta():
+def _image_u8(shape, gen):
+    """Random image batch of integer pixels 0..255 as uint8 (a quarter of the bytes)."""
+    return torch.randint(0, 256, shape, generator=gen, dtype=torch.uint8)
+
+
+def _common_meta(generator="scripts/make_fixtures.py"):
     import d2l as d2l_pkg
     return {
         "torch_version": torch.__version__,
         "d2l_version": getattr(d2l_pkg, "__version__", "1.0.3"),
         "numpy_version": np.__version__,
-        "generator": "scripts/make_fixtures.py",
+        "generator": generator,
         "num_threads": str(torch.get_num_threads()),
     }
+
+
+# Labels of the training step's batch (class, xmin, ymin, xmax, ymax; class -1 = padding).
+STEP_Y = [
+    [[0, 0.10, 0.08, 0.42, 0.50], [0, 0.55, 0.50, 0.90, 0.95], [-1, -1, -1, -1, -1]],
+    [[0, 0.30, 0.25, 0.70, 0.80], [-1, -1, -1, -1, -1], [-1, 0, 0, 0, 0]],
+]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What differs between the fixture files of TinySSD and those of another network
+    (scripts/make_example_fixtures.py): the defaults make TinySSD's files."""
+    prefix: str = "tinyssd"  # files <prefix>_{weights,forward,step}.safetensors
+    build: Callable = T.TinySSD  # build(num_classes=...) -> nn.Module
+    num_classes: int = NUM_CLASSES
+    input_hw: tuple = (128, 128)
+    step_y: list = None  # STEP_Y if None
+    image: Callable = _image  # (shape, generator) -> the batch X as stored
+    x_text: str = "uniform[0,255) float32"
+    generator: str = "scripts/make_fixtures.py"
+    # Image seeds tried for the step's batch; if none keeps STEP_SWITCH_MARGIN, the one
+    # with the largest margin is taken (a large network always has values near a switch).
+    step_tries: int = 200
+    # TinySSD's files insist on a switch margin and on no exact conf ties, and keep their
+    # metadata; the others take the best batch found and record float32 noise floors.
+    strict: bool = True
+
+    @property
+    def labels(self):
+        return STEP_Y if self.step_y is None else self.step_y
+
+    def file(self, kind):
+        return f"{self.prefix}_{kind}.safetensors"
+
+    def batch_shape(self, n):
+        return (n, 3) + tuple(self.input_hw)
+
+
+TINYSSD = Spec()
 
 
 def _save(tensors, path, meta):
@@ -135,42 +186,56 @@ def _detection_margins(probs_nqa, offsets, anchors):
 # ----------------------------------------------------------------------------
 # (a) weights
 
-def make_model():
-    return T.make_reference_model(NUM_CLASSES, init_seed=SEED_INIT, warmup_seed=SEED_WARMUP)
+def make_model(spec=TINYSSD):
+    return T.make_reference_model(spec.num_classes, init_seed=SEED_INIT, warmup_seed=SEED_WARMUP,
+                                  build=spec.build, input_hw=spec.input_hw)
 
 
-def write_weights(model, out):
+def write_weights(model, out, spec=TINYSSD):
     sd = model.state_dict()
-    meta = dict(_common_meta(), num_classes=NUM_CLASSES, init_seed=SEED_INIT,
+    meta = dict(_common_meta(spec.generator), num_classes=spec.num_classes, init_seed=SEED_INIT,
                 warmup="10 train-mode forwards under no_grad on uniform[0,255) images "
-                       f"(4,3,128,128), generator seed {SEED_WARMUP}",
+                       f"({','.join(map(str, spec.batch_shape(4)))}), generator seed {SEED_WARMUP}",
                 order=json.dumps(list(sd.keys())))
-    _save(dict(sd), os.path.join(out, "tinyssd_weights.safetensors"), meta)
+    _save(dict(sd), os.path.join(out, spec.file("weights")), meta)
 
 
 # ----------------------------------------------------------------------------
 # (b) forward
 
-def write_forward(model, out):
-    # Pick the first image seed whose detection has no exact conf ties.
+def _exact_conf_ties(probs_nqa):
+    """Pairs of equal per-anchor confidences within one image."""
+    conf = _confs(probs_nqa)
+    return sum(int((torch.diff(torch.sort(conf[i]).values) == 0).sum())
+               for i in range(conf.shape[0]))
+
+
+def write_forward(model, out, spec=TINYSSD):
+    # Pick the first image seed whose detection has no exact conf ties (with many anchors
+    # in a narrow band of confs there may be none: then the one with the fewest ties).
+    best = None
     for seed in range(SEED_FWD_X, SEED_FWD_X + 1000, 100):
-        X = _image((2, 3, 128, 128), _gen(seed))
+        X = spec.image(spec.batch_shape(2), _gen(seed))
         m_eval = copy.deepcopy(model).eval()
         with torch.no_grad():
-            anchors, cls_e, bbox_e = m_eval(X)
+            anchors, cls_e, bbox_e = m_eval(X.float())
         probs = F.softmax(cls_e, dim=2)
-        gap, iou_margin = _detection_margins(probs.permute(0, 2, 1), bbox_e, anchors)
-        if gap > 0:
+        ties = _exact_conf_ties(probs.permute(0, 2, 1))
+        if best is None or ties < best[0]:
+            best = (ties, seed, X, anchors, cls_e, bbox_e, probs)
+        if ties == 0:
             break
-    else:
+    ties, seed, X, anchors, cls_e, bbox_e, probs = best
+    if ties and spec.strict:
         raise RuntimeError("could not find an image batch without conf ties")
+    gap, iou_margin = _detection_margins(probs.permute(0, 2, 1), bbox_e, anchors)
     m_train = copy.deepcopy(model).train()
     with torch.no_grad():
-        anchors_t, cls_t, bbox_t = m_train(X)
+        anchors_t, cls_t, bbox_t = m_train(X.float())
     assert torch.equal(anchors, anchors_t)
     det = d2l.multibox_detection(probs.permute(0, 2, 1), bbox_e, anchors)
     conf = probs[:, :, 1:].max(dim=2).values
-    # Near ties (not exact) are unavoidable with 1364 confs in a narrow band; an
+    # Near ties (not exact) are unavoidable with thousands of confs in a narrow band; an
     # implementation whose confs differ by an ulp may order such rows differently.
     near = sum(int((torch.diff(torch.sort(conf[i]).values) < 1e-6).sum())
                for i in range(conf.shape[0]))
@@ -187,8 +252,8 @@ def write_forward(model, out):
         "eval.cls_preds": cls_e, "eval.bbox_preds": bbox_e,
         "eval.probs": probs, "eval.detection": det,
     }
-    meta = dict(_common_meta(), weights="tinyssd_weights.safetensors", x_seed=seed,
-                x="uniform[0,255) float32",
+    meta = dict(_common_meta(spec.generator), weights=spec.file("weights"), x_seed=seed,
+                x=spec.x_text,
                 train="deep copy of the model in train mode (batch statistics)",
                 eval="eval mode (running statistics); probs = softmax over classes, (N,A,q+1)",
                 detection="d2l.multibox_detection(probs.permute(0,2,1), bbox_preds, anchors), "
@@ -197,7 +262,32 @@ def write_forward(model, out):
                 min_abs_iou_minus_half=repr(iou_margin),
                 note="confs have no exact ties but do have near ties (see min_conf_gap); "
                      "compare detections tolerantly")
-    _save(tensors, os.path.join(out, "tinyssd_forward.safetensors"), meta)
+    if ties:
+        meta.update(exact_conf_ties=ties,
+                    note="some confs of one image are exactly equal (exact_conf_ties pairs) and "
+                         "many are near ties; compare detections tolerantly")
+    if not spec.strict:
+        meta.update(float32_noise=json.dumps(_float32_noise(model, X.float())),
+                    float32_noise_text="max |torch float32 - float64| / max |float64| of each "
+                                       "output, same weights and X: the floor of any float32 "
+                                       "implementation's error (train-mode BN over tiny maps "
+                                       "at batch 2 amplifies rounding)")
+    _save(tensors, os.path.join(out, spec.file("forward")), meta)
+
+
+def _float32_noise(model, X):
+    """PyTorch float32's own error (relative to the max) of each forward output, against
+    the same forward in float64, in train and eval mode."""
+    noise = {}
+    for mode in ("train", "eval"):
+        m32 = copy.deepcopy(model).train(mode == "train")
+        m64 = copy.deepcopy(model).double().train(mode == "train")
+        with torch.no_grad():
+            _, c32, b32 = m32(X)
+            _, c64, b64 = m64(X.double())
+        for name, a, b in (("cls_preds", c32, c64), ("bbox_preds", b32, b64)):
+            noise[f"{mode}.{name}"] = float((a.double() - b).abs().max() / b.abs().max())
+    return noise
 
 
 # ----------------------------------------------------------------------------
@@ -218,18 +308,12 @@ def write_anchors256(model, out):
 # ----------------------------------------------------------------------------
 # (d) one training step
 
-STEP_Y = [
-    [[0, 0.10, 0.08, 0.42, 0.50], [0, 0.55, 0.50, 0.90, 0.95], [-1, -1, -1, -1, -1]],
-    [[0, 0.30, 0.25, 0.70, 0.80], [-1, -1, -1, -1, -1], [-1, 0, 0, 0, 0]],
-]
-
-
 def _switch_margins(net, X):
     """How far a forward pass is from a ReLU or max-pool switch, relative to the scale.
 
-    Returns (min |ReLU input| / rms, min gap between the largest and the second largest
-    value of a max-pool window whose maximum is positive / rms), over every ReLU and max
-    pool of `net`. Where a value sits within float32 rounding of such a switch, float32
+    Returns (min |ReLU input| / rms (and |ReLU6 input - 6| / rms), min gap between the
+    largest and the second largest value of a max-pool window whose maximum is positive /
+    rms), over every ReLU, ReLU6 and max pool (module) of `net`. Where a value sits within float32 rounding of such a switch, float32
     and float64 take different branches (a ReLU passes or blocks a gradient, a window
     routes it to another pixel) and their gradients differ by ~1e-3 relative whatever the
     accumulation: neither is wrong, the gradient is discontinuous there.
@@ -239,14 +323,17 @@ def _switch_margins(net, X):
     def rms(v):
         return v.pow(2).mean().sqrt()
 
-    def relu_hook(_m, inp, _out):
+    def relu_hook(m, inp, _out):
         v = inp[0].detach()
-        worst["relu"] = min(worst["relu"], float(v.abs().min() / rms(v)))
+        distance = v.abs()
+        if isinstance(m, torch.nn.ReLU6):
+            distance = torch.minimum(distance, (v - 6).abs())
+        worst["relu"] = min(worst["relu"], float(distance.min() / rms(v)))
 
     def pool_hook(m, inp, _out):
         v = inp[0].detach()
         if isinstance(m, torch.nn.MaxPool2d):
-            windows = F.unfold(v.reshape(-1, 1, *v.shape[2:]), 2, stride=2)  # (NC, 4, L)
+            windows = _max_pool_windows(v, m)
         else:  # global max pool: one window per plane
             windows = v.reshape(v.shape[0] * v.shape[1], -1, 1)
         top2 = windows.topk(2, dim=1).values
@@ -257,7 +344,7 @@ def _switch_margins(net, X):
 
     hooks = []
     for m in net.modules():
-        if isinstance(m, torch.nn.ReLU):
+        if isinstance(m, (torch.nn.ReLU, torch.nn.ReLU6)):
             hooks.append(m.register_forward_hook(relu_hook))
         if isinstance(m, (torch.nn.MaxPool2d, torch.nn.AdaptiveMaxPool2d)):
             hooks.append(m.register_forward_hook(pool_hook))
@@ -268,32 +355,57 @@ def _switch_margins(net, X):
     return worst["relu"], worst["pool"]
 
 
+def _max_pool_windows(v, pool):
+    """The windows of nn.MaxPool2d `pool` (square kernel, int stride and padding, any
+    ceil_mode) over v (N,C,H,W), as (NC, k*k, L); padding is -inf as in PyTorch."""
+    k, stride, pad = pool.kernel_size, pool.stride, pool.padding
+
+    def extra(n):  # right/bottom padding that ceil mode's last window reaches
+        if not pool.ceil_mode:
+            return 0
+        out = -(-(n + 2 * pad - k) // stride) + 1
+        if (out - 1) * stride >= n + pad:  # the last window must start inside the input
+            out -= 1
+        return max(0, (out - 1) * stride + k - (n + 2 * pad))
+
+    planes = v.reshape(-1, 1, *v.shape[2:])
+    planes = F.pad(planes, (pad, pad + extra(v.shape[3]), pad, pad + extra(v.shape[2])),
+                   value=float("-inf"))
+    return F.unfold(planes, k, stride=stride)
+
+
 # Smallest relative distance from a ReLU or max-pool switch the step's batch must keep
 # (in float64): float32's forward is ~1e-7..1e-6 off, so a batch closer than this would
 # compare branches, not arithmetic. Random 128x128 batches come within 1e-8..1e-6.
 STEP_SWITCH_MARGIN = 2e-6
 
 
-def _step_batch(model):
+def _step_batch(model, spec=TINYSSD):
     """The first image seed from SEED_STEP_X whose float64 train-mode forward keeps
-    STEP_SWITCH_MARGIN from every switch, and its margins."""
+    STEP_SWITCH_MARGIN from every switch, and its margins; if none of spec.step_tries
+    seeds does, the one with the largest margin (unless spec.strict)."""
     net64 = copy.deepcopy(model).double().train()
-    for seed in range(SEED_STEP_X, SEED_STEP_X + 200):
-        X = _image((2, 3, 128, 128), _gen(seed))
+    best = None
+    for seed in range(SEED_STEP_X, SEED_STEP_X + spec.step_tries):
+        X = spec.image(spec.batch_shape(2), _gen(seed))
         relu, pool = _switch_margins(net64, X.double())
         if min(relu, pool) >= STEP_SWITCH_MARGIN:
             return seed, X, relu, pool
-    raise RuntimeError("no step batch keeps the switch margin")
+        if best is None or min(relu, pool) > min(best[2], best[3]):
+            best = (seed, X, relu, pool)
+    if spec.strict:
+        raise RuntimeError("no step batch keeps the switch margin")
+    return best
 
 
-def write_step(model, out):
-    seed, X, relu_margin, pool_margin = _step_batch(model)
+def write_step(model, out, spec=TINYSSD):
+    seed, X, relu_margin, pool_margin = _step_batch(model, spec)
     net = copy.deepcopy(model)
-    Y = torch.tensor(STEP_Y, dtype=torch.float32)
+    Y = torch.tensor(spec.labels, dtype=torch.float32)
     trainer = torch.optim.SGD(net.parameters(), lr=LR, weight_decay=WD)
     net.train()
     trainer.zero_grad()
-    anchors, cls_preds, bbox_preds = net(X)
+    anchors, cls_preds, bbox_preds = net(X.float())
     bbox_labels, bbox_masks, cls_labels = T.multibox_target_valid(anchors, Y)
     l = T.calc_loss(cls_preds, cls_labels, bbox_preds, bbox_labels, bbox_masks)
     loss = l.mean()
@@ -320,8 +432,9 @@ def write_step(model, out):
     finally:
         torch.set_default_dtype(torch.float32)
     pos = [int((cls_labels[i] > 0).sum()) for i in range(2)]
+    kept = "keeps" if min(relu_margin, pool_margin) >= STEP_SWITCH_MARGIN else "misses"
     print(f"  step: X seed {seed} (switch margins: ReLU {relu_margin:.3g}, max pool "
-          f"{pool_margin:.3g}); loss {loss.item():.6f} per example {l.detach().tolist()}; "
+          f"{pool_margin:.3g}, {kept} {STEP_SWITCH_MARGIN}); loss {loss.item():.6f} per example {l.detach().tolist()}; "
           f"positive anchors {pos}")
     tensors = {
         "X": X, "Y": Y, "fwd.anchors": anchors,
@@ -333,8 +446,8 @@ def write_step(model, out):
     tensors.update(grads)
     tensors.update(grads64)
     tensors.update(state)
-    meta = dict(_common_meta(), lr=repr(LR), wd=repr(WD), momentum="0",
-                weights="tinyssd_weights.safetensors (state before the step)",
+    meta = dict(_common_meta(spec.generator), lr=repr(LR), wd=repr(WD), momentum="0",
+                weights=f"{spec.file('weights')} (state before the step)",
                 x_seed=seed, relu_margin=repr(relu_margin), pool_margin=repr(pool_margin),
                 x=f"the first seed from {SEED_STEP_X} whose float64 forward keeps "
                   f"{STEP_SWITCH_MARGIN} (relative to the rms) from every ReLU and max-pool "
@@ -348,7 +461,19 @@ def write_step(model, out):
                 grads64="grad64.<name> = the same gradient with torch's default dtype float64 "
                         "from the same float32 weights and batch, stored as float32 (every "
                         "parameter)")
-    _save(tensors, os.path.join(out, "tinyssd_step.safetensors"), meta)
+    if not spec.strict:
+        scale = torch.cat([g.reshape(-1) for g in grads64.values()]).norm()
+        zero = [k[len("grad64."):] for k, g in grads64.items() if g.norm() <= 1e-9 * scale]
+        meta.update(zero_gradients=json.dumps(zero),
+                    zero_gradients_text="parameters whose float64 gradient is zero (norm <= "
+                                        "1e-9 of all gradients'): a BN bias whose output only "
+                                        "feeds 1x1 convs into train-mode BNs (which remove a "
+                                        "per-channel constant), or a head without positives",
+                    x=f"{spec.x_text}; of the seeds {SEED_STEP_X}..{SEED_STEP_X + spec.step_tries - 1}, "
+                      f"the first whose float64 forward keeps {STEP_SWITCH_MARGIN} (relative to "
+                      "the rms) from every ReLU, ReLU6 and max-pool switch, else the one with "
+                      "the largest margin (relu_margin, pool_margin; see _switch_margins)")
+    _save(tensors, os.path.join(out, spec.file("step")), meta)
 
 
 # ----------------------------------------------------------------------------
@@ -590,11 +715,11 @@ def summarize(out, names):
         print(f"\n{name}  ({size / 1e6:.3f} MB)")
         with safe_open(path, framework="pt") as f:
             keys = list(f.keys())
-            shown = [k for k in keys if not k.startswith(("grad.", "state."))]
+            shown = [k for k in keys if not k.startswith(("grad.", "grad64.", "state."))]
             for k in shown:
                 sl = f.get_slice(k)
                 print(f"  {k:28s} {sl.get_dtype():4s} {list(sl.get_shape())}")
-            for prefix in ("grad.", "state."):
+            for prefix in ("grad.", "grad64.", "state."):
                 n = sum(k.startswith(prefix) for k in keys)
                 if n:
                     print(f"  {prefix}<name> x {n} (same names/shapes as the state_dict)")

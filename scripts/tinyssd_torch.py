@@ -153,20 +153,23 @@ class TinySSD(nn.Module):
         return anchors, cls_preds, bbox_preds
 
 
-def make_reference_model(num_classes=1, init_seed=0, warmup_seed=1):
+def make_reference_model(num_classes=1, init_seed=0, warmup_seed=1, build=None,
+                         input_hw=(128, 128)):
     """The model of Tests/Fixtures/tinyssd_weights.safetensors, in eval mode.
 
     PyTorch default init after torch.manual_seed(init_seed), then BN running
     statistics from 10 train-mode forwards (no grad) on uniform[0,255) images of
     shape (4,3,128,128) drawn from a generator seeded with warmup_seed.
+    `build(num_classes=...)` and `input_hw` make the same for another network
+    (TinySSD and 128x128 by default).
     """
     torch.manual_seed(init_seed)
-    model = TinySSD(num_classes=num_classes)
+    model = (build or TinySSD)(num_classes=num_classes)
     gen = torch.Generator().manual_seed(warmup_seed)
     model.train()
     with torch.no_grad():
         for _ in range(10):
-            model(torch.rand((4, 3, 128, 128), generator=gen) * 255)
+            model(torch.rand((4, 3) + tuple(input_hw), generator=gen) * 255)
     model.eval()
     return model
 
