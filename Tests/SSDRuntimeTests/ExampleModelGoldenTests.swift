@@ -1,0 +1,85 @@
+import Foundation
+import SSDCompiler
+import SSDIO
+import SSDRuntime
+import XCTest
+
+/// The example models of Examples/ (the SSD family beyond TinySSD), compiled from their
+/// model files, against their PyTorch twins (scripts/examples_torch.py, fixtures by
+/// scripts/make_example_fixtures.py): parameter names, the forward in both BN modes,
+/// softmax and detection, and one training step.
+final class ExampleModelGoldenTests: XCTestCase {
+    static let models = ["ssd300-vgg16", "mobilenet-ssdlite", "resnet-fpn-ssd"]
+
+    /// The model compiled for the fixtures' 3 classes (cached across tests by the resolver).
+    func resolve(_ name: String) throws -> ResolvedModel {
+        try ModelResolver.resolve(Fixtures.packageRoot + "/Examples/\(name)/model.swift", numClasses: 3)
+    }
+
+    func fixture(_ name: String, _ kind: String) throws -> (tensors: [String: HostTensor], metadata: [String: String]) {
+        try SafeTensors.readWithMetadata("\(Fixtures.directory)/examples/\(name)_\(kind).safetensors")
+    }
+
+    /// The batch as float32 (the fixtures store pixels as bytes).
+    func floats(_ t: HostTensor) -> HostTensor { HostTensor(floats: t.floats, shape: t.shape) }
+
+    func testParameterNamesAndShapesMatchPyTorch() throws {
+        for name in Self.models {
+            let m = try resolve(name)
+            let weights = try fixture(name, "weights").tensors
+            let ours = Dictionary(uniqueKeysWithValues: m.graph.parameters.map { ($0.info.name, $0.node.type.dims) })
+            XCTAssertEqual(Set(ours.keys), Set(weights.keys), name)
+            for (p, t) in weights { XCTAssertEqual(ours[p], t.shape, "\(name): \(p)") }
+        }
+    }
+
+    func testForwardProbsAndDetectionMatchPyTorch() throws {
+        for name in Self.models {
+            let m = try resolve(name)
+            let s = ModelSession(library: m.library)
+            try s.loadStateDict(try fixture(name, "weights").tensors, source: "\(name)_weights")
+            let (fx, meta) = try fixture(name, "forward")
+            // PyTorch's own float32 error against float64 on these outputs: train-mode BN over
+            // small maps at batch 2 amplifies rounding, so no float32 run can be closer.
+            let noise = (try? JSONSerialization.jsonObject(with: Data((meta["float32_noise"] ?? "{}").utf8))) as? [String: Double] ?? [:]
+            for (program, prefix) in [("forward_train", "train"), ("infer", "eval")] {
+                let out = try s.run(program, inputs: ["X": floats(fx["X"]!)])
+                for output in ["cls_preds", "bbox_preds"] {
+                    let key = "\(prefix).\(output)"
+                    let got = try XCTUnwrap(out[output]), ref = fx[key]!
+                    XCTAssertEqual(got.shape, ref.shape, "\(name) \(key)")
+                    let tol = max(1e-4, 3 * (noise[key] ?? 0))
+                    let err = relativeError(got.floats, ref.floats)
+                    XCTAssertLessThanOrEqual(err, tol, "\(name) \(key): relative error \(err), PyTorch float32's \(noise[key] ?? 0)")
+                }
+                let anchors = zip(out["anchors"]!.floats, fx["fwd.anchors"]!.floats).map { abs($0 - $1) }.max()!
+                XCTAssertLessThanOrEqual(anchors, 1e-6, "\(name) anchors")
+                guard program == "infer" else { continue }
+                XCTAssertLessThanOrEqual(relativeError(out["probs"]!.floats, fx["eval.probs"]!.floats), 1e-4, "\(name) probs")
+                let det = try XCTUnwrap(out["detection"])
+                XCTAssertEqual(det.shape, fx["eval.detection"]!.shape)
+                let problems = detectionMismatches(det.floats, fx["eval.detection"]!.floats, rowsPerImage: det.shape[1], tol: 1e-4)
+                XCTAssertTrue(problems.isEmpty, "\(name) detection:\n" + problems.joined(separator: "\n"))
+            }
+        }
+    }
+
+    func testTrainStepMatchesPyTorch() throws {
+        for name in Self.models {
+            let m = try resolve(name)
+            var (fx, meta) = try fixture(name, "step")
+            fx["X"] = floats(fx["X"]!)
+            // Biases whose float64 gradient is zero (a BN feeding only 1x1 convs into
+            // train-mode BNs): measured against their weight's gradient scale.
+            let zero = Set((try? JSONSerialization.jsonObject(with: Data((meta["zero_gradients"] ?? "[]").utf8))) as? [String] ?? [])
+            // The forward's float32 noise (PyTorch's own), and whether the batch keeps the
+            // 2e-6 switch margin make_example_fixtures.py looks for.
+            let noise = (try? JSONSerialization.jsonObject(with: Data((try fixture(name, "forward").metadata["float32_noise"] ?? "{}").utf8)))
+                as? [String: Double] ?? [:]
+            let margin = min(Double(meta["relu_margin"] ?? "0") ?? 0, Double(meta["pool_margin"] ?? "0") ?? 0)
+            try checkStep(ModelSession(library: m.library), fixture: fx, weights: try fixture(name, "weights").tensors,
+                          zeroGradientBias: { zero.contains($0) }, forwardTolerance: max(1e-4, 3 * (noise["train.cls_preds"] ?? 0)),
+                          switchSafe: margin >= 2e-6)
+        }
+    }
+}
