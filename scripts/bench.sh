@@ -3,6 +3,7 @@
 # PyTorch eager, torch.compile and onnxruntime (forward only).
 #
 #   scripts/bench.sh [THREADS] [BATCH]          (default 2 threads, batch 32)
+#   MODEL=resnet-fpn-ssd scripts/bench.sh       (an example model of Examples/; default tinyssd)
 #
 # Builds ssdc (release), sets up PyTorch CPU and onnxruntime in a venv (.venv-torch, via
 # scripts/setup_torch_venv.sh, once), measures the machine's float32 FMA peak
@@ -20,6 +21,9 @@ threads="${1:-2}"
 batch="${2:-32}"
 venv="${TORCH_VENV:-.venv-torch}"
 peers="${PEERS---compile --onnx}"
+model="${MODEL:-tinyssd}"
+ssdc_model=()
+[ "$model" = tinyssd ] || ssdc_model=(--model "Examples/$model/model.swift")
 source scripts/setup.sh
 swift build -c release >/dev/null
 [ -x "$venv/bin/python" ] || bash scripts/setup_torch_venv.sh "$venv" >/dev/null
@@ -38,10 +42,10 @@ torch_steal=0
 for ((r = 1; r <= rounds; ++r)); do
     echo "round $r of $rounds: ssdc, then PyTorch ${peers:+and its peers}" >&2
     s0=$(steal)
-    ssdc_runs+=("$(.build/release/ssdc bench --threads "$threads" --batch-size "$batch" --json)")
+    ssdc_runs+=("$(.build/release/ssdc bench "${ssdc_model[@]}" --threads "$threads" --batch-size "$batch" --json)")
     s1=$(steal)
     # shellcheck disable=SC2086
-    torch_runs+=("$("$venv/bin/python" scripts/bench_torch.py --threads "$threads" --batch-size "$batch" --json $peers 2>/dev/null)")
+    torch_runs+=("$("$venv/bin/python" scripts/bench_torch.py --model "$model" --threads "$threads" --batch-size "$batch" --json $peers 2>/dev/null)")
     s2=$(steal)
     ssdc_steal=$((ssdc_steal + s1 - s0))
     torch_steal=$((torch_steal + s2 - s1))
@@ -73,7 +77,7 @@ cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.start
 flags = next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.startswith("flags")), [])
 isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
 cores = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
-print(f"machine: {cpu}, {cores} cores, {isa}; threads {s['threads']}, batch {s['batch_size']}")
+print(f"model: {s.get('model', 'tinyssd')} {s.get('input', '')}; machine: {cpu}, {cores} cores, {isa}; threads {s['threads']}, batch {s['batch_size']}")
 p512 = peak.get("avx512_fma_gflops")
 print(f"float32 FMA peak on {peak['threads']} threads (scripts/fma_peak.c): AVX2 {peak['avx2_fma_gflops']:.0f} GFLOP/s"
       + (f", AVX-512 {p512:.0f} GFLOP/s" if p512 else ""))

@@ -3,8 +3,10 @@
 
 Usage:
     .venv-torch/bin/python scripts/bench_torch.py --threads 2 --batch-size 32 [--json] [--compile]
+        [--model tinyssd|ssd300-vgg16|mobilenet-ssdlite|resnet-fpn-ssd]
 
-Measures, for TinySSD(num_classes=1) at 256x256 (the seed's setting):
+Measures, for TinySSD(num_classes=1) at 256x256 (the seed's setting), or an example model
+of Examples/ (scripts/examples_torch.py, 3 classes, at its own input size):
   (i)   training examples/s at batch B: forward, d2l.multibox_target, CE + L1 loss,
         backward, SGD(lr=0.2, wd=5e-4) step and the seed's two metrics (as in the
         seed's loop); 2 warm-up steps, then --train-steps timed steps;
@@ -44,7 +46,16 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tinyssd_torch as T  # noqa: E402
 
-SIZE = 256
+SIZE = 256  # the input's height and width; main() sets it from --model
+MODEL = "tinyssd"
+
+
+def make_model():
+    """The benchmarked network: TinySSD as the fixtures make it, or an example model."""
+    if MODEL == "tinyssd":
+        return T.make_reference_model()
+    import examples_torch as E
+    return E.build(MODEL, 3)
 LR, WD = 0.2, 5e-4
 
 
@@ -158,7 +169,7 @@ def child_rss(args):
     writing 5 to /proc/self/clear_refs resets it to the current RSS, so the peak
     seen afterwards is the peak during the training steps.
     """
-    net = T.make_reference_model()
+    net = make_model()
     trainer = torch.optim.SGD(net.parameters(), lr=LR, weight_decay=WD)
     X, Y = make_batch(args.batch_size, seed=10)
     net.train()
@@ -179,7 +190,7 @@ def child_rss(args):
 
 
 def child_compile(args):
-    net = T.make_reference_model()
+    net = make_model()
     cnet = torch.compile(net)
     t0 = time.perf_counter()
     trainer = torch.optim.SGD(net.parameters(), lr=LR, weight_decay=WD)
@@ -194,7 +205,7 @@ def child_compile(args):
         train_step(cnet, trainer, X, Y)
     dt = time.perf_counter() - t0
     # Inference: a fresh compile of the eval-mode model (its own warm-up, timed apart).
-    inet = torch.compile(T.make_reference_model().eval())
+    inet = torch.compile(make_model().eval())
     with torch.no_grad():
         t0 = time.perf_counter()
         inet(make_batch(1, seed=11)[0])
@@ -223,7 +234,7 @@ def bench_onnx(args):
     import tempfile
 
     import onnxruntime as ort
-    net = _Heads(T.make_reference_model().eval())
+    net = _Heads(make_model().eval())
     path = os.path.join(tempfile.mkdtemp(prefix="ssdc-onnx-"), "tinyssd.onnx")
     X1, _ = make_batch(1, seed=11)
     with torch.no_grad():
@@ -246,7 +257,7 @@ def bench_onnx(args):
 
 
 def run_child(args, flag, timeout):
-    cmd = [sys.executable, os.path.abspath(__file__), flag,
+    cmd = [sys.executable, os.path.abspath(__file__), flag, "--model", MODEL,
            "--threads", str(args.threads), "--batch-size", str(args.batch_size),
            "--train-steps", str(args.train_steps), "--latency-runs", str(args.latency_runs),
            "--b32-runs", str(args.b32_runs)]
@@ -264,6 +275,7 @@ def run_child(args, flag, timeout):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    ap.add_argument("--model", default="tinyssd", help="tinyssd or an example model of Examples/")
     ap.add_argument("--batch-size", type=int, default=32, help="training batch size")
     ap.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile training")
@@ -276,6 +288,11 @@ def main():
     ap.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--compile-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    global MODEL, SIZE
+    MODEL = args.model
+    if MODEL != "tinyssd":
+        import examples_torch as E
+        SIZE = E.EXAMPLES[MODEL][1].INPUT_SIZE[0]
 
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(1)
@@ -286,11 +303,11 @@ def main():
         return child_compile(args)
 
     t_start = time.perf_counter()
-    res = {"torch_version": torch.__version__, "threads": args.threads,
+    res = {"torch_version": torch.__version__, "threads": args.threads, "model": MODEL,
            "batch_size": args.batch_size}
-    train_net = T.make_reference_model()
+    train_net = make_model()
     res.update(bench_train(train_net, args.batch_size, warmup=2, steps=args.train_steps))
-    res.update(bench_infer(T.make_reference_model(), args.latency_runs,
+    res.update(bench_infer(make_model(), args.latency_runs,
                            args.detect_runs, args.b32_runs))
     rss, err = run_child(args, "--rss-child", timeout=300)
     res["peak_rss_bytes"] = rss["peak_rss_bytes"] if rss else None
@@ -320,7 +337,7 @@ def main():
     rows = [
         ("torch", res["torch_version"]),
         ("threads / batch size", f"{args.threads} / {args.batch_size}"),
-        ("train examples/s (256x256)", f"{res['train_examples_per_sec']:.2f}"
+        (f"train examples/s ({MODEL} {SIZE}x{SIZE})", f"{res['train_examples_per_sec']:.2f}"
          f"  ({res['train_step_ms']:.0f} ms/step, best {res['train_step_ms_min']:.0f}; "
          f"CPU use {100 * res['train_cpu_util']:.0f}% of {args.threads} threads)"),
         ("infer b1 forward ms (median)", f"{res['infer_b1_ms']:.2f}"),

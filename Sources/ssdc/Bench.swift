@@ -14,6 +14,8 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure training examples/s, inference latency and throughput, compile time and peak memory.")
 
+    @Option(help: "A model .swift file (default: the built-in TinySSD).") var model: String?
+    @Option(help: "Input size HxW (default: the model's own, else 256x256).") var inputSize: String?
     @Option(help: "OpenMP threads.") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
     @Option(help: "Training batch size.") var batchSize: Int = 32
     @Option(help: "Timed training steps (after one warm-up step).") var steps: Int = 4
@@ -33,13 +35,22 @@ struct Bench: ParsableCommand {
         let cache = FileManager.default.temporaryDirectory.appendingPathComponent("ssdc-bench-\(getpid())").path
         defer { try? FileManager.default.removeItem(atPath: cache) }
         setenv("SSDC_CACHE_DIR", cache, 1)
+        let size = try parseInputSize(inputSize)
+        func buildGraph() throws -> Graph {
+            if let model { return try ModelSource.graph(fromFile: model, size: size) }
+            let (h, w) = size ?? ModelRegistry.defaultInputSize
+            return try BuiltinModels.tinySSD.graph(height: h, width: w)
+        }
         var t = Date()
-        let graph = try BuiltinModels.tinySSD.graph(height: 256, width: 256)
-        _ = try Driver.compile(graph, into: cache + "/tinyssd")
+        let graph = try buildGraph()
+        _ = try Driver.compile(graph, into: cache + "/model")
         let cold = Date().timeIntervalSince(t)
         t = Date()
-        let result = try Driver.compile(try BuiltinModels.tinySSD.graph(height: 256, width: 256), into: cache + "/tinyssd")
+        let result = try Driver.compile(try buildGraph(), into: cache + "/model")
         let cached = Date().timeIntervalSince(t)
+        let input = graph.inputs.first?.node.type.dims ?? []
+        guard input.count == 3 else { throw ValidationError("\(graph.name) has no (C,H,W) input") }
+        let (c, h, w) = (input[0], input[1], input[2])
 
         let lib = try ModelLibrary(path: result.libraryPath)
         lib.setThreads(threads)
@@ -56,7 +67,7 @@ struct Bench: ParsableCommand {
         var rng = SplitMix64(seed: 1)
 
         func images(_ n: Int) -> HostTensor {
-            HostTensor(floats: (0..<(n * 3 * 256 * 256)).map { _ in 127.5 + rng.uniform(127.5) }, shape: [n, 3, 256, 256])
+            HostTensor(floats: (0..<(n * c * h * w)).map { _ in 127.5 + rng.uniform(127.5) }, shape: [n, c, h, w])
         }
         func labels(_ n: Int) -> HostTensor {
             var y: [Float] = []
@@ -109,9 +120,9 @@ struct Bench: ParsableCommand {
         let b32 = Double(32 * inferRuns) / Date().timeIntervalSince(t)
         let inferProfile = profile ? zip(lib.profile("infer"), inferProfile1).map { $0 - $1 } : []
 
-        let model = result.model
+        let compiled = result.model
         // The train step's convolutions, counted as direct multiply-adds (see the profile's note).
-        let convFlops = model.program("train_step")?.kernels.map { $0.body.flops(batch: batchSize) }.reduce(0, +) ?? 0
+        let convFlops = compiled.program("train_step")?.kernels.map { $0.body.flops(batch: batchSize) }.reduce(0, +) ?? 0
         let convGflops = convFlops * Double(steps) / trainSeconds / 1e9
         defer { parallel?.finish() }
         guard parallel?.isRoot ?? true else { return }
@@ -120,8 +131,8 @@ struct Bench: ParsableCommand {
                 "train_examples_per_sec": trainRate, "infer_b1_ms": b1, "infer_b32_examples_per_sec": b32,
                 "compile_seconds": cold, "compile_cached_seconds": cached, "peak_rss_bytes": peakTrain,
                 "threads": threads, "batch_size": batchSize, "ssdc_version": CompiledModel.version,
-                "cc": model.toolchain.version, "train_conv_gflop_per_step": convFlops / 1e9,
-                "train_conv_gflops": convGflops, "isa": lib.isa,
+                "cc": compiled.toolchain.version, "train_conv_gflop_per_step": convFlops / 1e9,
+                "train_conv_gflops": convGflops, "isa": lib.isa, "model": graph.name, "input": "\(c)x\(h)x\(w)",
             ]
             if let parallel {
                 // Aggregate over the ranks: every step ends in the gradient sum, so all ranks
@@ -134,7 +145,7 @@ struct Bench: ParsableCommand {
             let data = try JSONSerialization.data(withJSONObject: o, options: [.sortedKeys])
             print(String(decoding: data, as: UTF8.self))
         } else {
-            print("ssdc \(CompiledModel.version) bench: TinySSD 256x256, \(threads) threads, \(ProcessInfo.processInfo.activeProcessorCount) cores, \(model.toolchain.version), \(lib.isa) kernels")
+            print("ssdc \(CompiledModel.version) bench: \(graph.name) \(h)x\(w), \(threads) threads, \(ProcessInfo.processInfo.activeProcessorCount) cores, \(compiled.toolchain.version), \(lib.isa) kernels")
             print(String(format: "  train, batch %d:        %8.2f examples/s  (%.2f s per step; convolutions %.0f GFLOP/s as direct multiply-adds)",
                          batchSize, trainRate, trainSeconds / Double(steps), convGflops))
             if let parallel {
@@ -149,7 +160,7 @@ struct Bench: ParsableCommand {
         if profile {
             for (name, times, n, runs) in [("train_step", trainProfile, batchSize, steps), ("infer", inferProfile1, 1, repeats),
                                            ("infer", inferProfile, 32, inferRuns)] {
-                guard let p = model.program(name) else { continue }
+                guard let p = compiled.program(name) else { continue }
                 let total = times.reduce(0, +)
                 print("\nprofile of \(name), batch \(n), \(runs) runs: \(String(format: "%.3f", total / Double(runs))) s per run")
                 let rows = zip(p.kernels, times).sorted { $0.1 > $1.1 }
