@@ -412,3 +412,12 @@ func transformBatch(_ plain: [Float], data: DetectionDataSet, indices: [Int], bo
     }
     return (x, y)
 }
+
+extension AugmentOptions {
+    /// One line for settings differences and the training banner.
+    public var summary: String {
+        "ssd (photometric p \(photometricProbability): brightness \(brightness), contrast \(contrast), saturation \(saturation), hue \(hue); "
+            + "zoom-out p \(zoomOutProbability) up to \(zoomOutMax)x; crop \(AugmentOptions.describeCropChoices(cropMinIoUs)), "
+            + "min scale \(cropMinScale), max aspect \(cropMaxAspect); flip p \(flipProbability))"
+    }
+}

@@ -17,6 +17,10 @@ public struct TrainSettings: Codable, Equatable, Sendable {
     public var model: String
     public var loss: String
     public var initialWeights: String?
+    /// The data augmentation (`--augment ssd` and its options); nil: none, as the chapter trains.
+    public var augmentation: AugmentOptions?
+    /// The learning-rate schedule; nil: constant, as the chapter trains.
+    public var lrSchedule: LRSchedule?
     /// Settings changed on resuming (--allow-changed-settings), oldest first; nil for a
     /// run that kept its settings.
     public var changes: [SettingsChange]?
@@ -47,6 +51,11 @@ public struct EpochMetrics: Sendable {
     /// Of `seconds`, the time spent preparing batches (decoding, converting) on the Swift side.
     public var dataSeconds: Double = 0
     public var examples: Int
+    /// The learning rate of the epoch's last step.
+    public var learningRate: Double?
+    /// mAP@0.5 and mAP@[0.5:0.95] on the validation split after the epoch (nil without one).
+    public var validationMAP50: Double?
+    public var validationMAP: Double?
     public var examplesPerSecond: Double { Double(examples) / max(seconds, 1e-9) }
 }
 
@@ -77,6 +86,8 @@ public final class Trainer {
     public let data: DetectionDataSet
     public let settings: TrainSettings
     public let runDirectory: String?
+    /// The validation split, evaluated after every epoch (mAP@0.5 and mAP@[0.5:0.95]) when set.
+    public var validation: DetectionDataSet?
 
     /// The locked run folder, from `resume` or `train` until `train` ends.
     private var run: RunDirectory?
@@ -181,18 +192,29 @@ public final class Trainer {
             }
         }
         try settings.checkEncodable()
-        session.setHyperParameters(learningRate: settings.learningRate, weightDecay: settings.weightDecay)
+        if let validation, validation.maxBoxes > g {
+            throw RuntimeError("\(validation.labelFile): an image has \(validation.maxBoxes) boxes but the model takes at most \(g) per image")
+        }
+        let source = TrainBatchSource(data: data, augmentation: settings.augmentation, seed: settings.seed, boxesPerImage: g)
+        let schedule = settings.lrSchedule ?? LRSchedule()
         var history: [EpochMetrics] = []
         for epoch in first...settings.epochs {
             let start = Date()
             var acc = MetricAccumulator()
             var done = 0
             var dataSeconds = 0.0
+            var rate = settings.learningRate
             let batches = order.batches(epoch: epoch - 1)
+            // The next batches are made while this one trains; their order is the epoch's.
+            let pipeline = BatchPipeline(count: batches.count) { b in try source.batch(indices: batches[b], epoch: epoch - 1) }
+            defer { pipeline.stop() }
             for (b, indices) in batches.enumerated() {
                 let t0 = Date()
-                let (x, y) = try data.batch(indices: indices, boxesPerImage: g)
+                let (x, y) = try pipeline.next()
                 dataSeconds += Date().timeIntervalSince(t0)
+                rate = schedule.rate(base: settings.learningRate, step: (epoch - 1) * batches.count + b,
+                                     stepsPerEpoch: batches.count, epochs: settings.epochs)
+                session.setHyperParameters(learningRate: rate, weightDecay: settings.weightDecay)
                 let n = indices.count
                 try session.runLossStep("train_step", x: x, y: y, batch: n, data: data, boxes: g, into: &acc)
                 try checkFinite(epoch: epoch, batch: b + 1, of: batches.count, lossSum: acc.lossSum)
@@ -200,14 +222,21 @@ public final class Trainer {
                 let elapsed = Date().timeIntervalSince(start)
                 onBatch(done, data.count, Double(done) / max(elapsed, 1e-9), elapsed)
             }
-            let m = EpochMetrics(epoch: epoch, loss: acc.meanLoss, classError: acc.classError, bboxMAE: acc.bboxMAE,
+            var m = EpochMetrics(epoch: epoch, loss: acc.meanLoss, classError: acc.classError, bboxMAE: acc.bboxMAE,
                                  seconds: Date().timeIntervalSince(start), dataSeconds: dataSeconds, examples: done)
+            m.learningRate = Double(rate)
+            if let validation {
+                let r = try Evaluator.evaluate(session, data: validation, batchSize: settings.batchSize, maxBoxes: g)
+                m.validationMAP50 = r.meanAP
+                m.validationMAP = r.meanAPCOCO
+            }
             if let run {
                 // Metrics before the checkpoint: a crash in between leaves a row that the
                 // next resume drops and recomputes, never an epoch without its row.
                 if let s = pendingSettings { try run.writeSettings(s); pendingSettings = nil }
                 metrics.append(m)
                 try metrics.write(to: run.metricsPath)
+                try TrainingCurves.draw(metrics.points).savePNG(to: run.curvesPath)
                 try saveCheckpoint(epoch: epoch)
             }
             history.append(m)
@@ -239,20 +268,26 @@ public final class Trainer {
 }
 
 /// Evaluation on a split: the eval-mode loss metrics (class err, bbox mae) and, from the
-/// detections, mean average precision at IoU 0.5.
+/// detections, mean average precision at IoU 0.5 and COCO's mAP@[0.5:0.95]; with a
+/// `transform`, on the split's images (and labels) transformed by it.
 public enum Evaluator {
     public struct Result: Sendable {
         public var metrics: MetricAccumulator
+        /// mAP@0.5.
         public var meanAP: Double
+        /// mAP@[0.5:0.95].
+        public var meanAPCOCO: Double
         public var averagePrecisions: [Int: Double]
     }
 
-    public static func evaluate(_ session: ModelSession, data: DetectionDataSet, batchSize: Int, maxBoxes g: Int) throws -> Result {
+    public static func evaluate(_ session: ModelSession, data: DetectionDataSet, batchSize: Int, maxBoxes g: Int,
+                                transform: ImageTransform? = nil) throws -> Result {
         var acc = MetricAccumulator()
-        var map = MeanAveragePrecision(iouThreshold: 0.5)
+        var map = COCOMeanAveragePrecision()
         let order = EpochOrder(count: data.count, batchSize: batchSize, shuffle: false)
         for indices in order.batches(epoch: 0) {
-            let (x, y) = try data.batch(indices: indices, boxesPerImage: g)
+            let (x, y) = try transform.map { try $0.batch(data, indices: indices, boxesPerImage: g) }
+                ?? data.batch(indices: indices, boxesPerImage: g)
             let n = indices.count
             try session.runLossStep("eval_step", x: x, y: y, batch: n, data: data, boxes: g, into: &acc)
             // A model whose outputs overflow still "classifies" every anchor; its class
@@ -281,8 +316,8 @@ public enum Evaluator {
         }
         let classes = Set((0..<data.classCount))
         var aps: [Int: Double] = [:]
-        for c in classes { if let ap = map.averagePrecision(ofClass: c) { aps[c] = ap } }
-        return Result(metrics: acc, meanAP: map.mean, averagePrecisions: aps)
+        for c in classes { if let ap = map.byThreshold[0].averagePrecision(ofClass: c) { aps[c] = ap } }
+        return Result(metrics: acc, meanAP: map.mean50, meanAPCOCO: map.mean, averagePrecisions: aps)
     }
 }
 

@@ -190,6 +190,7 @@ struct Run: ParsableCommand {
     @Flag(help: "The mode: exactly one of these.") var mode: RunMode
     @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var lossOptions: LossOptions
+    @OptionGroup var trainingOptions: TrainingOptions
 
     @Option(help: "--train/--eval: a banana-detection-style data set (bananas_train/, bananas_val/, optional classes.txt beside each label.csv). Default: the built-in generated set. --predict: class names from its classes.txt.")
     var data: String?
@@ -330,9 +331,12 @@ struct Run: ParsableCommand {
         if let t = try modelOptions.requestedThreads() { m.library.setThreads(t) }
         let session = ModelSession(library: m.library)
         try session.loadStateDict(try SafeTensors.read(weights!), source: weights!)
-        let r = try Evaluator.evaluate(session, data: data, batchSize: batchSize, maxBoxes: m.library.manifest.maxBoxes ?? data.maxBoxes)
-        print(String(format: "%@ (%d images): class err %.2e, bbox mae %.2e, loss %.4f, mAP@0.5 %.4f", root + "/bananas_val", data.count,
-                     r.metrics.classError, r.metrics.bboxMAE, r.metrics.meanLoss, r.meanAP))
+        let transform = trainingOptions.evalTransform
+        let r = try Evaluator.evaluate(session, data: data, batchSize: batchSize, maxBoxes: m.library.manifest.maxBoxes ?? data.maxBoxes,
+                                       transform: transform)
+        print(String(format: "%@%@ (%d images): class err %.2e, bbox mae %.2e, loss %.4f, mAP@0.5 %.4f, mAP@[0.5:0.95] %.4f",
+                     root + "/bananas_val", transform.map { ", \($0.rawValue)" } ?? "", data.count,
+                     r.metrics.classError, r.metrics.bboxMAE, r.metrics.meanLoss, r.meanAP, r.meanAPCOCO))
     }
 
     func forward(_ session: ModelSession) throws {

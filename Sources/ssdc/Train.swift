@@ -10,12 +10,18 @@ extension Run {
         guard data.height == h, data.width == w else {
             throw RuntimeError("\(root): images are \(data.width)x\(data.height); pass --input-size \(data.height)x\(data.width)")
         }
+        // The validation split, when there is one, is evaluated after every epoch.
+        let hasValidation = FileManager.default.fileExists(atPath: "\(root)/\(DetectionDataSet.Split.val.directoryName)/label.csv")
+        let validation = hasValidation ? try DetectionDataSet.load(root: root, split: .val) : nil
+        if let validation, validation.height != h || validation.width != w {
+            throw RuntimeError("\(validation.directory): images are \(validation.width)x\(validation.height), the training images \(w)x\(h)")
+        }
         let loss = lossOptions.config
         // The class count comes from the model (the built-in one: from the data set's
         // classes.txt, else one class), never from the largest label, so a label typo is an
         // error at its line instead of a silently larger model.
         let m = try ModelResolver.resolve(modelOptions.model, height: h, width: w, numClasses: data.classNames?.count ?? 1,
-                                          training: .init(maxBoxes: max(1, data.maxBoxes), loss: loss), lossFromModel: !lossOptions.isSet)
+                                          training: .init(maxBoxes: max(1, data.maxBoxes, validation?.maxBoxes ?? 0), loss: loss), lossFromModel: !lossOptions.isSet)
         try data.validate(classCount: m.numClasses, of: "model \(m.graph.name)")
         m.library.setThreads(threadCount)
         let session = ModelSession(library: m.library)
@@ -26,7 +32,9 @@ extension Run {
                                      model: modelOptions.model ?? "built-in tinyssd", loss: usedLoss)
         settings.epochs = epochs; settings.batchSize = batchSize; settings.learningRate = lr; settings.weightDecay = wd
         settings.seed = seed; settings.initialWeights = weights
+        settings.augmentation = trainingOptions.augmentation; settings.lrSchedule = trainingOptions.schedule
         let trainer = Trainer(model: m, session: session, data: data, settings: settings, runDirectory: runDir)
+        trainer.validation = validation
         var first = 1
         if resume {
             first = try trainer.resume(allowingChangedSettings: allowChangedSettings)
@@ -45,14 +53,16 @@ extension Run {
         }
         defer { fflush(nil) }
         print("training \(m.graph.name) on \(data.count) images of \(root) (\(epochs) epochs, batch \(batchSize), lr \(lr), wd \(wd), \(threadCount) threads, \(usedLoss))")
+        print("augmentation: \(settings.augmentation?.summary ?? "none"); lr schedule: \((settings.lrSchedule ?? LRSchedule()).summary)")
         let progress = ProgressLine()
         let start = Date()
         let history = try trainer.train(from: first, onBatch: { done, total, rate, elapsed in
             progress.update(done: done, total: total, rate: rate, elapsed: elapsed)
         }, onEpoch: { e in
             progress.clear()
+            let validation = e.validationMAP50.map { String(format: ", val mAP@0.5 %.4f, mAP@[0.5:0.95] %.4f", $0, e.validationMAP ?? 0) } ?? ""
             print(String(format: "epoch %d, class err %.2e, bbox mae %.2e, time %.1f sec, loss %.4f",
-                         e.epoch, e.classError, e.bboxMAE, e.seconds, e.loss))
+                         e.epoch, e.classError, e.bboxMAE, e.seconds, e.loss) + validation)
             fflush(nil)  // a log file shows each epoch as it ends
         })
         guard let last = history.last else { return }
