@@ -50,10 +50,10 @@ struct TrainingOptions: ParsableArguments {
     var evalTransform: ImageTransform?
 
     func validate() throws {
-        if let problem = (augmentation?.problems ?? []).first ?? schedule?.problems.first { throw ValidationError(problem) }
         if AugmentOptions.parseCropChoices(cropMinIou) == nil {
             throw ValidationError("--crop-min-iou \(cropMinIou): expected comma-separated choices, each none, any or an IoU")
         }
+        if let problem = (augmentation?.problems ?? []).first ?? schedule?.problems.first { throw ValidationError(problem) }
     }
 
     /// The augmentation recorded in the settings; nil for --augment none.
