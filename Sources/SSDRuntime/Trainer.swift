@@ -48,7 +48,8 @@ public struct EpochMetrics: Sendable {
     public var classError: Double
     public var bboxMAE: Double
     public var seconds: Double
-    /// Of `seconds`, the time spent preparing batches (decoding, converting) on the Swift side.
+    /// Of `seconds`, the time the train steps waited for their batches: the decoding,
+    /// augmenting and packing that the pipeline did not hide behind the previous step.
     public var dataSeconds: Double = 0
     public var examples: Int
     /// The learning rate of the epoch's last step.

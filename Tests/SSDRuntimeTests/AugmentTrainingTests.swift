@@ -100,7 +100,7 @@ final class AugmentTrainingTests: XCTestCase {
         XCTAssertGreaterThan(colours.count, 6, "axes, text and five coloured series")
     }
 
-    func makeTrainer(dir: String, augment: Bool, epochs: Int = 2) throws -> Trainer {
+    func makeTrainer(dir: String?, augment: Bool, epochs: Int = 2) throws -> Trainer {
         let data = try DetectionDataSet.load(root: Self.root, split: .train)
         let m = try ModelResolver.resolve(nil, height: 64, width: 64, training: .init(maxBoxes: data.maxBoxes))
         m.library.setThreads(2)
@@ -142,6 +142,15 @@ final class AugmentTrainingTests: XCTestCase {
             XCTAssertTrue("\(error)".contains("now none"), "\(error)")
         }
         plain.close()
+    }
+
+    func testValidationBetweenEpochsDoesNotChangeTraining() throws {
+        let with = try makeTrainer(dir: nil, augment: true, epochs: 3)
+        let without = try makeTrainer(dir: nil, augment: true, epochs: 3)
+        without.validation = nil
+        let a = try with.train(), b = try without.train()
+        XCTAssertEqual(a.map(\.loss), b.map(\.loss))
+        XCTAssertNil(b.last!.validationMAP50)
     }
 
     func testAnOlderMetricsFileKeepsItsRowsOnResume() {
