@@ -198,6 +198,14 @@ public final class Trainer {
         }
         let source = TrainBatchSource(data: data, augmentation: settings.augmentation, seed: settings.seed, boxesPerImage: g)
         let schedule = settings.lrSchedule ?? LRSchedule()
+        // The next batches are made while the current one trains (across epoch ends too);
+        // their order is the epochs' own.
+        let perEpoch = order.batchesPerEpoch
+        let pipeline = BatchPipeline(count: (settings.epochs - first + 1) * perEpoch) { k in
+            let epoch = first + k / perEpoch
+            return try source.batch(indices: order.batches(epoch: epoch - 1)[k % perEpoch], epoch: epoch - 1)
+        }
+        defer { pipeline.stop() }
         var history: [EpochMetrics] = []
         for epoch in first...settings.epochs {
             let start = Date()
@@ -206,9 +214,6 @@ public final class Trainer {
             var dataSeconds = 0.0
             var rate = settings.learningRate
             let batches = order.batches(epoch: epoch - 1)
-            // The next batches are made while this one trains; their order is the epoch's.
-            let pipeline = BatchPipeline(count: batches.count) { b in try source.batch(indices: batches[b], epoch: epoch - 1) }
-            defer { pipeline.stop() }
             for (b, indices) in batches.enumerated() {
                 let t0 = Date()
                 let (x, y) = try pipeline.next()

@@ -116,7 +116,7 @@ enum RunMode: String, EnumerableFlag {
         switch value {
         case .train: return "Train on --data (default: the built-in generated set), checkpointing to --out."
         case .step: return "One training step on --input (X, Y); write forward values, targets, loss, gradients and state to --out."
-        case .eval: return "Evaluate --weights on the validation split of --data: class err, bbox mae, loss."
+        case .eval: return "Evaluate --weights on the validation split of --data: class err, bbox mae, loss, mAP@0.5, mAP@[0.5:0.95]."
         case .forward: return "Run the forward pass on --input (safetensors with X) and write --out."
         case .predict: return "Detect objects in the given images and write annotated copies."
         }
@@ -200,7 +200,7 @@ struct Run: ParsableCommand {
     @Option(help: "--train/--step: weight decay.") var wd: Float = 5e-4
     @Option(help: "--train: seed of the initial weights and the shuffling.") var seed: UInt64 = 0
     @Flag(help: "--train: continue from the last checkpoint in --out.") var resume = false
-    @Flag(help: "--train --resume: continue even if --data, --lr, --batch-size, --wd, --seed, --weights, the model or the loss differ from the run's; the change is recorded in settings.json.")
+    @Flag(help: "--train --resume: continue even if --data, --lr, --lr-schedule, --augment, --batch-size, --wd, --seed, --weights, the model or the loss differ from the run's; the change is recorded in settings.json.")
     var allowChangedSettings = false
 
     @Option(help: "Weights: a safetensors file with PyTorch's state_dict names.")
