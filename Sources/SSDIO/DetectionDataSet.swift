@@ -125,6 +125,13 @@ public struct DetectionDataSet: Sendable {
     /// size with every box inside it. Pixels are decoded later, on first use;
     /// with `cacheImages` (the default) each image is decoded once and kept
     /// as uint8 (3 * width * height bytes per image).
+    /// Whether `root` holds `split`, in the folder layout or as RecordIO.
+    public static func hasSplit(root: String, _ split: Split) -> Bool {
+        let directory = root.hasSuffix("/") ? root + split.directoryName : root + "/" + split.directoryName
+        return FileManager.default.fileExists(atPath: directory + "/label.csv")
+            || FileManager.default.fileExists(atPath: recordFile(root: root, split: split))
+    }
+
     public static func load(root: String, split: Split, cacheImages: Bool = true) throws -> DetectionDataSet {
         let directory = root.hasSuffix("/") ? root + split.directoryName : root + "/" + split.directoryName
         let labelFile = directory + "/label.csv"

@@ -85,3 +85,22 @@ public struct MeanAveragePrecision {
         return aps.isEmpty ? 0 : aps.reduce(0, +) / Double(aps.count)
     }
 }
+
+/// mAP at IoU 0.5 and COCO's mAP@[0.5:0.95] (the mean of the mAPs at IoU 0.5, 0.55, ...,
+/// 0.95), from the same detections: it rewards boxes that fit tightly, not only ones that overlap.
+public struct COCOMeanAveragePrecision {
+    public static let thresholds: [Float] = (0..<10).map { Float(50 + 5 * $0) / 100 }
+    public private(set) var byThreshold: [MeanAveragePrecision]
+
+    public init() { byThreshold = Self.thresholds.map { MeanAveragePrecision(iouThreshold: $0) } }
+
+    public mutating func add(detections dets: [(cls: Int, score: Float, box: MeanAveragePrecision.Box)],
+                             truth: [(cls: Int, box: MeanAveragePrecision.Box)]) {
+        for i in byThreshold.indices { byThreshold[i].add(detections: dets, truth: truth) }
+    }
+
+    /// mAP@0.5.
+    public var mean50: Double { byThreshold[0].mean }
+    /// mAP@[0.5:0.95].
+    public var mean: Double { byThreshold.map(\.mean).reduce(0, +) / Double(byThreshold.count) }
+}

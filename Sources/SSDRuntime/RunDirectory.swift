@@ -13,10 +13,11 @@ final class RunDirectory {
 
     static let lockName = ".lock"
     /// The files a run consists of; temporary files of their atomic writes are named after them.
-    static let runFiles = ["checkpoint.safetensors", "metrics.csv", "settings.json"]
+    static let runFiles = ["checkpoint.safetensors", "curves.png", "metrics.csv", "settings.json"]
 
     var settingsPath: String { "\(path)/settings.json" }
     var metricsPath: String { "\(path)/metrics.csv" }
+    var curvesPath: String { "\(path)/curves.png" }
     var checkpointPath: String { "\(path)/checkpoint.safetensors" }
 
     /// Creates the folder if needed, locks it (without waiting) and removes temporary files
@@ -138,7 +139,10 @@ final class RunDirectory {
 /// metrics.csv: a header and one row per finished epoch. It is rewritten whole (atomically)
 /// after every epoch, so a crash or a full disk never leaves a partial row.
 struct MetricsLog {
-    static let header = "epoch,loss,class_err,bbox_mae,seconds,examples_per_sec,data_seconds"
+    static let header = "epoch,loss,class_err,bbox_mae,seconds,examples_per_sec,data_seconds,val_map50,val_map,lr"
+    /// The columns of metrics.csv before validation and the learning rate were added; a
+    /// resumed older run keeps its rows (the new cells empty).
+    static let olderFields = 7
     private(set) var rows: [String] = []
 
     init() {}
@@ -152,14 +156,25 @@ struct MetricsLog {
         lines.removeLast()  // after the last newline: empty, or a partial row
         rows = lines.compactMap { line in
             let cells = line.split(separator: ",", omittingEmptySubsequences: false)
-            guard cells.count == fields, let e = Int(cells[0]), e >= 1, e <= epoch else { return nil }
-            return String(line)
+            guard cells.count == fields || cells.count == Self.olderFields, let e = Int(cells[0]), e >= 1, e <= epoch else { return nil }
+            return String(line) + String(repeating: ",", count: fields - cells.count)
         }
     }
 
     mutating func append(_ m: EpochMetrics) {
-        rows.append(String(format: "%d,%.6f,%.6e,%.6e,%.3f,%.2f,%.3f", m.epoch, m.loss, m.classError, m.bboxMAE, m.seconds,
-                           m.examplesPerSecond, m.dataSeconds))
+        func cell(_ v: Double?, _ format: String) -> String { v.map { String(format: format, $0) } ?? "" }
+        rows.append(String(format: "%d,%.6f,%.6e,%.6e,%.3f,%.2f,%.3f,", m.epoch, m.loss, m.classError, m.bboxMAE, m.seconds,
+                           m.examplesPerSecond, m.dataSeconds)
+                    + [cell(m.validationMAP50, "%.4f"), cell(m.validationMAP, "%.4f"), cell(m.learningRate, "%.6g")].joined(separator: ","))
+    }
+
+    /// The rows as numbers, for the curves.
+    var points: [CurvePoint] {
+        rows.map { row in
+            let c = row.split(separator: ",", omittingEmptySubsequences: false).map { Double($0) }
+            return CurvePoint(epoch: Int(c[0] ?? 0), loss: c[1], classError: c[2], bboxMAE: c[3],
+                              validationMAP50: c.count > 7 ? c[7] : nil, validationMAP: c.count > 8 ? c[8] : nil)
+        }
     }
 
     var text: String { ([Self.header] + rows).map { $0 + "\n" }.joined() }
@@ -187,6 +202,8 @@ extension TrainSettings {
             line("--wd", "\(run.weightDecay)", "\(weightDecay)"),
             line("--seed", "\(run.seed)", "\(seed)"),
             line("--weights", path(run.initialWeights), path(initialWeights)),
+            line("--augment", run.augmentation?.summary ?? "none", augmentation?.summary ?? "none"),
+            line("--lr-schedule", (run.lrSchedule ?? LRSchedule()).summary, (lrSchedule ?? LRSchedule()).summary),
         ].compactMap { $0 }
     }
 

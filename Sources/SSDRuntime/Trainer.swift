@@ -17,6 +17,10 @@ public struct TrainSettings: Codable, Equatable, Sendable {
     public var model: String
     public var loss: String
     public var initialWeights: String?
+    /// The data augmentation (`--augment ssd` and its options); nil: none, as the chapter trains.
+    public var augmentation: AugmentOptions?
+    /// The learning-rate schedule; nil: constant, as the chapter trains.
+    public var lrSchedule: LRSchedule?
     /// Settings changed on resuming (--allow-changed-settings), oldest first; nil for a
     /// run that kept its settings.
     public var changes: [SettingsChange]?
@@ -44,9 +48,15 @@ public struct EpochMetrics: Sendable {
     public var classError: Double
     public var bboxMAE: Double
     public var seconds: Double
-    /// Of `seconds`, the time spent preparing batches (decoding, converting) on the Swift side.
+    /// Of `seconds`, the time the train steps waited for their batches: the decoding,
+    /// augmenting and packing that the pipeline did not hide behind the previous step.
     public var dataSeconds: Double = 0
     public var examples: Int
+    /// The learning rate of the epoch's last step.
+    public var learningRate: Double?
+    /// mAP@0.5 and mAP@[0.5:0.95] on the validation split after the epoch (nil without one).
+    public var validationMAP50: Double?
+    public var validationMAP: Double?
     public var examplesPerSecond: Double { Double(examples) / max(seconds, 1e-9) }
 }
 
@@ -77,6 +87,8 @@ public final class Trainer {
     public let data: DetectionDataSet
     public let settings: TrainSettings
     public let runDirectory: String?
+    /// The validation split, evaluated after every epoch (mAP@0.5 and mAP@[0.5:0.95]) when set.
+    public var validation: DetectionDataSet?
 
     /// The ranks of a data-parallel run (nil: one process). Only rank 0 should be given a
     /// run folder: it alone writes settings, metrics and checkpoints.
@@ -186,24 +198,42 @@ public final class Trainer {
             }
         }
         try settings.checkEncodable()
-        session.setHyperParameters(learningRate: settings.learningRate, weightDecay: settings.weightDecay)
+        let source = TrainBatchSource(data: data, augmentation: settings.augmentation, seed: settings.seed, boxesPerImage: g,
+                                      size: model.inputSize)
+        let schedule = settings.lrSchedule ?? LRSchedule()
+        // The next batches are made while the current one trains (across epoch ends too);
+        // their order is the epochs' own.
+        // Across K ranks, a last batch of fewer than K examples is left out (a rank cannot take
+        // a step on no examples); each rank makes only its part of every batch.
+        let ranks = parallel?.size ?? 1
+        let parallel = self.parallel
+        func epochBatches(_ epoch: Int) -> [[Int]] { order.batches(epoch: epoch - 1).filter { $0.count >= ranks } }
+        let perEpoch = epochBatches(first).count
+        let pipeline = BatchPipeline(count: (settings.epochs - first + 1) * perEpoch) { k in
+            let epoch = first + k / perEpoch
+            let indices = epochBatches(epoch)[k % perEpoch]
+            return try source.batch(indices: Array(parallel?.part(of: indices) ?? indices[...]), epoch: epoch - 1)
+        }
+        defer { pipeline.stop() }
         var history: [EpochMetrics] = []
         for epoch in first...settings.epochs {
             let start = Date()
             var acc = MetricAccumulator()
             var done = 0
             var dataSeconds = 0.0
-            // Across K ranks, a last batch of fewer than K examples is left out (a rank
-            // cannot take a step on no examples).
-            let batches = order.batches(epoch: epoch - 1).filter { $0.count >= (parallel?.size ?? 1) }
+            var rate = settings.learningRate
+            let batches = epochBatches(epoch)
             for (b, indices) in batches.enumerated() {
                 let t0 = Date()
-                let mine = Array(parallel?.part(of: indices) ?? indices[...])
-                let (x, y) = try data.batch(indices: mine, boxesPerImage: g)
+                let (x, y) = try pipeline.next()
                 dataSeconds += Date().timeIntervalSince(t0)
-                try parallel?.setShare(session.library, local: mine.count, global: indices.count)
+                rate = schedule.rate(base: settings.learningRate, step: (epoch - 1) * batches.count + b,
+                                     stepsPerEpoch: batches.count, epochs: settings.epochs)
+                session.setHyperParameters(learningRate: rate, weightDecay: settings.weightDecay)
+                let mine = parallel?.part(of: indices).count ?? indices.count
+                try parallel?.setShare(session.library, local: mine, global: indices.count)
                 var step = MetricAccumulator()
-                try session.runLossStep("train_step", x: x, y: y, batch: mine.count, data: data, boxes: g, into: &step)
+                try session.runLossStep("train_step", x: x, y: y, batch: mine, size: model.inputSize, boxes: g, into: &step)
                 if let parallel {
                     step = parallel.sum(step)
                     parallel.averageRunningStatistics(session)
@@ -215,14 +245,22 @@ public final class Trainer {
                 onBatch(done, data.count, Double(done) / max(elapsed, 1e-9), elapsed)
             }
             try parallel?.requireSameParameters(session, epoch: epoch)
-            let m = EpochMetrics(epoch: epoch, loss: acc.meanLoss, classError: acc.classError, bboxMAE: acc.bboxMAE,
+            var m = EpochMetrics(epoch: epoch, loss: acc.meanLoss, classError: acc.classError, bboxMAE: acc.bboxMAE,
                                  seconds: Date().timeIntervalSince(start), dataSeconds: dataSeconds, examples: done)
+            m.learningRate = Double(rate)
+            if let validation {
+                let r = try Evaluator.evaluate(session, data: validation, batchSize: settings.batchSize, maxBoxes: max(1, validation.maxBoxes),
+                                               size: model.inputSize)
+                m.validationMAP50 = r.meanAP
+                m.validationMAP = r.meanAPCOCO
+            }
             if let run {
                 // Metrics before the checkpoint: a crash in between leaves a row that the
                 // next resume drops and recomputes, never an epoch without its row.
                 if let s = pendingSettings { try run.writeSettings(s); pendingSettings = nil }
                 metrics.append(m)
                 try metrics.write(to: run.metricsPath)
+                try TrainingCurves.draw(metrics.points).savePNG(to: run.curvesPath)
                 try saveCheckpoint(epoch: epoch)
             }
             history.append(m)
@@ -255,28 +293,37 @@ public final class Trainer {
 }
 
 /// Evaluation on a split: the eval-mode loss metrics (class err, bbox mae) and, from the
-/// detections, mean average precision at IoU 0.5.
+/// detections, mean average precision at IoU 0.5 and COCO's mAP@[0.5:0.95]; with a
+/// `transform`, on the split's images (and labels) transformed by it.
 public enum Evaluator {
     public struct Result: Sendable {
         public var metrics: MetricAccumulator
+        /// mAP@0.5.
         public var meanAP: Double
+        /// mAP@[0.5:0.95].
+        public var meanAPCOCO: Double
         public var averagePrecisions: [Int: Double]
     }
 
-    public static func evaluate(_ session: ModelSession, data: DetectionDataSet, batchSize: Int, maxBoxes g: Int) throws -> Result {
+    /// `size`: the model's input (height, width); nil: the data set's. Images of another
+    /// size are resized to it.
+    public static func evaluate(_ session: ModelSession, data: DetectionDataSet, batchSize: Int, maxBoxes g: Int,
+                                transform: ImageTransform? = nil, size: (height: Int, width: Int)? = nil) throws -> Result {
+        let (h, w) = size ?? (data.height, data.width)
         var acc = MetricAccumulator()
-        var map = MeanAveragePrecision(iouThreshold: 0.5)
+        var map = COCOMeanAveragePrecision()
         let order = EpochOrder(count: data.count, batchSize: batchSize, shuffle: false)
         for indices in order.batches(epoch: 0) {
-            let (x, y) = try data.batch(indices: indices, boxesPerImage: g)
+            let (x, y) = try transform.map { try $0.batch(data, indices: indices, boxesPerImage: g, size: (h, w)) }
+                ?? data.batch(indices: indices, boxesPerImage: g, size: (h, w))
             let n = indices.count
-            try session.runLossStep("eval_step", x: x, y: y, batch: n, data: data, boxes: g, into: &acc)
+            try session.runLossStep("eval_step", x: x, y: y, batch: n, size: (h, w), boxes: g, into: &acc)
             // A model whose outputs overflow still "classifies" every anchor; its class
             // error would look like a number, so a non-finite loss fails the evaluation.
             for (what, value) in [("loss", acc.meanLoss), ("bbox mae", acc.bboxMAE)] where !value.isFinite {
                 throw RuntimeError("evaluating on \(data.labelFile) gave a non-finite \(what) (\(value)): the model's outputs overflow")
             }
-            let det = try session.run("infer", inputs: ["X": HostTensor(floats: x, shape: [n, 3, data.height, data.width])],
+            let det = try session.run("infer", inputs: ["X": HostTensor(floats: x, shape: [n, 3, h, w])],
                                       outputs: ["detection"])["detection"]!
             let rows = det.floats, a = det.shape[1]
             for i in 0..<n {
@@ -297,18 +344,18 @@ public enum Evaluator {
         }
         let classes = Set((0..<data.classCount))
         var aps: [Int: Double] = [:]
-        for c in classes { if let ap = map.averagePrecision(ofClass: c) { aps[c] = ap } }
-        return Result(metrics: acc, meanAP: map.mean, averagePrecisions: aps)
+        for c in classes { if let ap = map.byThreshold[0].averagePrecision(ofClass: c) { aps[c] = ap } }
+        return Result(metrics: acc, meanAP: map.mean50, meanAPCOCO: map.mean, averagePrecisions: aps)
     }
 }
 
 extension ModelSession {
     /// Runs a program that labels anchors and computes the loss (train_step or eval_step)
     /// on a batch of `data`, adding its metrics to `acc`.
-    func runLossStep(_ program: String, x: [Float], y: [Float], batch n: Int, data: DetectionDataSet, boxes g: Int,
+    func runLossStep(_ program: String, x: [Float], y: [Float], batch n: Int, size: (height: Int, width: Int), boxes g: Int,
                      into acc: inout MetricAccumulator) throws {
         let out = try run(program, inputs: [
-            "X": HostTensor(floats: x, shape: [n, 3, data.height, data.width]),
+            "X": HostTensor(floats: x, shape: [n, 3, size.height, size.width]),
             "Y": HostTensor(floats: y, shape: [n, g, 5]),
         ], outputs: ["metrics", "loss.per_example"])
         acc.add(metrics: out["metrics"]!.doubles, perExample: out["loss.per_example"]!.floats)

@@ -111,7 +111,7 @@ enum RunMode: String, EnumerableFlag {
         switch value {
         case .train: return "Train on --data (default: the built-in generated set), checkpointing to --out."
         case .step: return "One training step on --input (X, Y); write forward values, targets, loss, gradients and state to --out."
-        case .eval: return "Evaluate --weights on the validation split of --data: class err, bbox mae, loss."
+        case .eval: return "Evaluate --weights on the validation split of --data: class err, bbox mae, loss, mAP@0.5, mAP@[0.5:0.95]."
         case .forward: return "Run the forward pass on --input (safetensors with X) and write --out."
         case .predict: return "Detect objects in the given images and write annotated copies."
         }
@@ -185,6 +185,7 @@ struct Run: ParsableCommand {
     @Flag(help: "The mode: exactly one of these.") var mode: RunMode
     @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var lossOptions: LossOptions
+    @OptionGroup var trainingOptions: TrainingOptions
 
     @Option(help: "--train/--eval: a banana-detection-style data set (bananas_train/, bananas_val/, optional classes.txt beside each label.csv), or a folder with MXNet RecordIO train.rec, train.idx, val.rec (optional classes.txt), or a built-in generated set: builtin (banana-like, the default) or builtin:shapes (4 classes, 1-4 objects an image). --predict: class names from its classes.txt.")
     var data: String?
@@ -196,7 +197,7 @@ struct Run: ParsableCommand {
     @Flag(help: "--train: continue from the last checkpoint in --out.") var resume = false
     @Flag(help: "--train under mpirun: BatchNorm uses the statistics of the whole global batch, summed across ranks (SyncBatchNorm); without it each rank normalises with its own part.")
     var syncBn = false
-    @Flag(help: "--train --resume: continue even if --data, --lr, --batch-size, --wd, --seed, --weights, the model or the loss differ from the run's; the change is recorded in settings.json.")
+    @Flag(help: "--train --resume: continue even if --data, --lr, --lr-schedule, --augment, --batch-size, --wd, --seed, --weights, the model or the loss differ from the run's; the change is recorded in settings.json.")
     var allowChangedSettings = false
 
     @Option(help: "Weights: a safetensors file with PyTorch's state_dict names.")
@@ -338,14 +339,16 @@ struct Run: ParsableCommand {
         let m = try ModelResolver.resolve(modelOptions.model, size: try modelOptions.parsedSize() ?? (data.height, data.width),
                                           numClasses: data.classNames?.count ?? (try classCountHint()),
                                           training: .init(loss: lossOptions.config), lossFromModel: !lossOptions.isSet)
-        try requireInputSize(m, fits: data)
         try data.validate(classCount: m.numClasses, of: "model \(m.graph.name)")
         if let t = try modelOptions.requestedThreads() { m.library.setThreads(t) }
         let session = ModelSession(library: m.library)
         try session.loadStateDict(try SafeTensors.read(weights!), source: weights!)
-        let r = try Evaluator.evaluate(session, data: data, batchSize: batchSize, maxBoxes: max(1, data.maxBoxes))
-        print(String(format: "%@ (%d images): class err %.2e, bbox mae %.2e, loss %.4f, mAP@0.5 %.4f", data.location, data.count,
-                     r.metrics.classError, r.metrics.bboxMAE, r.metrics.meanLoss, r.meanAP))
+        let transform = trainingOptions.evalTransform
+        let r = try Evaluator.evaluate(session, data: data, batchSize: batchSize, maxBoxes: max(1, data.maxBoxes), transform: transform,
+                                       size: m.inputSize)
+        print(String(format: "%@%@ (%d images): class err %.2e, bbox mae %.2e, loss %.4f, mAP@0.5 %.4f, mAP@[0.5:0.95] %.4f",
+                     data.location, transform.map { ", \($0.rawValue)" } ?? "", data.count,
+                     r.metrics.classError, r.metrics.bboxMAE, r.metrics.meanLoss, r.meanAP, r.meanAPCOCO))
     }
 
     func forward(_ session: ModelSession) throws {
@@ -405,15 +408,6 @@ struct Run: ParsableCommand {
             if let names = try DetectionDataSet.readClassNames(file) { return names.count }
         }
         return nil
-    }
-
-    /// Images must have the model's input size: the data pipeline resizes only when it
-    /// augments, so a model declaring another size is named with what to do.
-    func requireInputSize(_ m: ResolvedModel, fits data: DetectionDataSet) throws {
-        let (h, w) = m.inputSize
-        guard data.height == h, data.width == w else {
-            throw RuntimeError("\(data.location): images are \(data.width)x\(data.height) but model \(m.graph.name) takes \(w)x\(h)")
-        }
     }
 
     /// The names drawn on --predict's boxes, class 0 first: --class-names, else the

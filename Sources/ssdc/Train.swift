@@ -16,6 +16,11 @@ extension Run {
         let print: (String) -> Void = { if isRoot { Swift.print($0) } }
         let root = try dataRoot()
         let data = try DetectionDataSet.load(root: root, split: .train)
+        // The validation split, when there is one, is evaluated after every epoch.
+        let validation = DetectionDataSet.hasSplit(root: root, .val) ? try DetectionDataSet.load(root: root, split: .val) : nil
+        if let validation, validation.height != data.height || validation.width != data.width {
+            throw RuntimeError("\(validation.location): images are \(validation.width)x\(validation.height), the training images \(data.width)x\(data.height)")
+        }
         let loss = lossOptions.config
         // The class count comes from the model, built for the data set's classes.txt (else
         // its own default: one class for the built-in TinySSD), never from the largest
@@ -23,7 +28,6 @@ extension Run {
         let m = try ModelResolver.resolve(modelOptions.model, size: try modelOptions.parsedSize() ?? (data.height, data.width),
                                           numClasses: data.classNames?.count,
                                           training: .init(loss: loss), lossFromModel: !lossOptions.isSet)
-        try requireInputSize(m, fits: data)
         try data.validate(classCount: m.numClasses, of: "model \(m.graph.name)")
         m.library.setThreads(threadCount)
         try parallel?.attach(m.library)
@@ -35,8 +39,10 @@ extension Run {
                                      model: modelOptions.model ?? "built-in tinyssd", loss: usedLoss)
         settings.epochs = epochs; settings.batchSize = batchSize; settings.learningRate = lr; settings.weightDecay = wd
         settings.seed = seed; settings.initialWeights = weights
+        settings.augmentation = trainingOptions.augmentation; settings.lrSchedule = trainingOptions.schedule
         let trainer = Trainer(model: m, session: session, data: data, settings: settings, runDirectory: isRoot ? runDir : nil)
         trainer.parallel = parallel
+        trainer.validation = validation
         var first = 1
         if resume && isRoot {
             first = try trainer.resume(allowingChangedSettings: allowChangedSettings)
@@ -61,14 +67,16 @@ extension Run {
         defer { fflush(nil) }
         let ranks = parallel.map { ", \($0.size) ranks\(syncBn ? " with sync-bn" : "")" } ?? ""
         print("training \(m.graph.name) on \(data.count) images of \(root) (\(epochs) epochs, batch \(batchSize), lr \(lr), wd \(wd), \(threadCount) threads\(ranks), \(usedLoss))")
+        print("augmentation: \(settings.augmentation?.summary ?? "none"); lr schedule: \((settings.lrSchedule ?? LRSchedule()).summary)")
         let progress = ProgressLine(enabled: isRoot)
         let start = Date()
         let history = try trainer.train(from: first, onBatch: { done, total, rate, elapsed in
             progress.update(done: done, total: total, rate: rate, elapsed: elapsed)
         }, onEpoch: { e in
             progress.clear()
+            let validation = e.validationMAP50.map { String(format: ", val mAP@0.5 %.4f, mAP@[0.5:0.95] %.4f", $0, e.validationMAP ?? 0) } ?? ""
             print(String(format: "epoch %d, class err %.2e, bbox mae %.2e, time %.1f sec, loss %.4f",
-                         e.epoch, e.classError, e.bboxMAE, e.seconds, e.loss))
+                         e.epoch, e.classError, e.bboxMAE, e.seconds, e.loss) + validation)
             fflush(nil)  // a log file shows each epoch as it ends
         })
         guard let last = history.last else { return }

@@ -86,8 +86,9 @@ final class MPITrainingTests: CLITestCase {
             XCTAssertEqual(r.status, 0, r.stderr + r.stdout)
             XCTAssertTrue(r.stdout.contains("all 2 ranks hold the same parameters"), r.stdout)
             XCTAssertEqual(r.stdout.components(separatedBy: "epoch 1,").count, 2, "rank 0 alone logs:\n\(r.stdout)")
-            let losses = try String(contentsOfFile: out + "/metrics.csv", encoding: .utf8).split(separator: "\n").dropFirst()
-                .compactMap { row in row.split(separator: ",").last.flatMap { Double($0) } }
+            let rows = try String(contentsOfFile: out + "/metrics.csv", encoding: .utf8).split(separator: "\n")
+            let column = try XCTUnwrap(rows.first?.split(separator: ",", omittingEmptySubsequences: false).firstIndex(of: "loss"))
+            let losses = rows.dropFirst().compactMap { row in Double(row.split(separator: ",", omittingEmptySubsequences: false)[column]) }
             runs.append(try Data(contentsOf: URL(fileURLWithPath: out + "/checkpoint.safetensors")))
             XCTAssertEqual(losses.count, 3)
             XCTAssertLessThan(losses.last ?? .infinity, losses.first ?? 0, "the loss falls: \(losses)")

@@ -29,3 +29,20 @@ final class MeanAPTests: XCTestCase {
         XCTAssertEqual(m.mean, 0.5, accuracy: 1e-12)
     }
 }
+
+final class COCOMeanAPTests: XCTestCase {
+    typealias B = MeanAveragePrecision.Box
+
+    func testCOCOMeanAveragesTheTenThresholds() {
+        var m = COCOMeanAveragePrecision()
+        XCTAssertEqual(COCOMeanAveragePrecision.thresholds.first, 0.5)
+        XCTAssertEqual(COCOMeanAveragePrecision.thresholds.last!, 0.95, accuracy: 1e-6)
+        // One detection of IoU 0.72 with its truth: found at thresholds 0.5...0.7 (5 of 10).
+        m.add(detections: [(0, 0.9, B(0, 0, 1, 0.72))], truth: [(0, B(0, 0, 1, 1))])
+        XCTAssertEqual(m.mean50, 1, accuracy: 1e-12)
+        XCTAssertEqual(m.mean, 0.5, accuracy: 1e-12)
+        var exact = COCOMeanAveragePrecision()
+        exact.add(detections: [(0, 0.9, B(0, 0, 1, 1))], truth: [(0, B(0, 0, 1, 1))])
+        XCTAssertEqual(exact.mean, 1, accuracy: 1e-12)
+    }
+}

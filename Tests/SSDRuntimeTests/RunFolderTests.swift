@@ -73,7 +73,7 @@ final class RunFolderTests: XCTestCase {
         assertThrows({ _ = try self.makeTrainer(epochs: 1).train() }, containing: ["\(dir) already holds a run", "--resume", "new --out"])
         XCTAssertEqual(try metricsRows(), before)
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir).sorted(),
-                       ["checkpoint.safetensors", "metrics.csv", "settings.json"], "the lock file goes with the lock")
+                       ["checkpoint.safetensors", "curves.png", "metrics.csv", "settings.json"], "the lock file goes with the lock")
     }
 
     func testResumeRefusesChangedSettingsUnlessAllowedAndThenRecordsThem() throws {
@@ -196,7 +196,7 @@ final class RunFolderTests: XCTestCase {
         _ = try t.train(from: 3)
         let now = try metricsRows()
         XCTAssertEqual(now.last, "")
-        XCTAssertEqual(now.dropLast().map { $0.split(separator: ",").count }, [7, 7, 7], "\(now)")
+        XCTAssertEqual(now.dropLast().map { $0.split(separator: ",", omittingEmptySubsequences: false).count }, [10, 10, 10], "\(now)")
         XCTAssertEqual(now.dropLast().map { $0.split(separator: ",")[0] }, ["epoch", "1", "3"])
     }
 
@@ -230,7 +230,7 @@ final class RunFolderTests: XCTestCase {
 
         r = try ssdc(train(["--epochs", "1"]))
         XCTAssertNotEqual(r.status, 0)
-        XCTAssertTrue(r.stderr.contains("error: \(dir) already holds a run (checkpoint.safetensors, metrics.csv, settings.json); continue it with --resume, or train into a new --out"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("error: \(dir) already holds a run (checkpoint.safetensors, curves.png, metrics.csv, settings.json); continue it with --resume, or train into a new --out"), r.stderr)
 
         r = try ssdc(train(["--epochs", "2", "--resume", "--lr", "0.05", "--seed", "3"]))
         XCTAssertNotEqual(r.status, 0)
@@ -266,7 +266,7 @@ final class RunFolderTests: XCTestCase {
         var r = try Shell.run("/bin/bash", ["-c", command, CLITestCase.ssdc] + train(["--epochs", "1"]))
         XCTAssertNotEqual(r.status, 0)
         XCTAssertTrue(r.stderr.contains("\(dir)/checkpoint.safetensors") && r.stderr.contains("too large"), r.stderr)
-        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir).sorted(), ["metrics.csv", "settings.json"])
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir).sorted(), ["curves.png", "metrics.csv", "settings.json"])
         XCTAssertEqual(try metricsRows().last, "", "no partial row")
 
         r = try ssdc(train(["--epochs", "1", "--resume"]))

@@ -42,7 +42,7 @@ final class TrainingTests: XCTestCase {
         let full = try makeTrainer(epochs: 4, out: nil).train()
         _ = try makeTrainer(epochs: 2, out: dir).train()
         let files = try FileManager.default.contentsOfDirectory(atPath: dir).sorted()
-        XCTAssertEqual(files, ["checkpoint.safetensors", "metrics.csv", "settings.json"], "no temporary files left")
+        XCTAssertEqual(files, ["checkpoint.safetensors", "curves.png", "metrics.csv", "settings.json"], "no temporary files left")
         let resumed = try makeTrainer(epochs: 4, out: dir)
         let first = try resumed.resume()
         XCTAssertEqual(first, 3)
