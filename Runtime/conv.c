@@ -64,6 +64,7 @@
 #define SLACK 64        /* zeroed floats after a padded image: panel copies overrun by < NR */
 #define ROWS_MAX 128    /* output channels per task (T tile = 128 x NR floats on the stack) */
 #define BW_QCHUNK 1024  /* pixels per backward-weight chunk (multiple of 8) */
+#define BW_ALIGN 16     /* dy rows of backward-weight start at multiples of 16 floats (64 B) */
 #define BW_GMAX 64      /* most images grouped by backward-weight on tiny maps */
 #define OFF_TABLE 1280  /* tap offsets kept per thread (K <= 1280 covers C*9 up to 142) */
 #define STATS_PPB 16    /* panels per statistics block (ssd_conv2d_forward_stats) */
@@ -774,19 +775,20 @@ static bw_plan_t bw_plan(const ssd_conv2d_t *g)
     b.Hp = g->H + 2 * g->pad;
     b.Wp = g->W + 2 * g->pad;
     b.Q = (g->OH - 1) * b.Wp + g->OW;
-    b.Qv = (int)round_up((size_t)b.Q, 8);
+    b.Qv = (int)round_up((size_t)b.Q, BW_ALIGN);
     /* (G does not depend on N, so neither does the scratch size.) */
     b.G = b.Qv >= BW_QCHUNK ? 1 : BW_QCHUNK / b.Qv;
     if (b.G > BW_GMAX) b.G = BW_GMAX;
     const int nch = (b.Qv + BW_QCHUNK - 1) / BW_QCHUNK;
-    b.qchunk = (int)round_up((size_t)((b.Qv + nch - 1) / nch), 8);
+    b.qchunk = (int)round_up((size_t)((b.Qv + nch - 1) / nch), BW_ALIGN);
     return b;
 }
 
 static size_t bw_scratch_floats(const ssd_conv2d_t *g)
 {
     const bw_plan_t b = bw_plan(g);
-    return (size_t)b.G * g->C * b.Hp * b.Wp + SLACK + (size_t)b.G * g->O * b.Qv + SLACK;
+    const size_t xp = round_up((size_t)b.G * g->C * b.Hp * b.Wp + SLACK, BW_ALIGN);
+    return xp + (size_t)b.G * g->O * b.Qv + SLACK;
 }
 
 static void backward_weight_flat(const ssd_conv2d_t *g, const float *x, const float *dy,
@@ -800,7 +802,8 @@ static void backward_weight_flat(const ssd_conv2d_t *g, const float *x, const fl
     const size_t HpWp = (size_t)b.Hp * b.Wp;
     const size_t xseg = (size_t)C * HpWp, dseg = (size_t)O * Qv;
     float *xp = scratch;                        /* G padded images (+ slack) */
-    float *dq = scratch + G * xseg + SLACK;     /* G x O rows of Qv: dy on the padded grid */
+    /* G x O rows of Qv: dy on the padded grid, rows 64-byte aligned if scratch is */
+    float *dq = scratch + round_up(G * xseg + SLACK, BW_ALIGN);
 
     /* dw is cut into tiles of 4 channels x 3 taps; a task owns one channel block and a
      * group of tap tiles and runs all pixel chunks of the image group for them, so no two

@@ -1,8 +1,8 @@
 /*
  * gemm_avx512.c — the AVX-512 micro-kernels (ssd__ukernel, ssd__ukernel_rows, ssd__bw_tile;
- * the contracts are in gemm_internal.h). Compiled only when the library is built with AVX-512F available
- * (e.g. -march=native on a CPU that has it); otherwise gemm.c provides the AVX2 or the
- * portable kernel, and this file is empty.
+ * the contracts are in gemm_internal.h). Compiled only when the library is built with
+ * AVX-512F available (e.g. -march=native on a CPU that has it); otherwise gemm.c provides
+ * the AVX2 or the portable kernels, and this file is empty.
  *
  * Tile 4 x 48: the AVX2 kernel's shape at twice the width. 12 zmm accumulators + 3 B
  * vectors + 1 broadcast A value; per k step 3 vector loads + 4 broadcasts feed 12 FMAs.
