@@ -27,7 +27,8 @@
  * task writes one partial per (image, block, channel), reduced by fused.c in fixed order.
  *
  * Backward-weight (stride 1) reduces over pixels, so it has its own kernel: a tile of
- * 4 output channels x 3 taps keeps 12 vector accumulators over q (8 pixels per vector),
+ * 4 output channels x 3 taps keeps 12 vector accumulators over q (ssd__bw_tile of the
+ * micro-kernel's ISA, gemm_internal.h: 16 pixels per vector with AVX-512, else 8),
  * reading dy (re-laid on the padded-width grid, zeros in the dropped columns) and the
  * padded x directly. Pixels are taken in chunks of ~1024 (4 dy rows = 16 KB stay in L1
  * while the tile walks over the taps); tiny maps are processed G images at a time instead
@@ -63,6 +64,7 @@
 #define SLACK 64        /* zeroed floats after a padded image: panel copies overrun by < NR */
 #define ROWS_MAX 128    /* output channels per task (T tile = 128 x NR floats on the stack) */
 #define BW_QCHUNK 1024  /* pixels per backward-weight chunk (multiple of 8) */
+#define BW_ALIGN 16     /* dy rows of backward-weight start at multiples of 16 floats (64 B) */
 #define BW_GMAX 64      /* most images grouped by backward-weight on tiny maps */
 #define OFF_TABLE 1280  /* tap offsets kept per thread (K <= 1280 covers C*9 up to 142) */
 #define STATS_PPB 16    /* panels per statistics block (ssd_conv2d_forward_stats) */
@@ -756,15 +758,6 @@ static void bias_grad(const ssd_conv2d_t *g, const float *dy, float *db)
     }
 }
 
-#ifdef SSD_CONV_AVX2
-static inline float hsum8(__m256 v)
-{
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-#endif
 
 /* Blocking of the stride-1 backward-weight reduction over pixels, from the shape only:
  * large maps are cut into nearly equal chunks of <= BW_QCHUNK pixels; small maps are
@@ -782,77 +775,20 @@ static bw_plan_t bw_plan(const ssd_conv2d_t *g)
     b.Hp = g->H + 2 * g->pad;
     b.Wp = g->W + 2 * g->pad;
     b.Q = (g->OH - 1) * b.Wp + g->OW;
-    b.Qv = (int)round_up((size_t)b.Q, 8);
+    b.Qv = (int)round_up((size_t)b.Q, BW_ALIGN);
     /* (G does not depend on N, so neither does the scratch size.) */
     b.G = b.Qv >= BW_QCHUNK ? 1 : BW_QCHUNK / b.Qv;
     if (b.G > BW_GMAX) b.G = BW_GMAX;
     const int nch = (b.Qv + BW_QCHUNK - 1) / BW_QCHUNK;
-    b.qchunk = (int)round_up((size_t)((b.Qv + nch - 1) / nch), 8);
+    b.qchunk = (int)round_up((size_t)((b.Qv + nch - 1) / nch), BW_ALIGN);
     return b;
 }
 
 static size_t bw_scratch_floats(const ssd_conv2d_t *g)
 {
     const bw_plan_t b = bw_plan(g);
-    return (size_t)b.G * g->C * b.Hp * b.Wp + SLACK + (size_t)b.G * g->O * b.Qv + SLACK;
-}
-
-/* out[r*3 + s] = sum over nseg segments and q < n of d_r[q] * x_s[q], where segment m of
- * d_r / x_s starts dseg / xseg floats after segment m-1; n is a multiple of 8. */
-void ssd__bw_tile(const float *d0, const float *d1, const float *d2, const float *d3,
-                  const float *x0, const float *x1, const float *x2, int n, int nseg,
-                  size_t dseg, size_t xseg, float out[12])
-{
-#ifdef SSD_CONV_AVX2
-    __m256 a00 = _mm256_setzero_ps(), a01 = _mm256_setzero_ps(), a02 = _mm256_setzero_ps();
-    __m256 a10 = _mm256_setzero_ps(), a11 = _mm256_setzero_ps(), a12 = _mm256_setzero_ps();
-    __m256 a20 = _mm256_setzero_ps(), a21 = _mm256_setzero_ps(), a22 = _mm256_setzero_ps();
-    __m256 a30 = _mm256_setzero_ps(), a31 = _mm256_setzero_ps(), a32 = _mm256_setzero_ps();
-    for (int m = 0; m < nseg; ++m) {
-        for (int q = 0; q < n; q += 8) {
-            const __m256 v0 = _mm256_loadu_ps(x0 + q);
-            const __m256 v1 = _mm256_loadu_ps(x1 + q);
-            const __m256 v2 = _mm256_loadu_ps(x2 + q);
-            __m256 d = _mm256_loadu_ps(d0 + q);
-            a00 = _mm256_fmadd_ps(d, v0, a00);
-            a01 = _mm256_fmadd_ps(d, v1, a01);
-            a02 = _mm256_fmadd_ps(d, v2, a02);
-            d = _mm256_loadu_ps(d1 + q);
-            a10 = _mm256_fmadd_ps(d, v0, a10);
-            a11 = _mm256_fmadd_ps(d, v1, a11);
-            a12 = _mm256_fmadd_ps(d, v2, a12);
-            d = _mm256_loadu_ps(d2 + q);
-            a20 = _mm256_fmadd_ps(d, v0, a20);
-            a21 = _mm256_fmadd_ps(d, v1, a21);
-            a22 = _mm256_fmadd_ps(d, v2, a22);
-            d = _mm256_loadu_ps(d3 + q);
-            a30 = _mm256_fmadd_ps(d, v0, a30);
-            a31 = _mm256_fmadd_ps(d, v1, a31);
-            a32 = _mm256_fmadd_ps(d, v2, a32);
-        }
-        d0 += dseg; d1 += dseg; d2 += dseg; d3 += dseg;
-        x0 += xseg; x1 += xseg; x2 += xseg;
-    }
-    out[0] = hsum8(a00); out[1] = hsum8(a01); out[2] = hsum8(a02);
-    out[3] = hsum8(a10); out[4] = hsum8(a11); out[5] = hsum8(a12);
-    out[6] = hsum8(a20); out[7] = hsum8(a21); out[8] = hsum8(a22);
-    out[9] = hsum8(a30); out[10] = hsum8(a31); out[11] = hsum8(a32);
-#else
-    const float *d[4] = {d0, d1, d2, d3};
-    const float *x[3] = {x0, x1, x2};
-    for (int r = 0; r < 4; ++r) {
-        for (int s = 0; s < 3; ++s) {
-            float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-            for (int m = 0; m < nseg; ++m) {
-                const float *dm = d[r] + m * dseg, *xm = x[s] + m * xseg;
-                for (int q = 0; q < n; q += 8)
-                    for (int l = 0; l < 8; ++l) lane[l] += dm[q + l] * xm[q + l];
-            }
-            out[r * 3 + s] = ((lane[0] + lane[4]) + (lane[2] + lane[6])) +
-                             ((lane[1] + lane[5]) + (lane[3] + lane[7]));
-        }
-    }
-#endif
+    const size_t xp = round_up((size_t)b.G * g->C * b.Hp * b.Wp + SLACK, BW_ALIGN);
+    return xp + (size_t)b.G * g->O * b.Qv + SLACK;
 }
 
 static void backward_weight_flat(const ssd_conv2d_t *g, const float *x, const float *dy,
@@ -866,7 +802,8 @@ static void backward_weight_flat(const ssd_conv2d_t *g, const float *x, const fl
     const size_t HpWp = (size_t)b.Hp * b.Wp;
     const size_t xseg = (size_t)C * HpWp, dseg = (size_t)O * Qv;
     float *xp = scratch;                        /* G padded images (+ slack) */
-    float *dq = scratch + G * xseg + SLACK;     /* G x O rows of Qv: dy on the padded grid */
+    /* G x O rows of Qv: dy on the padded grid, rows 64-byte aligned if scratch is */
+    float *dq = scratch + round_up(G * xseg + SLACK, BW_ALIGN);
 
     /* dw is cut into tiles of 4 channels x 3 taps; a task owns one channel block and a
      * group of tap tiles and runs all pixel chunks of the image group for them, so no two

@@ -185,6 +185,53 @@ void ssd__ukernel_rows(int kc, const float *a, const float *b, const int *boff, 
               bias ? bias + 3 : NULL, relu);
 }
 
+static inline float hsum8(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+void ssd__bw_tile(const float *d0, const float *d1, const float *d2, const float *d3,
+                  const float *x0, const float *x1, const float *x2, int n, int nseg,
+                  size_t dseg, size_t xseg, float out[12])
+{
+    __m256 a00 = _mm256_setzero_ps(), a01 = _mm256_setzero_ps(), a02 = _mm256_setzero_ps();
+    __m256 a10 = _mm256_setzero_ps(), a11 = _mm256_setzero_ps(), a12 = _mm256_setzero_ps();
+    __m256 a20 = _mm256_setzero_ps(), a21 = _mm256_setzero_ps(), a22 = _mm256_setzero_ps();
+    __m256 a30 = _mm256_setzero_ps(), a31 = _mm256_setzero_ps(), a32 = _mm256_setzero_ps();
+    for (int m = 0; m < nseg; ++m) {
+        for (int q = 0; q < n; q += 8) {
+            const __m256 v0 = _mm256_loadu_ps(x0 + q);
+            const __m256 v1 = _mm256_loadu_ps(x1 + q);
+            const __m256 v2 = _mm256_loadu_ps(x2 + q);
+            __m256 d = _mm256_loadu_ps(d0 + q);
+            a00 = _mm256_fmadd_ps(d, v0, a00);
+            a01 = _mm256_fmadd_ps(d, v1, a01);
+            a02 = _mm256_fmadd_ps(d, v2, a02);
+            d = _mm256_loadu_ps(d1 + q);
+            a10 = _mm256_fmadd_ps(d, v0, a10);
+            a11 = _mm256_fmadd_ps(d, v1, a11);
+            a12 = _mm256_fmadd_ps(d, v2, a12);
+            d = _mm256_loadu_ps(d2 + q);
+            a20 = _mm256_fmadd_ps(d, v0, a20);
+            a21 = _mm256_fmadd_ps(d, v1, a21);
+            a22 = _mm256_fmadd_ps(d, v2, a22);
+            d = _mm256_loadu_ps(d3 + q);
+            a30 = _mm256_fmadd_ps(d, v0, a30);
+            a31 = _mm256_fmadd_ps(d, v1, a31);
+            a32 = _mm256_fmadd_ps(d, v2, a32);
+        }
+        d0 += dseg; d1 += dseg; d2 += dseg; d3 += dseg;
+        x0 += xseg; x1 += xseg; x2 += xseg;
+    }
+    out[0] = hsum8(a00); out[1] = hsum8(a01); out[2] = hsum8(a02);
+    out[3] = hsum8(a10); out[4] = hsum8(a11); out[5] = hsum8(a12);
+    out[6] = hsum8(a20); out[7] = hsum8(a21); out[8] = hsum8(a22);
+    out[9] = hsum8(a30); out[10] = hsum8(a31); out[11] = hsum8(a32);
+}
+
 #else /* portable fallback: same arithmetic, left to the auto-vectoriser */
 
 void ssd__ukernel(int kc, const float *a, const float *b, float alpha,
@@ -237,6 +284,26 @@ void ssd__ukernel_rows(int kc, const float *a, const float *b, const int *boff, 
             if (bias) t += bias[r];
             if (relu) t = t < 0.0f ? 0.0f : t;
             cout[r * ldo + j] = t;
+        }
+    }
+}
+
+void ssd__bw_tile(const float *d0, const float *d1, const float *d2, const float *d3,
+                  const float *x0, const float *x1, const float *x2, int n, int nseg,
+                  size_t dseg, size_t xseg, float out[12])
+{
+    const float *d[4] = {d0, d1, d2, d3};
+    const float *x[3] = {x0, x1, x2};
+    for (int r = 0; r < 4; ++r) {
+        for (int s = 0; s < 3; ++s) {
+            float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            for (int m = 0; m < nseg; ++m) {
+                const float *dm = d[r] + m * dseg, *xm = x[s] + m * xseg;
+                for (int q = 0; q < n; q += 8)
+                    for (int l = 0; l < 8; ++l) lane[l] += dm[q + l] * xm[q + l];
+            }
+            out[r * 3 + s] = ((lane[0] + lane[4]) + (lane[2] + lane[6])) +
+                             ((lane[1] + lane[5]) + (lane[3] + lane[7]));
         }
     }
 }

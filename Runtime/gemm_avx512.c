@@ -1,8 +1,8 @@
 /*
- * gemm_avx512.c — the AVX-512 micro-kernel (ssd__ukernel, ssd__ukernel_rows; the contract is
- * in gemm_internal.h). Compiled only when the library is built with AVX-512F available
- * (e.g. -march=native on a CPU that has it); otherwise gemm.c provides the AVX2 or the
- * portable kernel, and this file is empty.
+ * gemm_avx512.c — the AVX-512 micro-kernels (ssd__ukernel, ssd__ukernel_rows, ssd__bw_tile;
+ * the contracts are in gemm_internal.h). Compiled only when the library is built with
+ * AVX-512F available (e.g. -march=native on a CPU that has it); otherwise gemm.c provides
+ * the AVX2 or the portable kernels, and this file is empty.
  *
  * Tile 4 x 48: the AVX2 kernel's shape at twice the width. 12 zmm accumulators + 3 B
  * vectors + 1 broadcast A value; per k step 3 vector loads + 4 broadcasts feed 12 FMAs.
@@ -123,6 +123,60 @@ void ssd__ukernel_rows(int kc, const float *a, const float *b, const int *boff, 
         a += SSD_MR;
     }
     ACC_STORE;
+}
+
+/* ---- backward-weight dot-product tile (contract in gemm_internal.h) ------------------------
+ * The 4 x 3 tile of the AVX2 kernel on 16 pixels per vector: 12 zmm accumulators, per
+ * 16 pixels 3 + 4 vector loads feed 12 FMAs. A segment length that is an odd multiple of 8
+ * ends with one step on the low 8 lanes (masked loads: nothing past the end is read). */
+
+static inline float hsum16(__m512 v) { return _mm512_reduce_add_ps(v); }
+
+void ssd__bw_tile(const float *d0, const float *d1, const float *d2, const float *d3,
+                  const float *x0, const float *x1, const float *x2, int n, int nseg,
+                  size_t dseg, size_t xseg, float out[12])
+{
+    __m512 a00 = _mm512_setzero_ps(), a01 = _mm512_setzero_ps(), a02 = _mm512_setzero_ps();
+    __m512 a10 = _mm512_setzero_ps(), a11 = _mm512_setzero_ps(), a12 = _mm512_setzero_ps();
+    __m512 a20 = _mm512_setzero_ps(), a21 = _mm512_setzero_ps(), a22 = _mm512_setzero_ps();
+    __m512 a30 = _mm512_setzero_ps(), a31 = _mm512_setzero_ps(), a32 = _mm512_setzero_ps();
+    const __mmask16 lo8 = 0x00ff;
+#define BW_STEP(LOAD)                                                                        \
+    do {                                                                                     \
+        const __m512 v0 = LOAD(x0 + q), v1 = LOAD(x1 + q), v2 = LOAD(x2 + q);                \
+        __m512 d = LOAD(d0 + q);                                                             \
+        a00 = _mm512_fmadd_ps(d, v0, a00);                                                   \
+        a01 = _mm512_fmadd_ps(d, v1, a01);                                                   \
+        a02 = _mm512_fmadd_ps(d, v2, a02);                                                   \
+        d = LOAD(d1 + q);                                                                    \
+        a10 = _mm512_fmadd_ps(d, v0, a10);                                                   \
+        a11 = _mm512_fmadd_ps(d, v1, a11);                                                   \
+        a12 = _mm512_fmadd_ps(d, v2, a12);                                                   \
+        d = LOAD(d2 + q);                                                                    \
+        a20 = _mm512_fmadd_ps(d, v0, a20);                                                   \
+        a21 = _mm512_fmadd_ps(d, v1, a21);                                                   \
+        a22 = _mm512_fmadd_ps(d, v2, a22);                                                   \
+        d = LOAD(d3 + q);                                                                    \
+        a30 = _mm512_fmadd_ps(d, v0, a30);                                                   \
+        a31 = _mm512_fmadd_ps(d, v1, a31);                                                   \
+        a32 = _mm512_fmadd_ps(d, v2, a32);                                                   \
+    } while (0)
+#define LOAD16(p) _mm512_loadu_ps(p)
+#define LOAD8(p) _mm512_maskz_loadu_ps(lo8, p)
+    for (int m = 0; m < nseg; ++m) {
+        int q = 0;
+        for (; q + 16 <= n; q += 16) BW_STEP(LOAD16);
+        if (q < n) BW_STEP(LOAD8);
+        d0 += dseg; d1 += dseg; d2 += dseg; d3 += dseg;
+        x0 += xseg; x1 += xseg; x2 += xseg;
+    }
+#undef LOAD8
+#undef LOAD16
+#undef BW_STEP
+    out[0] = hsum16(a00); out[1] = hsum16(a01); out[2] = hsum16(a02);
+    out[3] = hsum16(a10); out[4] = hsum16(a11); out[5] = hsum16(a12);
+    out[6] = hsum16(a20); out[7] = hsum16(a21); out[8] = hsum16(a22);
+    out[9] = hsum16(a30); out[10] = hsum16(a31); out[11] = hsum16(a32);
 }
 
 #endif

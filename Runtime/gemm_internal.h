@@ -59,4 +59,13 @@ void ssd__ukernel_rows(int kc, const float *a, const float *b, const int *boff, 
                        const float *cin, ptrdiff_t ldi, float beta,
                        float *cout, ptrdiff_t ldo, const float *bias, int relu);
 
+/* The dot-product tile of the backward-weight reductions (conv.c, winograd.c), where the
+ * sum runs over pixels rather than over a GEMM's K:
+ *   out[r*3 + s] = sum over nseg segments and q < n of d_r[q] * x_s[q]
+ * (segment m of d_r / x_s starts dseg / xseg floats after segment m-1; n a multiple of 8).
+ * Each ISA keeps its own vector-lane partial sums; the order depends on n and nseg only. */
+void ssd__bw_tile(const float *d0, const float *d1, const float *d2, const float *d3,
+                  const float *x0, const float *x1, const float *x2, int n, int nseg,
+                  size_t dseg, size_t xseg, float out[12]);
+
 #endif

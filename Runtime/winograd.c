@@ -450,7 +450,7 @@ void ssd__winograd_conv(int N, int Cs, int H, int W, int M, const float *src, co
  *
  * (B^T d B is the forward's input transform; A and G are the forward's matrices.) For each
  * position xi the sum over tiles is P_xi (out x in) = DY_xi (out x tiles) * V_xi^T, a
- * product whose reduction runs over tiles, so it uses conv.c's 4 x 3 dot-product tile (12
+ * product whose reduction runs over tiles, so it uses ssd__bw_tile, the 4 x 3 dot-product tile (12
  * vector accumulators over contiguous tiles) rather than the GEMM micro-kernel. The
  * batch's tiles are cut into 16 fixed ranges, each a task with its own partial sums of P
  * (its tiles transformed ~4 MB at a time into the thread's scratch); the partials are

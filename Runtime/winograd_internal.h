@@ -37,11 +37,4 @@ size_t ssd__winograd_bw_scratch_floats(int N, int C, int H, int W, int O);
 void ssd__winograd_backward_weight(int N, int C, int H, int W, int O, const float *x,
                                    const float *dy, float *dw, float *scratch);
 
-/* conv.c's 4 x 3 dot-product tile: out[r*3 + s] = sum over nseg segments and q < n of
- * d_r[q] * x_s[q] (segment m of d_r / x_s starts dseg / xseg floats after segment m-1;
- * n a multiple of 8). */
-void ssd__bw_tile(const float *d0, const float *d1, const float *d2, const float *d3,
-                  const float *x0, const float *x1, const float *x2, int n, int nseg,
-                  size_t dseg, size_t xseg, float out[12]);
-
 #endif

@@ -104,6 +104,7 @@ ssdc_bundle *ssdc_bundle_open(const char *weights_path, char *error, size_t erro
         memcpy(b->params, ssdc_bundle_weight_bits, sizeof ssdc_bundle_weight_bits);
 #endif
     }
+    ssdc_params_changed(); /* (this bundle's regions may reuse a closed one's addresses) */
     return b;
 }
 

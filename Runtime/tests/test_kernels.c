@@ -271,6 +271,39 @@ static void test_gemm_case(int ta, int tb, int M, int N, int K, float alpha, flo
     free(A); free(B); free(C); free(C0); free(ref); free(scale); free(got);
 }
 
+/* The backward-weight dot-product tile of this build's ISA against double sums, for
+ * segment lengths that are and are not whole vectors of it (8, 16 or 24 lanes past the
+ * last whole one), one or several segments; the floats after each segment are NaN, so a
+ * tile that read past n would fail. */
+static void test_bw_tile(int n, int nseg)
+{
+    const size_t dseg = (size_t)n + 16, xseg = (size_t)n + 24;
+    float *d = frandom(4 * nseg * dseg + 64), *x = frandom(3 * nseg * xseg + 64);
+    for (int m = 0; m < 4 * nseg; ++m) fill_nan(d + m * dseg + n, dseg - n);
+    for (int m = 0; m < 3 * nseg; ++m) fill_nan(x + m * xseg + n, xseg - n);
+    /* row r of d / x: its segment m at base + (m * rows + r) * seg */
+    float out[12];
+    ssd__bw_tile(d, d + dseg, d + 2 * dseg, d + 3 * dseg, x, x + xseg, x + 2 * xseg, n, nseg,
+                 4 * dseg, 3 * xseg, out);
+    double worst = 0.0;
+    for (int r = 0; r < 4; ++r)
+        for (int c = 0; c < 3; ++c) {
+            double ref = 0.0, scale = 0.0;
+            for (int m = 0; m < nseg; ++m)
+                for (int q = 0; q < n; ++q) {
+                    const double t = (double)d[(m * 4 + r) * dseg + q] * x[(m * 3 + c) * xseg + q];
+                    ref += t;
+                    scale += fabs(t);
+                }
+            const double e = fabs(out[r * 3 + c] - ref) / (scale + 1e-30);
+            if (!(e <= worst)) worst = e; /* (NaN makes it fail) */
+        }
+    report(worst <= 1e-6, "backward-weight tile n=%d nseg=%d (%s): max scaled err %.2e", n, nseg,
+           SSD_UKERNEL_ISA, worst);
+    free(d);
+    free(x);
+}
+
 static void test_gemm(void)
 {
     static const int shapes[][3] = {
@@ -1188,6 +1221,10 @@ int main(int argc, char **argv)
     }
 
     test_gemm();
+    for (int n = 8; n <= 72; n += 8) {
+        test_bw_tile(n, 1);
+        test_bw_tile(n, 3);
+    }
     test_conv();
     {
         static const conv_shape pool_shapes[] = {

@@ -81,6 +81,45 @@ public struct CEmitter {
          ptr(p, y) + (into.offset == 0 ? "" : " + \(into.offset)"))
     }
 
+    /// Whether a program writes the params region (a train step: SGD, BN running statistics).
+    func writesParameters(_ p: Program) -> Bool {
+        p.kernels.contains { k in p.uses(k).writes.contains { p.buffers[$0].region == .params } }
+    }
+
+    /// The bookkeeping of what a kernel derives from the parameters alone (BN folded into a
+    /// conv's weights): the result stays in the program's F between calls (MemoryPlan keeps
+    /// those buffers apart for the whole program), tagged with the P and F it was made for
+    /// and the parameters' generation, which the host bumps after writing P
+    /// (ssdc_params_changed) and so does every program that writes P. Sessions have their
+    /// own F, so two sessions of one library each recompute into theirs.
+    func weightCache() -> [String] {
+        [
+            "/* Caches of values derived from the parameters (see ssdc_params_changed). */",
+            "typedef struct { const float *P; const char *F; uint64_t generation; } ssdc_cache_t;",
+            "static uint64_t ssdc_params_generation = 1;",
+            "",
+            "void ssdc_params_changed(void) {",
+            "#pragma omp critical(ssdc_cache)",
+            "    ++ssdc_params_generation;",
+            "}",
+            "",
+            "/* 0 if the cache holds the values for P and F at the current generation, else that",
+            " * generation (to pass to ssdc_cache_filled once the values are recomputed). */",
+            "static inline uint64_t ssdc_cache_generation(const ssdc_cache_t *c, const float *P, const char *F) {",
+            "    uint64_t g;",
+            "#pragma omp critical(ssdc_cache)",
+            "    g = c->P == P && c->F == F && c->generation == ssdc_params_generation ? 0 : ssdc_params_generation;",
+            "    return g;",
+            "}",
+            "",
+            "static inline void ssdc_cache_filled(ssdc_cache_t *c, const float *P, const char *F, uint64_t generation) {",
+            "#pragma omp critical(ssdc_cache)",
+            "    { c->P = P; c->F = F; c->generation = generation; }",
+            "}",
+            "",
+        ]
+    }
+
     func body(_ p: Program, _ k: Kernel) -> [String] {
         let P = { (id: Int) in self.ptr(p, id) }
         switch k.body {
@@ -104,13 +143,18 @@ public struct CEmitter {
                                     let c, let h, let wd, let o, let ks, let s, let pad, let relu, let pool):
             let per = c * ks * ks
             return [
-                "const float *restrict w = \(P(w)), *restrict gamma = \(P(g)), *restrict beta = \(P(be));",
-                "const float *restrict mean = \(P(m)), *restrict var = \(P(v));",
                 "float *restrict fw = \(P(fw)), *restrict fb = \(P(fb));",
-                "for (int o = 0; o < \(o); o++) {",
-                "    const float scale = gamma[o] / sqrtf(var[o] + \(CEmitter.float(eps)));",
-                "    for (int i = 0; i < \(per); i++) fw[o * \(per) + i] = w[o * \(per) + i] * scale;",
-                "    fb[o] = (\(b.map { "\(P($0))[o]" } ?? "0.0f") - mean[o]) * scale + beta[o];",
+                "static ssdc_cache_t cache; /* fw, fb depend on the parameters only: kept in F between calls */",
+                "const uint64_t generation = ssdc_cache_generation(&cache, P, F);",
+                "if (generation) {",
+                "    const float *restrict w = \(P(w)), *restrict gamma = \(P(g)), *restrict beta = \(P(be));",
+                "    const float *restrict mean = \(P(m)), *restrict var = \(P(v));",
+                "    for (int o = 0; o < \(o); o++) {",
+                "        const float scale = gamma[o] / sqrtf(var[o] + \(CEmitter.float(eps)));",
+                "        for (int i = 0; i < \(per); i++) fw[o * \(per) + i] = w[o * \(per) + i] * scale;",
+                "        fb[o] = (\(b.map { "\(P($0))[o]" } ?? "0.0f") - mean[o]) * scale + beta[o];",
+                "    }",
+                "    ssdc_cache_filled(&cache, P, F, generation);",
                 "}",
                 "const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, \(c), \(h), \(wd), \(o), \(ks), \(s), \(pad));",
                 "ssd_conv2d_forward\(pool ? "_pool" : "")(&g, \(P(x)), fw, fb, \(P(y)), \(relu ? 1 : 0), S);",
@@ -316,6 +360,7 @@ public struct CEmitter {
         out.append("static int ssdc_profiling = 0;")
         out.append("#define SSDC_TIMED(times, i, call) do { double t0_ = ssdc_profiling ? omp_get_wtime() : 0.0; call; if (ssdc_profiling) times[i] += omp_get_wtime() - t0_; } while (0)")
         out.append("")
+        out += weightCache()
         out += constants()
         for p in model.programs {
             out.append("/* ==== program \(p.name) (BatchNorm: \(p.mode == .train ? "batch statistics" : "running statistics")) ==== */")
@@ -345,6 +390,7 @@ public struct CEmitter {
             out.append("int ssdc_\(p.name)(int64_t N, \(labels ? "int64_t G, const float *Y, " : "")float *P, char *F, char *B, float *S) {")
             out.append("    if (N < 1\(labels ? " || G < 1" : "")) return SSDC_ERR_BATCH;")
             out.append("    if (!P || !F || !B || !S\(labels ? " || !Y" : "")) return SSDC_ERR_NULL;")
+            if writesParameters(p) { out.append("    ssdc_params_changed(); /* this program updates P */") }
             for (i, k) in p.kernels.enumerated() {
                 out.append("    SSDC_TIMED(\(p.name)_times, \(i), \(p.name)_\(k.name)(N, \(readsLabels(k) ? "G, Y, " : "")P, F, B, S));")
             }
@@ -461,6 +507,9 @@ public struct CEmitter {
             out.append("extern const float \(cName(name))[\(model.constants[node]!.count)];")
         }
         out.append("void ssdc_set_threads(int n);")
+        out.append("/* Call after writing into P (loading weights): caches derived from the parameters are")
+        out.append(" * recomputed on the next call. */")
+        out.append("void ssdc_params_changed(void);")
         out.append("void ssdc_set_profiling(int on);")
         out.append("double *ssdc_profile(const char *program);")
         out.append("int ssdc_abi_version(void);")

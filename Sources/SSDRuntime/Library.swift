@@ -112,6 +112,13 @@ public final class ModelLibrary: @unchecked Sendable {
         return String(cString: s)
     }
 
+    /// Tells the library that parameters were written from outside its programs, so that
+    /// what it derived from them (BN folded into the convs) is recomputed on the next run.
+    func parametersChanged() {
+        typealias Changed = @convention(c) () -> Void
+        if let f = try? symbol("ssdc_params_changed", as: Changed.self) { f() }
+    }
+
     public func setThreads(_ n: Int) {
         if let f = try? symbol("ssdc_set_threads", as: SetThreads.self) { f(Int32(n)) }
     }
@@ -141,6 +148,7 @@ public final class ModelSession {
     public init(library: ModelLibrary) {
         self.library = library
         params = Region(bytes: library.manifest.regionFloats * 4)
+        library.parametersChanged() /* (a new region may reuse the address of a freed one) */
     }
 
     public var manifest: CompiledModel.Manifest { library.manifest }
@@ -176,6 +184,7 @@ public final class ModelSession {
                 (params.floats + p.offset).update(from: src.baseAddress!, count: p.count)
             }
         }
+        library.parametersChanged()
     }
 
     /// Whether a checkpoint tensor of shape `given` can fill a parameter of shape `needed`.
@@ -230,6 +239,7 @@ public final class ModelSession {
             }
             values.withUnsafeBufferPointer { (params.floats + p.offset).update(from: $0.baseAddress!, count: p.count) }
         }
+        library.parametersChanged()
     }
 
     /// Gradients of the trainable parameters left by the last train step, by parameter name.

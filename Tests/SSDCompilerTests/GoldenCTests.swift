@@ -37,6 +37,19 @@ final class GoldenCTests: XCTestCase {
         }
     }
 
+    /// A program that writes the parameters (the train step: SGD, BN running statistics)
+    /// invalidates what eval programs derived from them (BN folded into the convs, kept in F
+    /// between calls); the others do not, so inference keeps its cache.
+    func testProgramsWritingParametersInvalidateCaches() throws {
+        let source = try XCTUnwrap(try emitted().first { $0.0 == "golden_model.c" }?.1)
+        for (program, invalidates) in [("train_step", true), ("infer", false), ("forward_train", false), ("eval_step", false)] {
+            let start = try XCTUnwrap(source.range(of: "int ssdc_\(program)(int64_t N"), program)
+            let entry = source[start.lowerBound...].prefix { $0 != "}" }
+            XCTAssertEqual(entry.contains("ssdc_params_changed();"), invalidates, program)
+        }
+        XCTAssertTrue(source.contains("ssdc_cache_generation(&cache, P, F)"), "the folded conv+BN kernels use the cache")
+    }
+
     func testEmissionIsDeterministic() throws {
         let a = try emitted(), b = try emitted()
         XCTAssertEqual(a.map(\.1), b.map(\.1))

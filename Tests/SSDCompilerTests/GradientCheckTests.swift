@@ -24,7 +24,7 @@ final class GradientCheckTests: XCTestCase {
     /// central differences of the compiled step's loss; at least 75% must be off a kink.
     func checkGradients(_ model: Model, size: Int, names: [String], file: StaticString = #filePath, line: UInt = #line) throws {
         let graph = try model.graph(height: size, width: size)
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ssdc-gradcheck-\(getpid())").path
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ssdc-gradcheck-\(model.name)-\(getpid())").path
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let r = try Driver.compile(graph, into: dir, training: .init())
         let s = ModelSession(library: try ModelLibrary(path: r.libraryPath))

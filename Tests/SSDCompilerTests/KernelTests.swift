@@ -90,6 +90,51 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    func testFoldedBatchNormFollowsWeightChanges() throws {
+        // Eval mode folds the BN into the conv's weights once and keeps them between calls;
+        // every way the parameters change must show in the next forward: new weights loaded,
+        // and another session of the same library with its own weights run in between (a
+        // train step's updates: GoldenCTests.testProgramsWritingParametersInvalidateCaches).
+        let b = GraphBuilder(name: "fold_cache")
+        let x = b.input("X", [3, 8, 8], location: SourceLocation(#filePath, #line))
+        b.output("y", Sequential { Conv2d(3, 4, kernelSize: 3, padding: 1); BatchNorm2d(4); ReLU() }(x))
+        let graph = try b.finish()
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ssdc-kernel-fold-cache-\(getpid())").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let library = try ModelLibrary(path: try Driver.compile(graph, into: dir).libraryPath)
+        var rng = SplitMix64(seed: 5)
+        let xs = (0..<2 * 3 * 64).map { _ in rng.uniform(3) }
+        let input = HostTensor(floats: xs, shape: [2, 3, 8, 8])
+
+        /// Random weights and valid BN statistics.
+        func randomState(_ session: ModelSession) -> [String: HostTensor] {
+            session.stateDict().mapValues { v in
+                v.shape.isEmpty ? v : HostTensor(floats: (0..<v.count).map { _ in 0.5 + abs(rng.uniform(1)) }, shape: v.shape)
+            }
+        }
+        /// infer's output against the reference interpreter on the session's parameters.
+        func checkInfer(_ session: ModelSession, _ what: String) throws {
+            let got = try XCTUnwrap(try session.run("infer", inputs: ["X": input])["y"])
+            let params = session.stateDict().mapValues { $0.floats.map(Double.init) }
+            let ref = ReferenceInterpreter(graph: graph, mode: .eval)
+                .run(inputs: ["X": .init(shape: [2, 3, 8, 8], data: xs.map(Double.init))], params: params)[graph.outputs[0].node]!
+            let scale = max(ref.data.map(abs).max() ?? 0, 1e-30)
+            let diff = zip(got.floats, ref.data).map { abs(Double($0) - $1) }.max() ?? 0
+            XCTAssertLessThanOrEqual(diff / scale, 1e-5, "\(what): max |diff| \(diff), max |ref| \(scale)")
+        }
+
+        let a = ModelSession(library: library)
+        try a.loadStateDict(randomState(a), source: "state A1")
+        try checkInfer(a, "first weights")
+        try checkInfer(a, "same weights, second call")
+        try a.loadStateDict(randomState(a), source: "state A2")
+        try checkInfer(a, "after loading new weights")
+        let other = ModelSession(library: library)
+        try other.loadStateDict(randomState(other), source: "state B")
+        try checkInfer(other, "another session")
+        try checkInfer(a, "the first session again")
+    }
+
     func testBatchNormAloneIsAnOutput() throws {
         // The BN value is an output, so the ReLU must not be fused into it.
         try check("bn_out", input: [2, 4, 4], batch: 2) { x in

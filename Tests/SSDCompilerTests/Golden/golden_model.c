@@ -14,6 +14,29 @@ enum { SSDC_OK = 0, SSDC_ERR_BATCH = 1, SSDC_ERR_NULL = 2 };
 static int ssdc_profiling = 0;
 #define SSDC_TIMED(times, i, call) do { double t0_ = ssdc_profiling ? omp_get_wtime() : 0.0; call; if (ssdc_profiling) times[i] += omp_get_wtime() - t0_; } while (0)
 
+/* Caches of values derived from the parameters (see ssdc_params_changed). */
+typedef struct { const float *P; const char *F; uint64_t generation; } ssdc_cache_t;
+static uint64_t ssdc_params_generation = 1;
+
+void ssdc_params_changed(void) {
+#pragma omp critical(ssdc_cache)
+    ++ssdc_params_generation;
+}
+
+/* 0 if the cache holds the values for P and F at the current generation, else that
+ * generation (to pass to ssdc_cache_filled once the values are recomputed). */
+static inline uint64_t ssdc_cache_generation(const ssdc_cache_t *c, const float *P, const char *F) {
+    uint64_t g;
+#pragma omp critical(ssdc_cache)
+    g = c->P == P && c->F == F && c->generation == ssdc_params_generation ? 0 : ssdc_params_generation;
+    return g;
+}
+
+static inline void ssdc_cache_filled(ssdc_cache_t *c, const float *P, const char *F, uint64_t generation) {
+#pragma omp critical(ssdc_cache)
+    { c->P = P; c->F = F; c->generation = generation; }
+}
+
 /* anchors: folded at compile time from %35 (concat, GoldenModel.swift:25), f32[1,51,4] */
 const float c_anchors[204] = {
     -0.025000006f, -0.025000006f, 0.275000006f, 0.275000006f, -0.125f, -0.125f, 0.375f, 0.375f,
@@ -156,13 +179,18 @@ int ssdc_forward_train(int64_t N, float *P, char *F, char *B, float *S) {
  */
 static void infer_k00_conv2d_batch_norm_relu_max_pool2d(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    const float *restrict w = (P + 0), *restrict gamma = (P + 128), *restrict beta = (P + 144);
-    const float *restrict mean = (P + 160), *restrict var = (P + 176);
     float *restrict fw = ((float *)(F + 0)), *restrict fb = ((float *)(F + 448));
-    for (int o = 0; o < 4; o++) {
-        const float scale = gamma[o] / sqrtf(var[o] + 9.99999975e-06f);
-        for (int i = 0; i < 27; i++) fw[o * 27 + i] = w[o * 27 + i] * scale;
-        fb[o] = ((P + 112)[o] - mean[o]) * scale + beta[o];
+    static ssdc_cache_t cache; /* fw, fb depend on the parameters only: kept in F between calls */
+    const uint64_t generation = ssdc_cache_generation(&cache, P, F);
+    if (generation) {
+        const float *restrict w = (P + 0), *restrict gamma = (P + 128), *restrict beta = (P + 144);
+        const float *restrict mean = (P + 160), *restrict var = (P + 176);
+        for (int o = 0; o < 4; o++) {
+            const float scale = gamma[o] / sqrtf(var[o] + 9.99999975e-06f);
+            for (int i = 0; i < 27; i++) fw[o * 27 + i] = w[o * 27 + i] * scale;
+            fb[o] = ((P + 112)[o] - mean[o]) * scale + beta[o];
+        }
+        ssdc_cache_filled(&cache, P, F, generation);
     }
     const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 3, 8, 8, 4, 3, 1, 1);
     ssd_conv2d_forward_pool(&g, ((float *)(B + (size_t)0 * N)), fw, fb, ((float *)(B + (size_t)768 * N)), 1, S);
@@ -578,6 +606,7 @@ static double train_step_times[16];
 int ssdc_train_step(int64_t N, int64_t G, const float *Y, float *P, char *F, char *B, float *S) {
     if (N < 1 || G < 1) return SSDC_ERR_BATCH;
     if (!P || !F || !B || !S || !Y) return SSDC_ERR_NULL;
+    ssdc_params_changed(); /* this program updates P */
     SSDC_TIMED(train_step_times, 0, train_step_k00_conv2d(N, P, F, B, S));
     SSDC_TIMED(train_step_times, 1, train_step_k01_batch_norm_relu_max_pool2d(N, P, F, B, S));
     SSDC_TIMED(train_step_times, 2, train_step_k02_global_max_pool(N, P, F, B, S));
@@ -605,17 +634,22 @@ int ssdc_train_step(int64_t N, int64_t G, const float *Y, float *P, char *F, cha
  *   %10 relu : f32[N,4,8,8]  blk_0.2  GoldenModel.swift:11
  *   %11 max_pool2d : f32[N,4,4,4]  blk_0.3  GoldenModel.swift:12
  *   reads  X B+0*N, blk_0.0.weight P[0], blk_0.1.weight P[128], blk_0.1.bias P[144], blk_0.1.running_mean P[160], blk_0.1.running_var P[176], blk_0.0.bias P[112]
- *   writes blk_0.0.folded_weight F+0, blk_0.0.folded_bias F+448, blk_0.3 B+832*N
+ *   writes blk_0.0.folded_weight F+0, blk_0.0.folded_bias F+512, blk_0.3 B+832*N
  */
 static void eval_step_k00_conv2d_batch_norm_relu_max_pool2d(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    const float *restrict w = (P + 0), *restrict gamma = (P + 128), *restrict beta = (P + 144);
-    const float *restrict mean = (P + 160), *restrict var = (P + 176);
-    float *restrict fw = ((float *)(F + 0)), *restrict fb = ((float *)(F + 448));
-    for (int o = 0; o < 4; o++) {
-        const float scale = gamma[o] / sqrtf(var[o] + 9.99999975e-06f);
-        for (int i = 0; i < 27; i++) fw[o * 27 + i] = w[o * 27 + i] * scale;
-        fb[o] = ((P + 112)[o] - mean[o]) * scale + beta[o];
+    float *restrict fw = ((float *)(F + 0)), *restrict fb = ((float *)(F + 512));
+    static ssdc_cache_t cache; /* fw, fb depend on the parameters only: kept in F between calls */
+    const uint64_t generation = ssdc_cache_generation(&cache, P, F);
+    if (generation) {
+        const float *restrict w = (P + 0), *restrict gamma = (P + 128), *restrict beta = (P + 144);
+        const float *restrict mean = (P + 160), *restrict var = (P + 176);
+        for (int o = 0; o < 4; o++) {
+            const float scale = gamma[o] / sqrtf(var[o] + 9.99999975e-06f);
+            for (int i = 0; i < 27; i++) fw[o * 27 + i] = w[o * 27 + i] * scale;
+            fb[o] = ((P + 112)[o] - mean[o]) * scale + beta[o];
+        }
+        ssdc_cache_filled(&cache, P, F, generation);
     }
     const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 3, 8, 8, 4, 3, 1, 1);
     ssd_conv2d_forward_pool(&g, ((float *)(B + (size_t)0 * N)), fw, fb, ((float *)(B + (size_t)832 * N)), 1, S);
@@ -687,12 +721,12 @@ static void eval_step_k04_multibox_target(int64_t N, int64_t G, const float *res
  *   %37 reshape {dims=[-1, 3]} : f32[N,51,3]  cls_preds  GoldenModel.swift:26
  *   %38 concat {axis=1} : f32[N,204]  bbox_preds  GoldenModel.swift:27
  *   reads  v36_concat B+3328*N, bbox_preds B+0*N, target.cls_labels B+4608*N, target.bbox_labels B+832*N, target.bbox_masks B+1664*N
- *   writes loss.per_example B+4864*N, grad.cls_preds B+3968*N, grad.bbox_preds B+2496*N, metrics F+0
+ *   writes loss.per_example B+4864*N, grad.cls_preds B+3968*N, grad.bbox_preds B+2496*N, metrics F+448
  */
 static void eval_step_k05_multibox_loss(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     const ssd_loss_config_t cfg = { 0, 2.0f, 0.25f, 0, 1.0f, 1.0f, 1.0f, 0.0f };
-    ssd_multibox_loss(&cfg, (int)N, 51, 3, ((float *)(B + (size_t)3328 * N)), ((float *)(B + (size_t)0 * N)), ((float *)(B + (size_t)4608 * N)), ((float *)(B + (size_t)832 * N)), ((float *)(B + (size_t)1664 * N)), ((float *)(B + (size_t)4864 * N)), ((float *)(B + (size_t)3968 * N)), ((float *)(B + (size_t)2496 * N)), (double *)((float *)(F + 0)), S);
+    ssd_multibox_loss(&cfg, (int)N, 51, 3, ((float *)(B + (size_t)3328 * N)), ((float *)(B + (size_t)0 * N)), ((float *)(B + (size_t)4608 * N)), ((float *)(B + (size_t)832 * N)), ((float *)(B + (size_t)1664 * N)), ((float *)(B + (size_t)4864 * N)), ((float *)(B + (size_t)3968 * N)), ((float *)(B + (size_t)2496 * N)), (double *)((float *)(F + 448)), S);
 }
 
 size_t ssdc_eval_step_scratch_floats(int64_t N, int64_t G) {
@@ -1441,7 +1475,7 @@ const char *ssdc_manifest(void) {
         "    {\n"
         "      \"batched_bytes_per_example\" : 4928,\n"
         "      \"entry\" : \"ssdc_eval_step\",\n"
-        "      \"fixed_bytes\" : 512,\n"
+        "      \"fixed_bytes\" : 576,\n"
         "      \"inputs\" : [\n"
         "        {\n"
         "          \"dtype\" : \"f32\",\n"
@@ -1608,7 +1642,7 @@ const char *ssdc_manifest(void) {
         "        {\n"
         "          \"dtype\" : \"f64\",\n"
         "          \"name\" : \"metrics\",\n"
-        "          \"offset\" : 0,\n"
+        "          \"offset\" : 448,\n"
         "          \"region\" : \"fixed\",\n"
         "          \"shape\" : [\n"
         "            4\n"

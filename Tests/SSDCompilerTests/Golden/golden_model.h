@@ -74,7 +74,7 @@ int ssdc_train_step(int64_t N, int64_t G, const float *Y, float *P, char *F, cha
 size_t ssdc_train_step_scratch_floats(int64_t N, int64_t G);
 
 /* program eval_step */
-#define SSDC_EVAL_STEP_FIXED_BYTES 512
+#define SSDC_EVAL_STEP_FIXED_BYTES 576
 #define SSDC_EVAL_STEP_BATCHED_BYTES 4928
 #define SSDC_EVAL_STEP_IN_X 0 /* batched, f32[N,3,8,8] */
 #define SSDC_EVAL_STEP_OUT_ANCHORS 0 /* constant, f32[1,51,4] */
@@ -84,13 +84,16 @@ size_t ssdc_train_step_scratch_floats(int64_t N, int64_t G);
 #define SSDC_EVAL_STEP_OUT_TARGET_BBOX_MASKS 1664 /* batched, f32[N,204] */
 #define SSDC_EVAL_STEP_OUT_TARGET_CLS_LABELS 4608 /* batched, f32[N,51] */
 #define SSDC_EVAL_STEP_OUT_LOSS_PER_EXAMPLE 4864 /* batched, f32[N,1] */
-#define SSDC_EVAL_STEP_OUT_METRICS 0 /* fixed, f64[4] */
+#define SSDC_EVAL_STEP_OUT_METRICS 448 /* fixed, f64[4] */
 /* Y: the ground-truth rows, N x G x 5 floats (class, xmin, ymin, xmax, ymax; class -1 pads). */
 int ssdc_eval_step(int64_t N, int64_t G, const float *Y, float *P, char *F, char *B, float *S);
 size_t ssdc_eval_step_scratch_floats(int64_t N, int64_t G);
 
 extern const float c_anchors[204];
 void ssdc_set_threads(int n);
+/* Call after writing into P (loading weights): caches derived from the parameters are
+ * recomputed on the next call. */
+void ssdc_params_changed(void);
 void ssdc_set_profiling(int on);
 double *ssdc_profile(const char *program);
 int ssdc_abi_version(void);
