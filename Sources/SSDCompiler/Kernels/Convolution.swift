@@ -50,7 +50,8 @@ public struct ConvolutionForward: KernelFamily {
         geometry.isDepthwise ? nil : "{ \(geometry.cDeclaration) t = ssd_convg_scratch_floats(&g); }"
     }
 
-    public func body(_ P: (Int) -> String) -> [String] {
+    public func body(_ ctx: KernelContext) -> [String] {
+        let P = ctx.pointer
         let b = CText.optional(bias, P)
         if geometry.isDepthwise {
             return [geometry.cDeclaration, "ssd_dwconv_forward(&g, \(P(x)), \(P(weight)), \(b), \(P(y)), \(epilogue.cName));"]
@@ -74,7 +75,8 @@ public struct ConvolutionBackward: KernelFamily {
         geometry.isDepthwise ? nil : "{ \(geometry.cDeclaration) t = ssd_convg_scratch_floats(&g); }"
     }
 
-    public func body(_ P: (Int) -> String) -> [String] {
+    public func body(_ ctx: KernelContext) -> [String] {
+        let P = ctx.pointer
         var lines = [geometry.cDeclaration]
         let db = CText.optional(dBias, P)
         if geometry.isDepthwise {

@@ -8,8 +8,9 @@ public struct ActivationForward: KernelFamily {
     public var reads: [Int] { [x] }
     public var writes: [Int] { [y] }
 
-    public func body(_ P: (Int) -> String) -> [String] {
-        ["ssd_\(ActivationForward.cName(activation))_forward(N * \(count), \(P(x)), \(P(y)));"]
+    public func body(_ ctx: KernelContext) -> [String] {
+        let P = ctx.pointer
+        return ["ssd_\(ActivationForward.cName(activation))_forward(N * \(count), \(P(x)), \(P(y)));"]
     }
 
     static func cName(_ a: Activation) -> String {
@@ -37,8 +38,9 @@ public struct ActivationBackward: KernelFamily {
     public var reads: [Int] { [source, dy] }
     public var writes: [Int] { [dx] }
 
-    public func body(_ P: (Int) -> String) -> [String] {
-        ["ssd_\(ActivationForward.cName(activation))_backward(N * \(count), \(P(source)), \(P(dy)), \(P(dx)));"]
+    public func body(_ ctx: KernelContext) -> [String] {
+        let P = ctx.pointer
+        return ["ssd_\(ActivationForward.cName(activation))_backward(N * \(count), \(P(source)), \(P(dy)), \(P(dx)));"]
     }
 }
 
@@ -53,8 +55,9 @@ public struct Add: KernelFamily {
     public var reads: [Int] { [a, b] }
     public var writes: [Int] { [y] }
 
-    public func body(_ P: (Int) -> String) -> [String] {
-        ["ssd_add_forward(\(batched ? "N * " : "")\(count), \(P(a)), \(P(b)), \(P(y)), \(epilogue.cName));"]
+    public func body(_ ctx: KernelContext) -> [String] {
+        let P = ctx.pointer
+        return ["ssd_add_forward(\(batched ? "N * " : "")\(count), \(P(a)), \(P(b)), \(P(y)), \(epilogue.cName));"]
     }
 }
 
@@ -66,8 +69,9 @@ public struct MulChannels: KernelFamily {
     public var reads: [Int] { [x, s] }
     public var writes: [Int] { [y] }
 
-    public func body(_ P: (Int) -> String) -> [String] {
-        ["ssd_channel_mul_forward((int)N, \(c), \(hw), \(P(x)), \(P(s)), \(perExample ? 1 : 0), \(P(y)));"]
+    public func body(_ ctx: KernelContext) -> [String] {
+        let P = ctx.pointer
+        return ["ssd_channel_mul_forward((int)N, \(c), \(hw), \(P(x)), \(P(s)), \(perExample ? 1 : 0), \(P(y)));"]
     }
 }
 
@@ -81,8 +85,9 @@ public struct MulChannelsBackward: KernelFamily {
     public var reads: [Int] { [x, s, dy] }
     public var writes: [Int] { [dx, ds].compactMap { $0 } }
 
-    public func body(_ P: (Int) -> String) -> [String] {
-        ["ssd_channel_mul_backward((int)N, \(c), \(hw), \(P(x)), \(P(s)), \(perExample ? 1 : 0), \(P(dy)), "
+    public func body(_ ctx: KernelContext) -> [String] {
+        let P = ctx.pointer
+        return ["ssd_channel_mul_backward((int)N, \(c), \(hw), \(P(x)), \(P(s)), \(perExample ? 1 : 0), \(P(dy)), "
          + "\(CText.optional(dx, P)), \(CText.optional(ds, P)));"]
     }
 }
@@ -98,8 +103,9 @@ public struct UpsampleNearest: KernelFamily {
     public var reads: [Int] { [x] }
     public var writes: [Int] { [y] }
 
-    public func body(_ P: (Int) -> String) -> [String] {
-        [backward ? "ssd_upsample_nearest_backward((int)N, \(c), \(h), \(w), \(sh), \(sw), \(P(x)), \(P(y)));"
+    public func body(_ ctx: KernelContext) -> [String] {
+        let P = ctx.pointer
+        return [backward ? "ssd_upsample_nearest_backward((int)N, \(c), \(h), \(w), \(sh), \(sw), \(P(x)), \(P(y)));"
                   : "ssd_upsample_nearest_forward((int)N, \(c), \(h), \(w), \(sh), \(sw), \(P(x)), \(P(y)));"]
     }
 }
@@ -112,8 +118,9 @@ public struct L2NormForward: KernelFamily {
     public var reads: [Int] { [x, weight] }
     public var writes: [Int] { [y] }
 
-    public func body(_ P: (Int) -> String) -> [String] {
-        ["ssd_l2norm_forward((int)N, \(c), \(hw), \(P(x)), \(P(weight)), \(CText.float(eps)), \(P(y)));"]
+    public func body(_ ctx: KernelContext) -> [String] {
+        let P = ctx.pointer
+        return ["ssd_l2norm_forward((int)N, \(c), \(hw), \(P(x)), \(P(weight)), \(CText.float(eps)), \(P(y)));"]
     }
 }
 
@@ -128,8 +135,60 @@ public struct L2NormBackward: KernelFamily {
     public var writes: [Int] { (dx.map { [$0] } ?? []) + [dWeight] }
     public var scratchQuery: String? { "t = ssd_l2norm_scratch_floats((int)N, \(hw));" }
 
-    public func body(_ P: (Int) -> String) -> [String] {
-        ["ssd_l2norm_backward((int)N, \(c), \(hw), \(P(x)), \(P(weight)), \(CText.float(eps)), \(P(dy)), "
+    public func body(_ ctx: KernelContext) -> [String] {
+        let P = ctx.pointer
+        return ["ssd_l2norm_backward((int)N, \(c), \(hw), \(P(x)), \(P(weight)), \(CText.float(eps)), \(P(dy)), "
          + "\(CText.optional(dx, P)), \(P(dWeight)), S);"]
+    }
+}
+
+/// ReLU (when it is no epilogue), and its gradient from the output: dx = dy where y > 0.
+public struct Relu: KernelFamily {
+    public var x: Int, y: Int, count: Int
+    /// Backward: x is the ReLU's output, y is dx.
+    public var dy: Int?
+
+    public var kernelName: String? { dy == nil ? nil : "relu_backward" }
+    public var reads: [Int] { [x] + (dy.map { [$0] } ?? []) }
+    public var writes: [Int] { [y] }
+
+    public func body(_ ctx: KernelContext) -> [String] {
+        let P = ctx.pointer
+        if let dy {
+            return [
+                "const float *restrict y = \(P(x));",
+                "const float *restrict dy = \(P(dy));",
+                "float *restrict dx = \(P(y));",
+                "const int64_t n = N * \(count);",
+                "#pragma omp parallel for simd schedule(static)",
+                "for (int64_t i = 0; i < n; i++) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;",
+            ]
+        }
+        return [
+            "const float *restrict x = \(P(x));",
+            "float *restrict y = \(P(y));",
+            "const int64_t n = N * \(count);",
+            "#pragma omp parallel for simd schedule(static)",
+            "for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;",
+        ]
+    }
+}
+
+/// into += from (a second contribution to a gradient).
+public struct Accumulate: KernelFamily {
+    public var into: Int, from: Int, count: Int
+
+    public var kernelName: String? { "accumulate_grad" }
+    public var reads: [Int] { [into, from] }
+    public var writes: [Int] { [into] }
+
+    public func body(_ ctx: KernelContext) -> [String] {
+        [
+            "float *restrict a = \(ctx.pointer(into));",
+            "const float *restrict b = \(ctx.pointer(from));",
+            "const int64_t n = N * \(count);",
+            "#pragma omp parallel for simd schedule(static)",
+            "for (int64_t i = 0; i < n; i++) a[i] += b[i];",
+        ]
     }
 }

@@ -10,7 +10,8 @@ public struct PoolForward: KernelFamily {
     public var reads: [Int] { [x] }
     public var writes: [Int] { [y] }
 
-    public func body(_ P: (Int) -> String) -> [String] {
+    public func body(_ ctx: KernelContext) -> [String] {
+        let P = ctx.pointer
         let a = attributes
         return [PoolForward.geometry(a, c: c, h: h, w: w),
                 a.kind == .max ? "ssd_maxpool_forward(&g, \(P(x)), \(P(y)));"
@@ -35,7 +36,8 @@ public struct PoolBackward: KernelFamily {
     public var reads: [Int] { attributes.kind == .max ? [x, dy] : [dy] }
     public var writes: [Int] { [dx] }
 
-    public func body(_ P: (Int) -> String) -> [String] {
+    public func body(_ ctx: KernelContext) -> [String] {
+        let P = ctx.pointer
         let a = attributes
         return [PoolForward.geometry(a, c: c, h: h, w: w),
                 a.kind == .max ? "ssd_maxpool_backward(&g, \(P(x)), \(P(dy)), \(P(dx)));"
@@ -54,8 +56,43 @@ public struct GlobalAvgPool: KernelFamily {
     public var reads: [Int] { [x] }
     public var writes: [Int] { [y] }
 
-    public func body(_ P: (Int) -> String) -> [String] {
-        [backward ? "ssd_global_avgpool_backward((int)N, \(c), \(hw), \(P(x)), \(P(y)));"
+    public func body(_ ctx: KernelContext) -> [String] {
+        let P = ctx.pointer
+        return [backward ? "ssd_global_avgpool_backward((int)N, \(c), \(hw), \(P(x)), \(P(y)));"
                   : "ssd_global_avgpool_forward((int)N, \(c), \(hw), \(P(x)), \(P(y)));"]
+    }
+}
+
+/// TinySSD's 2x2 max pool (stride 2) and its gradient.
+public struct MaxPool2x2: KernelFamily {
+    public var x: Int, y: Int, c: Int, h: Int, w: Int
+    /// Backward: dy -> dx (y is then dx), reading x for the argmax.
+    public var dy: Int?
+
+    public var kernelName: String? { dy == nil ? nil : "max_pool2d_backward" }
+    public var reads: [Int] { [x] + (dy.map { [$0] } ?? []) }
+    public var writes: [Int] { [y] }
+
+    public func body(_ ctx: KernelContext) -> [String] {
+        let P = ctx.pointer
+        if let dy { return ["ssd_maxpool2_backward((int)N, \(c), \(h), \(w), \(P(x)), \(P(dy)), \(P(y)));"] }
+        return ["ssd_maxpool2_forward((int)N, \(c), \(h), \(w), \(P(x)), \(P(y)));"]
+    }
+}
+
+/// AdaptiveMaxPool2d((1,1)) and its gradient.
+public struct GlobalMaxPool: KernelFamily {
+    public var x: Int, y: Int, c: Int, hw: Int
+    /// Backward: dy -> dx (y is then dx), reading x for the argmax.
+    public var dy: Int?
+
+    public var kernelName: String? { dy == nil ? nil : "global_max_pool_backward" }
+    public var reads: [Int] { [x] + (dy.map { [$0] } ?? []) }
+    public var writes: [Int] { [y] }
+
+    public func body(_ ctx: KernelContext) -> [String] {
+        let P = ctx.pointer
+        if let dy { return ["ssd_global_maxpool_backward((int)N, \(c), \(hw), \(P(x)), \(P(dy)), \(P(y)));"] }
+        return ["ssd_global_maxpool_forward((int)N, \(c), \(hw), \(P(x)), \(P(y)));"]
     }
 }

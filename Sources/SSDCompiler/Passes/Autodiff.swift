@@ -70,8 +70,8 @@ extension Lowering {
         let bboxLabels = newBuffer("target.bbox_labels", TensorType([4 * a], batched: true), region: .batched)
         let bboxMasks = newBuffer("target.bbox_masks", TensorType([4 * a], batched: true), region: .batched)
         let clsLabels = newBuffer("target.cls_labels", TensorType([a], batched: true), region: .batched)
-        addKernel(.opaque, [anchorsNode.id], .multiboxTarget(anchors: anchors, labels: labels, bboxLabels: bboxLabels,
-                                                             bboxMasks: bboxMasks, clsLabels: clsLabels, anchorsCount: a))
+        addKernel(.opaque, [anchorsNode.id], MultiboxTarget(anchors: anchors, labels: labels, bboxLabels: bboxLabels,
+                                                            bboxMasks: bboxMasks, clsLabels: clsLabels, anchorsCount: a))
 
         // Loss, metrics and the gradient of the batch-mean loss (SPEC section 4).
         let perExample = newBuffer("loss.per_example", TensorType([1], batched: true), region: .batched)
@@ -79,7 +79,7 @@ extension Lowering {
         buffers[metrics].bytes = 4 * 8
         let dCls = newBuffer("grad.cls_preds", cls.type, region: .batched)
         let dBbox = newBuffer("grad.bbox_preds", bbox.type, region: .batched)
-        addKernel(.opaque, [cls.id, bbox.id], .multiboxLoss(
+        addKernel(.opaque, [cls.id, bbox.id], MultiboxLoss(
             clsPreds: try materialized(cls.id), bboxPreds: try materialized(bbox.id), clsLabels: clsLabels,
             bboxLabels: bboxLabels, bboxMasks: bboxMasks, perExample: perExample, dClsPreds: dCls, dBboxPreds: dBbox,
             metrics: metrics, anchorsCount: a, classes: q1, config: options.loss))
@@ -107,7 +107,7 @@ extension Lowering {
             slots.append(b)
             counts.append(s.count)
         }
-        addKernel(.opaque, layout.slots.filter(\.trainable).map(\.node), .sgd(slots: slots, counts: counts))
+        addKernel(.opaque, layout.slots.filter(\.trainable).map(\.node), SGD(slots: slots, counts: counts))
         finishTrainStep(&p, labels: labels, bboxLabels: bboxLabels, bboxMasks: bboxMasks, clsLabels: clsLabels,
                         perExample: perExample, metrics: metrics)
     }
@@ -148,11 +148,11 @@ extension Lowering {
         if let existing = bw.grads[node], bw.shared.contains(existing) {
             let t = graph[node].type
             let sum = newBuffer("grad." + valueName(node), t, region: t.batched ? .batched : .fixed)
-            addKernel(.elementwise, [from], .family(AnyKernelFamily(Add(a: existing, b: buffer, y: sum, count: t.elementCount,
-                                                                        batched: t.batched, gradient: true))))
+            addKernel(.elementwise, [from], Add(a: existing, b: buffer, y: sum, count: t.elementCount,
+                                                                        batched: t.batched, gradient: true))
             bw.grads[node] = sum
         } else if let existing = bw.grads[node] {
-            addKernel(.elementwise, [from], .accumulate(into: existing, from: buffer, count: graph[node].type.elementCount))
+            addKernel(.elementwise, [from], Accumulate(into: existing, from: buffer, count: graph[node].type.elementCount))
         } else {
             bw.grads[node] = buffer
         }
@@ -196,7 +196,7 @@ extension Lowering {
                 contribute(producer, dy, &bw, from: n.id)
             } else {
                 let dx = newBuffer("grad." + valueName(input), graph[input].type, region: .batched)
-                addKernel(.elementwise, [n.id], .reluBackward(y: y, dy: dy, dx: dx, count: n.type.elementCount))
+                addKernel(.elementwise, [n.id], Relu(x: y, y: dx, count: n.type.elementCount, dy: dy))
                 contribute(input, dx, &bw, from: n.id)
             }
 
@@ -209,17 +209,20 @@ extension Lowering {
                                dBias: c.inputs.count > 2 ? gradientBuffer(ofParameter: c.inputs[2]) : nil, o: c.type.dims[0])
             }
             let mine = try gradients(n, dy: dy)
+            func geometry(_ o: Int) -> SquareConv {
+                SquareConv(c: xt.dims[0], h: xt.dims[1], w: xt.dims[2], o: o, k: wt.dims[2], stride: stride, pad: pad)
+            }
             if let first = pairedWith.first(where: { $0.value == n.id })?.key, let dyFirst = bw.grads[first] {
                 // The second conv of a forward pair (reverse order meets it first): both convs'
                 // backward in one kernel, with one backward-data into their shared input.
-                addKernel(.outElementwiseFusable, [first, n.id], .conv2dPairBackward(
-                    x: try materialized(x), first: try gradients(graph[first], dy: dyFirst), second: mine, dx: dx,
-                    c: xt.dims[0], h: xt.dims[1], w: xt.dims[2], k: wt.dims[2], stride: stride, pad: pad))
+                let firstGradients = try gradients(graph[first], dy: dyFirst)
+                addKernel(.outElementwiseFusable, [first, n.id], Conv2dPairBackward(
+                    x: try materialized(x), first: firstGradients, second: mine, dx: dx, geometry: geometry(firstGradients.o + mine.o)))
                 bw.handled.insert(first)
             } else {
-                addKernel(.outElementwiseFusable, [n.id], .conv2dBackward(
+                addKernel(.outElementwiseFusable, [n.id], Conv2dBackward(
                     x: try materialized(x), weight: mine.weight, dy: dy, dx: dx, dWeight: mine.dWeight, dBias: mine.dBias,
-                    c: xt.dims[0], h: xt.dims[1], w: xt.dims[2], o: wt.dims[0], k: wt.dims[2], stride: stride, pad: pad))
+                    geometry: geometry(wt.dims[0])))
             }
             if let dx { contribute(x, dx, &bw, from: n.id) }
 
@@ -230,10 +233,10 @@ extension Lowering {
             let x = n.inputs[0]
             let dx = newBuffer("grad." + valueName(x), graph[x].type, region: .batched)
             addKernel(.outElementwiseFusable, [n.id] + (bw.reluMask[n.id] != nil ? epilogueOf.filter { $0.value == n.id }.map(\.key) : []),
-                      .batchNormBackward(x: try materialized(x), mean: stats.mean, variance: stats.variance,
-                                         gamma: try materialized(n.inputs[1]), y: bw.reluMask[n.id], dy: dy, dx: dx,
-                                         dGamma: gradientBuffer(ofParameter: n.inputs[1]), dBeta: gradientBuffer(ofParameter: n.inputs[2]),
-                                         c: n.type.dims[0], hw: n.type.dims[1] * n.type.dims[2], eps: eps))
+                      BatchNormBackward(x: try materialized(x), mean: stats.mean, variance: stats.variance,
+                                        gamma: try materialized(n.inputs[1]), y: bw.reluMask[n.id], dy: dy, dx: dx,
+                                        dGamma: gradientBuffer(ofParameter: n.inputs[1]), dBeta: gradientBuffer(ofParameter: n.inputs[2]),
+                                        c: n.type.dims[0], hw: n.type.dims[1] * n.type.dims[2], eps: eps))
             if needsGradient(x) { contribute(x, dx, &bw, from: n.id) }
 
         case .maxPool2d where fusedPoolBackward(n) != nil:
@@ -242,7 +245,7 @@ extension Lowering {
             guard let stats = bnStatistics[bn], case .batchNorm(let eps, _) = graph[bn].op else { return }
             let bx = graph[bn].inputs[0], xt = graph[bx].type
             let dx = newBuffer("grad." + valueName(bx), xt, region: .batched)
-            addKernel(.outElementwiseFusable, [n.id, relu, bn], .maxPool2dBatchNormBackward(
+            addKernel(.outElementwiseFusable, [n.id, relu, bn], MaxPool2dBatchNormBackward(
                 x: try materialized(bx), mean: stats.mean, variance: stats.variance, gamma: try materialized(graph[bn].inputs[1]),
                 y: try materialized(relu), dPooled: dy, dx: dx, dGamma: gradientBuffer(ofParameter: graph[bn].inputs[1]),
                 dBeta: gradientBuffer(ofParameter: graph[bn].inputs[2]), c: xt.dims[0], h: xt.dims[1], w: xt.dims[2], eps: eps))
@@ -252,15 +255,14 @@ extension Lowering {
         case .maxPool2d:
             let x = n.inputs[0], xt = graph[x].type
             let dx = newBuffer("grad." + valueName(x), xt, region: .batched)
-            addKernel(.outElementwiseFusable, [n.id], .maxPool2dBackward(x: try materialized(x), dy: dy, dx: dx,
-                                                                         c: xt.dims[0], h: xt.dims[1], w: xt.dims[2]))
+            addKernel(.outElementwiseFusable, [n.id], MaxPool2x2(x: try materialized(x), y: dx,
+                                                                  c: xt.dims[0], h: xt.dims[1], w: xt.dims[2], dy: dy))
             contribute(x, dx, &bw, from: n.id)
 
         case .globalMaxPool:
             let x = n.inputs[0], xt = graph[x].type
             let dx = newBuffer("grad." + valueName(x), xt, region: .batched)
-            addKernel(.reduction, [n.id], .globalMaxPoolBackward(x: try materialized(x), dy: dy, dx: dx,
-                                                                  c: xt.dims[0], hw: xt.dims[1] * xt.dims[2]))
+            addKernel(.reduction, [n.id], GlobalMaxPool(x: try materialized(x), y: dx, c: xt.dims[0], hw: xt.dims[1] * xt.dims[2], dy: dy))
             contribute(x, dx, &bw, from: n.id)
 
         case .add:
@@ -272,40 +274,40 @@ extension Lowering {
             let x = n.inputs[0]
             let xt = graph[x].type
             let dx = needsGradient(x) ? newBuffer("grad." + valueName(x), xt, region: .batched) : nil
-            addKernel(.outElementwiseFusable, [n.id], .family(AnyKernelFamily(ConvolutionBackward(
+            addKernel(.outElementwiseFusable, [n.id], ConvolutionBackward(
                 x: try materialized(x), weight: try materialized(n.inputs[1]), dy: dy, dx: dx,
                 dWeight: gradientBuffer(ofParameter: n.inputs[1]),
                 dBias: n.inputs.count > 2 ? gradientBuffer(ofParameter: n.inputs[2]) : nil,
-                geometry: ConvGeometry(input: xt, weight: graph[n.inputs[1]].type, attributes: attributes)))))
+                geometry: ConvGeometry(input: xt, weight: graph[n.inputs[1]].type, attributes: attributes)))
             if let dx { contribute(x, dx, &bw, from: n.id) }
 
         case .pool2d(let attributes):
             let x = n.inputs[0], xt = graph[x].type
             let dx = newBuffer("grad." + valueName(x), xt, region: .batched)
-            addKernel(.outElementwiseFusable, [n.id], .family(AnyKernelFamily(PoolBackward(
-                x: try materialized(x), dy: dy, dx: dx, c: xt.dims[0], h: xt.dims[1], w: xt.dims[2], attributes: attributes))))
+            addKernel(.outElementwiseFusable, [n.id], PoolBackward(
+                x: try materialized(x), dy: dy, dx: dx, c: xt.dims[0], h: xt.dims[1], w: xt.dims[2], attributes: attributes))
             contribute(x, dx, &bw, from: n.id)
 
         case .globalAvgPool:
             let x = n.inputs[0], xt = graph[x].type
             let dx = newBuffer("grad." + valueName(x), xt, region: .batched)
-            addKernel(.reduction, [n.id], .family(AnyKernelFamily(GlobalAvgPool(
-                x: dy, y: dx, c: xt.dims[0], hw: xt.dims[1] * xt.dims[2], backward: true))))
+            addKernel(.reduction, [n.id], GlobalAvgPool(
+                x: dy, y: dx, c: xt.dims[0], hw: xt.dims[1] * xt.dims[2], backward: true))
             contribute(x, dx, &bw, from: n.id)
 
         case .activation(let a):
             let x = n.inputs[0], xt = graph[x].type
             let dx = newBuffer("grad." + valueName(x), xt, region: xt.batched ? .batched : .fixed)
             let source = try materialized(ActivationForward.backwardReadsOutput(a) ? n.id : x)
-            addKernel(.elementwise, [n.id], .family(AnyKernelFamily(ActivationBackward(
-                source: source, dy: dy, dx: dx, count: n.type.elementCount, activation: a))))
+            addKernel(.elementwise, [n.id], ActivationBackward(
+                source: source, dy: dy, dx: dx, count: n.type.elementCount, activation: a))
             contribute(x, dx, &bw, from: n.id)
 
         case .upsampleNearest(let sh, let sw):
             let x = n.inputs[0], xt = graph[x].type
             let dx = newBuffer("grad." + valueName(x), xt, region: .batched)
-            addKernel(.injective, [n.id], .family(AnyKernelFamily(UpsampleNearest(
-                x: dy, y: dx, c: xt.dims[0], h: xt.dims[1], w: xt.dims[2], sh: sh, sw: sw, backward: true))))
+            addKernel(.injective, [n.id], UpsampleNearest(
+                x: dy, y: dx, c: xt.dims[0], h: xt.dims[1], w: xt.dims[2], sh: sh, sw: sw, backward: true))
             contribute(x, dx, &bw, from: n.id)
 
         case .mulChannels:
@@ -314,18 +316,18 @@ extension Lowering {
             let ds: Int? = !needsGradient(s) ? nil
                 : isTrainableParameter(s) ? gradientBuffer(ofParameter: s)
                 : newBuffer("grad." + valueName(s), st, region: st.batched ? .batched : .fixed)
-            addKernel(.broadcast, [n.id], .family(AnyKernelFamily(MulChannelsBackward(
+            addKernel(.broadcast, [n.id], MulChannelsBackward(
                 x: try materialized(x), s: try materialized(s), dy: dy, dx: dx, ds: ds,
-                c: xt.dims[0], hw: xt.dims[1] * xt.dims[2], perExample: st.batched))))
+                c: xt.dims[0], hw: xt.dims[1] * xt.dims[2], perExample: st.batched))
             if let dx { contribute(x, dx, &bw, from: n.id) }
             if let ds, !isTrainableParameter(s) { contribute(s, ds, &bw, from: n.id) }
 
         case .l2Norm(let eps):
             let x = n.inputs[0], xt = graph[x].type
             let dx = needsGradient(x) ? newBuffer("grad." + valueName(x), xt, region: .batched) : nil
-            addKernel(.reduction, [n.id], .family(AnyKernelFamily(L2NormBackward(
+            addKernel(.reduction, [n.id], L2NormBackward(
                 x: try materialized(x), weight: try materialized(n.inputs[1]), dy: dy, dx: dx,
-                dWeight: gradientBuffer(ofParameter: n.inputs[1]), c: xt.dims[0], hw: xt.dims[1] * xt.dims[2], eps: eps))))
+                dWeight: gradientBuffer(ofParameter: n.inputs[1]), c: xt.dims[0], hw: xt.dims[1] * xt.dims[2], eps: eps))
             if let dx { contribute(x, dx, &bw, from: n.id) }
 
         case .permute, .concat:
@@ -351,7 +353,7 @@ extension Lowering {
                 sources.append(source)
             }
             if !pieces.isEmpty {
-                addKernel(.injective, nodes, .scatter(x: dy, pieces: pieces, destinations: dests, xElements: n.type.elementCount))
+                addKernel(.injective, nodes, Scatter(x: dy, pieces: pieces, destinations: dests, xElements: n.type.elementCount))
             }
             for (s, d) in zip(sources, dests) { contribute(s, d, &bw, from: n.id) }
         }

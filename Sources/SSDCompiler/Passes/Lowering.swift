@@ -74,13 +74,13 @@ public struct Lowering {
         return b.id
     }
 
-    mutating func addKernel(_ kind: FusionKind, _ nodes: [Int], _ body: KernelBody) {
+    mutating func addKernel(_ kind: FusionKind, _ nodes: [Int], _ family: any KernelFamily) {
         let index = kernels.count
         let ops = nodes.map { graph[$0].op.mnemonic }
         var parts: [String] = []
         for op in ops where !parts.contains(op) { parts.append(op) }
-        let name = String(format: "k%02d_", index) + (body.trainingName ?? parts.joined(separator: "_"))
-        kernels.append(Kernel(index: index, kind: kind, nodes: nodes, body: body, name: name))
+        let name = String(format: "k%02d_", index) + (family.kernelName ?? parts.joined(separator: "_"))
+        kernels.append(Kernel(index: index, kind: kind, nodes: nodes, body: KernelBody(family), name: name))
     }
 
     mutating func run(name: String) throws -> Program {
@@ -147,7 +147,7 @@ public struct Lowering {
                                             inner: inner, dstRow: dstRow, dstOffset: offset))
                 }
                 if !pieces.isEmpty {
-                    addKernel(.injective, nodes + [n.id], .copy(y: y, pieces: pieces, yElements: n.type.elementCount))
+                    addKernel(.injective, nodes + [n.id], Copy(y: y, pieces: pieces, yElements: n.type.elementCount))
                 }
                 views[n.id] = View(buffer: y, sourceDims: n.type.dims, perm: nil, nodes: [])
 
@@ -159,19 +159,20 @@ public struct Lowering {
                     let y = concatBuffer(ip.concat)
                     let xt = graph[n.inputs[0]].type, wt = graph[n.inputs[1]].type
                     let nodes = [n.id] + ip.chain.reversed() + [ip.concat]
+                    func geometry(_ o: Int) -> SquareConv {
+                        SquareConv(c: xt.dims[0], h: xt.dims[1], w: xt.dims[2], o: o, k: wt.dims[2], stride: stride, pad: padding)
+                    }
                     if let m = pairedWith[n.id], let iq = plan.inPlace[m] {
                         let mw = try materialized(graph[m].inputs[1])
                         let mb = graph[m].inputs.count > 2 ? try materialized(graph[m].inputs[2]) : nil
                         let first = PairedConv(weight: w, bias: bias, y: y, o: wt.dims[0], into: ip.into)
                         let second = PairedConv(weight: mw, bias: mb, y: concatBuffer(iq.concat), o: graph[m].type.dims[0], into: iq.into)
                         addKernel(.outElementwiseFusable, nodes + [m] + iq.chain.reversed() + [iq.concat],
-                                  .conv2dPair(x: x, first: first, second: second, c: xt.dims[0], h: xt.dims[1], w: xt.dims[2],
-                                              k: wt.dims[2], stride: stride, pad: padding))
+                                  Conv2dPairForward(x: x, first: first, second: second, geometry: geometry(first.o + second.o)))
                         continue
                     }
                     addKernel(.outElementwiseFusable, nodes,
-                              .conv2d(x: x, weight: w, bias: bias, y: y, c: xt.dims[0], h: xt.dims[1], w: xt.dims[2],
-                                      o: wt.dims[0], k: wt.dims[2], stride: stride, pad: padding, relu: false, into: ip.into))
+                              Conv2dForward(x: x, weight: w, bias: bias, y: y, geometry: geometry(wt.dims[0]), relu: false, into: ip.into))
                     continue
                 }
                 if let bn = plan.foldedBatchNorm[n.id], case .batchNorm(let eps, _) = graph[bn].op {
@@ -186,11 +187,12 @@ public struct Lowering {
                     let out = pool ?? last
                     let y = newBuffer(valueName(out), graph[out].type, region: .batched)
                     addKernel(.outElementwiseFusable, [n.id, bn] + (epilogue ? [last] : []) + (pool.map { [$0] } ?? []),
-                              .conv2dFoldedBatchNorm(x: x, weight: w, bias: bias, gamma: stats[0], beta: stats[1],
-                                                     runningMean: stats[2], runningVar: stats[3], eps: eps, foldedWeight: fw,
-                                                     foldedBias: fb, y: y, c: xt.dims[0], h: xt.dims[1], w: xt.dims[2],
-                                                     o: wt.dims[0], k: wt.dims[2], stride: stride, pad: padding, relu: epilogue,
-                                                     pool: pool != nil))
+                              Conv2dFoldedBatchNorm(x: x, weight: w, bias: bias, gamma: stats[0], beta: stats[1],
+                                                    runningMean: stats[2], runningVar: stats[3], eps: eps, foldedWeight: fw,
+                                                    foldedBias: fb, y: y,
+                                                    geometry: SquareConv(c: xt.dims[0], h: xt.dims[1], w: xt.dims[2], o: wt.dims[0],
+                                                                         k: wt.dims[2], stride: stride, pad: padding),
+                                                    relu: epilogue, pool: pool != nil))
                     views[out] = View(buffer: y, sourceDims: graph[out].type.dims, perm: nil, nodes: [])
                     continue
                 }
@@ -198,8 +200,10 @@ public struct Lowering {
                 let y = newBuffer(valueName(last), n.type, region: .batched)
                 let xt = graph[n.inputs[0]].type, wt = graph[n.inputs[1]].type
                 addKernel(.outElementwiseFusable, [n.id] + (epilogue ? [last] : []),
-                          .conv2d(x: x, weight: w, bias: bias, y: y, c: xt.dims[0], h: xt.dims[1], w: xt.dims[2],
-                                  o: wt.dims[0], k: wt.dims[2], stride: stride, pad: padding, relu: epilogue, into: nil))
+                          Conv2dForward(x: x, weight: w, bias: bias, y: y,
+                                        geometry: SquareConv(c: xt.dims[0], h: xt.dims[1], w: xt.dims[2], o: wt.dims[0],
+                                                             k: wt.dims[2], stride: stride, pad: padding),
+                                        relu: epilogue, into: nil))
                 views[last] = View(buffer: y, sourceDims: n.type.dims, perm: nil, nodes: [])
 
             case .batchNorm(let eps, let momentum):
@@ -223,43 +227,43 @@ public struct Lowering {
                     // The full-size output is needed by a train step's backward, or by a consumer
                     // other than the fused pool.
                     let keepFull = pooled == nil || updateRunningStats
-                    addKernel(.outElementwiseFusable, nodes, .batchNormTrain(BatchNormTrain(
+                    addKernel(.outElementwiseFusable, nodes, BatchNormTrain(
                         x: ins[0], gamma: ins[1], beta: ins[2], mean: mean, variance: variance,
                         y: keepFull ? y : nil, pooled: pooled, c: c, h: n.type.dims[1], w: n.type.dims[2], eps: eps, relu: epilogue,
-                        running: updateRunningStats ? RunningStats(mean: ins[3], variance: ins[4], counter: ins[5], momentum: momentum) : nil)))
+                        running: updateRunningStats ? RunningStats(mean: ins[3], variance: ins[4], counter: ins[5], momentum: momentum) : nil))
                     bnStatistics[n.id] = (mean, variance)
                 case .eval:
                     addKernel(.outElementwiseFusable, nodes,
-                              .batchNormEval(x: ins[0], gamma: ins[1], beta: ins[2], runningMean: ins[3],
-                                             runningVar: ins[4], y: y, c: c, hw: hw, eps: eps, relu: epilogue))
+                              BatchNormEval(x: ins[0], gamma: ins[1], beta: ins[2], runningMean: ins[3],
+                                            runningVar: ins[4], y: y, c: c, hw: hw, eps: eps, relu: epilogue))
                 }
                 views[last] = View(buffer: y, sourceDims: n.type.dims, perm: nil, nodes: [])
 
             case .relu:
                 let x = try materialized(n.inputs[0])
                 let y = newBuffer(valueName(n.id), n.type, region: n.type.batched ? .batched : .fixed)
-                addKernel(.elementwise, [n.id], .relu(x: x, y: y, count: n.type.elementCount))
+                addKernel(.elementwise, [n.id], Relu(x: x, y: y, count: n.type.elementCount))
                 views[n.id] = View(buffer: y, sourceDims: n.type.dims, perm: nil, nodes: [])
 
             case .maxPool2d:
                 let x = try materialized(n.inputs[0])
                 let xt = graph[n.inputs[0]].type
                 let y = newBuffer(valueName(n.id), n.type, region: .batched)
-                addKernel(.outElementwiseFusable, [n.id], .maxPool2d(x: x, y: y, c: xt.dims[0], h: xt.dims[1], w: xt.dims[2]))
+                addKernel(.outElementwiseFusable, [n.id], MaxPool2x2(x: x, y: y, c: xt.dims[0], h: xt.dims[1], w: xt.dims[2]))
                 views[n.id] = View(buffer: y, sourceDims: n.type.dims, perm: nil, nodes: [])
 
             case .globalMaxPool:
                 let x = try materialized(n.inputs[0])
                 let xt = graph[n.inputs[0]].type
                 let y = newBuffer(valueName(n.id), n.type, region: .batched)
-                addKernel(.reduction, [n.id], .globalMaxPool(x: x, y: y, c: xt.dims[0], hw: xt.dims[1] * xt.dims[2]))
+                addKernel(.reduction, [n.id], GlobalMaxPool(x: x, y: y, c: xt.dims[0], hw: xt.dims[1] * xt.dims[2]))
                 views[n.id] = View(buffer: y, sourceDims: n.type.dims, perm: nil, nodes: [])
 
             case .softmax:
                 let x = try materialized(n.inputs[0])
                 let y = newBuffer(valueName(n.id), n.type, region: n.type.batched ? .batched : .fixed)
                 let cols = n.type.dims.last!
-                addKernel(.opaque, [n.id], .softmax(x: x, y: y, rows: n.type.elementCount / cols, cols: cols))
+                addKernel(.opaque, [n.id], Softmax(x: x, y: y, rows: n.type.elementCount / cols, cols: cols))
                 views[n.id] = View(buffer: y, sourceDims: n.type.dims, perm: nil, nodes: [])
 
             case .convolution(let attributes):
@@ -267,9 +271,9 @@ public struct Lowering {
                 let x = try materialized(n.inputs[0]), w = try materialized(n.inputs[1])
                 let bias = n.inputs.count > 2 ? try materialized(n.inputs[2]) : nil
                 let y = newBuffer(valueName(n.id), n.type, region: .batched)
-                addKernel(.outElementwiseFusable, [n.id], .family(AnyKernelFamily(ConvolutionForward(
+                addKernel(.outElementwiseFusable, [n.id], ConvolutionForward(
                     x: x, weight: w, bias: bias, y: y, geometry: ConvGeometry(input: xt, weight: wt, attributes: attributes),
-                    epilogue: .none))))
+                    epilogue: .none))
                 views[n.id] = View(buffer: y, sourceDims: n.type.dims, perm: nil, nodes: [])
 
             case .pool2d(let attributes):
@@ -296,30 +300,30 @@ public struct Lowering {
             case .add:
                 let a = try materialized(n.inputs[0]), b = try materialized(n.inputs[1])
                 let y = newBuffer(valueName(n.id), n.type, region: n.type.batched ? .batched : .fixed)
-                addKernel(.elementwise, [n.id], .family(AnyKernelFamily(Add(a: a, b: b, y: y, count: n.type.elementCount,
-                                                                              batched: n.type.batched))))
+                addKernel(.elementwise, [n.id], Add(a: a, b: b, y: y, count: n.type.elementCount,
+                                                                              batched: n.type.batched))
                 views[n.id] = View(buffer: y, sourceDims: n.type.dims, perm: nil, nodes: [])
 
             case .mulChannels:
                 let x = try materialized(n.inputs[0]), s = try materialized(n.inputs[1])
                 let y = newBuffer(valueName(n.id), n.type, region: .batched)
-                addKernel(.broadcast, [n.id], .family(AnyKernelFamily(MulChannels(
+                addKernel(.broadcast, [n.id], MulChannels(
                     x: x, s: s, y: y, c: n.type.dims[0], hw: n.type.dims[1] * n.type.dims[2],
-                    perExample: graph[n.inputs[1]].type.batched))))
+                    perExample: graph[n.inputs[1]].type.batched))
                 views[n.id] = View(buffer: y, sourceDims: n.type.dims, perm: nil, nodes: [])
 
             case .l2Norm(let eps):
                 let x = try materialized(n.inputs[0]), w = try materialized(n.inputs[1])
                 let y = newBuffer(valueName(n.id), n.type, region: .batched)
-                addKernel(.reduction, [n.id], .family(AnyKernelFamily(L2NormForward(
-                    x: x, weight: w, y: y, c: n.type.dims[0], hw: n.type.dims[1] * n.type.dims[2], eps: eps))))
+                addKernel(.reduction, [n.id], L2NormForward(
+                    x: x, weight: w, y: y, c: n.type.dims[0], hw: n.type.dims[1] * n.type.dims[2], eps: eps))
                 views[n.id] = View(buffer: y, sourceDims: n.type.dims, perm: nil, nodes: [])
 
             case .multiboxDetection(let nms, let pos):
                 let ins = try n.inputs.map { try materialized($0) }
                 let y = newBuffer(valueName(n.id), n.type, region: .batched)
                 let probs = graph[n.inputs[0]].type
-                addKernel(.opaque, [n.id], .multiboxDetection(probs: ins[0], bboxPreds: ins[1], anchors: ins[2], y: y,
+                addKernel(.opaque, [n.id], MultiboxDetection(probs: ins[0], bboxPreds: ins[1], anchors: ins[2], y: y,
                                                               anchorsCount: probs.dims[0], classes: probs.dims[1],
                                                               nms: nms, pos: pos))
                 views[n.id] = View(buffer: y, sourceDims: n.type.dims, perm: nil, nodes: [])
@@ -337,7 +341,7 @@ public struct Lowering {
     mutating func addUnary<F: KernelFamily>(_ n: Node, _ kind: FusionKind, _ make: (Int, Int) -> F) throws {
         let x = try materialized(n.inputs[0])
         let y = newBuffer(valueName(n.id), n.type, region: n.type.batched ? .batched : .fixed)
-        addKernel(kind, [n.id], .family(AnyKernelFamily(make(x, y))))
+        addKernel(kind, [n.id], make(x, y))
         views[n.id] = View(buffer: y, sourceDims: n.type.dims, perm: nil, nodes: [])
     }
 
@@ -387,7 +391,7 @@ public struct Lowering {
         let y = newBuffer(valueName(node), t, region: t.batched ? .batched : .fixed)
         let piece = CopyPiece(source: v.buffer, sourceDims: v.sourceDims, perm: perm,
                               inner: t.elementCount, dstRow: t.elementCount, dstOffset: 0)
-        addKernel(.injective, v.nodes, .copy(y: y, pieces: [piece], yElements: t.elementCount))
+        addKernel(.injective, v.nodes, Copy(y: y, pieces: [piece], yElements: t.elementCount))
         let m = View(buffer: y, sourceDims: t.dims, perm: nil, nodes: [])
         views[node] = m
         return m

@@ -28,12 +28,10 @@ public enum MemoryPlan {
         let end = p.kernels.count
         for (_, b) in p.inputs { touch(b, -1) }
         for o in p.outputs { touch(o.buffer, end) }
-        // BN folded into a conv's weights is kept from one call to the next (CEmitter's
-        // weight cache), so its bytes are the program's alone.
+        // What a kernel keeps from one call to the next (BN folded into a conv's weights,
+        // CEmitter's weight cache) has bytes of its own for the whole program.
         for k in p.kernels {
-            if case .conv2dFoldedBatchNorm(_, _, _, _, _, _, _, _, let fw, let fb, _, _, _, _, _, _, _, _, _, _) = k.body {
-                for b in [fw, fb] { touch(b, -1); touch(b, end) }
-            }
+            for b in k.body.base.persistent { touch(b, -1); touch(b, end) }
         }
         return life
     }
