@@ -16,6 +16,12 @@ extension KernelTests {
         try check("conv_groups", input: [4, 7, 8]) { x in
             [("y", Conv2d(4, 6, kernelSize: 3, padding: 1, groups: 2, bias: false)(x))]
         }
+        // ReLU6 and ReLU as the epilogues of a general conv and of an add.
+        try check("epilogues", input: [4, 7, 8]) { x in
+            let a = relu6(Named("a", Conv2d(4, 4, kernelSize: 3, padding: 2, dilation: 2))(x))
+            let b = relu(Named("b", Conv2d(4, 4, kernelSize: 3, padding: 1, groups: 4))(x))
+            return [("a", a), ("b", b), ("sum", relu6(a + b))]
+        }
         try check("conv_5x5", input: [3, 6, 6]) { x in
             [("y", Named("a", Conv2d(3, 2, kernelSize: 5, stride: 3, padding: 1))(x)),
              ("dilated_1x1", Named("b", Conv2d(3, 4, kernelSize: 1, dilation: 3))(x))]

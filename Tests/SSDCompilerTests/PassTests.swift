@@ -32,6 +32,22 @@ final class PassTests: XCTestCase {
         for p in FusionPlan.patterns { XCTAssertTrue(eval.dump().contains(p.name + ":") || train.dump().contains(p.name + ":"), p.name) }
     }
 
+    func testActivationsFuseIntoGeneralConvsAndAdds() throws {
+        let b = GraphBuilder(name: "epilogues")
+        let x = b.input("X", [4, 6, 6], location: SourceLocation(file: "t.swift", line: 1))
+        let a = relu6(Named("a", Conv2d(4, 4, kernelSize: 3, padding: 1, groups: 4))(x))
+        let c = relu(Named("c", Conv2d(4, 4, kernelSize: 3, padding: 2, dilation: 2))(x))
+        let bn = sigmoid(Named("bn", BatchNorm2d(4))(x))
+        b.output("y", relu6(a + c))
+        b.output("bn", bn)
+        let g = try b.finish()
+        let plan = FusionPlan(g, mode: .eval)
+        let fused = plan.groups.filter { $0.pattern == "epilogue" }.map { $0.nodes.map { g[$0].op.mnemonic } }
+        XCTAssertEqual(fused, [["conv2d", "relu6"], ["conv2d", "relu"], ["add", "relu6"]], plan.dump())
+        // A sigmoid is no epilogue of anything (the kernels apply ReLU and ReLU6 only).
+        XCTAssertFalse(plan.fusedAway.contains(bn.id!))
+    }
+
     func testAValueThatIsAnOutputIsNotFusedAway() throws {
         let b = GraphBuilder(name: "outputs")
         let x = b.input("X", [3, 6, 6], location: SourceLocation(file: "t.swift", line: 1))

@@ -94,6 +94,15 @@ public struct ConvolutionBackward: KernelFamily {
 public enum Epilogue: Hashable, Sendable {
     case none, relu, relu6
 
+    /// The epilogue that computes `op` (the last node of a fused group): none for any other op.
+    public init(_ op: Op) {
+        switch op {
+        case .relu: self = .relu
+        case .activation(.relu6): self = .relu6
+        default: self = .none
+        }
+    }
+
     var cName: String {
         switch self {
         case .none: return "SSD_ACT_NONE"

@@ -298,7 +298,10 @@ extension Lowering {
         case .activation(let a):
             let x = n.inputs[0], xt = graph[x].type
             let dx = newBuffer("grad." + valueName(x), xt, region: xt.batched ? .batched : .fixed)
-            let source = try materialized(ActivationForward.backwardReadsOutput(a) ? n.id : x)
+            // An activation computed as its producer's epilogue (ReLU6) has no input value of
+            // its own; ReLU6's gradient test 0 < x < 6 is the same on its output.
+            let fused = epilogueOf[n.id] != nil
+            let source = try materialized(ActivationForward.backwardReadsOutput(a) || fused ? n.id : x)
             addKernel(.elementwise, [n.id], ActivationBackward(
                 source: source, dy: dy, dx: dx, count: n.type.elementCount, activation: a))
             contribute(x, dx, &bw, from: n.id)

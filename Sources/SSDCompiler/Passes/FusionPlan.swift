@@ -15,7 +15,9 @@ import SSDGraph
 /// 3. fold-batch-norm (inference only): an eval-mode BN that is a conv's only consumer is
 ///    folded into the conv's weights;
 /// 4. epilogue: an elementwise ReLU that is the only consumer of an out-elementwise-fusable
-///    kernel (conv, BN, folded conv) runs in that kernel's output loop;
+///    kernel (conv, BN, folded conv) runs in that kernel's output loop; so does a ReLU or
+///    ReLU6 after a general conv or after an add (elementwise into elementwise), whose
+///    kernels take either activation;
 /// 5. pool-after-epilogue: a 2x2 max pool that is the only consumer of such an epilogue is
 ///    computed by the same kernel (BN with batch statistics, or a folded conv).
 public struct FusionPlan: Sendable {
@@ -28,7 +30,7 @@ public struct FusionPlan: Sendable {
         .init(name: "write-in-place", summary: "out-elementwise-fusable -> injective* -> concat: written in the concat's layout"),
         .init(name: "pair", summary: "two write-in-place convs of one input, same geometry: one conv"),
         .init(name: "fold-batch-norm", summary: "conv -> eval BN: BN folded into the weights (inference)"),
-        .init(name: "epilogue", summary: "out-elementwise-fusable -> elementwise (ReLU): applied in the output loop"),
+        .init(name: "epilogue", summary: "out-elementwise-fusable or add -> elementwise (ReLU, ReLU6): applied in the output loop"),
         .init(name: "pool-after-epilogue", summary: "... -> ReLU epilogue -> 2x2 max pool: pooled in the same pass"),
     ]
 
@@ -85,6 +87,8 @@ public struct FusionPlan: Sendable {
                 } else {
                     planEpilogue(after: n.id)
                 }
+            case .convolution, .add:
+                planEpilogue(after: n.id, allowing: [.relu, .activation(.relu6)])
             case .batchNorm:
                 // With batch statistics the pool fuses too; with running ones (a BN no conv
                 // absorbed) only the ReLU.
@@ -107,11 +111,12 @@ public struct FusionPlan: Sendable {
         return cs[0]
     }
 
-    /// Pattern 4: fuses the ReLU consuming `n`, if it can; returns it.
+    /// Pattern 4: fuses the activation consuming `n` (one of `allowing`: the ones `n`'s kernel
+    /// can apply), if it can; returns it.
     @discardableResult
-    mutating func planEpilogue(after n: Int) -> Int? {
-        guard let c = single(n), graph[c].op.fusionKind == .elementwise, case .relu = graph[c].op,
-              graph[n].op.fusionKind == .outElementwiseFusable else { return nil }
+    mutating func planEpilogue(after n: Int, allowing: [Op] = [.relu]) -> Int? {
+        guard let c = single(n), graph[c].op.fusionKind == .elementwise, allowing.contains(graph[c].op),
+              [.outElementwiseFusable, .elementwise].contains(graph[n].op.fusionKind) else { return nil }
         fusedAway.insert(c)
         epilogueOf[c] = n
         groups.append(Group(pattern: "epilogue", nodes: [n, c]))

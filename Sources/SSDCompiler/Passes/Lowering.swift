@@ -270,11 +270,12 @@ public struct Lowering {
                 let xt = graph[n.inputs[0]].type, wt = graph[n.inputs[1]].type
                 let x = try materialized(n.inputs[0]), w = try materialized(n.inputs[1])
                 let bias = n.inputs.count > 2 ? try materialized(n.inputs[2]) : nil
-                let y = newBuffer(valueName(n.id), n.type, region: .batched)
-                addKernel(.outElementwiseFusable, [n.id], ConvolutionForward(
+                let (epilogue, last) = plan.epilogue(after: n.id)
+                let y = newBuffer(valueName(last), n.type, region: .batched)
+                addKernel(.outElementwiseFusable, [n.id] + (epilogue ? [last] : []), ConvolutionForward(
                     x: x, weight: w, bias: bias, y: y, geometry: ConvGeometry(input: xt, weight: wt, attributes: attributes),
-                    epilogue: .none))
-                views[n.id] = View(buffer: y, sourceDims: n.type.dims, perm: nil, nodes: [])
+                    epilogue: Epilogue(graph[last].op)))
+                views[last] = View(buffer: y, sourceDims: n.type.dims, perm: nil, nodes: [])
 
             case .pool2d(let attributes):
                 let xt = graph[n.inputs[0]].type
@@ -299,10 +300,11 @@ public struct Lowering {
 
             case .add:
                 let a = try materialized(n.inputs[0]), b = try materialized(n.inputs[1])
-                let y = newBuffer(valueName(n.id), n.type, region: n.type.batched ? .batched : .fixed)
-                addKernel(.elementwise, [n.id], Add(a: a, b: b, y: y, count: n.type.elementCount,
-                                                                              batched: n.type.batched))
-                views[n.id] = View(buffer: y, sourceDims: n.type.dims, perm: nil, nodes: [])
+                let (epilogue, last) = plan.epilogue(after: n.id)
+                let y = newBuffer(valueName(last), n.type, region: n.type.batched ? .batched : .fixed)
+                addKernel(.elementwise, [n.id] + (epilogue ? [last] : []), Add(a: a, b: b, y: y, count: n.type.elementCount,
+                                                                               batched: n.type.batched, epilogue: Epilogue(graph[last].op)))
+                views[last] = View(buffer: y, sourceDims: n.type.dims, perm: nil, nodes: [])
 
             case .mulChannels:
                 let x = try materialized(n.inputs[0]), s = try materialized(n.inputs[1])
