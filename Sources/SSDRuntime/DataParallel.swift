@@ -92,6 +92,21 @@ public final class DataParallel {
         return v
     }
 
+    /// Per-item lists that each rank filled for its own items (the others empty), as every
+    /// rank's union: the lengths are summed first, then each rank writes its items at their
+    /// offsets into a zero array and the arrays are summed (x + 0 is x, so exact).
+    public func gather(_ items: [[Float]]) -> [[Float]] {
+        let lengths = sum(items.map { Double($0.count) }).map { Int($0) }
+        var offsets = [0]
+        for l in lengths { offsets.append(offsets.last! + l) }
+        var flat = [Double](repeating: 0, count: offsets.last!)
+        for (i, item) in items.enumerated() where !item.isEmpty {
+            for (k, v) in item.enumerated() { flat[offsets[i] + k] = Double(v) }
+        }
+        let all = flat.isEmpty ? [] : sum(flat)
+        return lengths.indices.map { i in all[offsets[i]..<offsets[i + 1]].map { Float($0) } }
+    }
+
     /// Rank 0's value, on every rank.
     public func fromRoot(_ value: Int) -> Int { Int(sum([isRoot ? Double(value) : 0])[0]) }
 

@@ -204,6 +204,7 @@ extension TrainSettings {
             line("--weights", path(run.initialWeights), path(initialWeights)),
             line("--augment", run.augmentation?.summary ?? "none", augmentation?.summary ?? "none"),
             line("--lr-schedule", (run.lrSchedule ?? LRSchedule()).summary, (lrSchedule ?? LRSchedule()).summary),
+            line("--sync-bn", run.syncBatchNorm == true ? "it" : "no sync-bn", syncBatchNorm == true ? "it" : "no sync-bn"),
         ].compactMap { $0 }
     }
 

@@ -21,6 +21,10 @@ public struct TrainSettings: Codable, Equatable, Sendable {
     public var augmentation: AugmentOptions?
     /// The learning-rate schedule; nil: constant, as the chapter trains.
     public var lrSchedule: LRSchedule?
+    /// Under mpirun: whether BatchNorm used the statistics of the whole global batch
+    /// (--sync-bn); nil in one process. The rank count is not a setting: a run may resume
+    /// on any number of ranks.
+    public var syncBatchNorm: Bool?
     /// Settings changed on resuming (--allow-changed-settings), oldest first; nil for a
     /// run that kept its settings.
     public var changes: [SettingsChange]?
@@ -250,7 +254,7 @@ public final class Trainer {
             m.learningRate = Double(rate)
             if let validation {
                 let r = try Evaluator.evaluate(session, data: validation, batchSize: settings.batchSize, maxBoxes: max(1, validation.maxBoxes),
-                                               size: model.inputSize)
+                                               size: model.inputSize, parallel: parallel)
                 m.validationMAP50 = r.meanAP
                 m.validationMAP = r.meanAPCOCO
             }
@@ -308,39 +312,44 @@ public enum Evaluator {
     /// `size`: the model's input (height, width); nil: the data set's. Images of another
     /// size are resized to it.
     public static func evaluate(_ session: ModelSession, data: DetectionDataSet, batchSize: Int, maxBoxes g: Int,
-                                transform: ImageTransform? = nil, size: (height: Int, width: Int)? = nil) throws -> Result {
+                                transform: ImageTransform? = nil, size: (height: Int, width: Int)? = nil,
+                                parallel: DataParallel? = nil) throws -> Result {
         let (h, w) = size ?? (data.height, data.width)
         var acc = MetricAccumulator()
-        var map = COCOMeanAveragePrecision()
+        // Per image: kept detection rows (class, score, box) and ground-truth rows (class, box).
+        var detections = [[Float]](repeating: [], count: data.count), truths = [[Float]](repeating: [], count: data.count)
         let order = EpochOrder(count: data.count, batchSize: batchSize, shuffle: false)
-        for indices in order.batches(epoch: 0) {
+        for batch in order.batches(epoch: 0) {
+            // Under mpirun each rank evaluates its part of every batch.
+            let indices = parallel.map { Array($0.part(of: batch)) } ?? batch
+            guard !indices.isEmpty else { continue }
             let (x, y) = try transform.map { try $0.batch(data, indices: indices, boxesPerImage: g, size: (h, w)) }
                 ?? data.batch(indices: indices, boxesPerImage: g, size: (h, w))
             let n = indices.count
             try session.runLossStep("eval_step", x: x, y: y, batch: n, size: (h, w), boxes: g, into: &acc)
-            // A model whose outputs overflow still "classifies" every anchor; its class
-            // error would look like a number, so a non-finite loss fails the evaluation.
-            for (what, value) in [("loss", acc.meanLoss), ("bbox mae", acc.bboxMAE)] where !value.isFinite {
-                throw RuntimeError("evaluating on \(data.labelFile) gave a non-finite \(what) (\(value)): the model's outputs overflow")
-            }
             let det = try session.run("infer", inputs: ["X": HostTensor(floats: x, shape: [n, 3, h, w])],
                                       outputs: ["detection"])["detection"]!
             let rows = det.floats, a = det.shape[1]
-            for i in 0..<n {
-                var dets: [(cls: Int, score: Float, box: MeanAveragePrecision.Box)] = []
-                for r in 0..<a {
-                    let o = (i * a + r) * 6
-                    guard rows[o] >= 0 else { continue }
-                    dets.append((Int(rows[o]), rows[o + 1], .init(rows[o + 2], rows[o + 3], rows[o + 4], rows[o + 5])))
-                }
-                var truth: [(cls: Int, box: MeanAveragePrecision.Box)] = []
-                for b in 0..<g {
-                    let o = (i * g + b) * 5
-                    guard y[o] >= 0 else { continue }
-                    truth.append((Int(y[o]), .init(y[o + 1], y[o + 2], y[o + 3], y[o + 4])))
-                }
-                map.add(detections: dets, truth: truth)
+            for (i, image) in indices.enumerated() {
+                for r in 0..<a where rows[(i * a + r) * 6] >= 0 { detections[image] += rows[((i * a + r) * 6)..<((i * a + r) * 6 + 6)] }
+                for b in 0..<g where y[(i * g + b) * 5] >= 0 { truths[image] += y[((i * g + b) * 5)..<((i * g + b) * 5 + 5)] }
             }
+        }
+        if let parallel {
+            acc = parallel.sum(acc)
+            detections = parallel.gather(detections)
+            truths = parallel.gather(truths)
+        }
+        // A model whose outputs overflow still "classifies" every anchor; its class error
+        // would look like a number, so a non-finite loss fails the evaluation.
+        for (what, value) in [("loss", acc.meanLoss), ("bbox mae", acc.bboxMAE)] where !value.isFinite {
+            throw RuntimeError("evaluating on \(data.labelFile) gave a non-finite \(what) (\(value)): the model's outputs overflow")
+        }
+        var map = COCOMeanAveragePrecision()
+        for image in 0..<data.count {
+            let d = detections[image], t = truths[image]
+            map.add(detections: stride(from: 0, to: d.count, by: 6).map { (Int(d[$0]), d[$0 + 1], .init(d[$0 + 2], d[$0 + 3], d[$0 + 4], d[$0 + 5])) },
+                    truth: stride(from: 0, to: t.count, by: 5).map { (Int(t[$0]), .init(t[$0 + 1], t[$0 + 2], t[$0 + 3], t[$0 + 4])) })
         }
         let classes = Set((0..<data.classCount))
         var aps: [Int: Double] = [:]

@@ -344,8 +344,12 @@ struct Run: ParsableCommand {
         let session = ModelSession(library: m.library)
         try session.loadStateDict(try SafeTensors.read(weights!), source: weights!)
         let transform = trainingOptions.evalTransform
+        // Under mpirun each rank evaluates its part of every batch; rank 0 prints the sum.
+        let parallel = try DataParallel.joinIfLaunched()
+        defer { parallel?.finish() }
         let r = try Evaluator.evaluate(session, data: data, batchSize: batchSize, maxBoxes: max(1, data.maxBoxes), transform: transform,
-                                       size: m.inputSize)
+                                       size: m.inputSize, parallel: parallel)
+        guard parallel?.isRoot ?? true else { return }
         print(String(format: "%@%@ (%d images): class err %.2e, bbox mae %.2e, loss %.4f, mAP@0.5 %.4f, mAP@[0.5:0.95] %.4f",
                      data.location, transform.map { ", \($0.rawValue)" } ?? "", data.count,
                      r.metrics.classError, r.metrics.bboxMAE, r.metrics.meanLoss, r.meanAP, r.meanAPCOCO))

@@ -40,6 +40,7 @@ extension Run {
         settings.epochs = epochs; settings.batchSize = batchSize; settings.learningRate = lr; settings.weightDecay = wd
         settings.seed = seed; settings.initialWeights = weights
         settings.augmentation = trainingOptions.augmentation; settings.lrSchedule = trainingOptions.schedule
+        if parallel != nil { settings.syncBatchNorm = syncBn }
         let trainer = Trainer(model: m, session: session, data: data, settings: settings, runDirectory: isRoot ? runDir : nil)
         trainer.parallel = parallel
         trainer.validation = validation

@@ -135,6 +135,18 @@ final class KernelTests: XCTestCase {
         try checkInfer(a, "the first session again")
     }
 
+    func testConvBatchNormReluPoolBothModes() throws {
+        // Pattern pool-after-epilogue: BN + ReLU + 2x2 pool in one pass (batch statistics),
+        // conv + folded BN + ReLU + pool in one kernel (inference).
+        let g = try checkGraph("conv_bn_relu_pool", input: [3, 8, 6], batch: 3) { x in
+            // (the pool is not an output itself: the plan fuses only values nothing else reads)
+            [("y", globalMaxPool(Sequential { Conv2d(3, 4, kernelSize: 3, padding: 1); BatchNorm2d(4); ReLU(); MaxPool2d(2) }(x)))]
+        }
+        let model = try CompiledModel(graph: g, toolchain: GoldenCTests.toolchain)
+        XCTAssertTrue(model.programs[0].kernels.contains { $0.name.hasSuffix("batch_norm_relu_max_pool2d") })
+        XCTAssertTrue(model.programs[1].kernels.contains { $0.name.hasSuffix("conv2d_batch_norm_relu_max_pool2d") })
+    }
+
     func testBatchNormAloneIsAnOutput() throws {
         // The BN value is an output, so the ReLU must not be fused into it.
         try check("bn_out", input: [2, 4, 4], batch: 2) { x in

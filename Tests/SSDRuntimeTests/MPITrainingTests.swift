@@ -94,6 +94,18 @@ final class MPITrainingTests: CLITestCase {
             XCTAssertLessThan(losses.last ?? .infinity, losses.first ?? 0, "the loss falls: \(losses)")
         }
         XCTAssertEqual(runs[0], runs[1], "two identical 2-rank runs give identical checkpoints")
+
+        // The validation after each epoch was split across the ranks and summed: it gives
+        // what one process evaluating the same checkpoint on the whole split gives.
+        let rows = try String(contentsOfFile: tmp + "/a/metrics.csv", encoding: .utf8).split(separator: "\n")
+        let header = rows[0].split(separator: ",", omittingEmptySubsequences: false)
+        let last = rows.last!.split(separator: ",", omittingEmptySubsequences: false)
+        let map50 = try XCTUnwrap(Double(last[try XCTUnwrap(header.firstIndex(of: "val_map50"))]))
+        let eval = try Shell.run(Self.ssdc, ["run", "--eval", "--data", data, "--input-size", "128x128", "--threads", "1",
+                                             "--weights", tmp + "/a/checkpoint.safetensors"])
+        XCTAssertEqual(eval.status, 0, eval.stderr)
+        print("MPITrainingTests: split validation mAP@0.5 \(map50)")
+        XCTAssertTrue(eval.stdout.contains(String(format: "mAP@0.5 %.4f", map50)), "split validation \(map50) vs one process: \(eval.stdout)")
     }
 
     /// A run checkpointed by one process continues on 2 ranks: the checkpoint does not

@@ -31,7 +31,7 @@ public struct BatchNormTrain: KernelFamily {
 
     public func body(_ ctx: KernelContext) -> [String] {
         let P = ctx.pointer, hw = h * w
-        var lines = ["ssd_bn_stats((int)N, \(c), \(hw), \(P(x)), \(P(mean)), \(P(variance)));"]
+        var lines = ["ssd_bn_stats((int)N, \(c), \(hw), \(P(x)), \(P(mean)), \(P(variance))); /* --sync-bn: sums over the ranks (ssd_bn_sync_sums) */"]
         if let pooled {
             lines.append("ssd_bn_apply_relu_maxpool2((int)N, \(c), \(h), \(w), \(P(x)), \(P(mean)), \(P(variance)), \(P(gamma)), \(P(beta)), \(CText.float(eps)), \(CText.optional(y, P)), \(P(pooled)));")
         } else {
@@ -70,7 +70,8 @@ public struct BatchNormBackward: KernelFamily {
 
     public func body(_ ctx: KernelContext) -> [String] {
         let P = ctx.pointer
-        return ["ssd_bn_backward((int)N, \(c), \(hw), \(P(x)), \(P(mean)), \(P(variance)), \(P(gamma)), \(CText.float(eps)), \(CText.optional(y, P)), \(P(dy)), \(P(dx)), \(P(dGamma)), \(P(dBeta)));"]
+        return ["/* --sync-bn: the sums of dy and dy * x-hat are summed over the ranks inside (ssd_bn_sync_sums) */",
+                "ssd_bn_backward((int)N, \(c), \(hw), \(P(x)), \(P(mean)), \(P(variance)), \(P(gamma)), \(CText.float(eps)), \(CText.optional(y, P)), \(P(dy)), \(P(dx)), \(P(dGamma)), \(P(dBeta)));"]
     }
 }
 
@@ -86,6 +87,7 @@ public struct MaxPool2dBatchNormBackward: KernelFamily {
 
     public func body(_ ctx: KernelContext) -> [String] {
         let P = ctx.pointer
-        return ["ssd_maxpool2_bn_relu_backward((int)N, \(c), \(h), \(w), \(P(x)), \(P(mean)), \(P(variance)), \(P(gamma)), \(CText.float(eps)), \(P(y)), \(P(dPooled)), \(P(dx)), \(P(dGamma)), \(P(dBeta)));"]
+        return ["/* --sync-bn: the sums of dy and dy * x-hat are summed over the ranks inside (ssd_bn_sync_sums) */",
+                "ssd_maxpool2_bn_relu_backward((int)N, \(c), \(h), \(w), \(P(x)), \(P(mean)), \(P(variance)), \(P(gamma)), \(CText.float(eps)), \(P(y)), \(P(dPooled)), \(P(dx)), \(P(dGamma)), \(P(dBeta)));"]
     }
 }

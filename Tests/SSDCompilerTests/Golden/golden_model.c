@@ -90,7 +90,7 @@ static void forward_train_k00_conv2d(int64_t N, float *restrict P, char *restric
  */
 static void forward_train_k01_batch_norm_relu_max_pool2d(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    ssd_bn_stats((int)N, 4, 64, ((float *)(B + (size_t)0 * N)), ((float *)(F + 0)), ((float *)(F + 64)));
+    ssd_bn_stats((int)N, 4, 64, ((float *)(B + (size_t)0 * N)), ((float *)(F + 0)), ((float *)(F + 64))); /* --sync-bn: sums over the ranks (ssd_bn_sync_sums) */
     ssd_bn_apply_relu_maxpool2((int)N, 4, 8, 8, ((float *)(B + (size_t)0 * N)), ((float *)(F + 0)), ((float *)(F + 64)), (P + 128), (P + 144), 9.99999975e-06f, NULL, ((float *)(B + (size_t)1472 * N)));
 }
 
@@ -313,7 +313,7 @@ static void train_step_k00_conv2d(int64_t N, float *restrict P, char *restrict F
  */
 static void train_step_k01_batch_norm_relu_max_pool2d(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    ssd_bn_stats((int)N, 4, 64, ((float *)(B + (size_t)0 * N)), ((float *)(F + 64)), ((float *)(F + 128)));
+    ssd_bn_stats((int)N, 4, 64, ((float *)(B + (size_t)0 * N)), ((float *)(F + 64)), ((float *)(F + 128))); /* --sync-bn: sums over the ranks (ssd_bn_sync_sums) */
     ssd_bn_apply_relu_maxpool2((int)N, 4, 8, 8, ((float *)(B + (size_t)0 * N)), ((float *)(F + 64)), ((float *)(F + 128)), (P + 128), (P + 144), 9.99999975e-06f, ((float *)(B + (size_t)1024 * N)), ((float *)(B + (size_t)8384 * N)));
     ssd_bn_update_running(4, ((float *)(F + 64)), ((float *)(F + 128)), N * 64, 0.100000001f, (P + 160), (P + 176));
     (P + 192)[0] += 1.0f; /* num_batches_tracked */
@@ -540,6 +540,7 @@ static void train_step_k12_accumulate_grad(int64_t N, float *restrict P, char *r
  */
 static void train_step_k13_max_pool2d_relu_batch_norm_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
+    /* --sync-bn: the sums of dy and dy * x-hat are summed over the ranks inside (ssd_bn_sync_sums) */
     ssd_maxpool2_bn_relu_backward((int)N, 4, 8, 8, ((float *)(B + (size_t)0 * N)), ((float *)(F + 64)), ((float *)(F + 128)), (P + 128), 9.99999975e-06f, ((float *)(B + (size_t)1024 * N)), ((float *)(B + (size_t)7744 * N)), ((float *)(B + (size_t)2048 * N)), (P + 1936), (P + 1952));
 }
 
