@@ -108,6 +108,20 @@ final class MPITrainingTests: CLITestCase {
         XCTAssertTrue(eval.stdout.contains(String(format: "mAP@0.5 %.4f", map50)), "split validation \(map50) vs one process: \(eval.stdout)")
     }
 
+    /// `--eval` under mpirun: each rank evaluates its part of the split, and rank 0 prints
+    /// the summed metrics, which are those of one process on the whole split.
+    func testEvaluationSplitAcrossRanksMatchesOneProcess() throws {
+        let args = ["run", "--eval", "--data", Fixtures.directory + "/tiny-bananas", "--input-size", "128x128",
+                    "--threads", "1", "--batch-size", "1", "--weights", Fixtures.directory + "/tinyssd_weights.safetensors"]
+        let one = try Shell.run(Self.ssdc, args)
+        XCTAssertEqual(one.status, 0, one.stderr)
+        let two = try mpirun([Self.ssdc] + args)
+        XCTAssertEqual(two.status, 0, two.stderr + two.stdout)
+        let line = { (out: String) in out.split(separator: "\n").filter { $0.contains("class err") }.map(String.init) }
+        XCTAssertEqual(line(two.stdout).count, 1, "rank 0 alone prints: \(two.stdout)")
+        XCTAssertEqual(line(two.stdout), line(one.stdout))
+    }
+
     /// A run checkpointed by one process continues on 2 ranks: the checkpoint does not
     /// depend on the rank count, and rank 0 hands its weights and epoch to the other.
     func testResumeOnAnotherRankCount() throws {
