@@ -21,11 +21,6 @@
  *     split into more groups. No reduction across threads: results are independent of
  *     the thread count.
  *
- * Statistics (ssd_conv2d_forward_stats, fused.c, through fused_internal.h): the same forward
- * with tasks of (block of STATS_PPB panels, channel group); after each panel the finished
- * outputs are re-read from y while in L1 and summed per channel in double lanes; each
- * task writes one partial per (image, block, channel), reduced by fused.c in fixed order.
- *
  * Backward-weight (stride 1) reduces over pixels, so it has its own kernel: a tile of
  * 4 output channels x 3 taps keeps 12 vector accumulators over q (ssd__bw_tile of the
  * micro-kernel's ISA, gemm_internal.h: 16 pixels per vector with AVX-512, else 8),
@@ -48,7 +43,6 @@
  */
 #include "ssd_runtime.h"
 #include "gemm_internal.h"
-#include "fused_internal.h"
 #include "winograd_internal.h"
 
 #include <limits.h>
@@ -67,7 +61,6 @@
 #define BW_ALIGN 16     /* dy rows of backward-weight start at multiples of 16 floats (64 B) */
 #define BW_GMAX 64      /* most images grouped by backward-weight on tiny maps */
 #define OFF_TABLE 1280  /* tap offsets kept per thread (K <= 1280 covers C*9 up to 142) */
-#define STATS_PPB 16    /* panels per statistics block (ssd_conv2d_forward_stats) */
 
 static inline int imin(int a, int b) { return a < b ? a : b; }
 static inline int imax(int a, int b) { return a > b ? a : b; }
@@ -178,7 +171,6 @@ typedef struct {
     size_t ldc2, ldp2; /* y2[(m - split)*ldc2 + p*ldp2] */
     const float *bias;
     int relu;
-    int ppb, npb;     /* statistics (fused.c): panels per block, blocks per image */
 } flat_t;
 
 /* Packs the M x K weight matrix of the flat conv into K blocks of MR-row micro-panels:
@@ -238,56 +230,9 @@ static void fill_offsets(const flat_t *f, int pc, int kc, int *boff)
     }
 }
 
-/* Statistics epilogue (ssd_conv2d_forward_stats): adds the panel's finished outputs of rows
- * [r0, r1), re-read from y while they are in L1, to the per-row double accumulators
- * acc[(m - r0)*16 + l] (sum) and acc[(m - r0)*16 + 8 + l] (sum of squares), lane l = pixel
- * position within the 24-wide panel mod 8; dropped grid columns are skipped. The order
- * depends on the geometry only. */
-static void stats_panel(const flat_t *f, const float *y, int r0, int r1, int direct,
-                        size_t ybase, const int *map, double *acc)
-{
-    for (int m = r0; m < r1 && m < f->M; ++m) {
-        const float *ym = y + (size_t)m * f->ldc; /* (statistics: ldp == 1) */
-        double *s = acc + (size_t)(m - r0) * 16, *q = s + 8;
-        if (direct) {
-            const float *v = ym + ybase;
-#ifdef SSD_CONV_AVX2
-            __m256d s0 = _mm256_loadu_pd(s), s1 = _mm256_loadu_pd(s + 4);
-            __m256d q0 = _mm256_loadu_pd(q), q1 = _mm256_loadu_pd(q + 4);
-            for (int jj = 0; jj < SSD_NR; jj += 8) {
-                const __m256 t = _mm256_loadu_ps(v + jj);
-                const __m256d a = _mm256_cvtps_pd(_mm256_castps256_ps128(t));
-                const __m256d b = _mm256_cvtps_pd(_mm256_extractf128_ps(t, 1));
-                s0 = _mm256_add_pd(s0, a);
-                s1 = _mm256_add_pd(s1, b);
-                q0 = _mm256_fmadd_pd(a, a, q0);
-                q1 = _mm256_fmadd_pd(b, b, q1);
-            }
-            _mm256_storeu_pd(s, s0);
-            _mm256_storeu_pd(s + 4, s1);
-            _mm256_storeu_pd(q, q0);
-            _mm256_storeu_pd(q + 4, q1);
-#else
-            for (int jj = 0; jj < SSD_NR; ++jj) {
-                const double d = v[jj];
-                s[jj & 7] += d;
-                q[jj & 7] = fma(d, d, q[jj & 7]);
-            }
-#endif
-        } else {
-            for (int jj = 0; jj < SSD_NR; ++jj) {
-                if (map[jj] < 0) continue;
-                const double d = ym[map[jj]];
-                s[jj & 7] += d;
-                q[jj & 7] = fma(d, d, q[jj & 7]);
-            }
-        }
-    }
-}
-
 /* boff: offsets of all K rows (table_full) or room for one K block. */
 static void flat_panel(const flat_t *f, const float *src, float *y, float *y2, int jp, int r0,
-                       int r1, int *boff, int table_full, float *T, double *acc)
+                       int r1, int *boff, int table_full, float *T)
 {
     const int Wp = f->Wp, OW = f->OW;
     const size_t ldc = f->ldc;
@@ -351,22 +296,15 @@ static void flat_panel(const flat_t *f, const float *src, float *y, float *y2, i
             ym[(size_t)map[jj] * ldp] = v;
         }
     }
-    if (acc) stats_panel(f, y, r0, r1, direct, ybase, map, acc);
 }
 
-/* All panels of one image, split over the team as (panel, channel group) tasks.
- * part != NULL (statistics): tasks are (block of f->ppb panels, channel group) instead, and
- * each task writes the sums of its block for each of its channels m to
- * part[(pb*M + m)*2 + {0, 1}] (sum, sum of squares; each the fixed-order combination of
- * the 8 lanes). Which task owns which (block, channel) may depend on the thread count; the
- * arithmetic of each partial does not. */
-static void flat_image(const flat_t *f, const float *src, float *y, float *y2, double *part)
+/* All panels of one image, split over the team as (panel, channel group) tasks. */
+static void flat_image(const flat_t *f, const float *src, float *y, float *y2)
 {
     const int nt = omp_get_num_threads();
     const int Mpad = (int)round_up((size_t)f->M, SSD_MR);
     /* Channel groups: at most ROWS_MAX rows; more groups when there are few panels. */
-    /* (Statistics: the panel dimension is cut into f->npb blocks instead of panels.) */
-    const int nunits = part ? f->npb : f->npan;
+    const int nunits = f->npan;
     int ng = (Mpad + ROWS_MAX - 1) / ROWS_MAX;
     if (nunits * ng < 4 * nt) {
         ng = (4 * nt + nunits - 1) / nunits;
@@ -382,33 +320,13 @@ static void flat_image(const flat_t *f, const float *src, float *y, float *y2, d
 
     /* Dynamic chunks of consecutive tasks: neighbouring panels share input rows, and a
      * thread slowed down by something else on the machine does not stall the image. */
-    if (part) {
-        double acc[ROWS_MAX * 16];
-#pragma omp for schedule(dynamic, 1)
-        for (int task = 0; task < f->npb * ng; ++task) {
-            const int pb = task / ng, grp = task % ng;
-            const int r0 = grp * rows, r1 = imin(r0 + rows, Mpad);
-            for (int i = 0; i < (r1 - r0) * 16; ++i) acc[i] = 0.0;
-            const int jp1 = imin((pb + 1) * f->ppb, f->npan);
-            for (int jp = pb * f->ppb; jp < jp1; ++jp)
-                flat_panel(f, src, y, y2, jp, r0, r1, boff, table_full, T, acc);
-            for (int m = r0; m < r1 && m < f->M; ++m) {
-                const double *s = acc + (size_t)(m - r0) * 16, *q = s + 8;
-                double *p = part + ((size_t)pb * f->M + m) * 2;
-                p[0] = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-                p[1] = ((q[0] + q[1]) + (q[2] + q[3])) + ((q[4] + q[5]) + (q[6] + q[7]));
-            }
-        }
-        return;
-    }
-
     const int ntask = f->npan * ng;
     const int chunk = imin(64, imax(1, ntask / (16 * nt)));
 #pragma omp for schedule(dynamic, chunk)
     for (int task = 0; task < ntask; ++task) {
         const int jp = task / ng, grp = task % ng;
         const int r0 = grp * rows, r1 = imin(r0 + rows, Mpad);
-        flat_panel(f, src, y, y2, jp, r0, r1, boff, table_full, T, NULL);
+        flat_panel(f, src, y, y2, jp, r0, r1, boff, table_full, T);
     }
 }
 
@@ -427,14 +345,11 @@ static void flat_setup(flat_t *f, int Cs, int Hs, int Ws, int pad, int M, int k)
     f->kcb = ssd__kc_block(f->K);
     f->Q = (f->OH - 1) * f->Wp + f->OW;
     f->npan = (f->Q + SSD_NR - 1) / SSD_NR;
-    f->ppb = STATS_PPB;
-    f->npb = (f->npan + f->ppb - 1) / f->ppb;
 }
 
-/* part != NULL: statistics partials, part + n*npb*M*2 for image n (see flat_image). */
 static void flat_conv(int N, int Cs, int Hs, int Ws, int pad, int M, int k, const float *src,
                       const float *w, int transposed, int Cw, const float *bias, int relu,
-                      const conv_dst_t *dst, float *scratch, double *part)
+                      const conv_dst_t *dst, float *scratch)
 {
     flat_t f;
     flat_setup(&f, Cs, Hs, Ws, pad, M, k);
@@ -473,8 +388,7 @@ static void flat_conv(int N, int Cs, int Hs, int Ws, int pad, int M, int k, cons
                            (size_t)Hs * Ws * sizeof(float));
             }
             flat_image(&f, xp, dst->y[0] + (size_t)n * dst->ld[0].image,
-                       dst->y[1] ? dst->y[1] + (size_t)n * dst->ld[1].image : NULL,
-                       part ? part + (size_t)n * f.npb * M * 2 : NULL);
+                       dst->y[1] ? dst->y[1] + (size_t)n * dst->ld[1].image : NULL);
         }
     }
 }
@@ -553,7 +467,7 @@ static void forward_dst(const ssd_conv2d_t *g, const float *x, const float *w, c
     }
     if (g->C > 0 && g->k > 0 && fast_forward(g)) {
         flat_conv(g->N, g->C, g->H, g->W, g->pad, g->O, g->k, x, w, 0, g->C, b, relu, dst,
-                  scratch, NULL);
+                  scratch);
         return;
     }
     /* im2col + SGEMM into the scratch after the columns (or, with an empty reduction, just
@@ -676,31 +590,6 @@ void ssd_conv2d_backward_pair(const ssd_conv2d_t *g, int O1, const float *x, con
     if (db2) memcpy(db2, db + O1, O2 * sizeof(float));
 }
 
-/* ---- hooks for fused.c (fused_internal.h) ----------------------------------------------- */
-
-size_t ssd__conv2d_stats_partials(const ssd_conv2d_t *g)
-{
-    /* (where winograd.c runs the forward, the statistics are a separate pass) */
-    if (empty_output(g) || g->N <= 0 || g->O <= 0 || g->C <= 0 || g->k <= 0 ||
-        !fast_forward(g) || ssd__winograd_applies(g, 0))
-        return 0;
-    flat_t f;
-    flat_setup(&f, g->C, g->H, g->W, g->pad, g->O, g->k);
-    return (size_t)g->N * f.npb * g->O * 2;
-}
-
-int ssd__conv2d_forward_partials(const ssd_conv2d_t *g, const float *x, const float *w,
-                                 const float *b, float *y, float *scratch, double *part)
-{
-    if (ssd__conv2d_stats_partials(g) == 0) return 0;
-    const conv_dst_t dst = one_dst(y, ssd_conv2d_nchw(g), g->O);
-    flat_conv(g->N, g->C, g->H, g->W, g->pad, g->O, g->k, x, w, 0, g->C, b, 0, &dst, scratch,
-              part);
-    flat_t f;
-    flat_setup(&f, g->C, g->H, g->W, g->pad, g->O, g->k);
-    return f.npb;
-}
-
 /* ---- backward-data ---------------------------------------------------------------------- */
 
 void ssd_conv2d_backward_data(const ssd_conv2d_t *g, const float *dy, const float *w,
@@ -724,7 +613,7 @@ void ssd_conv2d_backward_data(const ssd_conv2d_t *g, const float *dy, const floa
         const ssd_conv2d_out_t ld = {(size_t)g->C * HW, HW, 1};
         const conv_dst_t dst = one_dst(dx, ld, g->C);
         flat_conv(g->N, g->O, g->OH, g->OW, g->k - 1 - g->pad, g->C, g->k, dy, w, 1, g->C,
-                  NULL, 0, &dst, scratch, NULL);
+                  NULL, 0, &dst, scratch);
         return;
     }
     const int K = g->C * g->k * g->k, OHOW = g->OH * g->OW;

@@ -17,14 +17,8 @@
  *    sums use the lanes of bn.c (lane = plane index mod 8, double, same FMA), walked in the
  *    same increasing index order, and dx the same expression: bit-identical results. As
  *    there, all channels' sums come first, then (after the sync-bn hook) all dx.
- *
- *  - ssd_conv2d_forward_stats: the stride-1 fast path of conv.c with a statistics epilogue
- *    (see conv.c, flat_image / stats_panel, and fused_internal.h): the per-block partial
- *    sums land in scratch after the conv's own scratch and are reduced here in a fixed
- *    order (channel-parallel, sequential over images then blocks).
  */
 #include "ssd_runtime.h"
-#include "fused_internal.h"
 
 #include <math.h>
 #include <omp.h>
@@ -410,44 +404,3 @@ void ssd_maxpool2_bn_relu_backward(int N, int C, int H, int W, const float *x,
     }
 }
 
-/* ---- conv forward + batch statistics ------------------------------------------------------ */
-
-size_t ssd_conv2d_stats_scratch_floats(const ssd_conv2d_t *g)
-{
-    const size_t np = ssd__conv2d_stats_partials(g);
-    /* partials are doubles: 2 floats each, + 1 float to align them to 8 bytes */
-    return ssd_conv2d_scratch_floats(g) + (np ? 2 * np + 1 : 0);
-}
-
-void ssd_conv2d_forward_stats(const ssd_conv2d_t *g, const float *x, const float *w,
-                              const float *b, float *y, float *mean, float *var,
-                              float *scratch)
-{
-    if (g->O <= 0) return;
-    const size_t np = ssd__conv2d_stats_partials(g);
-    if (np == 0) {
-        ssd_conv2d_forward(g, x, w, b, y, 0, scratch);
-        const int OHOW = g->OH > 0 && g->OW > 0 ? g->OH * g->OW : 0;
-        ssd_bn_stats(g->N > 0 ? g->N : 0, g->O, OHOW, y, mean, var);
-        return;
-    }
-    float *tail = scratch + ssd_conv2d_scratch_floats(g);
-    double *part = (double *)(((uintptr_t)tail + 7) & ~(uintptr_t)7);
-    const int npb = ssd__conv2d_forward_partials(g, x, w, b, y, scratch, part);
-    const int O = g->O;
-    const size_t nblk = (size_t)g->N * npb; /* (image, block) pairs, in order */
-    const double count = (double)g->N * g->OH * g->OW;
-#pragma omp parallel for schedule(static) num_threads(ssd_get_num_threads())
-    for (int o = 0; o < O; ++o) {
-        double s = 0.0, q = 0.0;
-        for (size_t i = 0; i < nblk; ++i) {
-            s += part[(i * O + o) * 2];
-            q += part[(i * O + o) * 2 + 1];
-        }
-        const double m = s / count;
-        double v = q / count - m * m;
-        if (v < 0.0) v = 0.0;
-        mean[o] = (float)m;
-        var[o] = (float)v;
-    }
-}

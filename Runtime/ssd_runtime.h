@@ -240,22 +240,6 @@ void ssd_maxpool2_bn_relu_backward(int N, int C, int H, int W, const float *x,
                                    float eps, const float *y, const float *dpooled, float *dx,
                                    float *dgamma, float *dbeta);
 
-/* Floats of scratch ssd_conv2d_forward_stats needs for this geometry. */
-size_t ssd_conv2d_stats_scratch_floats(const ssd_conv2d_t *g);
-
-/* y = conv(x, w) + b exactly as ssd_conv2d_forward(g, x, w, b, y, relu = 0, ...), plus the
- * batch statistics of y per output channel over (N, OH, OW): mean and biased variance
- * (double accumulation), as ssd_bn_stats(N, O, OH*OW, y, mean, var) computes them but in
- * a different fixed summation order (so they may differ in the last bits). On the stride-1
- * fast path the sums are taken in the conv's epilogue: per (image, block of 16 24-pixel
- * panels, channel), 8 double lanes (position in the panel mod 8) over the block's panels
- * in order, combined pairwise; then per channel the partials are added sequentially over
- * images and blocks. The order depends on the shape only: same result for any thread
- * count. Other geometries run ssd_conv2d_forward then ssd_bn_stats. */
-void ssd_conv2d_forward_stats(const ssd_conv2d_t *g, const float *x, const float *w,
-                              const float *b, float *y, float *mean, float *var,
-                              float *scratch);
-
 /* ---- the SSD-family op vocabulary (conv_general.c, dwconv.c, pool_general.c, activation.c,
  * resize.c, l2norm.c, eltwise.c) ---------------------------------------------------------------
  * All NCHW float32, any batch N. Every function overwrites its outputs unless it says
