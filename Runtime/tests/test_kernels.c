@@ -26,28 +26,7 @@
 
 /* ---- bookkeeping ------------------------------------------------------------------------ */
 
-static int g_pass, g_fail;
-
-static void report(int ok, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%s ", ok ? "ok  " : "FAIL");
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    if (ok) ++g_pass; else ++g_fail;
-}
-
-static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
-
-static float frand(void) /* uniform in [-1, 1) */
-{
-    g_rng ^= g_rng << 13;
-    g_rng ^= g_rng >> 7;
-    g_rng ^= g_rng << 17;
-    return (float)((g_rng >> 40) * (1.0 / 8388608.0) - 1.0);
-}
+#include "test_support.h"
 
 static float *falloc(size_t n)
 {

@@ -21,28 +21,8 @@
 
 /* ---- bookkeeping ------------------------------------------------------------------------ */
 
-static int g_pass, g_fail;
-
-static void report(int ok, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%s ", ok ? "ok  " : "FAIL");
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    if (ok) ++g_pass; else ++g_fail;
-}
-
-static uint64_t g_rng = 0x2545F4914F6CDD1Dull;
-
-static float frand(void) /* uniform in [-1, 1) */
-{
-    g_rng ^= g_rng << 13;
-    g_rng ^= g_rng >> 7;
-    g_rng ^= g_rng << 17;
-    return (float)((g_rng >> 40) * (1.0 / 8388608.0) - 1.0);
-}
+#define TEST_RNG_SEED 0x2545F4914F6CDD1Dull
+#include "test_support.h"
 
 static void *xalloc(size_t bytes)
 {
