@@ -73,8 +73,9 @@ extension CompiledModel {
             for id in nodes { out.append("    n\(id) [label=\(quote(label(g[id])))];"); placed.insert(id) }
             out.append("  }")
         }
+        let constants = ConstantFolding(g).values
         for n in g.nodes where !isParameter(n.id) && !placed.contains(n.id) {
-            let style = (n.op.mnemonic == "input" || ConstantFolding(g).values[n.id] != nil) ? ", style=dashed" : ""
+            let style = (n.op.mnemonic == "input" || constants[n.id] != nil) ? ", style=dashed" : ""
             out.append("  n\(n.id) [label=\(quote(label(n)))\(style)];")
         }
         for n in g.nodes where !isParameter(n.id) {
