@@ -9,6 +9,8 @@
  * ssd_sgemm is bit-identical for any thread count and the other loops split independent
  * outputs (im2col rows, col2im input channels, bias-gradient channels), so the results
  * are too. The depthwise case has its own direct kernel (dwconv.c); the compiler picks.
+ * Convs with few input channels (a stem) run their forward and weight gradient directly
+ * (conv_direct.c); this file picks, from the geometry alone.
  */
 #include "ops_internal.h"
 
@@ -38,7 +40,10 @@ static int group_taps(const ssd_convg_t *g) { return g->C / g->groups * g->kh * 
 size_t ssd_convg_scratch_floats(const ssd_convg_t *g)
 {
     if (pointwise(g)) return 0;
-    return (size_t)group_taps(g) * g->OH * g->OW;
+    const size_t col = (size_t)group_taps(g) * g->OH * g->OW;
+    if (!ssd__convd_applies(g)) return col;
+    const size_t direct = ssd__convd_scratch_floats(g);
+    return direct > col ? direct : col;
 }
 
 /* col (Kg x OH*OW) = im2col of one group's input xg (Cg x H x W). */
@@ -111,6 +116,10 @@ void ssd_convg_forward(const ssd_convg_t *g, const float *x, const float *w, con
     const int G = g->groups, Cg = g->C / G, Og = g->O / G, Kg = group_taps(g);
     const int OHOW = g->OH * g->OW, HW = g->H * g->W;
     if (OHOW <= 0 || g->O <= 0) return;
+    if (ssd__convd_applies(g)) {
+        ssd__convd_forward(g, x, w, b, y, act, scratch);
+        return;
+    }
     for (int n = 0; n < g->N; ++n) {
         float *yn = y + (size_t)n * g->O * OHOW;
         for (int gi = 0; gi < G; ++gi) {
@@ -181,6 +190,10 @@ void ssd_convg_backward_weight(const ssd_convg_t *g, const float *x, const float
     if (Kg <= 0 || g->O <= 0) return;
     if (g->N <= 0 || OHOW <= 0) {
         memset(dw, 0, (size_t)g->O * Kg * sizeof(float));
+        return;
+    }
+    if (ssd__convd_applies(g)) {
+        ssd__convd_backward_weight(g, x, dy, dw, scratch);
         return;
     }
     for (int n = 0; n < g->N; ++n) {

@@ -1,6 +1,6 @@
 /*
- * ops_internal.h — helpers shared by the SSD-family op kernels (conv_general.c, dwconv.c,
- * pool_general.c, eltwise.c). Not part of the runtime's API.
+ * ops_internal.h — helpers shared by the SSD-family op kernels (conv_general.c, conv_direct.c,
+ * dwconv.c, pool_general.c, eltwise.c). Not part of the runtime's API.
  */
 #ifndef SSD_OPS_INTERNAL_H
 #define SSD_OPS_INTERNAL_H
@@ -34,5 +34,14 @@ static inline void ssd__valid_range(int n_out, int stride, int off, int n_in, in
     *lo = l;
     *hi = h;
 }
+
+/* conv_direct.c: the direct forward and weight gradient of convs with few input channels,
+ * used by conv_general.c where ssd__convd_applies(g) (scratch: ssd__convd_scratch_floats). */
+int ssd__convd_applies(const ssd_convg_t *g);
+size_t ssd__convd_scratch_floats(const ssd_convg_t *g);
+void ssd__convd_forward(const ssd_convg_t *g, const float *x, const float *w, const float *b,
+                        float *y, int act, float *scratch);
+void ssd__convd_backward_weight(const ssd_convg_t *g, const float *x, const float *dy,
+                                float *dw, float *scratch);
 
 #endif

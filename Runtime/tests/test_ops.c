@@ -11,7 +11,7 @@
  * float rounding for each output: the sum of the absolute values of its terms where the
  * output is a sum, else |ref| with a small floor.
  */
-#include "ssd_runtime.h"
+#include "ops_internal.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -321,14 +321,26 @@ static void test_conv(void)
         {3, 2, 20, 19, 2, 3, 3, 2, 2, 1, 1, 1, 1, 2, 1, SSD_ACT_RELU6},  /* odd, wider */
         {2, 4, 9, 10, 4, 3, 3, 2, 1, 2, 1, 2, 1, 4, 1, SSD_ACT_NONE},    /* sh != sw, dh != dw */
         {2, 3, 8, 11, 3, 3, 3, 1, 2, 1, 3, 1, 3, 3, 0, SSD_ACT_RELU},    /* and the other way */
+        /* few input channels: the direct kernel (conv_direct.c) for forward and weights */
+        {2, 3, 37, 35, 10, 7, 7, 2, 2, 3, 3, 1, 1, 1, 1, SSD_ACT_RELU},  /* a stem, O % 8 != 0 */
+        {1, 2, 12, 40, 8, 3, 3, 1, 1, 2, 2, 2, 2, 1, 0, SSD_ACT_NONE},   /* dilated, 40 wide */
+        {2, 4, 16, 50, 5, 3, 5, 3, 2, 1, 2, 1, 1, 1, 1, SSD_ACT_RELU6},  /* stride 3 x 2 */
+        {1, 3, 9, 70, 16, 2, 2, 2, 2, 0, 0, 1, 1, 1, 1, SSD_ACT_NONE},   /* 2x2 s2, two blocks */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; ++i) test_conv_case(cases[i], 0);
+    {
+        const ssd_convg_t stem = ssd_convg_geometry(32, 3, 256, 256, 8, 7, 7, 2, 2, 3, 3, 1, 1, 1);
+        const ssd_convg_t wide = ssd_convg_geometry(32, 16, 64, 64, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1);
+        report(ssd__convd_applies(&stem) && !ssd__convd_applies(&wide),
+               "convg: a 3-channel stem takes the direct kernel, a 16-channel conv the GEMM");
+    }
     /* finite differences on small cases: plain, grouped + strided, depthwise dilated */
     const conv_case small[] = {
         {2, 2, 5, 4, 3, 3, 2, 1, 2, 1, 1, 2, 1, 1, 1, SSD_ACT_NONE},
         {1, 4, 5, 6, 2, 3, 3, 2, 2, 1, 1, 1, 1, 2, 1, SSD_ACT_NONE},
         {2, 3, 6, 5, 3, 3, 3, 1, 1, 2, 2, 2, 2, 3, 1, SSD_ACT_NONE},
         {2, 2, 7, 6, 2, 3, 3, 2, 1, 1, 2, 1, 2, 2, 1, SSD_ACT_NONE},
+        {2, 3, 9, 20, 9, 5, 5, 2, 2, 2, 2, 1, 1, 1, 1, SSD_ACT_NONE},    /* direct */
     };
     for (size_t i = 0; i < sizeof small / sizeof small[0]; ++i) test_conv_case(small[i], 1);
 
