@@ -24,20 +24,25 @@ let package = Package(
         .target(name: "SSDGraph"),
         // Built-in models written in the DSL (TinySSD).
         .target(name: "SSDModels", dependencies: ["SSDGraph"]),
+        // The contract between compiler and runtime: the manifest, ABI version and symbol
+        // names, plus the file helpers both sides use (atomic writes, the ELF check, the cache).
+        .target(name: "SSDABI"),
         // Passes, lowering to kernels, memory planning, C emission, clang driver, cache.
-        .target(name: "SSDCompiler", dependencies: ["SSDGraph"]),
+        .target(name: "SSDCompiler", dependencies: ["SSDABI", "SSDGraph"]),
         // Loading a compiled library and running it: forward, detection, training.
-        .target(name: "SSDRuntime", dependencies: ["SSDCompiler", "SSDModels", "SSDIO"]),
+        .target(name: "SSDRuntime", dependencies: ["SSDABI", "SSDGraph", "SSDIO"]),
+        // What needs both: compiling a model on demand for a run, `ssdc export` bundles.
+        .target(name: "SSDDriver", dependencies: ["SSDCompiler", "SSDRuntime", "SSDModels"]),
         .executableTarget(
             name: "ssdc",
             dependencies: [
-                "SSDRuntime",
+                "SSDDriver",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(name: "SSDIOTests", dependencies: ["SSDIO"]),
         .testTarget(name: "SSDGraphTests", dependencies: ["SSDGraph", "SSDModels"]),
-        .testTarget(name: "SSDCompilerTests", dependencies: ["SSDCompiler", "SSDModels", "SSDRuntime"], exclude: ["Golden"]),
-        .testTarget(name: "SSDRuntimeTests", dependencies: ["SSDRuntime"]),
+        .testTarget(name: "SSDCompilerTests", dependencies: ["SSDABI", "SSDCompiler", "SSDModels", "SSDRuntime"], exclude: ["Golden"]),
+        .testTarget(name: "SSDRuntimeTests", dependencies: ["SSDABI", "SSDRuntime", "SSDDriver", "SSDCompiler"]),
     ]
 )

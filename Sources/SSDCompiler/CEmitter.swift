@@ -1,4 +1,5 @@
 import Foundation
+import SSDABI
 import SSDGraph
 
 /// Turns planned programs into model.c and model.h.
@@ -92,7 +93,7 @@ public struct CEmitter {
             "typedef struct { const float *P; const char *F; uint64_t generation; } ssdc_cache_t;",
             "static uint64_t ssdc_params_generation = 1;",
             "",
-            "void ssdc_params_changed(void) {",
+            "void \(ABI.parametersChangedSymbol)(void) {",
             "#pragma omp critical(ssdc_cache)",
             "    ++ssdc_params_generation;",
             "}",
@@ -159,7 +160,7 @@ public struct CEmitter {
                 out.append("}")
                 out.append("")
             }
-            out.append("size_t ssdc_\(p.name)_scratch_floats(int64_t N\(labels ? ", int64_t G" : "")) {")
+            out.append("size_t \(ABI.scratchEntry(p.name))(int64_t N\(labels ? ", int64_t G" : "")) {")
             out.append("    size_t s = 1, t = 0;")
             for k in p.kernels {
                 if let q = scratchQuery(k) { out.append("    \(q) if (t > s) s = t;") }
@@ -169,7 +170,7 @@ public struct CEmitter {
             out.append("")
             out.append("static double \(p.name)_times[\(max(p.kernels.count, 1))];")
             out.append("")
-            out.append("int ssdc_\(p.name)(int64_t N, \(labels ? "int64_t G, const float *Y, " : "")float *P, char *F, char *B, float *S) {")
+            out.append("int \(ABI.entry(p.name))(int64_t N, \(labels ? "int64_t G, const float *Y, " : "")float *P, char *F, char *B, float *S) {")
             out.append("    if (N < 1\(labels ? " || G < 1" : "")) return SSDC_ERR_BATCH;")
             out.append("    if (!P || !F || !B || !S\(labels ? " || !Y" : "")) return SSDC_ERR_NULL;")
             if writesParameters(p) { out.append("    ssdc_params_changed(); /* this program updates P */") }
@@ -180,21 +181,21 @@ public struct CEmitter {
             out.append("}")
             out.append("")
         }
-        out.append("void ssdc_set_threads(int n) { ssd_set_num_threads(n); }")
+        out.append("void \(ABI.setThreadsSymbol)(int n) { ssd_set_num_threads(n); }")
         out.append("")
-        out.append("void ssdc_set_profiling(int on) { ssdc_profiling = on; }")
+        out.append("void \(ABI.setProfilingSymbol)(int on) { ssdc_profiling = on; }")
         out.append("")
         out.append("/* Seconds spent in each kernel of a program since profiling was turned on (NULL if unknown). */")
-        out.append("double *ssdc_profile(const char *program) {")
+        out.append("double *\(ABI.profileSymbol)(const char *program) {")
         for p in model.programs {
             out.append("    if (!strcmp(program, \"\(p.name)\")) return \(p.name)_times;")
         }
         out.append("    return NULL;")
         out.append("}")
         out.append("")
-        out.append("int ssdc_abi_version(void) { return SSDC_ABI_VERSION; }")
+        out.append("int \(ABI.versionSymbol)(void) { return SSDC_ABI_VERSION; }")
         out.append("")
-        out.append("const char *ssdc_manifest(void) {")
+        out.append("const char *\(ABI.manifestSymbol)(void) {")
         out.append("    return \(cString(model.manifestJSON(withCompiler: false)));")
         out.append("}")
         return out.joined(separator: "\n") + "\n"
@@ -250,7 +251,7 @@ public struct CEmitter {
         out.append("#include <stddef.h>")
         out.append("#include <stdint.h>")
         out.append("")
-        out.append("#define SSDC_ABI_VERSION \(CompiledModel.abiVersion)")
+        out.append("#define SSDC_ABI_VERSION \(ABI.version)")
         out.append("#define SSDC_PARAMS_FLOATS \(model.layout.totalFloats)")
         out.append("#define SSDC_GRADS_OFFSET \(model.layout.gradientOffset) /* gradients mirror the parameters from here */")
         out.append("#define SSDC_HYPER_OFFSET \(model.layout.hyperOffset) /* [0] learning rate, [1] weight decay */")
@@ -277,26 +278,26 @@ public struct CEmitter {
             }
             if p.takesLabels {
                 out.append("/* Y: the ground-truth rows, N x G x 5 floats (class, xmin, ymin, xmax, ymax; class -1 pads). */")
-                out.append("int ssdc_\(p.name)(int64_t N, int64_t G, const float *Y, float *P, char *F, char *B, float *S);")
-                out.append("size_t ssdc_\(p.name)_scratch_floats(int64_t N, int64_t G);")
+                out.append("int \(ABI.entry(p.name))(int64_t N, int64_t G, const float *Y, float *P, char *F, char *B, float *S);")
+                out.append("size_t \(ABI.scratchEntry(p.name))(int64_t N, int64_t G);")
             } else {
-                out.append("int ssdc_\(p.name)(int64_t N, float *P, char *F, char *B, float *S);")
-                out.append("size_t ssdc_\(p.name)_scratch_floats(int64_t N);")
+                out.append("int \(ABI.entry(p.name))(int64_t N, float *P, char *F, char *B, float *S);")
+                out.append("size_t \(ABI.scratchEntry(p.name))(int64_t N);")
             }
         }
         out.append("")
         for (name, node) in model.constantNames {
             out.append("extern const float \(cName(name))[\(model.constants[node]!.count)];")
         }
-        out.append("void ssdc_set_threads(int n);")
+        out.append("void \(ABI.setThreadsSymbol)(int n);")
         out.append("/* Call after writing into P (loading weights): caches derived from the parameters are")
         out.append(" * recomputed on the next call. */")
-        out.append("void ssdc_params_changed(void);")
-        out.append("void ssdc_set_profiling(int on);")
-        out.append("double *ssdc_profile(const char *program);")
-        out.append("int ssdc_abi_version(void);")
+        out.append("void \(ABI.parametersChangedSymbol)(void);")
+        out.append("void \(ABI.setProfilingSymbol)(int on);")
+        out.append("double *\(ABI.profileSymbol)(const char *program);")
+        out.append("int \(ABI.versionSymbol)(void);")
         out.append("/* The manifest (JSON): parameters, programs, buffers, as manifest.json. */")
-        out.append("const char *ssdc_manifest(void);")
+        out.append("const char *\(ABI.manifestSymbol)(void);")
         out.append("#endif")
         return out.joined(separator: "\n") + "\n"
     }

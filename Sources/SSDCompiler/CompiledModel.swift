@@ -1,11 +1,11 @@
 import Foundation
+import SSDABI
 import SSDGraph
 
 /// A model lowered to planned programs, ready to emit: the forward program with batch
 /// statistics (PyTorch's train mode) and the inference program (eval mode, with softmax
 /// and detection).
 public struct CompiledModel: Sendable {
-    public static let abiVersion = 2
     public static let version = "0.1.0"
 
     public var graph: Graph
@@ -72,67 +72,7 @@ public struct CompiledModel: Sendable {
 
     // MARK: manifest
 
-    public struct Manifest: Codable, Sendable {
-        public struct Parameter: Codable, Sendable {
-            public var name: String
-            public var shape: [Int]
-            public var dtype: String
-            public var trainable: Bool
-            public var offset: Int
-            public var count: Int
-        }
-        public struct Value: Codable, Sendable {
-            public var name: String
-            public var region: String
-            /// Bytes (per example for the batched region); for constants, the C symbol.
-            public var offset: Int
-            public var symbol: String?
-            /// Full shape, -1 for the batch axis.
-            public var shape: [Int]
-            public var dtype: String
-        }
-        public struct KernelInfo: Codable, Sendable {
-            public var name: String
-            public var kind: String
-            public var nodes: [Int]
-        }
-        public struct ProgramInfo: Codable, Sendable {
-            public var name: String
-            public var mode: String
-            public var entry: String
-            public var scratchEntry: String
-            public var fixedBytes: Int
-            public var batchedBytesPerExample: Int
-            /// The entry point takes the label rows: (N, G, Y, P, F, B, S) instead of
-            /// (N, P, F, B, S), and its scratch query (N, G).
-            public var takesLabels: Bool
-            public var inputs: [Value]
-            public var outputs: [Value]
-            public var kernels: [KernelInfo]
-        }
-        public struct Compiler: Codable, Sendable {
-            public var ssdc: String
-            public var cc: String
-            public var ccVersion: String
-            public var flags: [String]
-        }
-        public var abiVersion: Int
-        public var model: String
-        public var attributes: [String: String]
-        public var paramsFloats: Int
-        /// The params region: parameters, gradients from gradientsOffset, hyper-parameters
-        /// (learning rate, weight decay) from hyperOffset; regionFloats in all.
-        public var gradientsOffset: Int
-        public var hyperOffset: Int
-        public var regionFloats: Int
-        public var loss: String?
-        public var parameters: [Parameter]
-        public var programs: [ProgramInfo]
-        /// Absent from the copy embedded in the library, so the emitted C does not depend
-        /// on the machine it was generated on.
-        public var compiler: Compiler?
-    }
-
+    /// The manifest (SSDABI's contract with the runtime) of this model's library.
     public var manifest: Manifest { manifest(withCompiler: true) }
 
     public func manifest(withCompiler: Bool) -> Manifest {
@@ -144,14 +84,14 @@ public struct CompiledModel: Sendable {
                                   shape: t.batched ? [-1] + t.dims : t.dims, dtype: t.dtype.rawValue)
         }
         return Manifest(
-            abiVersion: CompiledModel.abiVersion, model: graph.name, attributes: graph.attributes,
+            model: graph.name, attributes: graph.attributes,
             paramsFloats: layout.totalFloats, gradientsOffset: layout.gradientOffset, hyperOffset: layout.hyperOffset,
             regionFloats: layout.regionFloats, loss: training?.loss.summary,
             parameters: layout.slots.map {
                 .init(name: $0.name, shape: $0.shape, dtype: $0.dtype, trainable: $0.trainable, offset: $0.offset, count: $0.count)
             },
             programs: programs.map { p in
-                .init(name: p.name, mode: p.mode.rawValue, entry: "ssdc_\(p.name)", scratchEntry: "ssdc_\(p.name)_scratch_floats",
+                .init(name: p.name, mode: p.mode.rawValue,
                       fixedBytes: p.fixedBytes, batchedBytesPerExample: p.batchedBytesPerExample, takesLabels: p.takesLabels,
                       inputs: p.inputs.map { value(p, $0.name, $0.buffer) },
                       outputs: p.outputs.map { value(p, $0.name, $0.buffer, $0.type) },
@@ -160,12 +100,7 @@ public struct CompiledModel: Sendable {
             compiler: withCompiler ? .init(ssdc: CompiledModel.version, cc: toolchain.cc, ccVersion: toolchain.version, flags: toolchain.flags) : nil)
     }
 
-    public func manifestJSON(withCompiler: Bool = true) -> String {
-        let e = JSONEncoder()
-        e.outputFormatting = [.sortedKeys, .prettyPrinted]
-        e.keyEncodingStrategy = .convertToSnakeCase
-        return String(decoding: try! e.encode(manifest(withCompiler: withCompiler)), as: UTF8.self)
-    }
+    public func manifestJSON(withCompiler: Bool = true) -> String { manifest(withCompiler: withCompiler).json() }
 
     /// The fused kernel list: which graph nodes went into which kernel, its kind and buffers.
     public func kernelListing() -> String {

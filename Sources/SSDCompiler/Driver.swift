@@ -1,4 +1,5 @@
 import Foundation
+import SSDABI
 import SSDGraph
 
 /// The whole pipeline: graph -> planned programs -> C -> shared library, with the files a

@@ -1,4 +1,5 @@
 import Foundation
+import SSDABI
 
 extension Toolchain {
     /// The MPI shim (Runtime/mpi/ssd_mpi.c) built with `mpicc` into a shared library of its
@@ -16,7 +17,7 @@ extension Toolchain {
         hasher.add(mpicc)
         hasher.add((try? Shell.run(mpicc, ["--showme"]))?.stdout ?? "")
         hasher.add(try AtomicFile.read(source))
-        let cache = cacheDirectory() + "/lib"
+        let cache = CacheDirectory.path + "/lib"
         try AtomicFile.makeDirectory(cache)
         let lib = "\(cache)/libssdc-mpi-\(hasher.hex).so"
         if ELFFile.problem(lib, kind: .sharedLibrary) == nil { return lib }

@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import Foundation
+import SSDABI
 import SSDGraph
 
 /// Gets the graph of a model file the way SwiftPM evaluates a Package.swift: compile the
@@ -66,7 +67,7 @@ public enum ModelSource {
             let attrs = try? FileManager.default.attributesOfItem(atPath: f)
             h.add("\(attrs?[.modificationDate] ?? "")\(attrs?[.size] ?? "")")
         }
-        let dir = Toolchain.cacheDirectory() + "/models"
+        let dir = CacheDirectory.path + "/models"
         try AtomicFile.makeDirectory(dir)
         let exe = "\(dir)/model-\(h.hex)"
         if ELFFile.problem(exe, kind: .executable) != nil {
@@ -126,7 +127,7 @@ public enum ModelSource {
         guard r.status == 0 else {
             unlink(tmp)
             if Toolchain.outOfSpace(r.stderr + r.stdout) {
-                throw Error(description: "cannot build the model program \(exe) for \(path): no space left on device (the disk is full). Free some space (the cache is \(Toolchain.cacheDirectory())) and compile again.\n" + r.stderr + r.stdout)
+                throw Error(description: "cannot build the model program \(exe) for \(path): no space left on device (the disk is full). Free some space (the cache is \(CacheDirectory.path)) and compile again.\n" + r.stderr + r.stdout)
             }
             throw Error(description: "\(path) does not compile:\n" + r.stderr + r.stdout)
         }

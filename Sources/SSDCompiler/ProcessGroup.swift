@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import Foundation
+import SSDABI
 
 /// Runs a program we do not trust to finish (a user's model program) in its own process
 /// group, with a time limit. The whole group is killed when the limit passes, when the

@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import Foundation
+import SSDABI
 
 /// The C compiler a library is built with, and its flags.
 public struct ToolchainInfo: Codable, Hashable, Sendable {
@@ -143,14 +144,6 @@ public enum Toolchain {
         return try AtomicFile.directoryListing(dir).filter { $0.hasSuffix(".c") }.sorted().map { "\(dir)/\($0)" }
     }
 
-    /// Where built libraries are cached: `SSDC_CACHE_DIR`, else ~/.cache/ssdc.
-    public static func cacheDirectory() -> String {
-        let env = ProcessInfo.processInfo.environment
-        if let d = env["SSDC_CACHE_DIR"] { return d }
-        let home = env["HOME"] ?? NSTemporaryDirectory()
-        return home + "/.cache/ssdc"
-    }
-
     /// Compiles model.c (in `dir`, beside model.h) and links it with the runtime into a
     /// shared library. The runtime's objects are built once per (sources, compiler, flags)
     /// and the library is cached under a hash of every input, so an unchanged model is not
@@ -163,7 +156,7 @@ public enum Toolchain {
             hasher.add(f)
             hasher.add(try AtomicFile.read("\(dir)/\(f)"))
         }
-        let cache = cacheDirectory() + "/lib"
+        let cache = CacheDirectory.path + "/lib"
         try AtomicFile.makeDirectory(cache)
         let lib = "\(cache)/libssdc-\(hasher.hex).so"
         // A damaged entry (an interrupted write by an older ssdc, a failing disk) is rebuilt.
@@ -212,7 +205,7 @@ public enum Toolchain {
             hasher.add(try AtomicFile.read(f))
         }
         let key = hasher.hex
-        let odir = cacheDirectory() + "/runtime-\(key)"
+        let odir = CacheDirectory.path + "/runtime-\(key)"
         let objects = sources.map { "\(odir)/\((($0 as NSString).lastPathComponent as NSString).deletingPathExtension).o" }
         if objects.allSatisfy({ ELFFile.problem($0, kind: .object) == nil }) { return (key, objects) }
 
@@ -235,7 +228,7 @@ public enum Toolchain {
     /// Turns the common build failures into advice: what to install, or that the disk is full.
     static func explain(_ stderr: String, cc: String, output: String) -> String {
         if outOfSpace(stderr) {
-            return "cannot build \(output): no space left on device (the disk is full, or a file-size limit was hit). Free some space (the cache is \(cacheDirectory()); SSDC_CACHE_DIR moves it) and compile again.\n\(stderr)"
+            return "cannot build \(output): no space left on device (the disk is full, or a file-size limit was hit). Free some space (the cache is \(CacheDirectory.path); SSDC_CACHE_DIR moves it) and compile again.\n\(stderr)"
         }
         if stderr.contains("omp.h") || stderr.contains("-lomp") || stderr.contains("libomp") || stderr.contains("fopenmp") {
             return "\(cc) cannot build with OpenMP. Install Debian's clang and OpenMP runtime (apt-get install clang libomp-dev) or point SSDC_CC at a compiler with OpenMP.\n\(stderr)"
@@ -248,30 +241,6 @@ public enum Toolchain {
         ["No space left on device", "Disk quota exceeded", "File too large", "File size limit exceeded"]
             .contains { stderr.contains($0) }
     }
-}
-
-/// A 128-bit content hash (two FNV-1a 64-bit lanes with different seeds) for cache keys.
-/// Not cryptographic: it only has to tell different builds apart.
-public struct ContentHash {
-    var a: UInt64 = 0xcbf29ce484222325
-    var b: UInt64 = 0x84222325cbf29ce4
-    public init() {}
-
-    public mutating func add(_ data: Data) {
-        data.withUnsafeBytes { raw in
-            for byte in raw {
-                a = (a ^ UInt64(byte)) &* 0x100000001b3
-                b = (b ^ UInt64(byte)) &* 0x100000001b3 ^ (b >> 29)
-            }
-        }
-        // Separate fields so ("ab","c") and ("a","bc") differ.
-        a = (a ^ 0xff) &* 0x100000001b3
-        b = (b ^ 0xfe) &* 0x100000001b3
-    }
-
-    public mutating func add(_ s: String) { add(Data(s.utf8)) }
-
-    public var hex: String { String(format: "%016llx%016llx", a, b) }
 }
 
 /// Collects messages from concurrent work.

@@ -2,15 +2,16 @@
 import Glibc
 #endif
 import Foundation
-import SSDCompiler
+import SSDABI
 
 /// The processes of a data-parallel training run started by mpirun: K ranks, each running
 /// the compiled train step on its part of every global batch, with the gradients summed
 /// across ranks before SGD (in the emitted C, `ssd_allreduce_gradients`), so every rank
 /// holds the same parameters after every step.
 ///
-/// MPI is reached only through the shim library (Runtime/mpi/ssd_mpi.c, built with mpicc),
-/// loaded here with dlopen; a process not started by mpirun never creates one.
+/// MPI is reached only through the shim library (Runtime/mpi/ssd_mpi.c, built with mpicc
+/// by the compiler's Toolchain.mpiShim), loaded here with dlopen; a process not started by
+/// mpirun never creates one.
 public final class DataParallel {
     public let rank: Int
     public let size: Int
@@ -29,10 +30,12 @@ public final class DataParallel {
     }
 
     /// Joins the MPI job when started by mpirun; nil (one process, as without MPI) otherwise.
-    public static func joinIfLaunched(syncBatchNorm: Bool = false) throws -> DataParallel? {
+    /// `shim` gives the path of the MPI shim library; it is called (and may build the shim)
+    /// only when this process joins a job.
+    public static func joinIfLaunched(syncBatchNorm: Bool = false, shim: () throws -> String) throws -> DataParallel? {
         guard launchedByMPI else { return nil }
         if let current { return current }
-        let run = try DataParallel(shim: try Toolchain.mpiShim(), syncBatchNorm: syncBatchNorm)
+        let run = try DataParallel(shim: try shim(), syncBatchNorm: syncBatchNorm)
         current = run
         return run
     }

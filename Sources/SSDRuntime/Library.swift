@@ -4,7 +4,7 @@ import Glibc
 import Darwin
 #endif
 import Foundation
-import SSDCompiler
+import SSDABI
 import SSDGraph
 import SSDIO
 
@@ -52,7 +52,7 @@ public final class ModelLibrary: @unchecked Sendable {
     typealias ManifestFn = @convention(c) () -> UnsafePointer<CChar>?
 
     public let path: String
-    public let manifest: CompiledModel.Manifest
+    public let manifest: Manifest
     private let handle: UnsafeMutableRawPointer
 
     /// Loads the library at `path`, checked first to be a complete shared library: dlopen
@@ -64,25 +64,18 @@ public final class ModelLibrary: @unchecked Sendable {
         }
         handle = h
         self.path = path
-        guard let sym = dlsym(h, "ssdc_manifest") else { throw RuntimeError("\(path) is not an ssdc model library (no ssdc_manifest)") }
+        guard let sym = dlsym(h, ABI.manifestSymbol) else {
+            throw RuntimeError("\(path) is not an ssdc model library (no \(ABI.manifestSymbol))")
+        }
         let fn = unsafeBitCast(sym, to: ManifestFn.self)
         guard let text = fn() else { throw RuntimeError("\(path): empty manifest") }
-        let decoder = JSONDecoder()
-        decoder.keyDecodingStrategy = .convertFromSnakeCase
-        do {
-            manifest = try decoder.decode(CompiledModel.Manifest.self, from: Data(String(cString: text).utf8))
-        } catch {
-            throw RuntimeError("\(path): its embedded manifest is not one this ssdc reads (\(AtomicFile.describe(error))). Recompile the model with `ssdc compile`.")
-        }
-        guard manifest.abiVersion == CompiledModel.abiVersion else {
-            throw RuntimeError("\(path) has ABI version \(manifest.abiVersion); this ssdc expects \(CompiledModel.abiVersion). Recompile the model.")
-        }
+        manifest = try Manifest.decode(Data(String(cString: text).utf8), from: path)
     }
 
     /// Throws, naming the file and what to do, unless `path` is a complete shared library.
     static func checkFile(_ path: String) throws {
         guard let problem = ELFFile.problem(path, kind: .sharedLibrary) else { return }
-        throw RuntimeError("cannot load \(path): \(problem). Recompile the model with `ssdc compile`; if it came from the cache, remove \(Toolchain.cacheDirectory()) and run again.")
+        throw RuntimeError("cannot load \(path): \(problem). Recompile the model with `ssdc compile`; if it came from the cache, remove \(CacheDirectory.path) and run again.")
     }
 
     func symbol<T>(_ name: String, as: T.Type) throws -> T {
@@ -95,12 +88,12 @@ public final class ModelLibrary: @unchecked Sendable {
 
     /// Turns per-kernel timing on or off (off by default: it costs two clock reads per kernel).
     public func setProfiling(_ on: Bool) {
-        if let f = try? symbol("ssdc_set_profiling", as: SetProfiling.self) { f(on ? 1 : 0) }
+        if let f = try? symbol(ABI.setProfilingSymbol, as: SetProfiling.self) { f(on ? 1 : 0) }
     }
 
     /// Seconds spent in each kernel of `program` since profiling was turned on, in order.
     public func profile(_ program: String) -> [Double] {
-        guard let f = try? symbol("ssdc_profile", as: Profile.self), let info = try? self.program(program),
+        guard let f = try? symbol(ABI.profileSymbol, as: Profile.self), let info = try? self.program(program),
               let times = program.withCString({ f($0) }) else { return [] }
         return Array(UnsafeBufferPointer(start: times, count: info.kernels.count))
     }
@@ -116,14 +109,14 @@ public final class ModelLibrary: @unchecked Sendable {
     /// what it derived from them (BN folded into the convs) is recomputed on the next run.
     func parametersChanged() {
         typealias Changed = @convention(c) () -> Void
-        if let f = try? symbol("ssdc_params_changed", as: Changed.self) { f() }
+        if let f = try? symbol(ABI.parametersChangedSymbol, as: Changed.self) { f() }
     }
 
     public func setThreads(_ n: Int) {
-        if let f = try? symbol("ssdc_set_threads", as: SetThreads.self) { f(Int32(n)) }
+        if let f = try? symbol(ABI.setThreadsSymbol, as: SetThreads.self) { f(Int32(n)) }
     }
 
-    public func program(_ name: String) throws -> CompiledModel.Manifest.ProgramInfo {
+    public func program(_ name: String) throws -> Manifest.ProgramInfo {
         guard let p = manifest.programs.first(where: { $0.name == name }) else {
             throw RuntimeError("\(path) has no program \(name)")
         }
@@ -131,7 +124,7 @@ public final class ModelLibrary: @unchecked Sendable {
     }
 
     /// A constant the library exports (e.g. the anchors).
-    public func constant(_ v: CompiledModel.Manifest.Value) throws -> [Float] {
+    public func constant(_ v: Manifest.Value) throws -> [Float] {
         guard let sym = v.symbol, let s = dlsym(handle, sym) else { throw RuntimeError("\(path): missing constant \(v.name)") }
         let count = v.shape.reduce(1, *)
         return Array(UnsafeBufferPointer(start: s.assumingMemoryBound(to: Float.self), count: count))
@@ -151,7 +144,7 @@ public final class ModelSession {
         library.parametersChanged() /* (a new region may reuse the address of a freed one) */
     }
 
-    public var manifest: CompiledModel.Manifest { library.manifest }
+    public var manifest: Manifest { library.manifest }
 
     // MARK: parameters
 
@@ -208,6 +201,12 @@ public final class ModelSession {
         guard name.hasSuffix("running_var"), let first = values.firstIndex(where: { $0 < 0 }) else { return nil }
         let negative = values.lazy.filter { $0 < 0 }.count
         return "has \(negative) negative variance\(negative == 1 ? "" : "s") (the first, \(values[first]), at index \(first))"
+    }
+
+    /// Calls `body` with the parameters and BN state as the library holds them: the first
+    /// gradientsOffset floats of the params region, in model.h's order and offsets.
+    public func withParameters<R>(_ body: (UnsafeBufferPointer<Float>) throws -> R) rethrows -> R {
+        try body(UnsafeBufferPointer(start: params.floats, count: manifest.gradientsOffset))
     }
 
     /// The state dict with PyTorch's names and dtypes (num_batches_tracked as int64).
@@ -317,7 +316,7 @@ public final class ModelSession {
         return out
     }
 
-    private func workspace(_ p: CompiledModel.Manifest.ProgramInfo, batch: Int, rows: Int) throws -> (fixed: Region, batched: Region, scratch: Region) {
+    private func workspace(_ p: Manifest.ProgramInfo, batch: Int, rows: Int) throws -> (fixed: Region, batched: Region, scratch: Region) {
         let scratchBytes = p.takesLabels
             ? try library.symbol(p.scratchEntry, as: ModelLibrary.LabelledScratchQuery.self)(Int64(batch), Int64(rows)) * 4
             : try library.symbol(p.scratchEntry, as: ModelLibrary.ScratchQuery.self)(Int64(batch)) * 4

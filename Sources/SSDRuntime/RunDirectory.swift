@@ -2,7 +2,7 @@
 import Glibc
 #endif
 import Foundation
-import SSDCompiler
+import SSDABI
 
 /// A training run's folder (settings.json, metrics.csv, checkpoint.safetensors), held by one
 /// trainer at a time: opening it takes an exclusive lock on RUNDIR/.lock, so a second ssdc

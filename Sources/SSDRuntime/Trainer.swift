@@ -2,7 +2,7 @@
 import Glibc
 #endif
 import Foundation
-import SSDCompiler
+import SSDABI
 import SSDIO
 
 /// Settings of a training run (written to RUNDIR/settings.json).

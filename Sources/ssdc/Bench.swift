@@ -3,7 +3,9 @@ import Glibc
 #endif
 import ArgumentParser
 import Foundation
+import SSDABI
 import SSDCompiler
+import SSDDriver
 import SSDGraph
 import SSDIO
 import SSDModels
@@ -55,7 +57,7 @@ struct Bench: ParsableCommand {
         let lib = try ModelLibrary(path: result.libraryPath)
         lib.setThreads(threads)
         // Under mpirun each rank steps on its part of the batch, as `ssdc run --train` does.
-        let parallel = try DataParallel.joinIfLaunched()
+        let parallel = try DataParallel.joinIfLaunched(shim: Toolchain.mpiShim)
         try parallel?.attach(lib)
         let ranks = parallel?.size ?? 1, rank = parallel?.rank ?? 0
         let local = batchSize * (rank + 1) / ranks - batchSize * rank / ranks

@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
+import SSDABI
 import SSDCompiler
+import SSDDriver
 import SSDIO
 import SSDRuntime
 

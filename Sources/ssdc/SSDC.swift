@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
+import SSDABI
 import SSDCompiler
+import SSDDriver
 import SSDGraph
 import SSDIO
 import SSDModels
@@ -300,7 +302,7 @@ struct Run: ParsableCommand {
             }
             return data
         }
-        let root = Toolchain.cacheDirectory() + "/data/" + name
+        let root = CacheDirectory.path + "/data/" + name
         if !FileManager.default.fileExists(atPath: root + "/bananas_train/label.csv") {
             print("generating the built-in data set in \(root) ...")
         }
@@ -345,7 +347,7 @@ struct Run: ParsableCommand {
         try session.loadStateDict(try SafeTensors.read(weights!), source: weights!)
         let transform = trainingOptions.evalTransform
         // Under mpirun each rank evaluates its part of every batch; rank 0 prints the sum.
-        let parallel = try DataParallel.joinIfLaunched()
+        let parallel = try DataParallel.joinIfLaunched(shim: Toolchain.mpiShim)
         defer { parallel?.finish() }
         let r = try Evaluator.evaluate(session, data: data, batchSize: batchSize, maxBoxes: max(1, data.maxBoxes), transform: transform,
                                        size: m.inputSize, parallel: parallel)

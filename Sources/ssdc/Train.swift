@@ -1,4 +1,6 @@
 import Foundation
+import SSDCompiler
+import SSDDriver
 import SSDIO
 import SSDRuntime
 
@@ -6,7 +8,7 @@ extension Run {
     /// Trains in one process, or under mpirun as one rank of a data-parallel run (every rank
     /// reads the data set at --data; rank 0 alone writes the run folder and the log).
     func train() throws {
-        let parallel = try DataParallel.joinIfLaunched(syncBatchNorm: syncBn)
+        let parallel = try DataParallel.joinIfLaunched(syncBatchNorm: syncBn, shim: Toolchain.mpiShim)
         try train(parallel)
         parallel?.finish()
     }

@@ -1,4 +1,5 @@
 import Foundation
+import SSDABI
 @testable import SSDCompiler
 import SSDRuntime
 import XCTest

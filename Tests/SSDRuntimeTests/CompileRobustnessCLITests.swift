@@ -1,4 +1,5 @@
 import Foundation
+import SSDABI
 import SSDCompiler
 import SSDIO
 import XCTest
@@ -22,7 +23,7 @@ final class CompileRobustnessCLITests: CLITestCase {
         _ = try compiledExample("\(tmp!)/warm")
         let cache = "\(tmp!)/cache"
         try FileManager.default.createDirectory(atPath: cache, withIntermediateDirectories: true)
-        let usual = Toolchain.cacheDirectory()
+        let usual = CacheDirectory.path
         for d in try FileManager.default.contentsOfDirectory(atPath: usual) where d.hasPrefix("runtime-") {
             try FileManager.default.copyItem(atPath: "\(usual)/\(d)", toPath: "\(cache)/\(d)")
         }

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Foundation
 import SSDCompiler
+import SSDDriver
 import SSDIO
 @testable import SSDRuntime
 import XCTest

@@ -1,6 +1,7 @@
 import Foundation
 @testable import SSDRuntime
 import SSDCompiler
+import SSDDriver
 import SSDIO
 import SSDModels
 import XCTest

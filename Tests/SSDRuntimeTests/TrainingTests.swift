@@ -1,5 +1,6 @@
 import Foundation
 import SSDCompiler
+import SSDDriver
 import SSDIO
 import SSDRuntime
 import XCTest

@@ -1,4 +1,5 @@
 import Foundation
+import SSDDriver
 import SSDIO
 import SSDRuntime
 import XCTest

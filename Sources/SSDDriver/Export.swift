@@ -1,7 +1,8 @@
 import Foundation
+import SSDABI
 import SSDCompiler
+import SSDRuntime
 
-/// The CPU a C bundle is built for: the `-march` its Makefile passes.
 /// Writes a folder that builds the model with a C compiler and make alone (no Swift, no
 /// ssdc): model.c and model.h as `ssdc compile` emits them, the runtime's sources, the
 /// weights, a small C API (bundle.h), the example program detect.c, a Makefile and a README.
@@ -42,17 +43,16 @@ public enum BundleExporter {
         try write(Data(makefile.utf8), "Makefile")
         try write(Data(config(model, rows: infer.rows, embedded: embedWeights).utf8), "bundle_config.h")
 
-        let params = UnsafeBufferPointer(start: session.params.floats, count: session.manifest.gradientsOffset)
         // One weights file only: a stale one from an earlier export would be loaded or linked.
         let (name, stale) = embedWeights ? ("weights.c", "weights.bin") : ("weights.bin", "weights.c")
         try? FileManager.default.removeItem(atPath: "\(directory)/\(stale)")
-        try write(embedWeights ? weightsSource(params) : weightsFile(params), name)
+        try write(session.withParameters { embedWeights ? weightsSource($0) : weightsFile($0) }, name)
         return written
     }
 
     /// The `infer` program, checked to take X and give detection rows in the batched
     /// region, which is what bundle.c reads; returns the rows per image.
-    static func inferProgram(_ m: CompiledModel.Manifest) throws -> (program: CompiledModel.Manifest.ProgramInfo, rows: Int) {
+    static func inferProgram(_ m: Manifest) throws -> (program: Manifest.ProgramInfo, rows: Int) {
         guard let p = m.programs.first(where: { $0.name == "infer" }) else {
             throw RuntimeError("model \(m.model) has no infer program to export")
         }

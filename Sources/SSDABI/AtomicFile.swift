@@ -14,6 +14,10 @@ import Foundation
 /// sharing a cache may race on any step: rename replaces atomically (FileManager.moveItem
 /// refuses an existing destination), and whichever rename comes last leaves a complete,
 /// identical file. Errors name the file and say what went wrong in words.
+///
+/// It lives in SSDABI because both sides write such files (the compiler its cache and
+/// output directory, the runtime a run's settings and metrics) and the runtime must not
+/// import the compiler; ELFFile's check reuses its errno wording.
 public enum AtomicFile {
     /// A hidden, unique temporary name in the directory of `path` (same file system, so
     /// the final rename is atomic).
@@ -29,7 +33,7 @@ public enum AtomicFile {
         guard rename(source, destination) == 0 else {
             let code = errno
             unlink(source)
-            throw ToolchainError("cannot move \(source) to \(destination): \(reason(code))")
+            throw FileError("cannot move \(source) to \(destination): \(reason(code))")
         }
     }
 
@@ -37,7 +41,7 @@ public enum AtomicFile {
     public static func write(_ data: Data, to path: String, mode: mode_t = 0o644) throws {
         let tmp = temporaryPath(for: path)
         let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
-        guard fd >= 0 else { throw ToolchainError("cannot write \(path): \(reason(errno))") }
+        guard fd >= 0 else { throw FileError("cannot write \(path): \(reason(errno))") }
         let failure = data.withUnsafeBytes { writeAll(fd, $0) }
         try finish(fd, tmp, into: path, failure: failure)
     }
@@ -46,13 +50,13 @@ public enum AtomicFile {
     /// every byte of the source before it is renamed into place.
     public static func copy(_ source: String, to destination: String) throws {
         let src = open(source, O_RDONLY | O_CLOEXEC)
-        guard src >= 0 else { throw ToolchainError("cannot read \(source): \(reason(errno))") }
+        guard src >= 0 else { throw FileError("cannot read \(source): \(reason(errno))") }
         defer { close(src) }
         var info = stat()
-        guard fstat(src, &info) == 0 else { throw ToolchainError("cannot read \(source): \(reason(errno))") }
+        guard fstat(src, &info) == 0 else { throw FileError("cannot read \(source): \(reason(errno))") }
         let tmp = temporaryPath(for: destination)
         let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, info.st_mode & 0o777)
-        guard fd >= 0 else { throw ToolchainError("cannot write \(destination): \(reason(errno))") }
+        guard fd >= 0 else { throw FileError("cannot write \(destination): \(reason(errno))") }
         var failure: Int32? = nil
         var copied = 0
         var buffer = [UInt8](repeating: 0, count: 1 << 20)
@@ -62,7 +66,7 @@ public enum AtomicFile {
             if n < 0 {
                 let code = errno
                 close(fd); unlink(tmp)
-                throw ToolchainError("cannot read \(source): \(reason(code))")
+                throw FileError("cannot read \(source): \(reason(code))")
             }
             if n == 0 { break }
             failure = buffer.withUnsafeBytes { writeAll(fd, UnsafeRawBufferPointer(rebasing: $0[0 ..< n])) }
@@ -70,7 +74,7 @@ public enum AtomicFile {
         }
         if failure == nil, copied != Int(info.st_size) {
             close(fd); unlink(tmp)
-            throw ToolchainError("cannot copy \(source) to \(destination): read \(copied) of its \(info.st_size) bytes (the file changed while it was copied); compile again")
+            throw FileError("cannot copy \(source) to \(destination): read \(copied) of its \(info.st_size) bytes (the file changed while it was copied); compile again")
         }
         try finish(fd, tmp, into: destination, failure: failure)
     }
@@ -80,7 +84,7 @@ public enum AtomicFile {
         do {
             return try Data(contentsOf: URL(fileURLWithPath: path))
         } catch {
-            throw ToolchainError("cannot read \(path): \(describe(error))")
+            throw FileError("cannot read \(path): \(describe(error))")
         }
     }
 
@@ -89,7 +93,7 @@ public enum AtomicFile {
         do {
             return try FileManager.default.contentsOfDirectory(atPath: path)
         } catch {
-            throw ToolchainError("cannot list the directory \(path): \(describe(error))")
+            throw FileError("cannot list the directory \(path): \(describe(error))")
         }
     }
 
@@ -98,7 +102,7 @@ public enum AtomicFile {
     public static func makeDirectory(_ path: String) throws {
         var isDirectory: ObjCBool = false
         if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) {
-            guard isDirectory.boolValue else { throw ToolchainError("cannot create the directory \(path): a file of that name is in the way") }
+            guard isDirectory.boolValue else { throw FileError("cannot create the directory \(path): a file of that name is in the way") }
             return
         }
         let parent = (path as NSString).deletingLastPathComponent
@@ -106,7 +110,7 @@ public enum AtomicFile {
         if mkdir(path, 0o755) != 0 {
             let code = errno
             if code == EEXIST, FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue { return }
-            throw ToolchainError("cannot create the directory \(path): \(reason(code))")
+            throw FileError("cannot create the directory \(path): \(reason(code))")
         }
     }
 
@@ -185,79 +189,9 @@ public enum AtomicFile {
         if close(fd) != 0, failure == nil { failure = errno }
         if let failure {
             unlink(tmp)
-            throw ToolchainError("cannot write \(path): \(reason(failure))")
+            throw FileError("cannot write \(path): \(reason(failure))")
         }
         try replace(path, with: tmp)
-    }
-}
-
-/// Checks that a file the compiler wrote (or the cache holds) is a complete ELF file of
-/// the expected kind before it is renamed into place, taken from the cache, or dlopened:
-/// dlopen maps a truncated library and the process dies with SIGBUS when it touches a
-/// page past the end of the file.
-public enum ELFFile {
-    public enum Kind: Sendable {
-        case object, sharedLibrary, executable
-
-        var types: Set<UInt16> {
-            switch self {
-            case .object: return [1]  // ET_REL
-            case .sharedLibrary: return [3]  // ET_DYN
-            case .executable: return [2, 3]  // ET_EXEC, or ET_DYN for a position-independent one
-            }
-        }
-
-        var noun: String {
-            switch self {
-            case .object: return "an object file"
-            case .sharedLibrary: return "a shared library"
-            case .executable: return "an executable"
-            }
-        }
-    }
-
-    /// nil when `path` is a complete 64-bit little-endian ELF file of `kind`, else the
-    /// problem in words: missing, not a regular file, not ELF, the wrong kind, or shorter
-    /// than its section table or one of its loaded segments says it is (truncated).
-    public static func problem(_ path: String, kind: Kind) -> String? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return AtomicFile.reason(errno) }
-        defer { close(fd) }
-        var info = stat()
-        guard fstat(fd, &info) == 0 else { return AtomicFile.reason(errno) }
-        guard (info.st_mode & S_IFMT) == S_IFREG else { return "not a regular file" }
-        let size = UInt64(info.st_size)
-        guard size > 0 else { return "empty (0 bytes): it was not completely written" }
-        guard let header = bytes(fd, at: 0, count: 64) else { return "truncated (\(size) bytes, shorter than an ELF header)" }
-        guard header[0 ..< 4] == [0x7f, 0x45, 0x4c, 0x46] else { return "not an ELF file (not \(kind.noun) built by ssdc)" }
-        guard header[4] == 2, header[5] == 1 else { return "not a 64-bit little-endian ELF file" }
-        let type = UInt16(le: header, 16)
-        guard kind.types.contains(type) else { return "not \(kind.noun) (ELF type \(type))" }
-
-        let sectionsEnd = UInt64(le: header, 40) + UInt64(UInt16(le: header, 58)) * UInt64(UInt16(le: header, 60))
-        var needed = sectionsEnd
-        let phoff = UInt64(le: header, 32), phentsize = UInt64(UInt16(le: header, 54)), phnum = UInt64(UInt16(le: header, 56))
-        if phnum > 0, phentsize >= 56 {
-            guard phoff + phnum * phentsize <= size, let table = bytes(fd, at: phoff, count: Int(phnum * phentsize)) else {
-                return truncated(size, needed: phoff + phnum * phentsize)
-            }
-            for i in 0 ..< Int(phnum) {
-                let base = i * Int(phentsize)
-                guard UInt32(le: table, base) == 1 else { continue }  // PT_LOAD
-                needed = max(needed, UInt64(le: table, base + 8) + UInt64(le: table, base + 32))  // p_offset + p_filesz
-            }
-        }
-        return needed > size ? truncated(size, needed: needed) : nil
-    }
-
-    private static func truncated(_ size: UInt64, needed: UInt64) -> String {
-        "truncated: \(size) bytes, its ELF headers describe \(needed) (an interrupted write, or the disk was full)"
-    }
-
-    private static func bytes(_ fd: Int32, at offset: UInt64, count: Int) -> [UInt8]? {
-        var buffer = [UInt8](repeating: 0, count: count)
-        let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress!, count, off_t(offset)) }
-        return n == count ? buffer : nil
     }
 }
 
@@ -265,11 +199,8 @@ public enum ELFFile {
 private func systemRead(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int) -> Int { read(fd, buffer, count) }
 private func systemWrite(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int) -> Int { write(fd, buffer, count) }
 
-private extension FixedWidthInteger {
-    /// A little-endian integer at `offset` of `bytes`.
-    init(le bytes: [UInt8], _ offset: Int) {
-        var v = Self.zero
-        for i in (0 ..< MemoryLayout<Self>.size).reversed() { v = v << 8 | Self(bytes[offset + i]) }
-        self = v
-    }
+/// A file operation that failed: the file and the problem in words.
+public struct FileError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ d: String) { description = d }
 }
