@@ -38,11 +38,14 @@
  *
  * General path (stride > 1, or backward-data with pad > k-1): explicit im2col of one image
  * into scratch + ssd_sgemm (+ col2im for backward-data). Slower, but any k/stride/pad.
+ * A strided conv with few input channels (a network's stem, 3 -> 8 channels 7x7 stride 2)
+ * runs its forward and weight gradient by conv_direct.c instead (strided_direct).
  *
  * Scratch is bounded per image (never per batch): see ssd_conv2d_scratch_floats.
  */
 #include "ssd_runtime.h"
 #include "gemm_internal.h"
+#include "ops_internal.h"
 #include "winograd_internal.h"
 
 #include <limits.h>
@@ -94,6 +97,16 @@ static int fast_backward_data(const ssd_conv2d_t *g)
 }
 
 static int fast_backward_weight(const ssd_conv2d_t *g) { return g->stride == 1; }
+
+/* Whether a strided conv goes to conv_direct.c (few input channels), with its geometry
+ * there in *cg. Stride-1 convs keep the flat path. */
+static int strided_direct(const ssd_conv2d_t *g, ssd_convg_t *cg)
+{
+    if (g->stride == 1) return 0;
+    *cg = ssd_convg_geometry(g->N, g->C, g->H, g->W, g->O, g->k, g->k, g->stride, g->stride,
+                             g->pad, g->pad, 1, 1, 1);
+    return ssd__convd_applies(cg);
+}
 static size_t bw_scratch_floats(const ssd_conv2d_t *g);
 static int empty_output(const ssd_conv2d_t *g) { return g->OH <= 0 || g->OW <= 0; }
 
@@ -124,6 +137,12 @@ size_t ssd_conv2d_scratch_floats(const ssd_conv2d_t *g)
         s = col;
     }
     if (s > need) need = s;
+
+    ssd_convg_t cg;
+    if (strided_direct(g, &cg)) {
+        s = ssd__convd_scratch_floats(&cg);
+        if (s > need) need = s;
+    }
 
     /* forward, backward-data and backward-weight by winograd.c */
     if (ssd__winograd_applies(g, 0)) {
@@ -470,6 +489,13 @@ static void forward_dst(const ssd_conv2d_t *g, const float *x, const float *w, c
                   scratch);
         return;
     }
+    const ssd_conv2d_out_t nchw = ssd_conv2d_nchw(g);
+    ssd_convg_t cg;
+    if (dst->split >= g->O && dst->ld[0].image == nchw.image && dst->ld[0].channel == nchw.channel &&
+        dst->ld[0].pixel == nchw.pixel && strided_direct(g, &cg)) {
+        ssd__convd_forward(&cg, x, w, b, dst->y[0], relu ? SSD_ACT_RELU : SSD_ACT_NONE, scratch);
+        return;
+    }
     /* im2col + SGEMM into the scratch after the columns (or, with an empty reduction, just
      * the bias), then bias, ReLU and placement */
     const int K = g->C * g->k * g->k;
@@ -772,6 +798,7 @@ void ssd_conv2d_backward_weight(const ssd_conv2d_t *g, const float *x, const flo
                                 float *dw, float *db, float *scratch)
 {
     const int K = g->C * g->k * g->k;
+    ssd_convg_t cg;
     if (empty_output(g) || g->N <= 0 || K <= 0) {
         if (K > 0) memset(dw, 0, (size_t)g->O * K * sizeof(float));
         if (db && (empty_output(g) || g->N <= 0)) {
@@ -787,6 +814,8 @@ void ssd_conv2d_backward_weight(const ssd_conv2d_t *g, const float *x, const flo
     } else if (fast_backward_weight(g)) {
         backward_weight_flat(g, x, dy, dw, db, scratch); /* (db in the same pass) */
         return;
+    } else if (strided_direct(g, &cg)) {
+        ssd__convd_backward_weight(&cg, x, dy, dw, scratch);
     } else {
         const int OHOW = g->OH * g->OW;
         for (int n = 0; n < g->N; ++n) {

@@ -522,6 +522,9 @@ static void test_conv(void)
         {1, 3, 8, 8, 4, 5, 1, 2},     /* 5x5 */
         {2, 3, 9, 9, 5, 3, 2, 0},     /* stride 2, pad 0 */
         {1, 2, 7, 7, 3, 4, 3, 2},     /* even k, stride 3 */
+        {2, 3, 40, 36, 10, 7, 2, 3},  /* a stem: strided, few channels: conv_direct.c */
+        {1, 4, 30, 50, 8, 3, 2, 1},   /* the same, one full block of 8 */
+        {2, 3, 37, 64, 17, 5, 3, 2},  /* stride 3, three blocks */
         {1, 2, 5, 5, 3, 3, 1, 3},     /* pad > k-1: general backward-data */
         {1, 128, 6, 6, 128, 3, 1, 1}, /* K = 1152: several K blocks */
         {1, 130, 5, 5, 132, 3, 1, 1}, /* > 128 output channels: channel groups */
