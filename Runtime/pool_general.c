@@ -51,21 +51,59 @@ static window_t window(const ssd_pool_t *g, int oh, int ow)
     return r;
 }
 
-/* The first max of a window (greater or NaN replaces), as an offset in the plane; -1 for
- * a window with no input element. */
-static long window_argmax(const float *p, int W, window_t r)
+/* Whether v replaces the running max m: greater, or NaN (a NaN, once taken, stays). */
+static inline int replaces(float v, float m) { return v > m || v != v; }
+
+/* The first max of a window (row-major; greater or NaN replaces), as an offset in the
+ * plane; -1 for a window with no input element. Branch-free selects: which element wins
+ * is data, not control flow. */
+static inline long window_argmax(const float *p, int W, window_t r)
 {
-    long idx = -1;
-    float m = -INFINITY;
+    if (r.h0 >= r.h1 || r.w0 >= r.w1) return -1;
+    long idx = (long)r.h0 * W + r.w0;
+    float m = p[idx];
     for (int h = r.h0; h < r.h1; ++h)
         for (int w = r.w0; w < r.w1; ++w) {
-            const float v = p[(size_t)h * W + w];
-            if (idx < 0 || v > m || v != v) {
-                m = v;
-                idx = (long)h * W + w;
-            }
+            const long i = (long)h * W + w;
+            const float v = p[i];
+            const int take = replaces(v, m);
+            m = take ? v : m;
+            idx = take ? i : idx;
         }
     return idx;
+}
+
+/* Input rows a max pool's forward keeps the column maxima of on its stack. */
+#define POOL_ROW_MAX 4096
+
+/* One plane's max pool: for each output row, the max of each input column over the
+ * window's rows (contiguous, vectorisable), then of each window's columns. The value is
+ * the window's max, or NaN if it holds one, in any order of taking the elements. */
+static void maxpool_plane(const ssd_pool_t *g, const float *p, float *yp)
+{
+    float colmax[POOL_ROW_MAX];
+    for (int oh = 0; oh < g->OH; ++oh) {
+        const window_t rows = window(g, oh, 0);
+        float *yr = yp + (size_t)oh * g->OW;
+        if (rows.h0 >= rows.h1) {
+            for (int ow = 0; ow < g->OW; ++ow) yr[ow] = -INFINITY;
+            continue;
+        }
+        memcpy(colmax, p + (size_t)rows.h0 * g->W, (size_t)g->W * sizeof(float));
+        for (int h = rows.h0 + 1; h < rows.h1; ++h) {
+            const float *xr = p + (size_t)h * g->W;
+            for (int w = 0; w < g->W; ++w) colmax[w] = replaces(xr[w], colmax[w]) ? xr[w] : colmax[w];
+        }
+        for (int ow = 0; ow < g->OW; ++ow) {
+            const window_t r = window(g, oh, ow);
+            float m = -INFINITY;
+            if (r.w0 < r.w1) {
+                m = colmax[r.w0];
+                for (int w = r.w0 + 1; w < r.w1; ++w) m = replaces(colmax[w], m) ? colmax[w] : m;
+            }
+            yr[ow] = m;
+        }
+    }
 }
 
 void ssd_maxpool_forward(const ssd_pool_t *g, const float *x, float *y)
@@ -74,12 +112,43 @@ void ssd_maxpool_forward(const ssd_pool_t *g, const float *x, float *y)
     for (int nc = 0; nc < g->N * g->C; ++nc) {
         const float *p = x + (size_t)nc * g->H * g->W;
         float *yp = y + (size_t)nc * g->OH * g->OW;
+        if (g->W <= POOL_ROW_MAX) {
+            maxpool_plane(g, p, yp);
+            continue;
+        }
         for (int oh = 0; oh < g->OH; ++oh)
             for (int ow = 0; ow < g->OW; ++ow) {
                 const long i = window_argmax(p, g->W, window(g, oh, ow));
                 yp[(size_t)oh * g->OW + ow] = i >= 0 ? p[i] : -INFINITY;
             }
     }
+}
+
+/* The argmax (window_argmax) of every window of output row oh, into idx. The columns
+ * whose window lies wholly inside the row are a loop over ow without branches, which the
+ * compiler vectorises; the others go through window_argmax. */
+static void row_argmax(const ssd_pool_t *g, const float *p, int oh, long *idx)
+{
+    const window_t rows = window(g, oh, 0);
+    int lo, hi; /* ow whose columns [ow*sw - pw, +kw) lie in [0, W) */
+    ssd__valid_range(g->OW, g->sw, -g->pw, g->W - g->kw + 1, &lo, &hi);
+    if (rows.h0 >= rows.h1) lo = hi = 0;
+    for (int ow = 0; ow < lo; ++ow) idx[ow] = window_argmax(p, g->W, window(g, oh, ow));
+    for (int ow = lo; ow < hi; ++ow) {
+        const int w0 = ow * g->sw - g->pw;
+        int best = rows.h0 * g->W + w0;
+        float m = p[best];
+        for (int h = rows.h0; h < rows.h1; ++h)
+            for (int j = 0; j < g->kw; ++j) {
+                const int i = h * g->W + w0 + j;
+                const float v = p[i];
+                const int take = replaces(v, m);
+                m = take ? v : m;
+                best = take ? i : best;
+            }
+        idx[ow] = best;
+    }
+    for (int ow = hi > lo ? hi : lo; ow < g->OW; ++ow) idx[ow] = window_argmax(p, g->W, window(g, oh, ow));
 }
 
 void ssd_maxpool_backward(const ssd_pool_t *g, const float *x, const float *dy, float *dx)
@@ -89,12 +158,22 @@ void ssd_maxpool_backward(const ssd_pool_t *g, const float *x, const float *dy, 
         const float *p = x + (size_t)nc * g->H * g->W;
         const float *dp = dy + (size_t)nc * g->OH * g->OW;
         float *gp = dx + (size_t)nc * g->H * g->W;
+        long idx[POOL_ROW_MAX];
+        const int rows_fit = g->OW <= POOL_ROW_MAX && (size_t)g->H * g->W < (size_t)1 << 31;
         memset(gp, 0, (size_t)g->H * g->W * sizeof(float));
-        for (int oh = 0; oh < g->OH; ++oh)
+        for (int oh = 0; oh < g->OH; ++oh) {
+            const float *dr = dp + (size_t)oh * g->OW;
+            if (rows_fit) {
+                row_argmax(g, p, oh, idx);
+                for (int ow = 0; ow < g->OW; ++ow)
+                    if (idx[ow] >= 0) gp[idx[ow]] += dr[ow];
+                continue;
+            }
             for (int ow = 0; ow < g->OW; ++ow) {
                 const long i = window_argmax(p, g->W, window(g, oh, ow));
-                if (i >= 0) gp[i] += dp[(size_t)oh * g->OW + ow];
+                if (i >= 0) gp[i] += dr[ow];
             }
+        }
     }
 }
 
