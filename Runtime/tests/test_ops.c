@@ -331,8 +331,10 @@ static void test_conv(void)
     {
         const ssd_convg_t stem = ssd_convg_geometry(32, 3, 256, 256, 8, 7, 7, 2, 2, 3, 3, 1, 1, 1);
         const ssd_convg_t wide = ssd_convg_geometry(32, 16, 64, 64, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1);
-        report(ssd__convd_applies(&stem) && !ssd__convd_applies(&wide),
-               "convg: a 3-channel stem takes the direct kernel, a 16-channel conv the GEMM");
+        const ssd_convg_t narrow = ssd_convg_geometry(32, 3, 20, 20, 8, 3, 3, 2, 2, 1, 1, 1, 1, 1);
+        report(ssd__convd_applies(&stem) && !ssd__convd_applies(&wide) && !ssd__convd_applies(&narrow),
+               "convg: a 3-channel stem takes the direct kernel; a 16-channel conv and a "
+               "10-pixel-wide output the GEMM");
     }
     /* finite differences on small cases: plain, grouped + strided, depthwise dilated */
     const conv_case small[] = {
@@ -340,7 +342,7 @@ static void test_conv(void)
         {1, 4, 5, 6, 2, 3, 3, 2, 2, 1, 1, 1, 1, 2, 1, SSD_ACT_NONE},
         {2, 3, 6, 5, 3, 3, 3, 1, 1, 2, 2, 2, 2, 3, 1, SSD_ACT_NONE},
         {2, 2, 7, 6, 2, 3, 3, 2, 1, 1, 2, 1, 2, 2, 1, SSD_ACT_NONE},
-        {2, 3, 9, 20, 9, 5, 5, 2, 2, 2, 2, 1, 1, 1, 1, SSD_ACT_NONE},    /* direct */
+        {2, 3, 9, 36, 9, 5, 5, 2, 2, 2, 2, 1, 1, 1, 1, SSD_ACT_NONE},    /* direct */
     };
     for (size_t i = 0; i < sizeof small / sizeof small[0]; ++i) test_conv_case(small[i], 1);
 
