@@ -29,22 +29,9 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#include "test_support.h"
 
-/* ---- harness ------------------------------------------------------------------------- */
-
-static int g_pass, g_fail;
-
-static void check(int ok, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%s  ", ok ? "PASS" : "FAIL");
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    if (ok) g_pass++;
-    else g_fail++;
-}
+/* ---- harness (report, g_rng: test_support.h) ----------------------------------------- */
 
 static void *xmalloc(size_t n)
 {
@@ -59,7 +46,6 @@ static void *xmalloc(size_t n)
 #define NEWD(n) ((double *)xmalloc(sizeof(double) * (size_t)(n)))
 #define NEWI(n) ((int *)xmalloc(sizeof(int) * (size_t)(n)))
 
-static uint64_t g_rng = 0x9E3779B97F4A7C15ULL;
 static double urand(void) /* [0, 1) */
 {
     g_rng ^= g_rng << 13;
@@ -399,11 +385,11 @@ static void test_softmax(void)
         }
         sumerr = fmax(sumerr, fabs(rs - 1));
     }
-    check(err < 1e-6 && sumerr < 1e-5, "softmax_rows matches double softmax (max err %.2e, row-sum err %.2e, incl. logits +-1000)", err, sumerr);
+    report(err < 1e-6 && sumerr < 1e-5, "softmax_rows matches double softmax (max err %.2e, row-sum err %.2e, incl. logits +-1000)", err, sumerr);
     float *z = NEWF(R * C);
     memcpy(z, x, sizeof(float) * R * C);
     ssd_softmax_rows(R, C, z, z);
-    check(memcmp(z, y, sizeof(float) * R * C) == 0, "softmax_rows in place gives the same bits");
+    report(memcmp(z, y, sizeof(float) * R * C) == 0, "softmax_rows in place gives the same bits");
     free(x); free(y); free(z);
 }
 
@@ -451,10 +437,10 @@ static void test_target(void)
             e = fmax(e, fabs(bl[i] - t_off[i]) / (1 + fabs(t_off[i])));
             exact &= (bl[i] == (float)t_off[i]);
         }
-        check(memcmp(cl, t_cls, sizeof cl) == 0 && memcmp(bm, t_mask, sizeof bm) == 0 && e < 1e-6,
+        report(memcmp(cl, t_cls, sizeof cl) == 0 && memcmp(bm, t_mask, sizeof bm) == 0 && e < 1e-6,
               "target: d2l book example matches PyTorch (classes, masks; offsets max rel err %.1e, bit-identical: %s)",
               e, exact ? "yes" : "no");
-        check(target_vs_ref(1, 5, 2, anc, gt, NULL, NULL), "target: book example matches the double reference");
+        report(target_vs_ref(1, 5, 2, anc, gt, NULL, NULL), "target: book example matches the double reference");
     }
     /* IoU ties. a0 and a1 have IoU 1/3 with box 0 (step 3 must take a0, the first in
      * row-major order); a2 has IoU 0.5 (exactly) with boxes 1 and 2 -> step 2 picks box 1;
@@ -467,7 +453,7 @@ static void test_target(void)
         float cl[6];
         int ok = target_vs_ref(1, 6, 3, anc, lab, cl, NULL);
         const float expect[] = {4, 0, 6, 8, 6, 0};
-        check(ok && memcmp(cl, expect, sizeof cl) == 0,
+        report(ok && memcmp(cl, expect, sizeof cl) == 0,
               "target: IoU ties (equal IoU for two anchors -> lower anchor; IoU exactly 0.5 accepted, first box of a tie) cls = [%g %g %g %g %g %g]",
               cl[0], cl[1], cl[2], cl[3], cl[4], cl[5]);
     }
@@ -482,7 +468,7 @@ static void test_target(void)
         int ok = target_vs_ref(1, 3, 2, anc, lab, cl, NULL);
         /* IoU(a0, b1) = 0.225/0.25 = 0.9 > IoU(a0, b0) = 0.2/0.25 = 0.8: step 3 gives a0 to
          * box 1 first, then box 0 goes to its best remaining anchor a1. */
-        check(ok && cl[0] == 2 && cl[1] == 1 && cl[2] == 0,
+        report(ok && cl[0] == 2 && cl[1] == 1 && cl[2] == 0,
               "target: anchor best for two boxes -> the other box takes its next best anchor (cls = [%g %g %g])",
               cl[0], cl[1], cl[2]);
     }
@@ -496,7 +482,7 @@ static void test_target(void)
         int ok = target_vs_ref(1, 4, 3, anc, lab, cl, NULL);
         /* rounds: (a1,b2)=0.25 -> a1; then (a0,b0)=1/7 -> a0; then column b1 is all 0 except
          * discarded rows, so torch.argmax picks the first remaining row: a2 -> box 1. */
-        check(ok && cl[0] == 3 && cl[1] == 2 && cl[2] == 1 && cl[3] == 0,
+        report(ok && cl[0] == 3 && cl[1] == 2 && cl[2] == 1 && cl[3] == 0,
               "target: boxes below threshold still get their best anchor; a box touching no anchor takes the first free row as in d2l (cls = [%g %g %g %g])",
               cl[0], cl[1], cl[2], cl[3]);
     }
@@ -507,7 +493,7 @@ static void test_target(void)
                              -1, 0, 0, 0, 0};
         float cl[3];
         int ok = target_vs_ref(1, 3, 4, anc, lab, cl, NULL);
-        check(ok && cl[0] == 1 && cl[1] == 0 && cl[2] == 5,
+        report(ok && cl[0] == 1 && cl[1] == 0 && cl[2] == 5,
               "target: padding rows (class -1) take part in nothing (cls = [%g %g %g])", cl[0], cl[1], cl[2]);
         const float pad[] = {-1, 0, 0, 0.5f, 0.5f, -1, 0, 0, 1, 1};
         float bl[12], bm[12], c2[3], scr[64];
@@ -515,7 +501,7 @@ static void test_target(void)
         int z = 1;
         for (int i = 0; i < 12; i++) z &= bl[i] == 0 && bm[i] == 0;
         for (int i = 0; i < 3; i++) z &= c2[i] == 0;
-        check(z, "target: image with only padding rows is all background");
+        report(z, "target: image with only padding rows is all background");
     }
     /* random cases on the 1/16 grid: several images, padding, ties */
     {
@@ -533,7 +519,7 @@ static void test_target(void)
             ok &= target_vs_ref(N, A, G, anc, lab, NULL, &e);
             worst = fmax(worst, e);
         }
-        check(ok, "target: 20 random batches (5 images, 240 grid anchors, 6 rows with padding) match the reference (offset err %.1e)", worst);
+        report(ok, "target: 20 random batches (5 images, 240 grid anchors, 6 rows with padding) match the reference (offset err %.1e)", worst);
         /* thread count does not change the result */
         float *bl1 = NEWF(N * 4 * A), *bm1 = NEWF(N * 4 * A), *cl1 = NEWF(N * A);
         float *bl2 = NEWF(N * 4 * A), *bm2 = NEWF(N * 4 * A), *cl2 = NEWF(N * A);
@@ -542,7 +528,7 @@ static void test_target(void)
         ssd_multibox_target(N, A, G, anc, lab, 0.5f, bl1, bm1, cl1, scr);
         set_threads(4);
         ssd_multibox_target(N, A, G, anc, lab, 0.5f, bl2, bm2, cl2, scr);
-        check(!memcmp(bl1, bl2, sizeof(float) * N * 4 * A) && !memcmp(bm1, bm2, sizeof(float) * N * 4 * A) &&
+        report(!memcmp(bl1, bl2, sizeof(float) * N * 4 * A) && !memcmp(bm1, bm2, sizeof(float) * N * 4 * A) &&
                   !memcmp(cl1, cl2, sizeof(float) * N * A),
               "target: bit-identical with 1 and 4 threads");
         free(anc); free(lab); free(bl1); free(bm1); free(cl1); free(bl2); free(bm2); free(cl2); free(scr);
@@ -783,8 +769,8 @@ static void test_detection(void)
             exact &= out[i] == (float)t[i];
             e = fmax(e, fabs(out[i] - t[i]));
         }
-        check(e < 1e-6, "detection: d2l book example matches PyTorch (max err %.1e, bit-identical: %s)", e, exact ? "yes" : "no");
-        check(det_vs_ref(1, 4, 3, probs, offs, anc, 0.5f, 0.009999999f, NULL, NULL), "detection: book example matches the double reference");
+        report(e < 1e-6, "detection: d2l book example matches PyTorch (max err %.1e, bit-identical: %s)", e, exact ? "yes" : "no");
+        report(det_vs_ref(1, 4, 3, probs, offs, anc, 0.5f, 0.009999999f, NULL, NULL), "detection: book example matches the double reference");
     }
     /* overlapping boxes, IoU exactly 0.5 (kept) vs just above (dropped), conf ties */
     {
@@ -807,7 +793,7 @@ static void test_detection(void)
             ok &= out[6 * t] == cls[t] && out[6 * t + 1] == conf[t];
             ok &= memcmp(out + 6 * t + 2, anc + 4 * order[t], 16) == 0;
         }
-        check(ok, "detection: overlapping boxes suppressed, IoU = 0.5 kept, equal conf -> lower anchor first, low conf -> class -1, conf 1-conf");
+        report(ok, "detection: overlapping boxes suppressed, IoU = 0.5 kept, equal conf -> lower anchor first, low conf -> class -1, conf 1-conf");
     }
     {
         /* same with a0 > a2: IoU(a0, a1) = 0.5 exactly is not > 0.5, so a1 survives */
@@ -815,9 +801,9 @@ static void test_detection(void)
         const float probs[] = {0.1f, 0.9f, 0.2f, 0.8f};
         float offs[8] = {0}, out[12];
         int ok = det_vs_ref(1, 2, 2, probs, offs, anc, 0.5f, 0.009999999f, out, NULL);
-        check(ok && out[0] == 0 && out[6] == 0, "detection: IoU exactly at nms_threshold is not suppressed");
+        report(ok && out[0] == 0 && out[6] == 0, "detection: IoU exactly at nms_threshold is not suppressed");
         ok = det_vs_ref(1, 2, 2, probs, offs, anc, 0.49f, 0.009999999f, out, NULL);
-        check(ok && out[0] == 0 && out[6] == -1, "detection: ... and is suppressed with threshold 0.49");
+        report(ok && out[0] == 0 && out[6] == -1, "detection: ... and is suppressed with threshold 0.49");
     }
     /* several classes: first max among non-background classes */
     {
@@ -827,7 +813,7 @@ static void test_detection(void)
                                0.05f, 0.05f, 0.1f, 0.8f};
         float offs[12] = {0}, out[18];
         int ok = det_vs_ref(1, 3, 4, probs, offs, anc, 0.5f, 0.009999999f, out, NULL);
-        check(ok && out[0] == 2 && out[1] == 0.8f && out[6] == 1 && out[7] == 0.35f && out[12] == 0 && out[13] == 0.1f,
+        report(ok && out[0] == 2 && out[1] == 0.8f && out[6] == 1 && out[7] == 0.35f && out[12] == 0 && out[13] == 0.1f,
               "detection: multi-class conf/class = first max over non-background classes");
     }
     /* all background and the pos_threshold */
@@ -842,7 +828,7 @@ static void test_detection(void)
         for (int i = 0; i < 4 * A; i++) offs[i] = (float)(0.5 * nrand());
         int ok = det_vs_ref(1, A, 2, probs, offs, anc, 0.5f, 0.009999999f, out, NULL);
         for (int a = 0; a < A; a++) ok &= out[6 * a] == -1 && out[6 * a + 1] > 0.99f;
-        check(ok, "detection: all-background image -> every row class -1 with conf 1 - p");
+        report(ok, "detection: all-background image -> every row class -1 with conf 1 - p");
         for (int a = 0; a < A; a++) {
             probs[2 * a + 1] = (float)(irand(16) / 16.0);
             probs[2 * a] = 1 - probs[2 * a + 1];
@@ -864,7 +850,7 @@ static void test_detection(void)
                 rule &= out2[6 * t] == c && out2[6 * t + 1] == p;
             }
         }
-        check(ok && rule && differs > 0, "detection: pos_threshold 0.5 turns %d kept rows with conf < 0.5 into class -1, conf 1-conf", differs);
+        report(ok && rule && differs > 0, "detection: pos_threshold 0.5 turns %d kept rows with conf < 0.5 into class -1, conf 1-conf", differs);
     }
     /* random grid cases, zero offsets, conf ties; several images */
     {
@@ -882,7 +868,7 @@ static void test_detection(void)
             memset(offs, 0, sizeof(float) * N * 4 * A);
             ok &= det_vs_ref(N, A, 3, probs, offs, anc, 0.5f, 0.009999999f, NULL, NULL);
         }
-        check(ok, "detection: 10 random batches (3 images, 300 grid boxes, many exact conf/IoU ties) match the reference");
+        report(ok, "detection: 10 random batches (3 images, 300 grid boxes, many exact conf/IoU ties) match the reference");
         /* random offsets and probabilities */
         ok = 1;
         double worst = 0;
@@ -899,7 +885,7 @@ static void test_detection(void)
             ok &= det_vs_ref(N, A, 3, probs, offs, anc, 0.5f, 0.009999999f, NULL, &e);
             worst = fmax(worst, e);
         }
-        check(ok, "detection: 10 random batches with offsets match the reference (box err %.1e)", worst);
+        report(ok, "detection: 10 random batches with offsets match the reference (box err %.1e)", worst);
         free(anc); free(probs); free(offs);
     }
     /* full-size: A = 5444 TinySSD anchors, 8 images; speed, NMS invariants, thread count */
@@ -926,7 +912,7 @@ static void test_detection(void)
         ssd_multibox_detection(N, A, 2, probs, offs, anc, 0.5f, 0.009999999f, out1, scr);
         double dt1 = now_sec() - t1;
         set_threads(4);
-        check(A == 5444 && memcmp(out, out1, sizeof(float) * N * A * 6) == 0,
+        report(A == 5444 && memcmp(out, out1, sizeof(float) * N * A * 6) == 0,
               "detection: A = %d, 8 images: bit-identical with 4 and 1 threads", A);
         /* invariants, checked in double with a margin */
         int ok = 1, nkept_total = 0;
@@ -945,15 +931,15 @@ static void test_detection(void)
                     if (iou > 0.5 + 1e-5) { ok = 0; break; }
                 }
         }
-        check(ok && nkept_total > 0, "detection: A = 5444: kept rows (%d over 8 images) in non-increasing conf with pairwise IoU <= 0.5", nkept_total);
-        check(dt < 1.0, "detection: A = 5444, 8 images in %.1f ms (4 threads), %.1f ms (1 thread)", dt * 1e3, dt1 * 1e3);
+        report(ok && nkept_total > 0, "detection: A = 5444: kept rows (%d over 8 images) in non-increasing conf with pairwise IoU <= 0.5", nkept_total);
+        report(dt < 1.0, "detection: A = 5444, 8 images in %.1f ms (4 threads), %.1f ms (1 thread)", dt * 1e3, dt1 * 1e3);
         /* compare one full-size image with the literal reference (positions on the grid so
          * float and double agree: zero offsets and anchors on a 1/64 grid) */
         for (int i = 0; i < 4 * A; i++) anc[i] = roundf(anc[i] * 64) / 64;
         memset(offs, 0, sizeof(float) * 4 * A);
         double t2 = now_sec();
         int okr = det_vs_ref(1, A, 2, probs, offs, anc, 0.5f, 0.009999999f, NULL, NULL);
-        check(okr, "detection: A = 5444 image on a 1/64 grid matches the reference (%.0f ms with the reference)", (now_sec() - t2) * 1e3);
+        report(okr, "detection: A = 5444 image on a 1/64 grid matches the reference (%.0f ms with the reference)", (now_sec() - t2) * 1e3);
         free(anc); free(logits); free(probs); free(offs); free(out); free(out1); free(scr);
     }
     /* the fast paths (radix sort, step-1 grid, bounding-box blocks, AVX2) against the literal
@@ -972,7 +958,7 @@ static void test_detection(void)
                 ok &= det_vs_naive(3, A, ncls, probs, offs, anc, 0.5f, 0.009999999f, &kept);
                 images += 3;
             }
-        check(ok, "detection: A = %d, %d images (random, trained-like, 1/64 grid with conf/IoU ties; 2 and 3 classes): bit-identical to the literal float32 version (%ld boxes kept)", A, images, kept);
+        report(ok, "detection: A = %d, %d images (random, trained-like, 1/64 grid with conf/IoU ties; 2 and 3 classes): bit-identical to the literal float32 version (%ld boxes kept)", A, images, kept);
         /* thresholds */
         const float nms[] = {0.3f, 0.7f, 0.0f, 1.0f, -0.25f, NAN, 0.5f, 0.5f};
         const float pos[] = {0.01f, 0.5f, 0.01f, 0.0f, 0.01f, 0.01f, 1.0f, -1.0f};
@@ -982,7 +968,7 @@ static void test_detection(void)
             det_random_case(k & 1 ? 2 : 0, 2, A, 2, tiny, anc, probs, offs);
             okt &= det_vs_naive(2, A, 2, probs, offs, anc, nms[k], pos[k], &kept);
         }
-        check(okt, "detection: A = %d, nms_threshold 0.3, 0.7, 0, 1, -0.25, NaN, pos_threshold 0..1: bit-identical (%ld boxes kept)", A, kept);
+        report(okt, "detection: A = %d, nms_threshold 0.3, 0.7, 0, 1, -0.25, NaN, pos_threshold 0..1: bit-identical (%ld boxes kept)", A, kept);
         /* NaN / inf / -0 conf and boxes, empty and inverted anchors */
         int okh = 1;
         kept = 0;
@@ -990,7 +976,7 @@ static void test_detection(void)
             det_random_case(3, 2, A, 2 + rep % 3, tiny, anc, probs, offs);
             okh &= det_vs_naive(2, A, 2 + rep % 3, probs, offs, anc, rep == 5 ? 0.0f : 0.5f, 0.009999999f, &kept);
         }
-        check(okh, "detection: A = %d with NaN/inf/-0 probs, offsets and anchors, empty and inverted anchors: bit-identical (%ld boxes kept)", A, kept);
+        report(okh, "detection: A = %d with NaN/inf/-0 probs, offsets and anchors, empty and inverted anchors: bit-identical (%ld boxes kept)", A, kept);
         /* odd sizes (no grid below 64 anchors, vector tails) on clustered boxes (the array
          * "tiny" is reused for these anchors, then refilled with TinySSD's) */
         const int sizes[] = {1, 2, 3, 7, 8, 9, 63, 64, 65, 100, 1001, 5443};
@@ -1007,14 +993,14 @@ static void test_detection(void)
                 det_random_case(kind, 2, a, 2, tiny, anc, probs, offs);
                 oks &= det_vs_naive(2, a, 2, probs, offs, anc, 0.5f, 0.009999999f, NULL);
             }
-        check(oks, "detection: A = 1..5443 (12 sizes x 4 kinds, clustered boxes): bit-identical");
+        report(oks, "detection: A = 1..5443 (12 sizes x 4 kinds, clustered boxes): bit-identical");
         /* several threads */
         make_anchors(tiny);
         det_random_case(0, NMAX, A, 2, tiny, anc, probs, offs);
         set_threads(2);
         int okp = det_vs_naive(NMAX, A, 2, probs, offs, anc, 0.5f, 0.009999999f, NULL);
         set_threads(4);
-        check(okp, "detection: %d images on 2 threads: bit-identical", NMAX);
+        report(okp, "detection: %d images on 2 threads: bit-identical", NMAX);
         free(tiny); free(anc); free(probs); free(offs);
     }
     /* crafted corner cases: A = 100 boxes of side 1/32 on a 10 x 10 grid of pitch 1/16
@@ -1035,14 +1021,14 @@ static void test_detection(void)
         ssd_multibox_detection(1, A, 2, probs, offs, anc, 0.5f, 0.009999999f, out, scr);
         int nk = 0;
         while (nk < A && out[6 * nk] >= 0) nk++;
-        check(ok && nk == A, "detection: 100 disjoint boxes: all kept, bit-identical");
+        report(ok && nk == A, "detection: 100 disjoint boxes: all kept, bit-identical");
         /* zero-area boxes: 0 / 0 = NaN IoU even when disjoint, so only the first is kept */
         float za[4 * A];
         memcpy(za, anc, sizeof za);
         for (int a = 0; a < A; a++) za[4 * a + 2] = za[4 * a];
         ok = det_vs_naive(1, A, 2, probs, offs, za, 0.5f, 0.009999999f, NULL);
         ssd_multibox_detection(1, A, 2, probs, offs, za, 0.5f, 0.009999999f, out, scr);
-        check(ok && out[0] >= 0 && out[6] == -1, "detection: zero-area disjoint boxes (IoU 0/0 = NaN): only the first kept, bit-identical");
+        report(ok && out[0] >= 0 && out[6] == -1, "detection: zero-area disjoint boxes (IoU 0/0 = NaN): only the first kept, bit-identical");
         /* an x-inverted box with minus the area of a disjoint kept box: union 0, IoU NaN */
         float inv[4 * A];
         memcpy(inv, anc, sizeof inv);
@@ -1051,17 +1037,17 @@ static void test_detection(void)
         probs[2 * 99 + 1] = 0.98f; probs[2 * 99] = 0.02f;
         ok = det_vs_naive(1, A, 2, probs, offs, inv, 0.5f, 0.009999999f, NULL);
         ssd_multibox_detection(1, A, 2, probs, offs, inv, 0.5f, 0.009999999f, out, scr);
-        check(ok && out[0] >= 0 && out[6] == 0 && out[6 * 99] == -1 && out[6 * 99 + 2] == inv[4 * 99],
+        report(ok && out[0] >= 0 && out[6] == 0 && out[6 * 99] == -1 && out[6 * 99 + 2] == inv[4 * 99],
               "detection: a box whose area is minus that of a disjoint kept box (union 0): suppressed, bit-identical");
         /* conf -0 and +0 tie: lower anchor first */
         probs[2 * 3 + 1] = -0.0f; probs[2 * 7 + 1] = 0.0f; probs[2 * 5 + 1] = -0.0f;
         ok = det_vs_naive(1, A, 2, probs, offs, anc, 0.5f, -1.0f, NULL);
         ssd_multibox_detection(1, A, 2, probs, offs, anc, 0.5f, -1.0f, out, scr);
-        check(ok && out[6 * 97 + 2] == anc[4 * 3] && out[6 * 98 + 2] == anc[4 * 5] && out[6 * 99 + 2] == anc[4 * 7],
+        report(ok && out[6 * 97 + 2] == anc[4 * 3] && out[6 * 98 + 2] == anc[4 * 5] && out[6 * 99 + 2] == anc[4 * 7],
               "detection: conf -0 and +0 are a tie (lower anchor first), bit-identical");
         /* a NaN conf: the order of the merge sort */
         probs[2 * 11 + 1] = NAN;
-        check(det_vs_naive(1, A, 2, probs, offs, anc, 0.5f, 0.009999999f, NULL), "detection: a NaN conf: bit-identical");
+        report(det_vs_naive(1, A, 2, probs, offs, anc, 0.5f, 0.009999999f, NULL), "detection: a NaN conf: bit-identical");
         free(scr);
     }
 }
@@ -1149,7 +1135,7 @@ static void loss_check(const char *name, const ssd_loss_config_t *cfg, lcase *c)
         gabs = fmax(gabs, fabs(db[i] - fd));
         gmax = fmax(gmax, fabs(fd));
     }
-    check(ve < 1e-6 && ge < 1e-4 && gmax > 1e-3 && (cfg->negative_mining_ratio > 0) == (unkept > 0),
+    report(ve < 1e-6 && ge < 1e-4 && gmax > 1e-3 && (cfg->negative_mining_ratio > 0) == (unkept > 0),
           "loss %s: values vs reference (rel err %.1e); gradients vs central differences (rel err %.1e, abs err %.1e, max |grad| %.1e; %d of %d anchors unkept)",
           name, ve, ge, gabs, gmax, unkept, N * A);
     free(pe); free(dc); free(db); free(scr); free(x); free(b); free(rpe);
@@ -1158,7 +1144,7 @@ static void loss_check(const char *name, const ssd_loss_config_t *cfg, lcase *c)
 static void test_loss(void)
 {
     ssd_loss_config_t def = ssd_loss_config_default();
-    check(def.focal == 0 && def.focal_gamma == 2 && def.focal_alpha == 0.25f && def.smooth_l1 == 0 &&
+    report(def.focal == 0 && def.focal_gamma == 2 && def.focal_alpha == 0.25f && def.smooth_l1 == 0 &&
               def.sigma == 1 && def.cls_weight == 1 && def.bbox_weight == 1 && def.negative_mining_ratio <= 0,
           "loss: default config = CE + L1, weights 1, no mining (gamma 2, alpha 0.25, sigma 1)");
 
@@ -1178,9 +1164,9 @@ static void test_loss(void)
         int ok = fabs(pe[0] - expect) < 1e-6;
         for (int i = 0; i < 4; i++) ok &= fabs(dc[i] - gexp[i]) < 1e-7;
         for (int i = 0; i < 8; i++) ok &= fabs(db[i] - bexp[i]) < 1e-7;
-        check(ok, "loss: hand example CE + L1 = %.6f (expected %.6f), gradients by hand", pe[0], expect);
+        report(ok, "loss: hand example CE + L1 = %.6f (expected %.6f), gradients by hand", pe[0], expect);
         /* argmax of a0 is 0 (tie -> first), label 0: correct; a1 argmax 0 != 1 */
-        check(met[0] == 1 && met[1] == 2 && fabs(met[2] - 4.0) < 1e-7 && met[3] == 8,
+        report(met[0] == 1 && met[1] == 2 && fabs(met[2] - 4.0) < 1e-7 && met[3] == 8,
               "loss: metrics by hand (correct %g of %g, abs sum %g of %g entries; argmax tie -> class 0)", met[0], met[1], met[2], met[3]);
         /* smooth L1, sigma 1: |d| = .5, 2, .5, 1 -> .125 + 1.5 + .125 + .5 */
         ssd_loss_config_t s = def;
@@ -1193,19 +1179,19 @@ static void test_loss(void)
         ok = fabs(pe[0] - e2) < 1e-6;
         for (int i = 0; i < 8; i++) ok &= fabs(db[i] - bexp2[i]) < 1e-7;
         for (int i = 0; i < 4; i++) ok &= fabs(dc[i] - 2 * gexp[i]) < 1e-7;
-        check(ok, "loss: hand example smooth L1 (sigma 1, |d| = 1 on the linear side) with weights 2 / 0.5 = %.6f (expected %.6f)", pe[0], e2);
+        report(ok, "loss: hand example smooth L1 (sigma 1, |d| = 1 on the linear side) with weights 2 / 0.5 = %.6f (expected %.6f)", pe[0], e2);
         /* focal: a0 p = 1/2: -.25 * .25 * log .5; a1 p = 1/4: -.25 * .5625 * log .25 */
         ssd_loss_config_t f = def;
         f.focal = 1;
         ssd_multibox_loss(&f, 1, 2, 2, cls, bbox, lab, blab, mask, pe, NULL, NULL, NULL, scr);
         double e3 = (0.25 * 0.25 * log(2.0) + 0.25 * 0.5625 * log(4.0)) / 2 + 4.0 / 8;
-        check(fabs(pe[0] - e3) < 1e-6, "loss: hand example focal (alpha .25, gamma 2) = %.6f (expected %.6f), NULL grads and metrics", pe[0], e3);
+        report(fabs(pe[0] - e3) < 1e-6, "loss: hand example focal (alpha .25, gamma 2) = %.6f (expected %.6f), NULL grads and metrics", pe[0], e3);
         /* L1 with d = 0 on a masked entry: subgradient 0 */
         float bbox0[8] = {0, 0, 0, 0, 0.5f, 0, 0, 1};
         ssd_multibox_loss(&def, 1, 2, 2, cls, bbox0, lab, blab, mask, pe, dc, db, met, scr);
         ok = 1;
         for (int i = 0; i < 8; i++) ok &= db[i] == 0;
-        check(ok && fabs(pe[0] - (log(2.0) + log(4.0)) / 2) < 1e-6 && met[2] == 0, "loss: L1 subgradient at d = 0 is 0");
+        report(ok && fabs(pe[0] - (log(2.0) + log(4.0)) / 2) < 1e-6 && met[2] == 0, "loss: L1 subgradient at d = 0 is 0");
     }
 
     /* random cases: values and finite-difference gradients */
@@ -1264,18 +1250,18 @@ static void test_loss(void)
             if (expect_kept[a]) l += log(1 + exp(a == 2 ? (double)x0[a] : -(double)x0[a]));
         }
         ok &= fabs(pe[0] - l / 4) < 1e-6;
-        check(ok, "loss: mining ratio 3 with 1 positive keeps the 3 negatives of largest -log p0 (anchors 3, 5, 6), loss = mean over 4 kept");
+        report(ok, "loss: mining ratio 3 with 1 positive keeps the 3 negatives of largest -log p0 (anchors 3, 5, 6), loss = mean over 4 kept");
         cfg.negative_mining_ratio = 1.5f; /* K = trunc(1.5) = 1 -> a3 only (tie with a5 -> lower index) */
         ssd_multibox_loss(&cfg, 1, A, 2, cls, bbox, lab, blab, mask, pe, dc, db, NULL, scr);
         ok = 1;
         for (int a = 0; a < A; a++) ok &= (dc[2 * a] != 0) == (a == 2 || a == 3);
         ok &= fabs(pe[0] - (log(1 + exp(0.0)) + log(1 + exp(1.0))) / 2) < 1e-6;
-        check(ok, "loss: mining ratio 1.5 -> K = 1, tie between equal negatives -> lower anchor index");
+        report(ok, "loss: mining ratio 1.5 -> K = 1, tie between equal negatives -> lower anchor index");
         cfg.negative_mining_ratio = 100; /* K limited by the number of negatives: all kept */
         ssd_multibox_loss(&cfg, 1, A, 2, cls, bbox, lab, blab, mask, pe, dc, db, NULL, scr);
         float pe2[1];
         ssd_multibox_loss(&def, 1, A, 2, cls, bbox, lab, blab, mask, pe2, NULL, NULL, NULL, scr);
-        check(fabsf(pe[0] - pe2[0]) < 1e-6f, "loss: mining ratio 100 keeps every negative (= no mining)");
+        report(fabsf(pe[0] - pe2[0]) < 1e-6f, "loss: mining ratio 100 keeps every negative (= no mining)");
         /* no positives: nothing kept, class loss 0, class gradient 0; bbox part remains */
         lab[2] = 0;
         bbox[0] = 0.5f;
@@ -1284,7 +1270,7 @@ static void test_loss(void)
         ssd_multibox_loss(&cfg, 1, A, 2, cls, bbox, lab, blab, mask, pe, dc, db, NULL, scr);
         ok = fabs(pe[0] - 0.5 / (4 * A)) < 1e-7;
         for (int i = 0; i < 2 * A; i++) ok &= dc[i] == 0;
-        check(ok, "loss: mining with no positive keeps no anchor (class loss 0, zero class gradient)");
+        report(ok, "loss: mining with no positive keeps no anchor (class loss 0, zero class gradient)");
     }
 
     /* batch: metrics, determinism across thread counts */
@@ -1302,7 +1288,7 @@ static void test_loss(void)
         ssd_multibox_loss(&cfg, N, A, 2, c.cls, c.bbox, c.lab, c.blab, c.bmask, pe1, dc1, db1, m1, scr);
         set_threads(4);
         ssd_multibox_loss(&cfg, N, A, 2, c.cls, c.bbox, c.lab, c.blab, c.bmask, pe2, dc2, db2, m2, scr);
-        check(!memcmp(pe1, pe2, sizeof(float) * N) && !memcmp(dc1, dc2, sizeof(float) * N * A * 2) &&
+        report(!memcmp(pe1, pe2, sizeof(float) * N) && !memcmp(dc1, dc2, sizeof(float) * N * A * 2) &&
                   !memcmp(db1, db2, sizeof(float) * N * 4 * A) && !memcmp(m1, m2, sizeof m1),
               "loss: bit-identical results with 1 and 4 threads (6 images, mining)");
         double corr = 0, abss = 0;
@@ -1311,7 +1297,7 @@ static void test_loss(void)
             corr += am == (int)c.lab[i];
         }
         for (int i = 0; i < N * 4 * A; i++) abss += fabs(((double)c.blab[i] - c.bbox[i]) * c.bmask[i]);
-        check(m1[0] == corr && m1[1] == N * A && fabs(m1[2] - abss) < 1e-4 && m1[3] == 4.0 * N * A,
+        report(m1[0] == corr && m1[1] == N * A && fabs(m1[2] - abss) < 1e-4 && m1[3] == 4.0 * N * A,
               "loss: batch metrics (correct %g / %g, abs sum %.4f / %g)", m1[0], m1[1], m1[2], m1[3]);
         free(pe1); free(pe2); free(dc1); free(dc2); free(db1); free(db2); free(scr);
         lcase_free(&c);

@@ -30,7 +30,7 @@ static void report(int ok, const char *fmt, ...)
 
 static uint64_t g_rng = TEST_RNG_SEED;
 
-static float frand(void) /* uniform in [-1, 1) */
+static inline float frand(void) /* uniform in [-1, 1) */
 {
     g_rng ^= g_rng << 13;
     g_rng ^= g_rng >> 7;
