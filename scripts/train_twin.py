@@ -49,16 +49,9 @@ def load_split(root, split, size):
     return torch.stack(images), torch.tensor(labels, dtype=torch.float32)
 
 
-def box_iou(a, b):
-    area = lambda t: (t[:, 2] - t[:, 0]) * (t[:, 3] - t[:, 1])
-    lt = torch.max(a[:, None, :2], b[None, :, :2])
-    rb = torch.min(a[:, None, 2:], b[None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(dim=2)
-    return inter / (area(a)[:, None] + area(b)[None, :] - inter)
-
-
 def average_precision(dets, gts, num_classes, iou=0.5):
     """dets: per image (K, 6) rows [class, score, box]; gts: per image (G, 5) labels."""
+    box_iou = import_d2l().box_iou
     aps = []
     for c in range(num_classes):
         scored, npos = [], 0
