@@ -28,8 +28,9 @@
  *     the thread count;
  *   - input transform and output transform handle 8 tiles of one tile row at a time (the
  *     8 lanes of an AVX vector: AVX2 code, with a plain C version of the same arithmetic
- *     for other targets); the 4 x 18 input patch of a group is read in place, or through
- *     a zero-padded copy at the borders.
+ *     for other targets), or 16 with AVX-512 where the tile rows hold whole groups of 16
+ *     (winograd_avx512.c, the same arithmetic); the 4 x 18 (4 x 34) input patch of a group
+ *     is read in place, or through a zero-padded copy at the borders.
  *
  * Backward-data of the same conv is the same computation on dy with the weights flipped
  * and in/out swapped (U from w[o][c][2-i][2-j], as row c, column o).
@@ -190,30 +191,38 @@ static void transform_weights(const wg_plan_t *p, const float *w, int transposed
     }
 }
 
-/* Input transform of the 8 tiles (ty, tx0 .. tx0+7) of channel plane x (H x W) into
- * V[xi*vstride + lane]. */
-static void input_group(const float *x, int H, int W, int ty, int tx0, float *V, size_t vstride)
+/* The four input rows of the tiles (ty, tx0 .. tx0+lanes-1) of channel plane x (H x W):
+ * rows 2ty-1 .. 2ty+2, columns 2tx0-1 .. 2tx0+2*lanes, in place, or through a zero-padded
+ * copy (pad) at the left and right borders; rows outside the map are zeros. */
+#define WG_ROW_MAX (2 * 16 + 2)
+static void patch_rows(const float *x, int H, int W, int ty, int tx0, int lanes,
+                       float pad[4][WG_ROW_MAX], const float *row[4])
 {
-    /* rows 2ty-1 .. 2ty+2, columns 2tx0-1 .. 2tx0+16: in place, or through a zero-padded
-     * copy of the row at the left and right borders; rows outside are zeros */
-    static const float zeros[2 * WG_LANES + 2];
-    const int r0 = 2 * ty - 1, c0 = 2 * tx0 - 1;
-    float pad[4][2 * WG_LANES + 2];
-    const float *row[4];
+    static const float zeros[WG_ROW_MAX];
+    const int r0 = 2 * ty - 1, c0 = 2 * tx0 - 1, len = 2 * lanes + 2;
     for (int i = 0; i < 4; ++i) {
         const int r = r0 + i;
         if (r < 0 || r >= H) {
             row[i] = zeros;
-        } else if (c0 >= 0 && c0 + 2 * WG_LANES + 1 < W) {
+        } else if (c0 >= 0 && c0 + len - 1 < W) {
             row[i] = x + (size_t)r * W + c0;
         } else {
             const int lo = c0 < 0 ? -c0 : 0;
-            const int hi = c0 + 2 * WG_LANES + 2 > W ? W - c0 : 2 * WG_LANES + 2;
-            memset(pad[i], 0, sizeof pad[i]);
+            const int hi = c0 + len > W ? W - c0 : len;
+            memset(pad[i], 0, WG_ROW_MAX * sizeof(float));
             memcpy(pad[i] + lo, x + (size_t)r * W + c0 + lo, (size_t)(hi - lo) * sizeof(float));
             row[i] = pad[i];
         }
     }
+}
+
+/* Input transform of the 8 tiles (ty, tx0 .. tx0+7) of channel plane x (H x W) into
+ * V[xi*vstride + lane]. */
+static void input_group(const float *x, int H, int W, int ty, int tx0, float *V, size_t vstride)
+{
+    float pad[4][WG_ROW_MAX];
+    const float *row[4];
+    patch_rows(x, H, W, ty, tx0, WG_LANES, pad, row);
 #ifdef WG_AVX2
     /* lane l of tile row i: p[2l .. 2l+3] = e0, o0, e1, o1 (even/odd columns, and the
      * same one pair to the right) */
@@ -367,6 +376,17 @@ static void output_group(const float *m, size_t mstride, float bias, int relu, f
 #endif
 }
 
+/* Tiles per transform group: 16 (winograd_avx512.c) where the build has AVX-512 and each
+ * tile row holds whole groups of 16, else 8. */
+static inline int wg_lanes(const wg_plan_t *p)
+{
+#ifdef SSD_WG_AVX512
+    if (p->tw % 16 == 0) return 16;
+#endif
+    (void)p;
+    return WG_LANES;
+}
+
 /* One block: tiles [t0, t0 + nb) of one image. V: 16 x (nb/24 panels) x Cs x 24 (packed B
  * panels); Mb: 16 x Mpad x nb. */
 static void wg_block(const wg_plan_t *p, const float *src, const float *U, const float *bias,
@@ -378,17 +398,28 @@ static void wg_block(const wg_plan_t *p, const float *src, const float *U, const
     const size_t HW = (size_t)p->H * p->W;
     const size_t vxi = (size_t)npan * Cs * SSD_NR; /* floats per xi in V */
 
-    /* input transform, group by group (a group never straddles a tile row: tw % 8 == 0) */
-    for (int gq = 0; gq < nb; gq += WG_LANES) {
+    /* input transform, group by group (a group never straddles a tile row: tw is a
+     * multiple of the group's lanes; a panel holds whole groups: NR is a multiple of 48) */
+    const int lanes = wg_lanes(p);
+    for (int gq = 0; gq < nb; gq += lanes) {
         const int t = t0 + gq;
         const int pan = gq / SSD_NR, lane0 = gq % SSD_NR;
         for (int c = 0; c < Cs; ++c) {
             float *v = V + ((size_t)pan * Cs + c) * SSD_NR + lane0;
             if (t >= p->T) {
                 for (int xi = 0; xi < 16; ++xi)
-                    memset(v + (size_t)xi * vxi, 0, WG_LANES * sizeof(float));
+                    memset(v + (size_t)xi * vxi, 0, (size_t)lanes * sizeof(float));
                 continue;
             }
+#ifdef SSD_WG_AVX512
+            if (lanes == 16) {
+                float pad[4][WG_ROW_MAX];
+                const float *row[4];
+                patch_rows(src + (size_t)c * HW, p->H, p->W, t / p->tw, t % p->tw, 16, pad, row);
+                ssd__wg_input16(row, v, vxi);
+                continue;
+            }
+#endif
             input_group(src + (size_t)c * HW, p->H, p->W, t / p->tw, t % p->tw, v, vxi);
         }
     }
@@ -406,14 +437,21 @@ static void wg_block(const wg_plan_t *p, const float *src, const float *U, const
 
     /* output transform */
     const size_t mxi = (size_t)Mpad * nb;
-    for (int gq = 0; gq < nb && t0 + gq < p->T; gq += WG_LANES) {
+    for (int gq = 0; gq < nb && t0 + gq < p->T; gq += lanes) {
         const int t = t0 + gq, ty = t / p->tw, tx = t % p->tw;
-        for (int m = 0; m < p->M; ++m)
-            output_group(Mb + (size_t)m * nb + gq, mxi, bias ? bias[m] : 0.0f, relu,
-                         y + (size_t)m * ldc +
-                             (pool ? (size_t)ty * (p->W / 2) + tx
-                                   : (size_t)(2 * ty) * p->W + 2 * tx) * ldp,
-                         p->W, ldp, pool);
+        for (int m = 0; m < p->M; ++m) {
+            const float *mm = Mb + (size_t)m * nb + gq;
+            const float bm = bias ? bias[m] : 0.0f;
+            float *ym = y + (size_t)m * ldc +
+                        (pool ? (size_t)ty * (p->W / 2) + tx : (size_t)(2 * ty) * p->W + 2 * tx) * ldp;
+#ifdef SSD_WG_AVX512
+            if (lanes == 16) {
+                ssd__wg_output16(mm, mxi, bm, relu, ym, p->W, ldp, pool);
+                continue;
+            }
+#endif
+            output_group(mm, mxi, bm, relu, ym, p->W, ldp, pool);
+        }
     }
 }
 
@@ -471,23 +509,29 @@ int ssd__winograd_bw_applies(const ssd_conv2d_t *g)
            (long)g->C * g->O >= 17L * (g->C + g->O);
 }
 
-/* The batch's tiles ((image, tile) order) are cut into ntask ranges of a multiple of 8
- * tiles, from the shape only; each range is transformed nt tiles at a time. */
+/* The batch's tiles ((image, tile) order) are cut into ntask ranges of a multiple of
+ * `lanes` tiles (the transform groups: 16 with AVX-512 where a tile row holds whole groups
+ * of 16, else 8), from the shape only; each range is transformed nt tiles at a time. */
 typedef struct {
     size_t total, per, nt;
-    int ntask;
+    int ntask, lanes;
 } bw_wplan_t;
 
 static bw_wplan_t bw_wplan(int N, int C, int H, int W, int O)
 {
     bw_wplan_t b;
+    b.lanes = WG_LANES;
+#ifdef SSD_WG_AVX512
+    if ((W / 2) % 16 == 0) b.lanes = 16;
+#endif
+    const size_t L = (size_t)b.lanes;
     b.total = (size_t)N * (H / 2) * (W / 2);
-    const size_t groups = b.total / WG_LANES;
+    const size_t groups = b.total / L;
     b.ntask = groups < WG_BW_TASKS ? (int)groups : WG_BW_TASKS;
     if (b.ntask < 1) b.ntask = 1;
-    b.per = (groups + b.ntask - 1) / b.ntask * WG_LANES;
+    b.per = (groups + b.ntask - 1) / b.ntask * L;
     b.ntask = (int)((b.total + b.per - 1) / b.per);
-    size_t nt = WG_BW_BUDGET / (16 * ((size_t)C + O)) / WG_LANES * WG_LANES;
+    size_t nt = WG_BW_BUDGET / (16 * ((size_t)C + O)) / L * L;
     if (nt < 64) nt = 64;
     if (nt > b.per) nt = b.per;
     b.nt = nt;
@@ -539,25 +583,37 @@ static void dy_group(const float *dy, int W, int ty, int tx0, float *D, size_t d
 /* dw partial sums of one tile range: Pk (16 x O x C) = sum over its tiles, nt at a time
  * through V (16 x C x nt) and D (16 x O x nt). */
 static void bw_range(int C, int H, int W, int O, const float *x, const float *dy, size_t u0,
-                     size_t u1, size_t nt, float *V, float *D, float *Pk)
+                     size_t u1, size_t nt, int lanes, float *V, float *D, float *Pk)
 {
     const int tw = W / 2, T = (H / 2) * tw;
     const size_t HW = (size_t)H * W;
     for (size_t v0 = u0; v0 < u1; v0 += nt) {
-        const size_t n = u1 - v0 < nt ? u1 - v0 : nt; /* (a multiple of 8) */
+        const size_t n = u1 - v0 < nt ? u1 - v0 : nt; /* (a multiple of lanes) */
         for (int c = 0; c < C + O; ++c) {
             const int grad = c >= C, ch = grad ? c - C : c, nc = grad ? O : C;
             float *dst = (grad ? D : V) + (size_t)ch * n;
             size_t u = v0;
             int img = (int)(u / T), t = (int)(u % T), ty = t / tw, tx = t % tw;
-            for (size_t q = 0; q < n; q += WG_LANES) {
+            for (size_t q = 0; q < n; q += (size_t)lanes) {
+                const float *plane = grad ? dy + ((size_t)img * O + ch) * HW
+                                          : x + ((size_t)img * C + ch) * HW;
+#ifdef SSD_WG_AVX512
+                if (lanes == 16) {
+                    if (grad) {
+                        ssd__wg_dy16(plane, W, ty, tx, dst + q, (size_t)nc * n);
+                    } else {
+                        float pad[4][WG_ROW_MAX];
+                        const float *row[4];
+                        patch_rows(plane, H, W, ty, tx, 16, pad, row);
+                        ssd__wg_input16(row, dst + q, (size_t)nc * n);
+                    }
+                } else
+#endif
                 if (grad)
-                    dy_group(dy + ((size_t)img * O + ch) * HW, W, ty, tx, dst + q,
-                             (size_t)nc * n);
+                    dy_group(plane, W, ty, tx, dst + q, (size_t)nc * n);
                 else
-                    input_group(x + ((size_t)img * C + ch) * HW, H, W, ty, tx, dst + q,
-                                (size_t)nc * n);
-                if ((tx += WG_LANES) == tw) {
+                    input_group(plane, H, W, ty, tx, dst + q, (size_t)nc * n);
+                if ((tx += lanes) == tw) {
                     tx = 0;
                     if (++ty == H / 2) { ty = 0; ++img; }
                 }
@@ -605,7 +661,7 @@ void ssd__winograd_backward_weight(int N, int C, int H, int W, int O, const floa
         for (int k = 0; k < b.ntask; ++k) {
             const size_t u0 = (size_t)k * b.per;
             const size_t u1 = u0 + b.per < b.total ? u0 + b.per : b.total;
-            bw_range(C, H, W, O, x, dy, u0, u1, b.nt, V, D, part + (size_t)k * pl);
+            bw_range(C, H, W, O, x, dy, u0, u1, b.nt, b.lanes, V, D, part + (size_t)k * pl);
         }
         /* partials added in range order */
 #pragma omp for schedule(static)
