@@ -76,7 +76,29 @@ ssd_conv2d_t ssd_conv2d_geometry(int N, int C, int H, int W, int O, int k, int s
     g.O = O; g.k = k; g.stride = stride; g.pad = pad;
     g.OH = (H + 2 * pad - k) / stride + 1;
     g.OW = (W + 2 * pad - k) / stride + 1;
+    g.prepared = NULL;
+    g.prepared_floats = 0;
     return g;
+}
+
+size_t ssd_conv2d_prepared_floats(const ssd_conv2d_t *g)
+{
+    return ssd__winograd_prepared_floats(g);
+}
+
+int ssd_conv2d_prepare(const ssd_conv2d_t *g, const float *w)
+{
+    const size_t need = ssd__winograd_prepared_floats(g);
+    if (need == 0 || !g->prepared || g->prepared_floats < need) return 0;
+    ssd__winograd_prepare(g->C, g->O, w, g->prepared);
+    return 1;
+}
+
+/* The prepared Winograd weights of g's forward, or NULL (none, or too few floats). */
+static const float *prepared_winograd(const ssd_conv2d_t *g)
+{
+    const size_t need = ssd__winograd_prepared_floats(g);
+    return need && g->prepared && g->prepared_floats >= need ? g->prepared : NULL;
 }
 
 /* The flat path addresses the padded image with int offsets. */
@@ -480,8 +502,9 @@ static void forward_dst(const ssd_conv2d_t *g, const float *x, const float *w, c
     const int OHOW = g->OH * g->OW;
     /* (a pair of convs, two destinations, always runs the direct conv below) */
     if (dst->split >= g->O && ssd__winograd_applies(g, 0)) {
-        ssd__winograd_conv(g->N, g->C, g->H, g->W, g->O, x, w, 0, b, relu, 0, dst->y[0],
-                           dst->ld[0].image, dst->ld[0].channel, dst->ld[0].pixel, scratch);
+        ssd__winograd_conv(g->N, g->C, g->H, g->W, g->O, x, w, prepared_winograd(g), 0, b, relu,
+                           0, dst->y[0], dst->ld[0].image, dst->ld[0].channel, dst->ld[0].pixel,
+                           scratch);
         return;
     }
     if (g->C > 0 && g->k > 0 && fast_forward(g)) {
@@ -544,8 +567,8 @@ void ssd_conv2d_forward_pool(const ssd_conv2d_t *g, const float *x, const float 
     const int PH = g->OH / 2, PW = g->OW / 2;
     const size_t pooled = (size_t)PH * PW;
     if (ssd__winograd_applies(g, 0)) { /* pooled in the output transform */
-        ssd__winograd_conv(g->N, g->C, g->H, g->W, g->O, x, w, 0, b, relu, 1, y,
-                           (size_t)g->O * pooled, pooled, 1, scratch);
+        ssd__winograd_conv(g->N, g->C, g->H, g->W, g->O, x, w, prepared_winograd(g), 0, b, relu,
+                           1, y, (size_t)g->O * pooled, pooled, 1, scratch);
         return;
     }
     /* one image at a time through scratch (the same arithmetic as the whole batch) */
@@ -629,7 +652,7 @@ void ssd_conv2d_backward_data(const ssd_conv2d_t *g, const float *dy, const floa
     if (g->N <= 0 || g->C <= 0) return;
     if (ssd__winograd_applies(g, 1)) {
         const size_t HW = (size_t)g->H * g->W;
-        ssd__winograd_conv(g->N, g->O, g->OH, g->OW, g->C, dy, w, 1, NULL, 0, 0, dx,
+        ssd__winograd_conv(g->N, g->O, g->OH, g->OW, g->C, dy, w, NULL, 1, NULL, 0, 0, dx,
                            (size_t)g->C * HW, HW, 1, scratch);
         return;
     }

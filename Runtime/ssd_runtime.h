@@ -52,9 +52,24 @@ typedef struct {
     int N, C, H, W;   /* input */
     int O, k, stride, pad;
     int OH, OW;       /* output, filled by ssd_conv2d_geometry */
+    /* Optional weights prepared by ssd_conv2d_prepare (NULL and 0 from ssd_conv2d_geometry):
+     * prepared_floats floats at prepared, which the forward passes read instead of
+     * transforming the weights on every call. */
+    float *prepared;
+    size_t prepared_floats;
 } ssd_conv2d_t;
 
 ssd_conv2d_t ssd_conv2d_geometry(int N, int C, int H, int W, int O, int k, int stride, int pad);
+
+/* Weights prepared once for the forward of many calls (inference with fixed weights): the
+ * Winograd transform of w, for the 3x3 stride-1 convs whose shape that path takes (at some
+ * batch size). ssd_conv2d_prepared_floats: the floats it needs (0: nothing to prepare for
+ * g). ssd_conv2d_prepare: writes them into g->prepared if g->prepared_floats holds them, and
+ * says whether it did. The forward passes (ssd_conv2d_forward, _strided, _pool) then use
+ * them where their Winograd path runs, with the same results as from w; call it again
+ * whenever w changes, since they cannot tell. */
+size_t ssd_conv2d_prepared_floats(const ssd_conv2d_t *g);
+int ssd_conv2d_prepare(const ssd_conv2d_t *g, const float *w);
 
 /* Floats of scratch the three conv functions need for this geometry (one size fits all),
  * at the thread count in effect (ssd_set_num_threads): the Winograd path keeps a block of

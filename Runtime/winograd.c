@@ -86,13 +86,25 @@ static int enabled(void)
 void ssd__winograd_enable(int on) { g_state = on != 0; }
 int ssd__winograd_enabled(void) { return enabled(); }
 
-/* The shape both algorithms need: 3x3, stride 1, pad 1 (so the output has the input's
- * size), whole 8-tile groups along a row (OW a multiple of 16, OH even), and at least
- * min_pixels output pixels over the batch; and the path not turned off. */
+/* The geometry both algorithms need: 3x3, stride 1, pad 1 (so the output has the input's
+ * size), whole 8-tile groups along a row (OW a multiple of 16, OH even). */
+static int wg_geometry(const ssd_conv2d_t *g)
+{
+    return g->k == 3 && g->stride == 1 && g->pad == 1 && g->OW % 16 == 0 && g->OH % 2 == 0 &&
+           g->OH >= 2;
+}
+
+/* That geometry, at least min_pixels output pixels over the batch, and the path not
+ * turned off. */
 static int wg_shape(const ssd_conv2d_t *g, long min_pixels)
 {
-    return enabled() && g->k == 3 && g->stride == 1 && g->pad == 1 && g->OW % 16 == 0 &&
-           g->OH % 2 == 0 && g->OH >= 2 && g->N > 0 && (long)g->N * g->OH * g->OW >= min_pixels;
+    return enabled() && wg_geometry(g) && g->N > 0 && (long)g->N * g->OH * g->OW >= min_pixels;
+}
+
+/* The forward's channel rule, apart from the batch (see ssd__winograd_applies). */
+static int wg_forward_channels(const ssd_conv2d_t *g)
+{
+    return (g->C < g->O ? g->C : g->O) >= 16;
 }
 
 int ssd__winograd_applies(const ssd_conv2d_t *g, int backward_data)
@@ -104,8 +116,14 @@ int ssd__winograd_applies(const ssd_conv2d_t *g, int backward_data)
      * The weights are transformed on every call, which the pixels of the call must pay
      * for: at 256 output pixels (a 16 x 16 map at batch 1) it still does (128 -> 128:
      * 0.86 ms against 1.15 ms, 1 thread); smaller maps fail the shape test anyway. */
-    const int lo = g->C < g->O ? g->C : g->O, hi = g->C < g->O ? g->O : g->C;
-    return wg_shape(g, 256) && lo >= 16 && (!backward_data || hi >= 32);
+    const int hi = g->C < g->O ? g->O : g->C;
+    return wg_shape(g, 256) && wg_forward_channels(g) && (!backward_data || hi >= 32);
+}
+
+size_t ssd__winograd_prepared_floats(const ssd_conv2d_t *g)
+{
+    if (!wg_geometry(g) || !wg_forward_channels(g)) return 0;
+    return (size_t)16 * round_up((size_t)g->O, SSD_MR) * g->C;
 }
 
 typedef struct {
@@ -149,10 +167,10 @@ size_t ssd__winograd_scratch_floats(int Cs, int M, int H, int W)
 
 /* U_xi packed for the micro-kernel: U + xi*Mpad*Cs + ir*Cs + c*MR + r (row m = ir + r).
  * A task is one block of MR rows: for each input channel it writes MR consecutive floats
- * in each of the 16 planes. */
-static void transform_weights(const wg_plan_t *p, const float *w, int transposed, float *U)
+ * in each of the 16 planes. Runs inside a parallel region (an omp for). */
+static void transform_weights(int Cs, int M, const float *w, int transposed, float *U)
 {
-    const int Cs = p->Cs, M = p->M, Mpad = p->Mpad;
+    const int Mpad = (int)round_up((size_t)M, SSD_MR);
     const size_t plane = (size_t)Mpad * Cs;
 #pragma omp for schedule(static)
     for (int ir = 0; ir < Mpad; ir += SSD_MR) {
@@ -455,18 +473,24 @@ static void wg_block(const wg_plan_t *p, const float *src, const float *U, const
     }
 }
 
+void ssd__winograd_prepare(int Cs, int M, const float *w, float *U)
+{
+#pragma omp parallel num_threads(ssd_get_num_threads())
+    transform_weights(Cs, M, w, 0, U);
+}
+
 void ssd__winograd_conv(int N, int Cs, int H, int W, int M, const float *src, const float *w,
-                        int transposed, const float *bias, int relu, int pool, float *y,
-                        size_t ldn, size_t ldc, size_t ldp, float *scratch)
+                        const float *prepared, int transposed, const float *bias, int relu,
+                        int pool, float *y, size_t ldn, size_t ldc, size_t ldp, float *scratch)
 {
     const wg_plan_t p = wg_plan(Cs, M, H, W);
-    float *U = scratch;
-    float *per_thread = U + (size_t)16 * p.Mpad * Cs;
+    const float *U = prepared ? prepared : scratch;
+    float *per_thread = scratch + (size_t)16 * p.Mpad * Cs;
     const size_t tf = wg_thread_floats(&p);
     const int ntask = N * p.nblk;
 #pragma omp parallel num_threads(ssd_get_num_threads())
     {
-        transform_weights(&p, w, transposed, U);
+        if (!prepared) transform_weights(Cs, M, w, transposed, scratch);
         float *V = per_thread + (size_t)omp_get_thread_num() * tf;
         float *Mb = V + (size_t)16 * p.nb * Cs;
 #pragma omp for schedule(dynamic, 1)

@@ -25,10 +25,18 @@ size_t ssd__winograd_scratch_floats(int Cs, int M, int H, int W);
  * pool != 0: then a 2x2 max pool (pool.c's rule), so the output is M x H/2 x W/2 per
  * image (p = row*(W/2) + col). transposed == 0: w is M x Cs x 3 x 3 (forward);
  * transposed == 1: w is Cs x M x 3 x 3 and is used flipped (backward-data of that conv).
- * bias may be NULL. */
+ * bias may be NULL. prepared: NULL, or w transformed by ssd__winograd_prepare (then w is
+ * not read; forward only). */
 void ssd__winograd_conv(int N, int Cs, int H, int W, int M, const float *src, const float *w,
-                        int transposed, const float *bias, int relu, int pool, float *y,
-                        size_t ldn, size_t ldc, size_t ldp, float *scratch);
+                        const float *prepared, int transposed, const float *bias, int relu,
+                        int pool, float *y, size_t ldn, size_t ldc, size_t ldp, float *scratch);
+
+/* The forward's weights transformed once (ssd_conv2d_prepare): the floats g's forward can
+ * use (0 where its geometry or channels never take this path, whatever the batch), and
+ * the transform of w (M x Cs x 3 x 3) into U. ssd__winograd_conv with prepared = U then
+ * skips its own transform (forward only: transposed == 0), with the same results. */
+size_t ssd__winograd_prepared_floats(const ssd_conv2d_t *g);
+void ssd__winograd_prepare(int Cs, int M, const float *w, float *U);
 
 /* Backward-weight by F(3x3, 2x2): whether it runs here for g, its scratch, and dw
  * (O x C x 3 x 3, overwritten) from x (N x C x H x W) and dy (N x O x H x W). */

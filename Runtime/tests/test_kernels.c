@@ -510,6 +510,53 @@ static void test_conv_pool(conv_shape cs, int relu)
     free(x); free(w); free(b); free(s1); free(s2); free(y); free(pr); free(p);
 }
 
+/* Weights prepared once (ssd_conv2d_prepare) give the forward and the fused pool the same
+ * bits as the weights themselves; nothing is prepared where the path never runs or the
+ * buffer is too small, and a batch below the Winograd threshold still reads w. */
+static void test_prepared(conv_shape cs, int expect)
+{
+    ssd_conv2d_t g = ssd_conv2d_geometry(cs.N, cs.C, cs.H, cs.W, cs.O, cs.k, cs.s, cs.p);
+    const size_t need = ssd_conv2d_prepared_floats(&g);
+    const size_t xn = (size_t)g.N * g.C * g.H * g.W, yn = (size_t)g.N * g.O * g.OH * g.OW;
+    const size_t pn = (size_t)g.N * g.O * (g.OH / 2) * (g.OW / 2);
+    float *x = frandom(xn), *w = frandom((size_t)g.O * g.C * g.k * g.k), *b = frandom(g.O);
+    const size_t ns = ssd_conv2d_pool_scratch_floats(&g) > ssd_conv2d_scratch_floats(&g)
+                          ? ssd_conv2d_pool_scratch_floats(&g) : ssd_conv2d_scratch_floats(&g);
+    float *sc = scratch_alloc(ns);
+    float *y0 = falloc(yn), *y1 = falloc(yn), *p0 = falloc(pn), *p1 = falloc(pn);
+    ssd_conv2d_forward(&g, x, w, b, y0, 1, sc);
+    ssd_conv2d_forward_pool(&g, x, w, b, p0, 1, sc);
+    if (!expect) {
+        report(need == 0 && !ssd_conv2d_prepare(&g, w), "prepared weights N=%d C=%d %dx%d O=%d: none",
+               cs.N, cs.C, cs.H, cs.W, cs.O);
+    } else {
+        float *u = falloc(need + 1);
+        g.prepared = u;
+        g.prepared_floats = need - 1; /* too small: refused, and the forward ignores it */
+        fill_nan(u, need + 1);
+        const int refused = !ssd_conv2d_prepare(&g, w);
+        fill_nan(y1, yn);
+        ssd_conv2d_forward(&g, x, w, b, y1, 1, sc);
+        const int small_ok = refused && same_bits(y1, y0, yn);
+        g.prepared_floats = need;
+        const int done = ssd_conv2d_prepare(&g, w);
+        /* w is not read once prepared, where the Winograd path runs */
+        float *wn = falloc((size_t)g.O * g.C * 9);
+        fill_nan(wn, (size_t)g.O * g.C * 9);
+        const float *wf = ssd__winograd_applies(&g, 0) ? wn : w;
+        fill_nan(y1, yn);
+        ssd_conv2d_forward(&g, x, wf, b, y1, 1, sc);
+        fill_nan(p1, pn);
+        ssd_conv2d_forward_pool(&g, x, wf, b, p1, 1, sc);
+        report(need == (size_t)16 * ((g.O + 3) / 4 * 4) * g.C && small_ok && done &&
+                   same_bits(y1, y0, yn) && same_bits(p1, p0, pn) && scratch_guard_ok(sc, ns),
+               "prepared weights N=%d C=%d %dx%d O=%d (%s): %zu floats, forward and pool bit for bit",
+               cs.N, cs.C, cs.H, cs.W, cs.O, ssd__winograd_applies(&g, 0) ? "Winograd" : "direct", need);
+        free(u); free(wn);
+    }
+    free(x); free(w); free(b); free(sc); free(y0); free(y1); free(p0); free(p1);
+}
+
 static void test_conv(void)
 {
     static const conv_shape shapes[] = {
@@ -546,6 +593,17 @@ static void test_conv(void)
         {8, 64, 8, 16, 24, 3, 1, 1},  /* backward-weight too: a head's pair (64 -> 8 + 16) */
         {4, 40, 32, 64, 36, 3, 1, 1}, /* backward-weight in 3 chunks, C and O not 4k/3k */
     };
+    const conv_shape prep[] = {
+        {2, 16, 16, 32, 16, 3, 1, 1},  /* Winograd, 16-tile groups where AVX-512 runs */
+        {1, 40, 16, 16, 20, 3, 1, 1},  /* 8-tile groups, O % 4 == 0 */
+        {3, 16, 6, 32, 18, 3, 1, 1},   /* O % 4 != 0 */
+        {1, 16, 2, 16, 16, 3, 1, 1},   /* 32 pixels: too few for Winograd, w is read */
+    };
+    for (size_t i = 0; i < sizeof prep / sizeof prep[0]; ++i) test_prepared(prep[i], 1);
+    test_prepared((conv_shape){2, 8, 16, 32, 16, 3, 1, 1}, 0);  /* 8 input channels */
+    test_prepared((conv_shape){2, 16, 16, 20, 16, 3, 1, 1}, 0); /* OW % 16 != 0 */
+    test_prepared((conv_shape){2, 16, 16, 32, 16, 3, 2, 1}, 0); /* stride 2 */
+
     const int n = sizeof shapes / sizeof shapes[0];
     for (int s = 0; s < n; ++s) {
         test_conv_case(shapes[s], 0, 0);

@@ -87,6 +87,29 @@ final class GoldenCTests: XCTestCase {
         }
     }
 
+    /// Inference keeps the Winograd transform of the folded weights in F for the convs that
+    /// path can take (3x3, 16+ channels each side, width a multiple of 16), prepared when the
+    /// parameters change and not on every call; the others (the 3-channel stem, the 8x8 maps)
+    /// get none. TinySSD at 256x256: 16 x O x C floats for each of nine convs.
+    func testInferenceKeepsWinogradWeightsOfTheConvsThatUseThem() throws {
+        let graph = try BuiltinModels.tinySSD.graph(height: 256, width: 256)
+        let model = try CompiledModel(graph: graph, toolchain: Self.toolchain)
+        let infer = try XCTUnwrap(model.programs.first { $0.name == "infer" })
+        var prepared: [Int] = []
+        for k in infer.kernels {
+            guard let conv = k.body.base as? Conv2dFoldedBatchNorm else { continue }
+            if let u = conv.prepared {
+                XCTAssertEqual(infer.buffers[u].region, .fixed, "\(k.name): the Winograd weights are not kept in F")
+                prepared.append(infer.buffers[u].type.elementCount)
+            }
+        }
+        XCTAssertEqual(prepared, [16 * 16 * 16, 16 * 32 * 16, 16 * 32 * 32, 16 * 64 * 32, 16 * 64 * 64,
+                                  16 * 128 * 64, 16 * 128 * 128, 16 * 128 * 128, 16 * 128 * 128])
+        let c = CEmitter(model).source()
+        XCTAssertEqual(c.components(separatedBy: "    ssd_conv2d_prepare(&g, fw);\n").count - 1, 2 * 9,
+                       "in infer and eval_step, each prepares its weights inside the block that refolds them")
+    }
+
     /// Anchors depend only on shapes, so they are folded into a constant array: every program's
     /// anchors output and every detection or labelling kernel use that constant, no kernel writes
     /// it, and its values are d2l's multibox_prior for TinySSD at 256x256 (the PyTorch fixture).

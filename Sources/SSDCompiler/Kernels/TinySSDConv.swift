@@ -7,9 +7,9 @@ import SSDGraph
 struct SquareConv: Hashable, Sendable {
     var c: Int, h: Int, w: Int, o: Int, k: Int, stride: Int, pad: Int
 
-    var declaration: String {
-        "const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, \(c), \(h), \(w), \(o), \(k), \(stride), \(pad));"
-    }
+    var call: String { "ssd_conv2d_geometry((int)N, \(c), \(h), \(w), \(o), \(k), \(stride), \(pad))" }
+
+    var declaration: String { "const ssd_conv2d_t g = \(call);" }
 
     func flops(batch n: Int) -> Double {
         let oh = (h + 2 * pad - k) / stride + 1, ow = (w + 2 * pad - k) / stride + 1
@@ -17,6 +17,17 @@ struct SquareConv: Hashable, Sendable {
     }
 
     func scratch(_ function: String) -> String { "{ \(declaration) t = \(function)(&g); }" }
+
+    /// Floats of the Winograd-transformed weights `ssd_conv2d_prepare` writes for this conv:
+    /// 16 x O (rounded up to 4) x C where Runtime/winograd.c's forward takes the shape (3x3,
+    /// stride 1, pad 1, width a multiple of 16, even height, 16+ channels each side) at some
+    /// batch size, else 0. The runtime checks the size it is given against its own rule and
+    /// prepares nothing if it falls short, so a mismatch costs speed, never correctness.
+    var preparedFloats: Int {
+        let oh = (h + 2 * pad - k) / stride + 1, ow = (w + 2 * pad - k) / stride + 1
+        guard k == 3, stride == 1, pad == 1, ow % 16 == 0, oh % 2 == 0, oh >= 2, min(c, o) >= 16 else { return 0 }
+        return 16 * ((o + 3) / 4 * 4) * c
+    }
 }
 
 /// A conv's in-place output: the ssd_conv2d_out_t declaration and the destination pointer.
@@ -78,26 +89,41 @@ public struct Conv2dPairForward: KernelFamily {
 /// the parameters only: computed into `foldedWeight`/`foldedBias` when the parameters have
 /// changed since the last call (see CEmitter's weight cache) and kept in F otherwise; then
 /// one conv with the ReLU epilogue replaces conv + BN + ReLU. `pool`: a 2x2 max pool after
-/// the ReLU is done by the same kernel, and y is the pooled output.
+/// the ReLU is done by the same kernel, and y is the pooled output. `prepared`: where the
+/// runtime's Winograd path can take the conv, the folded weights' Winograd transform
+/// (`SquareConv.preparedFloats`), kept in F beside them, so no call transforms them again.
 public struct Conv2dFoldedBatchNorm: KernelFamily {
     public var x: Int, weight: Int, bias: Int?, gamma: Int, beta: Int, runningMean: Int, runningVar: Int
     public var eps: Float
-    public var foldedWeight: Int, foldedBias: Int, y: Int
+    public var foldedWeight: Int, foldedBias: Int, prepared: Int?, y: Int
     var geometry: SquareConv
     public var relu: Bool, pool: Bool
 
     public var reads: [Int] { [x, weight, gamma, beta, runningMean, runningVar] + (bias.map { [$0] } ?? []) }
-    public var writes: [Int] { [foldedWeight, foldedBias, y] }
-    public var persistent: [Int] { [foldedWeight, foldedBias] }
+    public var writes: [Int] { [foldedWeight, foldedBias] + (prepared.map { [$0] } ?? []) + [y] }
+    public var persistent: [Int] { [foldedWeight, foldedBias] + (prepared.map { [$0] } ?? []) }
     public func flops(batch n: Int) -> Double { geometry.flops(batch: n) }
     public var scratchQuery: String? { geometry.scratch(pool ? "ssd_conv2d_pool_scratch_floats" : "ssd_conv2d_scratch_floats") }
 
     public func body(_ ctx: KernelContext) -> [String] {
         let P = ctx.pointer
         let per = geometry.c * geometry.k * geometry.k
-        return [
-            "float *restrict fw = \(P(foldedWeight)), *restrict fb = \(P(foldedBias));",
-            "static ssdc_cache_t cache; /* fw, fb depend on the parameters only: kept in F between calls */",
+        var head: [String]
+        if let prepared {
+            head = [
+                "float *restrict fw = \(P(foldedWeight)), *restrict fb = \(P(foldedBias)), *restrict fu = \(P(prepared));",
+                "static ssdc_cache_t cache; /* fw, fb and fu (fw transformed) depend on the parameters only: kept in F between calls */",
+                "ssd_conv2d_t g = \(geometry.call);",
+                "g.prepared = fu;",
+                "g.prepared_floats = \(geometry.preparedFloats);",
+            ]
+        } else {
+            head = [
+                "float *restrict fw = \(P(foldedWeight)), *restrict fb = \(P(foldedBias));",
+                "static ssdc_cache_t cache; /* fw, fb depend on the parameters only: kept in F between calls */",
+            ]
+        }
+        return head + [
             "const uint64_t generation = ssdc_cache_generation(&cache, P, F);",
             "if (generation) {",
             "    const float *restrict w = \(P(weight)), *restrict gamma = \(P(gamma)), *restrict beta = \(P(beta));",
@@ -107,9 +133,10 @@ public struct Conv2dFoldedBatchNorm: KernelFamily {
             "        for (int i = 0; i < \(per); i++) fw[o * \(per) + i] = w[o * \(per) + i] * scale;",
             "        fb[o] = (\(bias.map { "\(P($0))[o]" } ?? "0.0f") - mean[o]) * scale + beta[o];",
             "    }",
+        ] + (prepared == nil ? [] : ["    ssd_conv2d_prepare(&g, fw);"]) + [
             "    ssdc_cache_filled(&cache, P, F, generation);",
             "}",
-            geometry.declaration,
+        ] + (prepared == nil ? [geometry.declaration] : []) + [
             "ssd_conv2d_forward\(pool ? "_pool" : "")(&g, \(P(x)), fw, fb, \(P(y)), \(relu ? 1 : 0), S);",
         ]
     }

@@ -185,13 +185,16 @@ public struct Lowering {
                     // consumer: the full-size output is never written.
                     let pool = plan.poolAfter[last]
                     let out = pool ?? last
+                    let square = SquareConv(c: xt.dims[0], h: xt.dims[1], w: xt.dims[2], o: wt.dims[0],
+                                            k: wt.dims[2], stride: stride, pad: padding)
+                    let prepared = square.preparedFloats > 0
+                        ? newBuffer(valueName(n.id) + ".winograd_weight", TensorType([square.preparedFloats], batched: false), region: .fixed)
+                        : nil
                     let y = newBuffer(valueName(out), graph[out].type, region: .batched)
                     addKernel(.outElementwiseFusable, [n.id, bn] + (epilogue ? [last] : []) + (pool.map { [$0] } ?? []),
                               Conv2dFoldedBatchNorm(x: x, weight: w, bias: bias, gamma: stats[0], beta: stats[1],
                                                     runningMean: stats[2], runningVar: stats[3], eps: eps, foldedWeight: fw,
-                                                    foldedBias: fb, y: y,
-                                                    geometry: SquareConv(c: xt.dims[0], h: xt.dims[1], w: xt.dims[2], o: wt.dims[0],
-                                                                         k: wt.dims[2], stride: stride, pad: padding),
+                                                    foldedBias: fb, prepared: prepared, y: y, geometry: square,
                                                     relu: epilogue, pool: pool != nil))
                     views[out] = View(buffer: y, sourceDims: graph[out].type.dims, perm: nil, nodes: [])
                     continue
