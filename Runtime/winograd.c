@@ -29,8 +29,9 @@
  *   - input transform and output transform handle 8 tiles of one tile row at a time (the
  *     8 lanes of an AVX vector: AVX2 code, with a plain C version of the same arithmetic
  *     for other targets), or 16 with AVX-512 where the tile rows hold whole groups of 16
- *     (winograd_avx512.c, the same arithmetic); the 4 x 18 (4 x 34) input patch of a group
- *     is read in place, or through a zero-padded copy at the borders.
+ *     (winograd_avx512.c, the same arithmetic); the 4 x 18 input patch of an 8-tile group
+ *     is read in place, or through a zero-padded copy at the borders (the 16-tile groups
+ *     use masked loads instead).
  *
  * Backward-data of the same conv is the same computation on dy with the weights flipped
  * and in/out swapped (U from w[o][c][2-i][2-j], as row c, column o).
@@ -209,38 +210,30 @@ static void transform_weights(int Cs, int M, const float *w, int transposed, flo
     }
 }
 
-/* The four input rows of the tiles (ty, tx0 .. tx0+lanes-1) of channel plane x (H x W):
- * rows 2ty-1 .. 2ty+2, columns 2tx0-1 .. 2tx0+2*lanes, in place, or through a zero-padded
- * copy (pad) at the left and right borders; rows outside the map are zeros. */
-#define WG_ROW_MAX (2 * 16 + 2)
-static void patch_rows(const float *x, int H, int W, int ty, int tx0, int lanes,
-                       float pad[4][WG_ROW_MAX], const float *row[4])
-{
-    static const float zeros[WG_ROW_MAX];
-    const int r0 = 2 * ty - 1, c0 = 2 * tx0 - 1, len = 2 * lanes + 2;
-    for (int i = 0; i < 4; ++i) {
-        const int r = r0 + i;
-        if (r < 0 || r >= H) {
-            row[i] = zeros;
-        } else if (c0 >= 0 && c0 + len - 1 < W) {
-            row[i] = x + (size_t)r * W + c0;
-        } else {
-            const int lo = c0 < 0 ? -c0 : 0;
-            const int hi = c0 + len > W ? W - c0 : len;
-            memset(pad[i], 0, WG_ROW_MAX * sizeof(float));
-            memcpy(pad[i] + lo, x + (size_t)r * W + c0 + lo, (size_t)(hi - lo) * sizeof(float));
-            row[i] = pad[i];
-        }
-    }
-}
-
 /* Input transform of the 8 tiles (ty, tx0 .. tx0+7) of channel plane x (H x W) into
  * V[xi*vstride + lane]. */
 static void input_group(const float *x, int H, int W, int ty, int tx0, float *V, size_t vstride)
 {
-    float pad[4][WG_ROW_MAX];
+    /* rows 2ty-1 .. 2ty+2, columns 2tx0-1 .. 2tx0+16: in place, or through a zero-padded
+     * copy of the row at the left and right borders; rows outside are zeros */
+    static const float zeros[2 * WG_LANES + 2];
+    const int r0 = 2 * ty - 1, c0 = 2 * tx0 - 1;
+    float pad[4][2 * WG_LANES + 2];
     const float *row[4];
-    patch_rows(x, H, W, ty, tx0, WG_LANES, pad, row);
+    for (int i = 0; i < 4; ++i) {
+        const int r = r0 + i;
+        if (r < 0 || r >= H) {
+            row[i] = zeros;
+        } else if (c0 >= 0 && c0 + 2 * WG_LANES + 1 < W) {
+            row[i] = x + (size_t)r * W + c0;
+        } else {
+            const int lo = c0 < 0 ? -c0 : 0;
+            const int hi = c0 + 2 * WG_LANES + 2 > W ? W - c0 : 2 * WG_LANES + 2;
+            memset(pad[i], 0, sizeof pad[i]);
+            memcpy(pad[i] + lo, x + (size_t)r * W + c0 + lo, (size_t)(hi - lo) * sizeof(float));
+            row[i] = pad[i];
+        }
+    }
 #ifdef WG_AVX2
     /* lane l of tile row i: p[2l .. 2l+3] = e0, o0, e1, o1 (even/odd columns, and the
      * same one pair to the right) */
@@ -419,10 +412,10 @@ static void wg_block(const wg_plan_t *p, const float *src, const float *U, const
     /* input transform, group by group (a group never straddles a tile row: tw is a
      * multiple of the group's lanes; a panel holds whole groups: NR is a multiple of 48) */
     const int lanes = wg_lanes(p);
-    for (int gq = 0; gq < nb; gq += lanes) {
-        const int t = t0 + gq;
-        const int pan = gq / SSD_NR, lane0 = gq % SSD_NR;
-        for (int c = 0; c < Cs; ++c) {
+    for (int c = 0; c < Cs; ++c) { /* channel by channel: the rows of a plane stream in */
+        for (int gq = 0; gq < nb; gq += lanes) {
+            const int t = t0 + gq;
+            const int pan = gq / SSD_NR, lane0 = gq % SSD_NR;
             float *v = V + ((size_t)pan * Cs + c) * SSD_NR + lane0;
             if (t >= p->T) {
                 for (int xi = 0; xi < 16; ++xi)
@@ -431,10 +424,7 @@ static void wg_block(const wg_plan_t *p, const float *src, const float *U, const
             }
 #ifdef SSD_WG_AVX512
             if (lanes == 16) {
-                float pad[4][WG_ROW_MAX];
-                const float *row[4];
-                patch_rows(src + (size_t)c * HW, p->H, p->W, t / p->tw, t % p->tw, 16, pad, row);
-                ssd__wg_input16(row, v, vxi);
+                ssd__wg_input16(src + (size_t)c * HW, p->H, p->W, t / p->tw, t % p->tw, v, vxi);
                 continue;
             }
 #endif
@@ -623,14 +613,10 @@ static void bw_range(int C, int H, int W, int O, const float *x, const float *dy
                                           : x + ((size_t)img * C + ch) * HW;
 #ifdef SSD_WG_AVX512
                 if (lanes == 16) {
-                    if (grad) {
+                    if (grad)
                         ssd__wg_dy16(plane, W, ty, tx, dst + q, (size_t)nc * n);
-                    } else {
-                        float pad[4][WG_ROW_MAX];
-                        const float *row[4];
-                        patch_rows(plane, H, W, ty, tx, 16, pad, row);
-                        ssd__wg_input16(row, dst + q, (size_t)nc * n);
-                    }
+                    else
+                        ssd__wg_input16(plane, H, W, ty, tx, dst + q, (size_t)nc * n);
                 } else
 #endif
                 if (grad)

@@ -28,14 +28,39 @@ static inline __m512 odds(__m512 u, __m512 v)
     return _mm512_permutex2var_ps(u, idx, v);
 }
 
-void ssd__wg_input16(const float *const row[4], float *V, size_t vstride)
+/* The lanes l of a 16-float load at column `start` of a W-wide row with 0 <= start + l < W. */
+static inline __mmask16 row_mask(int start, int W)
 {
+    const int lo = start < 0 ? -start : 0, hi = W - start < 16 ? W - start : 16;
+    if (hi <= lo) return 0;
+    return (__mmask16)(((1u << hi) - 1u) & ~((1u << lo) - 1u));
+}
+
+/* 16 floats of `row` from column start (start >= -1), zeros outside the row: masked
+ * loads, and at start = -1 an expanding load into lanes 1..15, so no address before the
+ * row is formed. */
+static inline __m512 row_load(const float *row, int start, __mmask16 m)
+{
+    return start < 0 ? _mm512_maskz_expandloadu_ps(m, row) : _mm512_maskz_loadu_ps(m, row + start);
+}
+
+void ssd__wg_input16(const float *x, int H, int W, int ty, int tx0, float *V, size_t vstride)
+{
+    /* rows 2ty-1 .. 2ty+2, columns c0 = 2tx0-1 .. c0+33; rows outside the map are zeros */
+    const int r0 = 2 * ty - 1, c0 = 2 * tx0 - 1;
+    const __mmask16 ma = row_mask(c0, W), mb = row_mask(c0 + 16, W);
+    const __mmask16 ma2 = row_mask(c0 + 2, W), mb2 = row_mask(c0 + 18, W);
     /* lane l of tile row i: p[2l .. 2l+3] = e0, o0, e1, o1 */
     __m512 cb[4][4];
     for (int i = 0; i < 4; ++i) {
-        const float *p = row[i];
-        const __m512 a = _mm512_loadu_ps(p), b = _mm512_loadu_ps(p + 16);
-        const __m512 a2 = _mm512_loadu_ps(p + 2), b2 = _mm512_loadu_ps(p + 18);
+        const int r = r0 + i;
+        if (r < 0 || r >= H) {
+            for (int j = 0; j < 4; ++j) cb[i][j] = _mm512_setzero_ps();
+            continue;
+        }
+        const float *p = x + (size_t)r * W;
+        const __m512 a = row_load(p, c0, ma), b = row_load(p, c0 + 16, mb);
+        const __m512 a2 = row_load(p, c0 + 2, ma2), b2 = row_load(p, c0 + 18, mb2);
         const __m512 e0 = evens(a, b), o0 = odds(a, b);
         const __m512 e1 = evens(a2, b2), o1 = odds(a2, b2);
         cb[i][0] = _mm512_sub_ps(e0, e1);
