@@ -125,6 +125,34 @@ void ssd__ukernel_rows(int kc, const float *a, const float *b, const int *boff, 
     ACC_STORE;
 }
 
+/* ---- 8 x 48 tile of the Winograd products (contract in gemm_internal.h) ---------------------
+ * Two MR-row micro-panels at once: 24 zmm accumulators + 3 B vectors + 1 broadcast; per k
+ * step 3 loads + 8 broadcasts feed 24 FMAs, and a B micro-panel is read once for 8 rows
+ * instead of twice. Each element's sum runs over k in the same order as in ssd__ukernel. */
+void ssd__ukernel8(int kc, const float *a0, const float *a1, const float *b, float *c,
+                   ptrdiff_t ldc)
+{
+    __m512 acc[8][3];
+    for (int r = 0; r < 8; ++r) acc[r][0] = acc[r][1] = acc[r][2] = _mm512_setzero_ps();
+    for (int p = 0; p < kc; ++p) {
+        const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16), b2 = _mm512_loadu_ps(b + 32);
+        for (int r = 0; r < 8; ++r) {
+            const __m512 av = _mm512_set1_ps(r < 4 ? a0[r] : a1[r - 4]);
+            acc[r][0] = _mm512_fmadd_ps(av, b0, acc[r][0]);
+            acc[r][1] = _mm512_fmadd_ps(av, b1, acc[r][1]);
+            acc[r][2] = _mm512_fmadd_ps(av, b2, acc[r][2]);
+        }
+        a0 += SSD_MR;
+        a1 += SSD_MR;
+        b += SSD_NR;
+    }
+    for (int r = 0; r < 8; ++r) {
+        _mm512_storeu_ps(c + r * ldc, acc[r][0]);
+        _mm512_storeu_ps(c + r * ldc + 16, acc[r][1]);
+        _mm512_storeu_ps(c + r * ldc + 32, acc[r][2]);
+    }
+}
+
 /* ---- backward-weight dot-product tile (contract in gemm_internal.h) ------------------------
  * The 4 x 3 tile of the AVX2 kernel on 16 pixels per vector: 12 zmm accumulators, per
  * 16 pixels 3 + 4 vector loads feed 12 FMAs. A segment length that is an odd multiple of 8

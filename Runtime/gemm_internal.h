@@ -59,6 +59,15 @@ void ssd__ukernel_rows(int kc, const float *a, const float *b, const int *boff, 
                        const float *cin, ptrdiff_t ldi, float beta,
                        float *cout, ptrdiff_t ldo, const float *bias, int relu);
 
+#ifdef SSD_UKERNEL_AVX512
+/* AVX-512 only: two MR x NR tiles stacked, c (8 x NR, row stride ldc) = a * b, where rows
+ * 0-3 come from the A micro-panel a0 and rows 4-7 from a1 (the Winograd products of
+ * winograd.c). Each element is summed in the order ssd__ukernel uses, so the two agree bit
+ * for bit. */
+void ssd__ukernel8(int kc, const float *a0, const float *a1, const float *b, float *c,
+                   ptrdiff_t ldc);
+#endif
+
 /* The dot-product tile of the backward-weight reductions (conv.c, winograd.c), where the
  * sum runs over pixels rather than over a GEMM's K:
  *   out[r*3 + s] = sum over nseg segments and q < n of d_r[q] * x_s[q]

@@ -437,10 +437,19 @@ static void wg_block(const wg_plan_t *p, const float *src, const float *U, const
         const float *u = U + (size_t)xi * Mpad * Cs;
         const float *v = V + (size_t)xi * vxi;
         float *mo = Mb + (size_t)xi * Mpad * nb;
-        for (int pan = 0; pan < npan; ++pan)
-            for (int ir = 0; ir < Mpad; ir += SSD_MR)
-                ssd__ukernel(Cs, u + (size_t)ir * Cs, v + (size_t)pan * Cs * SSD_NR, 1.0f, NULL,
-                             0, 1.0f, mo + (size_t)ir * nb + (size_t)pan * SSD_NR, nb, NULL, 0);
+        for (int pan = 0; pan < npan; ++pan) {
+            const float *vp = v + (size_t)pan * Cs * SSD_NR;
+            float *mp = mo + (size_t)pan * SSD_NR;
+            int ir = 0;
+#ifdef SSD_UKERNEL_AVX512
+            for (; ir + 2 * SSD_MR <= Mpad; ir += 2 * SSD_MR)
+                ssd__ukernel8(Cs, u + (size_t)ir * Cs, u + (size_t)(ir + SSD_MR) * Cs, vp,
+                              mp + (size_t)ir * nb, nb);
+#endif
+            for (; ir < Mpad; ir += SSD_MR)
+                ssd__ukernel(Cs, u + (size_t)ir * Cs, vp, 1.0f, NULL, 0, 1.0f,
+                             mp + (size_t)ir * nb, nb, NULL, 0);
+        }
     }
 
     /* output transform */

@@ -283,6 +283,28 @@ static void test_bw_tile(int n, int nseg)
     free(x);
 }
 
+/* The 8-row Winograd tile (AVX-512 builds) against two 4-row micro-kernel calls: the same
+ * bits, since each element sums over k in the same order. */
+static void test_ukernel8(int kc)
+{
+#ifdef SSD_UKERNEL_AVX512
+    float *a = frandom((size_t)2 * SSD_MR * kc), *b = frandom((size_t)kc * SSD_NR);
+    const ptrdiff_t ldc = SSD_NR + 5;
+    float *c8 = falloc(8 * (size_t)ldc), *c4 = falloc(8 * (size_t)ldc);
+    fill_nan(c8, 8 * (size_t)ldc);
+    fill_nan(c4, 8 * (size_t)ldc);
+    ssd__ukernel8(kc, a, a + (size_t)SSD_MR * kc, b, c8, ldc);
+    ssd__ukernel(kc, a, b, 1.0f, NULL, 0, 1.0f, c4, ldc, NULL, 0);
+    ssd__ukernel(kc, a + (size_t)SSD_MR * kc, b, 1.0f, NULL, 0, 1.0f, c4 + 4 * ldc, ldc, NULL, 0);
+    int same = 1;
+    for (int r = 0; r < 8; ++r) same &= same_bits(c8 + r * ldc, c4 + r * ldc, SSD_NR);
+    report(same, "8 x %d Winograd tile kc=%d: bit for bit two 4-row micro-kernels", SSD_NR, kc);
+    free(a); free(b); free(c8); free(c4);
+#else
+    printf("skip 8-row Winograd tile kc=%d: AVX-512 not in this build\n", kc);
+#endif
+}
+
 static void test_gemm(void)
 {
     static const int shapes[][3] = {
@@ -299,6 +321,9 @@ static void test_gemm(void)
                 test_gemm_case(ta, tb, M, N, K, 1.0f, 1.0f, 3);
                 if (s % 3 == 0) test_gemm_case(ta, tb, M, N, K, -0.7f, 0.5f, 1);
             }
+    test_ukernel8(1);
+    test_ukernel8(16);
+    test_ukernel8(131);
     /* degenerate sizes */
     {
         float C[6] = {1, 2, 3, 4, 5, 6}, A[1] = {1}, B[1] = {1};
