@@ -24,10 +24,12 @@
  * Backward-weight (stride 1) reduces over pixels, so it has its own kernel: a tile of
  * 4 output channels x 3 taps keeps 12 vector accumulators over q (ssd__bw_tile of the
  * micro-kernel's ISA, gemm_internal.h: 16 pixels per vector with AVX-512, else 8),
- * reading dy (re-laid on the padded-width grid, zeros in the dropped columns) and the
- * padded x directly. Pixels are taken in chunks of ~1024 (4 dy rows = 16 KB stay in L1
- * while the tile walks over the taps); tiny maps are processed G images at a time instead
- * so that a chunk is still ~1024 pixels. Each chunk's 12 sums are reduced horizontally and
+ * reading dy and the padded x directly. Pixels are taken in chunks of ~1024 (4 dy rows =
+ * 16 KB stay in L1 while the tile walks over the taps): on large maps whose width is whole
+ * 8-pixel steps, bands of rows, each row one segment of the tile, read where dy is; else
+ * dy is re-laid on the padded-width grid (zeros in the dropped columns) and tiny maps are
+ * processed G images at a time so that a chunk is still ~1024 pixels. Each chunk's 12 sums
+ * are reduced horizontally and
  * added to dw in a fixed order. A task owns a block of 4 channels x a group of tap tiles
  * for all chunks, so tasks are scheduled dynamically without any two threads touching the
  * same dw element: the result depends on the shape only, not on the thread count.
@@ -747,6 +749,12 @@ static void backward_weight_flat(const ssd_conv2d_t *g, const float *x, const fl
      * group of tap tiles and runs all pixel chunks of the image group for them, so no two
      * threads ever touch the same dw element and tasks can be scheduled dynamically. */
     const int O4 = (O + 3) / 4, T3 = (K + 2) / 3;
+    /* Maps of one image per group whose rows are whole 8-pixel steps are reduced in bands
+     * of rows read straight from dy (no copy of dy onto the padded grid): nearly equal
+     * bands of <= BW_QCHUNK pixels. */
+    const int bands = G == 1 && OW % 8 == 0;
+    const int nband = (OH * OW + BW_QCHUNK - 1) / BW_QCHUNK;
+    const int band = (OH + nband - 1) / nband;
 
 #pragma omp parallel num_threads(ssd_get_num_threads())
     {
@@ -766,8 +774,10 @@ static void backward_weight_flat(const ssd_conv2d_t *g, const float *x, const fl
         const int gmax = imin(G, g->N); /* images of the largest group actually used */
 #pragma omp for schedule(static)
         for (size_t i = 0; i < gmax * xseg + SLACK; ++i) xp[i] = 0.0f;
+        if (!bands) {
 #pragma omp for schedule(static)
-        for (size_t i = 0; i < gmax * dseg + SLACK; ++i) dq[i] = 0.0f;
+            for (size_t i = 0; i < gmax * dseg + SLACK; ++i) dq[i] = 0.0f;
+        }
 #pragma omp for schedule(static)
         for (size_t i = 0; i < (size_t)O * K; ++i) dw[i] = 0.0f;
         if (db) bias_grad(g, dy, db);
@@ -775,6 +785,42 @@ static void backward_weight_flat(const ssd_conv2d_t *g, const float *x, const fl
         for (int n0 = 0; n0 < g->N; n0 += G) {
             const int gc = imin(G, g->N - n0);
             pad_image(x + (size_t)n0 * C * g->H * g->W, gc * C, g->H, g->W, pad, b.Hp, Wp, xp);
+            if (bands) {
+                /* (implicit barrier: the image is in place) dy is read where it is, a band
+                 * of rows at a time: each row one segment of the tile */
+                const float *dyn = dy + (size_t)n0 * O * OH * OW;
+#pragma omp for schedule(dynamic, 1)
+                for (int task = 0; task < O4 * TG; ++task) {
+                    const int o0 = task / TG * 4;
+                    const int tt0 = task % TG * tpg, tt1 = imin(tt0 + tpg, T3);
+                    for (int oh0 = 0; oh0 < OH; oh0 += band) {
+                        const int nr = imin(band, OH - oh0);
+                        const float *d[4];
+                        for (int r = 0; r < 4; ++r)
+                            d[r] = dyn + ((size_t)imin(o0 + r, O - 1) * OH + oh0) * OW;
+                        for (int tt = tt0; tt < tt1; ++tt) {
+                            const int t0 = tt * 3;
+                            const float *xs[3];
+                            for (int s = 0; s < 3; ++s) {
+                                const int t = imin(t0 + s, K - 1);
+                                const size_t off =
+                                    table_full ? xoff_tab[t]
+                                               : (size_t)(t / kk) * HpWp + (size_t)(t % kk / k) * Wp +
+                                                     t % k;
+                                xs[s] = xp + off + (size_t)oh0 * Wp;
+                            }
+                            float out[12];
+                            ssd__bw_tile(d[0], d[1], d[2], d[3], xs[0], xs[1], xs[2], OW, nr,
+                                         (size_t)OW, (size_t)Wp, out);
+                            for (int r = 0; r < 4 && o0 + r < O; ++r)
+                                for (int s = 0; s < 3 && t0 + s < K; ++s)
+                                    dw[(size_t)(o0 + r) * K + t0 + s] += out[r * 3 + s];
+                        }
+                    }
+                }
+                /* (implicit barrier: the padded image can be overwritten) */
+                continue;
+            }
 #pragma omp for schedule(static)
             for (int row = 0; row < gc * O * OH; ++row) {
                 const int img = row / (O * OH), o = row / OH % O, oh = row % OH;

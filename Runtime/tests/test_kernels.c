@@ -609,6 +609,7 @@ static void test_conv(void)
         {4, 3, 16, 16, 5, 3, 1, 1},   /* backward-weight image groups of 3 + 1 */
         {1, 150, 4, 4, 8, 3, 1, 1},   /* K = 1350: no per-thread offset table */
         {2, 0, 5, 5, 3, 3, 1, 1},     /* no input channels: y = bias */
+        {2, 5, 47, 40, 7, 3, 1, 1},   /* backward-weight in row bands of 24 and 23 rows */
         /* F(2x2, 3x3) (winograd.c): forward and backward-data (>= 256 output pixels) */
         {6, 16, 6, 32, 33, 3, 1, 1},  /* 48 tiles per image, 33 channels out, 16 back */
         {1, 16, 16, 32, 16, 3, 1, 1}, /* 16 -> 16: forward only */
