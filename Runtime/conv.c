@@ -53,6 +53,7 @@
 #include <limits.h>
 #include <math.h>
 #include <omp.h>
+#include <stdint.h>
 #include <string.h>
 
 #if defined(__AVX2__) && defined(__FMA__)
@@ -65,7 +66,7 @@
 #define BW_QCHUNK 1024  /* pixels per backward-weight chunk (multiple of 8) */
 #define BW_ALIGN 16     /* dy rows of backward-weight start at multiples of 16 floats (64 B) */
 #define BW_GMAX 64      /* most images grouped by backward-weight on tiny maps */
-#define OFF_TABLE 1280  /* tap offsets kept per thread (K <= 1280 covers C*9 up to 142) */
+#define OFF_TABLE 1280  /* row offsets of the flat forward kept per thread (K <= 1280) */
 
 static inline int imin(int a, int b) { return a < b ? a : b; }
 static inline int imax(int a, int b) { return a > b ? a : b; }
@@ -728,7 +729,48 @@ static size_t bw_scratch_floats(const ssd_conv2d_t *g)
 {
     const bw_plan_t b = bw_plan(g);
     const size_t xp = round_up((size_t)b.G * g->C * b.Hp * b.Wp + SLACK, BW_ALIGN);
-    return xp + (size_t)b.G * g->O * b.Qv + SLACK;
+    const size_t dq = round_up((size_t)b.G * g->O * b.Qv + SLACK, BW_ALIGN);
+    const size_t taps = (size_t)g->C * g->k * g->k;
+    return xp + dq + (taps + 1) * (sizeof(size_t) / sizeof(float)); /* (+1: alignment) */
+}
+
+/* Taps per backward-weight tile: 6 with AVX-512 (ssd__bw_tile6, 24 accumulators), else 3
+ * (ssd__bw_tile, 12). */
+#ifdef SSD_UKERNEL_AVX512
+#define BW_TAPS 6
+#else
+#define BW_TAPS 3
+#endif
+
+/* What the tap tiles of one chunk need: the taps' offsets in a padded image, and dw. */
+typedef struct {
+    int K, O;
+    const size_t *xoff; /* K offsets */
+    float *dw;
+} bw_taps_t;
+
+/* dw[o0 .. o0+3][taps of tiles tt0 .. tt1-1] += the tiles' sums over one chunk: pixels
+ * d[r] (n per segment, nseg segments dseg apart) against the input at x + the tap's offset
+ * (segments xseg apart). Rows past O and taps past K are computed on clamped copies and
+ * not stored. */
+static void bw_tiles(const bw_taps_t *bt, int o0, int tt0, int tt1, const float *const d[4],
+                     const float *x, int n, int nseg, size_t dseg, size_t xseg)
+{
+    const int K = bt->K, O = bt->O;
+    for (int tt = tt0; tt < tt1; ++tt) {
+        const int t0 = tt * BW_TAPS;
+        const float *xs[BW_TAPS];
+        for (int s = 0; s < BW_TAPS; ++s) xs[s] = x + bt->xoff[imin(t0 + s, K - 1)];
+        float out[4 * BW_TAPS];
+#if BW_TAPS == 6
+        ssd__bw_tile6(d, xs, n, nseg, dseg, xseg, out);
+#else
+        ssd__bw_tile(d[0], d[1], d[2], d[3], xs[0], xs[1], xs[2], n, nseg, dseg, xseg, out);
+#endif
+        for (int r = 0; r < 4 && o0 + r < O; ++r)
+            for (int s = 0; s < BW_TAPS && t0 + s < K; ++s)
+                bt->dw[(size_t)(o0 + r) * K + t0 + s] += out[r * BW_TAPS + s];
+    }
 }
 
 static void backward_weight_flat(const ssd_conv2d_t *g, const float *x, const float *dy,
@@ -744,11 +786,16 @@ static void backward_weight_flat(const ssd_conv2d_t *g, const float *x, const fl
     float *xp = scratch;                        /* G padded images (+ slack) */
     /* G x O rows of Qv: dy on the padded grid, rows 64-byte aligned if scratch is */
     float *dq = scratch + round_up(G * xseg + SLACK, BW_ALIGN);
+    /* the K taps' offsets in a padded image (no divisions in the tile loop) */
+    const uintptr_t after = (uintptr_t)(dq + round_up((size_t)G * dseg + SLACK, BW_ALIGN));
+    size_t *xoff = (size_t *)((after + sizeof(size_t) - 1) / sizeof(size_t) * sizeof(size_t));
+    for (int t = 0; t < K; ++t) xoff[t] = (size_t)(t / kk) * HpWp + (size_t)(t % kk / k) * Wp + t % k;
+    const bw_taps_t bt = {K, O, xoff, dw};
 
-    /* dw is cut into tiles of 4 channels x 3 taps; a task owns one channel block and a
-     * group of tap tiles and runs all pixel chunks of the image group for them, so no two
+    /* dw is cut into tiles of 4 channels x BW_TAPS taps; a task owns one channel block and
+     * a group of tap tiles and runs all pixel chunks of the image group for them, so no two
      * threads ever touch the same dw element and tasks can be scheduled dynamically. */
-    const int O4 = (O + 3) / 4, T3 = (K + 2) / 3;
+    const int O4 = (O + 3) / 4, TT = (K + BW_TAPS - 1) / BW_TAPS;
     /* Maps of one image per group whose rows are whole 8-pixel steps are reduced in bands
      * of rows read straight from dy (no copy of dy onto the padded grid): nearly equal
      * bands of <= BW_QCHUNK pixels. */
@@ -760,15 +807,9 @@ static void backward_weight_flat(const ssd_conv2d_t *g, const float *x, const fl
     {
         const int nt = omp_get_num_threads();
         int TG = (4 * nt + O4 - 1) / O4; /* tap groups: >= 4 tasks per thread if possible */
-        if (TG > T3) TG = T3;
-        const int tpg = (T3 + TG - 1) / TG; /* tap tiles per group */
-        TG = (T3 + tpg - 1) / tpg;
-        /* Offsets of the K taps in a padded image (no divisions in the tile loop). */
-        size_t xoff_tab[OFF_TABLE];
-        const int table_full = K <= OFF_TABLE;
-        if (table_full)
-            for (int t = 0; t < K; ++t)
-                xoff_tab[t] = (size_t)(t / kk) * HpWp + (size_t)(t % kk / k) * Wp + t % k;
+        if (TG > TT) TG = TT;
+        const int tpg = (TT + TG - 1) / TG; /* tap tiles per group */
+        TG = (TT + tpg - 1) / tpg;
 
         /* Zero once: the padding of xp and the dropped columns / tail of dq stay zero. */
         const int gmax = imin(G, g->N); /* images of the largest group actually used */
@@ -792,30 +833,13 @@ static void backward_weight_flat(const ssd_conv2d_t *g, const float *x, const fl
 #pragma omp for schedule(dynamic, 1)
                 for (int task = 0; task < O4 * TG; ++task) {
                     const int o0 = task / TG * 4;
-                    const int tt0 = task % TG * tpg, tt1 = imin(tt0 + tpg, T3);
+                    const int tt0 = task % TG * tpg, tt1 = imin(tt0 + tpg, TT);
                     for (int oh0 = 0; oh0 < OH; oh0 += band) {
-                        const int nr = imin(band, OH - oh0);
                         const float *d[4];
                         for (int r = 0; r < 4; ++r)
                             d[r] = dyn + ((size_t)imin(o0 + r, O - 1) * OH + oh0) * OW;
-                        for (int tt = tt0; tt < tt1; ++tt) {
-                            const int t0 = tt * 3;
-                            const float *xs[3];
-                            for (int s = 0; s < 3; ++s) {
-                                const int t = imin(t0 + s, K - 1);
-                                const size_t off =
-                                    table_full ? xoff_tab[t]
-                                               : (size_t)(t / kk) * HpWp + (size_t)(t % kk / k) * Wp +
-                                                     t % k;
-                                xs[s] = xp + off + (size_t)oh0 * Wp;
-                            }
-                            float out[12];
-                            ssd__bw_tile(d[0], d[1], d[2], d[3], xs[0], xs[1], xs[2], OW, nr,
-                                         (size_t)OW, (size_t)Wp, out);
-                            for (int r = 0; r < 4 && o0 + r < O; ++r)
-                                for (int s = 0; s < 3 && t0 + s < K; ++s)
-                                    dw[(size_t)(o0 + r) * K + t0 + s] += out[r * 3 + s];
-                        }
+                        bw_tiles(&bt, o0, tt0, tt1, d, xp + (size_t)oh0 * Wp, OW,
+                                 imin(band, OH - oh0), (size_t)OW, (size_t)Wp);
                     }
                 }
                 /* (implicit barrier: the padded image can be overwritten) */
@@ -832,30 +856,13 @@ static void backward_weight_flat(const ssd_conv2d_t *g, const float *x, const fl
 #pragma omp for schedule(dynamic, 1)
             for (int task = 0; task < O4 * TG; ++task) {
                 const int o0 = task / TG * 4;
-                const int tt0 = task % TG * tpg, tt1 = imin(tt0 + tpg, T3);
+                const int tt0 = task % TG * tpg, tt1 = imin(tt0 + tpg, TT);
                 for (int q0 = 0; q0 < Qv; q0 += b.qchunk) {
-                    const int nq = imin(b.qchunk, Qv - q0);
                     const float *d[4];
                     for (int r = 0; r < 4; ++r)
                         d[r] = dq + (size_t)imin(o0 + r, O - 1) * Qv + q0;
-                    for (int tt = tt0; tt < tt1; ++tt) {
-                        const int t0 = tt * 3;
-                        const float *xs[3];
-                        for (int s = 0; s < 3; ++s) {
-                            const int t = imin(t0 + s, K - 1);
-                            const size_t off =
-                                table_full ? xoff_tab[t]
-                                           : (size_t)(t / kk) * HpWp + (size_t)(t % kk / k) * Wp +
-                                                 t % k;
-                            xs[s] = xp + off + q0;
-                        }
-                        float out[12];
-                        ssd__bw_tile(d[0], d[1], d[2], d[3], xs[0], xs[1], xs[2], nq, gc, dseg,
-                                     xseg, out);
-                        for (int r = 0; r < 4 && o0 + r < O; ++r)
-                            for (int s = 0; s < 3 && t0 + s < K; ++s)
-                                dw[(size_t)(o0 + r) * K + t0 + s] += out[r * 3 + s];
-                    }
+                    bw_tiles(&bt, o0, tt0, tt1, d, xp + q0, imin(b.qchunk, Qv - q0), gc, dseg,
+                             xseg);
                 }
             }
             /* (implicit barrier: the group's buffers can be overwritten) */

@@ -135,7 +135,8 @@ void ssd__ukernel8(int kc, const float *a0, const float *a1, const float *b, flo
     __m512 acc[8][3];
     for (int r = 0; r < 8; ++r) acc[r][0] = acc[r][1] = acc[r][2] = _mm512_setzero_ps();
     for (int p = 0; p < kc; ++p) {
-        const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16), b2 = _mm512_loadu_ps(b + 32);
+        const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+        const __m512 b2 = _mm512_loadu_ps(b + 32);
         for (int r = 0; r < 8; ++r) {
             const __m512 av = _mm512_set1_ps(r < 4 ? a0[r] : a1[r - 4]);
             acc[r][0] = _mm512_fmadd_ps(av, b0, acc[r][0]);
@@ -205,6 +206,92 @@ void ssd__bw_tile(const float *d0, const float *d1, const float *d2, const float
     out[3] = hsum16(a10); out[4] = hsum16(a11); out[5] = hsum16(a12);
     out[6] = hsum16(a20); out[7] = hsum16(a21); out[8] = hsum16(a22);
     out[9] = hsum16(a30); out[10] = hsum16(a31); out[11] = hsum16(a32);
+}
+
+/* ---- 4 x 6 backward-weight tile (contract in gemm_internal.h) -------------------------------
+ * Twice the taps of ssd__bw_tile: 24 zmm accumulators; per 16 pixels 6 + 4 vector loads feed
+ * 24 FMAs (7 feed 12 in the 4 x 3 tile). Lane sums are reduced as in ssd__bw_tile. */
+void ssd__bw_tile6(const float *const d[4], const float *const x[6], int n, int nseg,
+                   size_t dseg, size_t xseg, float out[24])
+{
+    /* named accumulators (an array of them is not kept in registers by every compiler) */
+    __m512 a00, a01, a02, a03, a04, a05, a10, a11, a12, a13, a14, a15;
+    __m512 a20, a21, a22, a23, a24, a25, a30, a31, a32, a33, a34, a35;
+    a00 = a01 = a02 = a03 = a04 = a05 = a10 = a11 = a12 = a13 = a14 = a15 = _mm512_setzero_ps();
+    a20 = a21 = a22 = a23 = a24 = a25 = a30 = a31 = a32 = a33 = a34 = a35 = _mm512_setzero_ps();
+    const float *d0 = d[0], *d1 = d[1], *d2 = d[2], *d3 = d[3];
+    const float *x0 = x[0], *x1 = x[1], *x2 = x[2], *x3 = x[3], *x4 = x[4], *x5 = x[5];
+    const __mmask16 lo8 = 0x00ff;
+#define BW6_STEP(LOAD)                                                                       \
+    do {                                                                                     \
+        const __m512 v0 = LOAD(x0 + q), v1 = LOAD(x1 + q), v2 = LOAD(x2 + q);                \
+        const __m512 v3 = LOAD(x3 + q), v4 = LOAD(x4 + q), v5 = LOAD(x5 + q);                \
+        __m512 dv;                                                                           \
+        dv = LOAD(d0 + q);                                                                   \
+        a00 = _mm512_fmadd_ps(dv, v0, a00);                                                  \
+        a01 = _mm512_fmadd_ps(dv, v1, a01);                                                  \
+        a02 = _mm512_fmadd_ps(dv, v2, a02);                                                  \
+        a03 = _mm512_fmadd_ps(dv, v3, a03);                                                  \
+        a04 = _mm512_fmadd_ps(dv, v4, a04);                                                  \
+        a05 = _mm512_fmadd_ps(dv, v5, a05);                                                  \
+        dv = LOAD(d1 + q);                                                                   \
+        a10 = _mm512_fmadd_ps(dv, v0, a10);                                                  \
+        a11 = _mm512_fmadd_ps(dv, v1, a11);                                                  \
+        a12 = _mm512_fmadd_ps(dv, v2, a12);                                                  \
+        a13 = _mm512_fmadd_ps(dv, v3, a13);                                                  \
+        a14 = _mm512_fmadd_ps(dv, v4, a14);                                                  \
+        a15 = _mm512_fmadd_ps(dv, v5, a15);                                                  \
+        dv = LOAD(d2 + q);                                                                   \
+        a20 = _mm512_fmadd_ps(dv, v0, a20);                                                  \
+        a21 = _mm512_fmadd_ps(dv, v1, a21);                                                  \
+        a22 = _mm512_fmadd_ps(dv, v2, a22);                                                  \
+        a23 = _mm512_fmadd_ps(dv, v3, a23);                                                  \
+        a24 = _mm512_fmadd_ps(dv, v4, a24);                                                  \
+        a25 = _mm512_fmadd_ps(dv, v5, a25);                                                  \
+        dv = LOAD(d3 + q);                                                                   \
+        a30 = _mm512_fmadd_ps(dv, v0, a30);                                                  \
+        a31 = _mm512_fmadd_ps(dv, v1, a31);                                                  \
+        a32 = _mm512_fmadd_ps(dv, v2, a32);                                                  \
+        a33 = _mm512_fmadd_ps(dv, v3, a33);                                                  \
+        a34 = _mm512_fmadd_ps(dv, v4, a34);                                                  \
+        a35 = _mm512_fmadd_ps(dv, v5, a35);                                                  \
+    } while (0)
+#define LOAD16(p) _mm512_loadu_ps(p)
+#define LOAD8(p) _mm512_maskz_loadu_ps(lo8, p)
+    for (int m = 0; m < nseg; ++m) {
+        int q = 0;
+        for (; q + 16 <= n; q += 16) BW6_STEP(LOAD16);
+        if (q < n) BW6_STEP(LOAD8);
+        d0 += dseg; d1 += dseg; d2 += dseg; d3 += dseg;
+        x0 += xseg; x1 += xseg; x2 += xseg; x3 += xseg; x4 += xseg; x5 += xseg;
+    }
+#undef LOAD8
+#undef LOAD16
+#undef BW6_STEP
+    out[0] = hsum16(a00);
+    out[1] = hsum16(a01);
+    out[2] = hsum16(a02);
+    out[3] = hsum16(a03);
+    out[4] = hsum16(a04);
+    out[5] = hsum16(a05);
+    out[6] = hsum16(a10);
+    out[7] = hsum16(a11);
+    out[8] = hsum16(a12);
+    out[9] = hsum16(a13);
+    out[10] = hsum16(a14);
+    out[11] = hsum16(a15);
+    out[12] = hsum16(a20);
+    out[13] = hsum16(a21);
+    out[14] = hsum16(a22);
+    out[15] = hsum16(a23);
+    out[16] = hsum16(a24);
+    out[17] = hsum16(a25);
+    out[18] = hsum16(a30);
+    out[19] = hsum16(a31);
+    out[20] = hsum16(a32);
+    out[21] = hsum16(a33);
+    out[22] = hsum16(a34);
+    out[23] = hsum16(a35);
 }
 
 #endif

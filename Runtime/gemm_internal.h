@@ -66,6 +66,10 @@ void ssd__ukernel_rows(int kc, const float *a, const float *b, const int *boff, 
  * for bit. */
 void ssd__ukernel8(int kc, const float *a0, const float *a1, const float *b, float *c,
                    ptrdiff_t ldc);
+
+/* AVX-512 only: ssd__bw_tile with 6 x rows, out[r*6 + s] (conv.c's backward-weight). */
+void ssd__bw_tile6(const float *const d[4], const float *const x[6], int n, int nseg,
+                   size_t dseg, size_t xseg, float out[24]);
 #endif
 
 /* The dot-product tile of the backward-weight reductions (conv.c, winograd.c), where the

@@ -283,6 +283,40 @@ static void test_bw_tile(int n, int nseg)
     free(x);
 }
 
+/* The 4 x 6 backward-weight tile (AVX-512 builds) against double sums. */
+static void test_bw_tile6(int n, int nseg)
+{
+#ifdef SSD_UKERNEL_AVX512
+    const size_t dseg = (size_t)n + 16, xseg = (size_t)n + 24;
+    float *d = frandom(4 * nseg * dseg + 64), *x = frandom(6 * nseg * xseg + 64);
+    for (int m = 0; m < 4 * nseg; ++m) fill_nan(d + m * dseg + n, dseg - n);
+    for (int m = 0; m < 6 * nseg; ++m) fill_nan(x + m * xseg + n, xseg - n);
+    const float *dr[4], *xr[6];
+    for (int r = 0; r < 4; ++r) dr[r] = d + r * dseg;
+    for (int c = 0; c < 6; ++c) xr[c] = x + c * xseg;
+    float out[24];
+    ssd__bw_tile6(dr, xr, n, nseg, 4 * dseg, 6 * xseg, out);
+    double worst = 0.0;
+    for (int r = 0; r < 4; ++r)
+        for (int c = 0; c < 6; ++c) {
+            double ref = 0.0, scale = 0.0;
+            for (int m = 0; m < nseg; ++m)
+                for (int q = 0; q < n; ++q) {
+                    const double t = (double)d[(m * 4 + r) * dseg + q] * x[(m * 6 + c) * xseg + q];
+                    ref += t;
+                    scale += fabs(t);
+                }
+            const double e = fabs(out[r * 6 + c] - ref) / (scale + 1e-30);
+            if (!(e <= worst)) worst = e;
+        }
+    report(worst <= 1e-6, "backward-weight 4 x 6 tile n=%d nseg=%d: max scaled err %.2e", n, nseg, worst);
+    free(d);
+    free(x);
+#else
+    printf("skip backward-weight 4 x 6 tile n=%d nseg=%d: AVX-512 not in this build\n", n, nseg);
+#endif
+}
+
 /* The 8-row Winograd tile (AVX-512 builds) against two 4-row micro-kernel calls: the same
  * bits, since each element sums over k in the same order. */
 static void test_ukernel8(int kc)
@@ -1290,6 +1324,8 @@ int main(int argc, char **argv)
     for (int n = 8; n <= 72; n += 8) {
         test_bw_tile(n, 1);
         test_bw_tile(n, 3);
+        test_bw_tile6(n, 1);
+        test_bw_tile6(n, 3);
     }
     test_conv();
     {
