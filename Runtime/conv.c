@@ -708,7 +708,14 @@ typedef struct {
     int Hp, Wp, Q, Qv;  /* padded input, flat positions, rounded up to 8 */
     int G;              /* images per group (padded copies held in scratch) */
     int qchunk;         /* pixels per chunk (multiple of 8) */
+    /* Band mode (large maps whose rows are whole 8-pixel steps, and a small enough dw):
+     * nband bands of `band` rows per image, the batch's bands cut into `parts` fixed
+     * ranges, each with its own partial dw; 0 parts: the chunks above instead. */
+    int band, nband, parts;
 } bw_plan_t;
+
+#define BW_PARTS 16        /* band ranges of the backward-weight, each with a partial dw */
+#define BW_PART_FLOATS (1 << 20) /* most floats of all partial dw together (4 MB) */
 
 static bw_plan_t bw_plan(const ssd_conv2d_t *g)
 {
@@ -722,16 +729,35 @@ static bw_plan_t bw_plan(const ssd_conv2d_t *g)
     if (b.G > BW_GMAX) b.G = BW_GMAX;
     const int nch = (b.Qv + BW_QCHUNK - 1) / BW_QCHUNK;
     b.qchunk = (int)round_up((size_t)((b.Qv + nch - 1) / nch), BW_ALIGN);
+    b.nband = (g->OH * g->OW + BW_QCHUNK - 1) / BW_QCHUNK;
+    b.band = (g->OH + b.nband - 1) / b.nband;
+    b.nband = (g->OH + b.band - 1) / b.band;
+    const size_t dwn = (size_t)g->O * g->C * g->k * g->k, units = (size_t)g->N * b.nband;
+    size_t parts = dwn ? BW_PART_FLOATS / dwn : 0;
+    if (parts > BW_PARTS) parts = BW_PARTS;
+    if (parts > units) parts = units;
+    /* (the shape alone decides, so the summation order never depends on the threads) */
+    b.parts = b.G == 1 && g->OW % 8 == 0 && parts >= 4 ? (int)parts : 0;
     return b;
+}
+
+/* Floats of one band of the padded input: C planes of band + k - 1 rows of Wp. */
+static size_t bw_band_floats(const ssd_conv2d_t *g, const bw_plan_t *b)
+{
+    return round_up((size_t)g->C * (b->band + g->k - 1) * b->Wp + SLACK, BW_ALIGN);
 }
 
 static size_t bw_scratch_floats(const ssd_conv2d_t *g)
 {
     const bw_plan_t b = bw_plan(g);
+    const size_t taps = (size_t)g->C * g->k * g->k;
+    const size_t offs = (taps + 1) * (sizeof(size_t) / sizeof(float)); /* (+1: alignment) */
+    if (b.parts) /* partial dw (floats) and db (doubles) per range, band buffers, offsets */
+        return round_up((size_t)b.parts * g->O * (taps + 2) + 2, BW_ALIGN) +
+               (size_t)ssd_get_num_threads() * bw_band_floats(g, &b) + offs;
     const size_t xp = round_up((size_t)b.G * g->C * b.Hp * b.Wp + SLACK, BW_ALIGN);
     const size_t dq = round_up((size_t)b.G * g->O * b.Qv + SLACK, BW_ALIGN);
-    const size_t taps = (size_t)g->C * g->k * g->k;
-    return xp + dq + (taps + 1) * (sizeof(size_t) / sizeof(float)); /* (+1: alignment) */
+    return xp + dq + offs;
 }
 
 /* Taps per backward-weight tile: 6 with AVX-512 (ssd__bw_tile6, 24 accumulators), else 3
@@ -742,7 +768,8 @@ static size_t bw_scratch_floats(const ssd_conv2d_t *g)
 #define BW_TAPS 3
 #endif
 
-/* What the tap tiles of one chunk need: the taps' offsets in a padded image, and dw. */
+/* What the tap tiles of one chunk need: the taps' offsets in the padded input, and where
+ * their sums go (dw, or a partial dw). */
 typedef struct {
     int K, O;
     const size_t *xoff; /* K offsets */
@@ -773,13 +800,106 @@ static void bw_tiles(const bw_taps_t *bt, int o0, int tt0, int tt1, const float 
     }
 }
 
+/* Band mode of backward_weight_flat: a task takes one of b->parts fixed ranges of the
+ * batch's (image, band) units and, band by band, copies the band's rows of the padded input
+ * into its thread's buffer and runs every tile of dw over the band (dy read where it is,
+ * each row one segment), into the range's own partial dw, and sums the band's dy into its
+ * partial db (in double, while those rows are in cache); the partials are then added in
+ * range order. A band's input and dy stay in the core's caches while all of dw's tiles
+ * read them, and the result depends on the shape only. */
+static void backward_weight_bands(const ssd_conv2d_t *g, const bw_plan_t *b, const float *x,
+                                  const float *dy, float *dw, float *db, float *scratch)
+{
+    const int C = g->C, O = g->O, k = g->k, kk = k * k, pad = g->pad;
+    const int H = g->H, W = g->W, OH = g->OH, OW = g->OW, Wp = b->Wp;
+    const int K = C * kk, TT = (K + BW_TAPS - 1) / BW_TAPS;
+    const int rows = b->band + k - 1;          /* padded input rows of a band */
+    const size_t plane = (size_t)rows * Wp;    /* one channel of the band buffer */
+    const size_t dwn = (size_t)O * K, units = (size_t)g->N * b->nband;
+    const size_t per = (units + b->parts - 1) / b->parts;
+    float *part = scratch;
+    float *bufs = part + round_up((size_t)b->parts * (dwn + 2 * (size_t)O) + 2, BW_ALIGN);
+    /* the partial db, after the partial dw: 8-byte aligned */
+    const uintptr_t pdb0 = (uintptr_t)(part + (size_t)b->parts * dwn);
+    double *pdb = (double *)((pdb0 + sizeof(double) - 1) / sizeof(double) * sizeof(double));
+    const size_t bf = bw_band_floats(g, b);
+    const uintptr_t after = (uintptr_t)(bufs + (size_t)ssd_get_num_threads() * bf);
+    size_t *xoff = (size_t *)((after + sizeof(size_t) - 1) / sizeof(size_t) * sizeof(size_t));
+    for (int t = 0; t < K; ++t) xoff[t] = (size_t)(t / kk) * plane + (size_t)(t % kk / k) * Wp + t % k;
+
+#pragma omp parallel num_threads(ssd_get_num_threads())
+    {
+        float *xb = bufs + (size_t)omp_get_thread_num() * bf;
+#pragma omp for schedule(dynamic, 1)
+        for (int pi = 0; pi < b->parts; ++pi) {
+            float *pd = part + (size_t)pi * dwn;
+            double *pb = pdb + (size_t)pi * O;
+            memset(pd, 0, dwn * sizeof(float));
+            for (int o = 0; o < O; ++o) pb[o] = 0.0;
+            const bw_taps_t bt = {K, O, xoff, pd};
+            const size_t u1 = (size_t)(pi + 1) * per < units ? (size_t)(pi + 1) * per : units;
+            for (size_t u = (size_t)pi * per; u < u1; ++u) {
+                const int n = (int)(u / b->nband), oh0 = (int)(u % b->nband) * b->band;
+                const int nr = imin(b->band, OH - oh0);
+                /* rows oh0 - pad .. of the input, zero outside it and in the padding columns */
+                for (int c = 0; c < C; ++c)
+                    for (int r = 0; r < nr + k - 1; ++r) {
+                        float *dst = xb + (size_t)c * plane + (size_t)r * Wp;
+                        const int h = oh0 - pad + r;
+                        if (h < 0 || h >= H) {
+                            memset(dst, 0, (size_t)Wp * sizeof(float));
+                            continue;
+                        }
+                        memset(dst, 0, (size_t)pad * sizeof(float));
+                        memcpy(dst + pad, x + (((size_t)n * C + c) * H + h) * W, (size_t)W * sizeof(float));
+                        memset(dst + pad + W, 0, (size_t)(Wp - pad - W) * sizeof(float));
+                    }
+                const float *dyn = dy + (size_t)n * O * OH * OW;
+                for (int o0 = 0; o0 < O; o0 += 4) {
+                    const float *d[4];
+                    for (int r = 0; r < 4; ++r)
+                        d[r] = dyn + ((size_t)imin(o0 + r, O - 1) * OH + oh0) * OW;
+                    bw_tiles(&bt, o0, 0, TT, d, xb, OW, nr, (size_t)OW, (size_t)Wp);
+                    if (db)
+                        for (int r = 0; r < 4 && o0 + r < O; ++r) {
+                            double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+                            for (size_t q = 0; q < (size_t)nr * OW; q += 8) /* (OW % 8 == 0) */
+                                for (int l = 0; l < 8; ++l) lane[l] += d[r][q + l];
+                            pb[o0 + r] += ((lane[0] + lane[1]) + (lane[2] + lane[3])) +
+                                          ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+                        }
+                }
+            }
+        }
+        /* partials added in range order */
+#pragma omp for schedule(static)
+        for (size_t i = 0; i < dwn; ++i) {
+            float sum = part[i];
+            for (int pi = 1; pi < b->parts; ++pi) sum += part[(size_t)pi * dwn + i];
+            dw[i] = sum;
+        }
+        if (db) {
+#pragma omp for schedule(static)
+            for (int o = 0; o < O; ++o) {
+                double sum = 0.0;
+                for (int pi = 0; pi < b->parts; ++pi) sum += pdb[(size_t)pi * O + o];
+                db[o] = (float)sum;
+            }
+        }
+    }
+}
+
 static void backward_weight_flat(const ssd_conv2d_t *g, const float *x, const float *dy,
                                  float *dw, float *db, float *scratch)
 {
-    const int C = g->C, O = g->O, k = g->k, kk = k * k, pad = g->pad;
-    const int OH = g->OH, OW = g->OW;
-    const int K = C * kk;
     const bw_plan_t b = bw_plan(g);
+    if (b.parts) {
+        backward_weight_bands(g, &b, x, dy, dw, db, scratch);
+        return;
+    }
+    const int C = g->C, O = g->O, k = g->k, kk = k * k, pad = g->pad;
+    const int OH = g->OH;
+    const int K = C * kk;
     const int Wp = b.Wp, Qv = b.Qv, G = b.G;
     const size_t HpWp = (size_t)b.Hp * b.Wp;
     const size_t xseg = (size_t)C * HpWp, dseg = (size_t)O * Qv;
@@ -796,12 +916,6 @@ static void backward_weight_flat(const ssd_conv2d_t *g, const float *x, const fl
      * a group of tap tiles and runs all pixel chunks of the image group for them, so no two
      * threads ever touch the same dw element and tasks can be scheduled dynamically. */
     const int O4 = (O + 3) / 4, TT = (K + BW_TAPS - 1) / BW_TAPS;
-    /* Maps of one image per group whose rows are whole 8-pixel steps are reduced in bands
-     * of rows read straight from dy (no copy of dy onto the padded grid): nearly equal
-     * bands of <= BW_QCHUNK pixels. */
-    const int bands = G == 1 && OW % 8 == 0;
-    const int nband = (OH * OW + BW_QCHUNK - 1) / BW_QCHUNK;
-    const int band = (OH + nband - 1) / nband;
 
 #pragma omp parallel num_threads(ssd_get_num_threads())
     {
@@ -815,10 +929,8 @@ static void backward_weight_flat(const ssd_conv2d_t *g, const float *x, const fl
         const int gmax = imin(G, g->N); /* images of the largest group actually used */
 #pragma omp for schedule(static)
         for (size_t i = 0; i < gmax * xseg + SLACK; ++i) xp[i] = 0.0f;
-        if (!bands) {
 #pragma omp for schedule(static)
-            for (size_t i = 0; i < gmax * dseg + SLACK; ++i) dq[i] = 0.0f;
-        }
+        for (size_t i = 0; i < gmax * dseg + SLACK; ++i) dq[i] = 0.0f;
 #pragma omp for schedule(static)
         for (size_t i = 0; i < (size_t)O * K; ++i) dw[i] = 0.0f;
         if (db) bias_grad(g, dy, db);
@@ -826,30 +938,11 @@ static void backward_weight_flat(const ssd_conv2d_t *g, const float *x, const fl
         for (int n0 = 0; n0 < g->N; n0 += G) {
             const int gc = imin(G, g->N - n0);
             pad_image(x + (size_t)n0 * C * g->H * g->W, gc * C, g->H, g->W, pad, b.Hp, Wp, xp);
-            if (bands) {
-                /* (implicit barrier: the image is in place) dy is read where it is, a band
-                 * of rows at a time: each row one segment of the tile */
-                const float *dyn = dy + (size_t)n0 * O * OH * OW;
-#pragma omp for schedule(dynamic, 1)
-                for (int task = 0; task < O4 * TG; ++task) {
-                    const int o0 = task / TG * 4;
-                    const int tt0 = task % TG * tpg, tt1 = imin(tt0 + tpg, TT);
-                    for (int oh0 = 0; oh0 < OH; oh0 += band) {
-                        const float *d[4];
-                        for (int r = 0; r < 4; ++r)
-                            d[r] = dyn + ((size_t)imin(o0 + r, O - 1) * OH + oh0) * OW;
-                        bw_tiles(&bt, o0, tt0, tt1, d, xp + (size_t)oh0 * Wp, OW,
-                                 imin(band, OH - oh0), (size_t)OW, (size_t)Wp);
-                    }
-                }
-                /* (implicit barrier: the padded image can be overwritten) */
-                continue;
-            }
 #pragma omp for schedule(static)
             for (int row = 0; row < gc * O * OH; ++row) {
                 const int img = row / (O * OH), o = row / OH % O, oh = row % OH;
                 memcpy(dq + img * dseg + (size_t)o * Qv + (size_t)oh * Wp,
-                       dy + ((size_t)n0 * O * OH + row) * OW, (size_t)OW * sizeof(float));
+                       dy + ((size_t)n0 * O * OH + row) * g->OW, (size_t)g->OW * sizeof(float));
             }
             /* (implicit barrier: the group is in place) */
 
