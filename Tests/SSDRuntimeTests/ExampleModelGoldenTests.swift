@@ -83,4 +83,25 @@ final class ExampleModelGoldenTests: XCTestCase {
                           switchSafe: margin >= 2e-6)
         }
     }
+
+    /// Examples/tinyssd-small-objects, the model of docs/TRAINING.md's runs with a 0.1 anchor:
+    /// the chapter's TinySSD but for the 32x32 scale, whose predictors serve 5 anchors per pixel
+    /// (a square of size 0.1 after the chapter's 0.2 and 0.272), so 6468 anchors in all.
+    func testSmallObjectTinySSDAddsASquareAnchorOfSize01OnTheFinestScale() throws {
+        let m = try ModelResolver.resolve(Fixtures.packageRoot + "/Examples/tinyssd-small-objects/model.swift", numClasses: 1)
+        let dims = Dictionary(uniqueKeysWithValues: m.graph.parameters.map { ($0.info.name, $0.node.type.dims) })
+        XCTAssertEqual(dims["cls_0.weight"], [10, 64, 3, 3])
+        XCTAssertEqual(dims["bbox_0.weight"], [20, 64, 3, 3])
+        XCTAssertEqual(dims["cls_1.weight"], [8, 128, 3, 3])
+        XCTAssertEqual(dims["blk_0.0.0.weight"], [16, 3, 3, 3])
+        let s = ModelSession(library: m.library)
+        let out = try s.run("infer", inputs: ["X": HostTensor(floats: Array(repeating: 0, count: 3 * 256 * 256), shape: [1, 3, 256, 256])])
+        let anchors = try XCTUnwrap(out["anchors"]).floats
+        XCTAssertEqual(anchors.count, 6468 * 4)
+        // pixel (0, 0) of the 32x32 map: its third anchor is the square of size 0.1 at (1/64, 1/64)
+        let c: Float = 0.5 / 32
+        for (got, want) in zip(anchors[8..<12], [c - 0.05, c - 0.05, c + 0.05, c + 0.05]) {
+            XCTAssertEqual(got, want, accuracy: 1e-6)
+        }
+    }
 }
