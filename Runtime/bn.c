@@ -8,7 +8,8 @@
  *
  * All four functions are memory-bound (the largest activation is 134 MB at batch 32), so
  * each makes the minimum number of passes (stats: 1 read; apply: 1 read + 1 write;
- * backward: 2 reads of x, y, dy + 1 write) and, for tensors larger than the last-level
+ * backward: 2 reads of x, y, dy + 1 write; ssd_bn_relu_backward recomputes the ReLU mask
+ * from x, so 2 reads of x and dy + 1 write) and, for tensors larger than the last-level
  * cache, writes its output with non-temporal stores (no read-for-ownership of the
  * destination: ~1.5x faster on this machine). The elementwise passes use per-channel
  * float coefficients (y = x * scale + shift with one FMA, like PyTorch's CPU kernel); the
@@ -148,14 +149,40 @@ void ssd_bn_update_running(int C, const float *mean, const float *var, int64_t c
     }
 }
 
-/* Masked dy: dy where y > 0 (y == NULL: no mask). NaN in y masks to 0. */
-static inline float masked(const float *y, const float *dy, int i)
+/* The ReLU mask of a backward: from the ReLU's output y (y > 0), or, with y == NULL and
+ * relu set, recomputed from the BN input as ssd_bn_apply formed y: fma(x, scale, shift) > 0
+ * (the same bits, so the same mask); neither: no mask. NaN masks to 0. */
+typedef struct {
+    const float *y;
+    int relu;
+    float scale, shift;
+} bn_mask_t;
+
+/* Masked dy at i. */
+static inline float masked(const bn_mask_t *m, const float *x, const float *dy, int i)
 {
-    return (y && !(y[i] > 0.0f)) ? 0.0f : dy[i];
+    if (m->y) return !(m->y[i] > 0.0f) ? 0.0f : dy[i];
+    if (m->relu) return !(fmaf(x[i], m->scale, m->shift) > 0.0f) ? 0.0f : dy[i];
+    return dy[i];
 }
 
+#ifdef SSD_BN_AVX2
+/* The same for the 8 floats at i. */
+static inline __m256 masked8(const bn_mask_t *m, const float *x, const float *dy, int i)
+{
+    const __m256 d = _mm256_loadu_ps(dy + i), z = _mm256_setzero_ps();
+    if (m->y) return _mm256_and_ps(d, _mm256_cmp_ps(_mm256_loadu_ps(m->y + i), z, _CMP_GT_OQ));
+    if (m->relu) {
+        const __m256 t = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_set1_ps(m->scale),
+                                         _mm256_set1_ps(m->shift));
+        return _mm256_and_ps(d, _mm256_cmp_ps(t, z, _CMP_GT_OQ));
+    }
+    return d;
+}
+#endif
+
 /* sd[l] += dy', sx[l] += dy' * (x - mean) over one plane, in double. */
-static void backward_sums_plane(const float *x, const float *y, const float *dy, int n,
+static void backward_sums_plane(const float *x, const bn_mask_t *mk, const float *dy, int n,
                                 double mean, double sd[8], double sx[8])
 {
     int i = 0;
@@ -163,10 +190,8 @@ static void backward_sums_plane(const float *x, const float *y, const float *dy,
     __m256d d0 = _mm256_loadu_pd(sd), d1 = _mm256_loadu_pd(sd + 4);
     __m256d x0 = _mm256_loadu_pd(sx), x1 = _mm256_loadu_pd(sx + 4);
     const __m256d vm = _mm256_set1_pd(mean);
-    const __m256 z = _mm256_setzero_ps();
     for (; i + 8 <= n; i += 8) {
-        __m256 d = _mm256_loadu_ps(dy + i);
-        if (y) d = _mm256_and_ps(d, _mm256_cmp_ps(_mm256_loadu_ps(y + i), z, _CMP_GT_OQ));
+        const __m256 d = masked8(mk, x, dy, i);
         const __m256 v = _mm256_loadu_ps(x + i);
         const __m256d da = lo_pd(d), db = hi_pd(d);
         d0 = _mm256_add_pd(d0, da);
@@ -180,26 +205,25 @@ static void backward_sums_plane(const float *x, const float *y, const float *dy,
     _mm256_storeu_pd(sx + 4, x1);
 #endif
     for (; i < n; ++i) {
-        const double d = masked(y, dy, i);
+        const double d = masked(mk, x, dy, i);
         sd[i & 7] += d;
         sx[i & 7] = fma(d, (double)x[i] - mean, sx[i & 7]);
     }
 }
 
 /* dx = a*dy' - b - s*(x - mean) over one plane. */
-static void backward_dx_plane(const float *x, const float *y, const float *dy, float *dx, int n,
-                              float mean, float a, float b, float s, int stream)
+static void backward_dx_plane(const float *x, const bn_mask_t *mk, const float *dy, float *dx,
+                              int n, float mean, float a, float b, float s, int stream)
 {
     int i = 0;
 #ifdef SSD_BN_AVX2
     if (stream)
         for (; i < n && ((uintptr_t)(dx + i) & 31) != 0; ++i)
-            dx[i] = fmaf(-s, x[i] - mean, fmaf(a, masked(y, dy, i), -b));
+            dx[i] = fmaf(-s, x[i] - mean, fmaf(a, masked(mk, x, dy, i), -b));
     const __m256 va = _mm256_set1_ps(a), vb = _mm256_set1_ps(b), vs = _mm256_set1_ps(s);
-    const __m256 vm = _mm256_set1_ps(mean), z = _mm256_setzero_ps();
+    const __m256 vm = _mm256_set1_ps(mean);
     for (; i + 8 <= n; i += 8) {
-        __m256 d = _mm256_loadu_ps(dy + i);
-        if (y) d = _mm256_and_ps(d, _mm256_cmp_ps(_mm256_loadu_ps(y + i), z, _CMP_GT_OQ));
+        const __m256 d = masked8(mk, x, dy, i);
         __m256 t = _mm256_fmsub_ps(va, d, vb);
         t = _mm256_fnmadd_ps(vs, _mm256_sub_ps(_mm256_loadu_ps(x + i), vm), t);
         if (stream) _mm256_stream_ps(dx + i, t);
@@ -208,12 +232,44 @@ static void backward_dx_plane(const float *x, const float *y, const float *dy, f
 #else
     (void)stream;
 #endif
-    for (; i < n; ++i) dx[i] = fmaf(-s, x[i] - mean, fmaf(a, masked(y, dy, i), -b));
+    for (; i < n; ++i) dx[i] = fmaf(-s, x[i] - mean, fmaf(a, masked(mk, x, dy, i), -b));
 }
+
+/* The mask of channel c: from y, or (beta given) recomputed with ssd_bn_apply's coefficients. */
+static bn_mask_t mask_of(int c, const float *y, const float *mean, const float *var,
+                         const float *gamma, const float *beta, float eps)
+{
+    bn_mask_t m = {y, 0, 0.0f, 0.0f};
+    if (!y && beta) {
+        const double inv = 1.0 / sqrt((double)var[c] + (double)eps);
+        m.relu = 1;
+        m.scale = (float)((double)gamma[c] * inv);
+        m.shift = (float)((double)beta[c] - (double)mean[c] * m.scale);
+    }
+    return m;
+}
+
+static void bn_backward(int N, int C, int HW, const float *x, const float *mean, const float *var,
+                        const float *gamma, const float *beta, float eps, const float *y,
+                        const float *dy, float *dx, float *dgamma, float *dbeta);
 
 void ssd_bn_backward(int N, int C, int HW, const float *x, const float *mean, const float *var,
                      const float *gamma, float eps, const float *y, const float *dy,
                      float *dx, float *dgamma, float *dbeta)
+{
+    bn_backward(N, C, HW, x, mean, var, gamma, NULL, eps, y, dy, dx, dgamma, dbeta);
+}
+
+void ssd_bn_relu_backward(int N, int C, int HW, const float *x, const float *mean,
+                          const float *var, const float *gamma, const float *beta, float eps,
+                          const float *dy, float *dx, float *dgamma, float *dbeta)
+{
+    bn_backward(N, C, HW, x, mean, var, gamma, beta, eps, NULL, dy, dx, dgamma, dbeta);
+}
+
+static void bn_backward(int N, int C, int HW, const float *x, const float *mean, const float *var,
+                        const float *gamma, const float *beta, float eps, const float *y,
+                        const float *dy, float *dx, float *dgamma, float *dbeta)
 {
     const int stream = (size_t)N * C * HW * sizeof(float) >= STREAM_BYTES;
     double sums[2 * C]; /* sum of dy', then of dy' * (x - mean), per channel */
@@ -222,7 +278,8 @@ void ssd_bn_backward(int N, int C, int HW, const float *x, const float *mean, co
         double sd[8] = {0, 0, 0, 0, 0, 0, 0, 0}, sx[8] = {0, 0, 0, 0, 0, 0, 0, 0};
         for (int n = 0; n < N; ++n) {
             const size_t off = ((size_t)n * C + c) * HW;
-            backward_sums_plane(x + off, y ? y + off : NULL, dy + off, HW, mean[c], sd, sx);
+            const bn_mask_t mk = mask_of(c, y ? y + off : NULL, mean, var, gamma, beta, eps);
+            backward_sums_plane(x + off, &mk, dy + off, HW, mean[c], sd, sx);
         }
         sums[c] = lanes_sum(sd);
         sums[C + c] = lanes_sum(sx);
@@ -245,8 +302,8 @@ void ssd_bn_backward(int N, int C, int HW, const float *x, const float *mean, co
             const float s = count > 0 ? (float)(ad * dg * inv / count) : 0.0f;
             for (int n = 0; n < N; ++n) {
                 const size_t off = ((size_t)n * C + c) * HW;
-                backward_dx_plane(x + off, y ? y + off : NULL, dy + off, dx + off, HW, mean[c],
-                                  a, b, s, stream);
+                const bn_mask_t mk = mask_of(c, y ? y + off : NULL, mean, var, gamma, beta, eps);
+                backward_dx_plane(x + off, &mk, dy + off, dx + off, HW, mean[c], a, b, s, stream);
             }
         }
 #ifdef SSD_BN_AVX2

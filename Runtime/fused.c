@@ -330,7 +330,7 @@ static void dx_seg(const float *x, float *g, float *dx, size_t i0, int n, float 
  * and each row recomputes its pair's segment (the row order of the sums is kept). */
 static void plane_pass(int H, int W, const float *x, const float *y, const float *dp,
                        double mean, double sd[8], double sx[8], float *dx, float fm, float a,
-                       float b, float s, int stream, float *g)
+                       float b, float s, int stream, float *g, const float *coef, float *yb)
 {
     const int OW = W / 2;
     float *g1 = g + ROWBUF;
@@ -343,8 +343,17 @@ static void plane_pass(int H, int W, const float *x, const float *y, const float
                 memset(g, 0, (size_t)n * sizeof(float));
                 gr = g;
             } else if (par == 0 || W > ROWBUF) {
-                const float *y0 = y + (size_t)(2 * oh) * W;
-                grad_pair(y0 + j0, y0 + W + j0, dp + (size_t)oh * OW + j0 / 2, 0, n, g, g1);
+                if (y) {
+                    const float *y0 = y + (size_t)(2 * oh) * W;
+                    grad_pair(y0 + j0, y0 + W + j0, dp + (size_t)oh * OW + j0 / 2, 0, n, g, g1);
+                } else { /* y recomputed from x as the forward formed it */
+                    const float *x0 = x + (size_t)(2 * oh) * W + j0;
+                    for (int j = 0; j < n; ++j) {
+                        yb[j] = relu1(fmaf(x0[j], coef[0], coef[1]));
+                        yb[ROWBUF + j] = relu1(fmaf(x0[W + j], coef[0], coef[1]));
+                    }
+                    grad_pair(yb, yb + ROWBUF, dp + (size_t)oh * OW + j0 / 2, 0, n, g, g1);
+                }
             } /* else: the second row of the pair is already in g1 */
             const size_t i0 = (size_t)h * W + j0;
             if (dx) dx_seg(x, gr, dx, i0, n, fm, a, b, s, stream);
@@ -353,10 +362,44 @@ static void plane_pass(int H, int W, const float *x, const float *y, const float
     }
 }
 
+static void maxpool2_bn_relu_backward(int N, int C, int H, int W, const float *x,
+                                      const float *mean, const float *var, const float *gamma,
+                                      const float *beta, float eps, const float *y,
+                                      const float *dpooled, float *dx, float *dgamma,
+                                      float *dbeta);
+
 void ssd_maxpool2_bn_relu_backward(int N, int C, int H, int W, const float *x,
                                    const float *mean, const float *var, const float *gamma,
                                    float eps, const float *y, const float *dpooled, float *dx,
                                    float *dgamma, float *dbeta)
+{
+    maxpool2_bn_relu_backward(N, C, H, W, x, mean, var, gamma, NULL, eps, y, dpooled, dx,
+                              dgamma, dbeta);
+}
+
+void ssd_maxpool2_bn_relu_backward_x(int N, int C, int H, int W, const float *x,
+                                     const float *mean, const float *var, const float *gamma,
+                                     const float *beta, float eps, const float *dpooled,
+                                     float *dx, float *dgamma, float *dbeta)
+{
+    maxpool2_bn_relu_backward(N, C, H, W, x, mean, var, gamma, beta, eps, NULL, dpooled, dx,
+                              dgamma, dbeta);
+}
+
+/* The coefficients of ssd_bn_apply for channel c (y = relu(fma(x, scale, shift))). */
+static void coef_of(int c, const float *mean, const float *var, const float *gamma,
+                    const float *beta, float eps, float coef[2])
+{
+    const double inv = 1.0 / sqrt((double)var[c] + (double)eps);
+    coef[0] = (float)((double)gamma[c] * inv);
+    coef[1] = (float)((double)beta[c] - (double)mean[c] * coef[0]);
+}
+
+static void maxpool2_bn_relu_backward(int N, int C, int H, int W, const float *x,
+                                      const float *mean, const float *var, const float *gamma,
+                                      const float *beta, float eps, const float *y,
+                                      const float *dpooled, float *dx, float *dgamma,
+                                      float *dbeta)
 {
     const size_t HW = (size_t)H * W, OHOW = (size_t)(H / 2) * (W / 2);
     const int stream = (size_t)N * C * HW * sizeof(float) >= STREAM_BYTES;
@@ -364,13 +407,16 @@ void ssd_maxpool2_bn_relu_backward(int N, int C, int H, int W, const float *x,
 #pragma omp parallel num_threads(ssd_get_num_threads())
     {
         float g[2 * ROWBUF + 16] __attribute__((aligned(64))); /* + over-read */
+        float yb[2 * ROWBUF + 16] __attribute__((aligned(64))); /* y recomputed (y == NULL) */
 #pragma omp for schedule(static)
         for (int c = 0; c < C; ++c) {
             double sd[8] = {0, 0, 0, 0, 0, 0, 0, 0}, sx[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            float coef[2] = {0, 0};
+            if (!y) coef_of(c, mean, var, gamma, beta, eps, coef);
             for (int n = 0; n < N; ++n) {
                 const size_t off = ((size_t)n * C + c) * HW;
-                plane_pass(H, W, x + off, y + off, dpooled + ((size_t)n * C + c) * OHOW,
-                           mean[c], sd, sx, NULL, 0, 0, 0, 0, 0, g);
+                plane_pass(H, W, x + off, y ? y + off : NULL, dpooled + ((size_t)n * C + c) * OHOW,
+                           mean[c], sd, sx, NULL, 0, 0, 0, 0, 0, g, coef, yb);
             }
             /* from here on exactly ssd_bn_backward */
             sums[c] = ((sd[0] + sd[1]) + (sd[2] + sd[3])) + ((sd[4] + sd[5]) + (sd[6] + sd[7]));
@@ -384,8 +430,11 @@ void ssd_maxpool2_bn_relu_backward(int N, int C, int H, int W, const float *x,
 #pragma omp parallel num_threads(ssd_get_num_threads())
     {
         float g[2 * ROWBUF + 16] __attribute__((aligned(64))); /* + over-read */
+        float yb[2 * ROWBUF + 16] __attribute__((aligned(64))); /* y recomputed (y == NULL) */
 #pragma omp for schedule(static)
         for (int c = 0; c < C; ++c) {
+            float coef[2] = {0, 0};
+            if (!y) coef_of(c, mean, var, gamma, beta, eps, coef);
             const double inv = 1.0 / sqrt((double)var[c] + (double)eps);
             const double db = sums[c], dg = sums[C + c] * inv;
             const double ad = (double)gamma[c] * inv;
@@ -394,8 +443,8 @@ void ssd_maxpool2_bn_relu_backward(int N, int C, int H, int W, const float *x,
             const float s = count > 0 ? (float)(ad * dg * inv / count) : 0.0f;
             for (int n = 0; n < N; ++n) {
                 const size_t off = ((size_t)n * C + c) * HW;
-                plane_pass(H, W, x + off, y + off, dpooled + ((size_t)n * C + c) * OHOW, 0,
-                           NULL, NULL, dx + off, mean[c], a, b, s, stream, g);
+                plane_pass(H, W, x + off, y ? y + off : NULL, dpooled + ((size_t)n * C + c) * OHOW,
+                           0, NULL, NULL, dx + off, mean[c], a, b, s, stream, g, coef, yb);
             }
         }
 #ifdef SSD_FUSED_AVX2

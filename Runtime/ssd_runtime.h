@@ -154,6 +154,13 @@ void ssd_bn_backward(int N, int C, int HW, const float *x, const float *mean, co
                      const float *gamma, float eps, const float *y, const float *dy,
                      float *dx, float *dgamma, float *dbeta);
 
+/* The same through the ReLU, without reading its output: the mask y > 0 is recomputed from
+ * x with the coefficients ssd_bn_apply and ssd_bn_apply_relu_maxpool2 use (so the same bits
+ * as ssd_bn_backward(..., y, ...) with their y; one tensor fewer read, twice). */
+void ssd_bn_relu_backward(int N, int C, int HW, const float *x, const float *mean,
+                          const float *var, const float *gamma, const float *beta, float eps,
+                          const float *dy, float *dx, float *dgamma, float *dbeta);
+
 /* ---- pooling -------------------------------------------------------------------------- */
 
 /* 2x2 max pool, stride 2 (H, W even or odd; the last odd row/column is dropped, as
@@ -254,6 +261,14 @@ void ssd_maxpool2_bn_relu_backward(int N, int C, int H, int W, const float *x,
                                    const float *mean, const float *var, const float *gamma,
                                    float eps, const float *y, const float *dpooled, float *dx,
                                    float *dgamma, float *dbeta);
+
+/* The same without reading y: each pair of its rows is recomputed from x with the
+ * coefficients ssd_bn_apply_relu_maxpool2 formed it with (beta is BN's shift), so the same
+ * bits, and one tensor fewer read, twice. */
+void ssd_maxpool2_bn_relu_backward_x(int N, int C, int H, int W, const float *x,
+                                     const float *mean, const float *var, const float *gamma,
+                                     const float *beta, float eps, const float *dpooled,
+                                     float *dx, float *dgamma, float *dbeta);
 
 /* ---- the SSD-family op vocabulary (conv_general.c, dwconv.c, pool_general.c, activation.c,
  * resize.c, l2norm.c, eltwise.c) ---------------------------------------------------------------

@@ -120,10 +120,33 @@ static void test_pool_bn_backward(int N, int C, int H, int W, int ties)
         ssd_maxpool2_bn_relu_backward(N, C, H, W, x, mean, var, gamma, eps, y, dp, dx, dg, db);
         ok[t - 1] = same(dx, dxr, n) && same(dg, dgr, C) && same(db, dbr, C);
     }
+    /* y recomputed from x (the forward's own y, from the fused forward, is the same) */
+    int okx = 1;
+    {
+        float *p = falloc(m), *yf = falloc(n);
+        ssd_bn_apply_relu_maxpool2(N, C, H, W, x, mean, var, gamma, beta, eps, yf, p);
+        okx = same(yf, y, n);
+        for (int t = 1; t <= 2; ++t) {
+            ssd_set_num_threads(t);
+            fill_nan(dx, n);
+            fill_nan(dg, C);
+            fill_nan(db, C);
+            ssd_maxpool2_bn_relu_backward_x(N, C, H, W, x, mean, var, gamma, beta, eps, dp, dx, dg, db);
+            okx = okx && same(dx, dxr, n) && same(dg, dgr, C) && same(db, dbr, C);
+        }
+        /* ssd_bn_relu_backward: the plain ReLU + BN backward without y */
+        float *dxb = falloc(n), *dgb = falloc(C), *dbb = falloc(C);
+        ssd_bn_relu_backward(N, C, H * W, x, mean, var, gamma, beta, eps, dy, dxb, dgb, dbb);
+        okx = okx && same(dxb, dxr, n) && same(dgb, dgr, C) && same(dbb, dbr, C);
+        free(p); free(yf); free(dxb); free(dgb); free(dbb);
+    }
     ssd_set_num_threads(saved);
     report(ok[0] && ok[1],
            "maxpool2_bn_relu_backward %dx%dx%dx%d%s: bitwise == maxpool2_backward+bn_backward "
            "(1 and 2 threads)", N, C, H, W, ties ? " ties" : "");
+    report(okx,
+           "maxpool2_bn_relu_backward_x and bn_relu_backward %dx%dx%dx%d%s (y recomputed from x): "
+           "bitwise == with y", N, C, H, W, ties ? " ties" : "");
     free(x); free(dp); free(mean); free(var); free(gamma); free(beta);
     free(y); free(dy); free(dxr); free(dx); free(dgr); free(dbr); free(dg); free(db);
 }

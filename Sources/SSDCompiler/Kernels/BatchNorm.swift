@@ -59,35 +59,40 @@ public struct BatchNormEval: KernelFamily {
     }
 }
 
-/// Training-mode BN backward, through the ReLU that followed it when `y` is set.
+/// Training-mode BN backward, through the ReLU that followed it when `reluBeta` (BN's beta)
+/// is set: the runtime recomputes the ReLU's mask from x with beta, as the forward formed
+/// its output, so that output is not read (nor kept for the backward).
 public struct BatchNormBackward: KernelFamily {
-    public var x: Int, mean: Int, variance: Int, gamma: Int, y: Int?, dy: Int, dx: Int, dGamma: Int, dBeta: Int
+    public var x: Int, mean: Int, variance: Int, gamma: Int, reluBeta: Int?, dy: Int, dx: Int, dGamma: Int, dBeta: Int
     public var c: Int, hw: Int, eps: Float
 
-    public var kernelName: String? { y == nil ? "batch_norm_backward" : "relu_batch_norm_backward" }
-    public var reads: [Int] { [x, mean, variance, gamma, dy] + (y.map { [$0] } ?? []) }
+    public var kernelName: String? { reluBeta == nil ? "batch_norm_backward" : "relu_batch_norm_backward" }
+    public var reads: [Int] { [x, mean, variance, gamma, dy] + (reluBeta.map { [$0] } ?? []) }
     public var writes: [Int] { [dx, dGamma, dBeta] }
 
     public func body(_ ctx: KernelContext) -> [String] {
         let P = ctx.pointer
-        return ["/* --sync-bn: the sums of dy and dy * x-hat are summed over the ranks inside (ssd_bn_sync_sums) */",
-                "ssd_bn_backward((int)N, \(c), \(hw), \(P(x)), \(P(mean)), \(P(variance)), \(P(gamma)), \(CText.float(eps)), \(CText.optional(y, P)), \(P(dy)), \(P(dx)), \(P(dGamma)), \(P(dBeta)));"]
+        let call = reluBeta.map {
+            "ssd_bn_relu_backward((int)N, \(c), \(hw), \(P(x)), \(P(mean)), \(P(variance)), \(P(gamma)), \(P($0)), \(CText.float(eps)), \(P(dy)), \(P(dx)), \(P(dGamma)), \(P(dBeta)));"
+        } ?? "ssd_bn_backward((int)N, \(c), \(hw), \(P(x)), \(P(mean)), \(P(variance)), \(P(gamma)), \(CText.float(eps)), NULL, \(P(dy)), \(P(dx)), \(P(dGamma)), \(P(dBeta)));"
+        return ["/* --sync-bn: the sums of dy and dy * x-hat are summed over the ranks inside (ssd_bn_sync_sums) */", call]
     }
 }
 
 /// Backward of BN (batch statistics) -> ReLU -> 2x2 max pool in one pass: the gradient of
-/// the ReLU output is never written.
+/// the ReLU output is never written, and that output is recomputed from x with BN's beta
+/// (as the forward formed it) rather than read.
 public struct MaxPool2dBatchNormBackward: KernelFamily {
-    public var x: Int, mean: Int, variance: Int, gamma: Int, y: Int, dPooled: Int, dx: Int, dGamma: Int, dBeta: Int
+    public var x: Int, mean: Int, variance: Int, gamma: Int, beta: Int, dPooled: Int, dx: Int, dGamma: Int, dBeta: Int
     public var c: Int, h: Int, w: Int, eps: Float
 
     public var kernelName: String? { "max_pool2d_relu_batch_norm_backward" }
-    public var reads: [Int] { [x, mean, variance, gamma, y, dPooled] }
+    public var reads: [Int] { [x, mean, variance, gamma, beta, dPooled] }
     public var writes: [Int] { [dx, dGamma, dBeta] }
 
     public func body(_ ctx: KernelContext) -> [String] {
         let P = ctx.pointer
         return ["/* --sync-bn: the sums of dy and dy * x-hat are summed over the ranks inside (ssd_bn_sync_sums) */",
-                "ssd_maxpool2_bn_relu_backward((int)N, \(c), \(h), \(w), \(P(x)), \(P(mean)), \(P(variance)), \(P(gamma)), \(CText.float(eps)), \(P(y)), \(P(dPooled)), \(P(dx)), \(P(dGamma)), \(P(dBeta)));"]
+                "ssd_maxpool2_bn_relu_backward_x((int)N, \(c), \(h), \(w), \(P(x)), \(P(mean)), \(P(variance)), \(P(gamma)), \(P(beta)), \(CText.float(eps)), \(P(dPooled)), \(P(dx)), \(P(dGamma)), \(P(dBeta)));"]
     }
 }

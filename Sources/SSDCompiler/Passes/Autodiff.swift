@@ -47,8 +47,8 @@ extension Lowering {
         var grads: [Int: Int] = [:]
         /// Nodes whose gradient was produced by a fused rule of a consumer (heads' chains).
         var handled: Set<Int> = []
-        /// BN nodes whose ReLU epilogue's mask is applied inside BN backward: bn -> y.
-        var reluMask: [Int: Int] = [:]
+        /// BN nodes whose ReLU epilogue's mask is applied inside BN backward (recomputed from x).
+        var reluMask: Set<Int> = []
         /// Buffers that are the gradient of more than one value (both inputs of an add get
         /// its output's gradient): never accumulated into in place.
         var shared: Set<Int> = []
@@ -189,12 +189,12 @@ extension Lowering {
 
         case .relu:
             let input = n.inputs[0]
-            let y = try materialized(n.id)
             if let producer = epilogueOf[n.id], case .batchNorm = graph[producer].op {
-                // Fused into BN backward as its mask.
-                bw.reluMask[producer] = y
+                // Fused into BN backward as its mask (recomputed there from BN's input).
+                bw.reluMask.insert(producer)
                 contribute(producer, dy, &bw, from: n.id)
             } else {
+                let y = try materialized(n.id)
                 let dx = newBuffer("grad." + valueName(input), graph[input].type, region: .batched)
                 addKernel(.elementwise, [n.id], Relu(x: y, y: dx, count: n.type.elementCount, dy: dy))
                 contribute(input, dx, &bw, from: n.id)
@@ -232,9 +232,10 @@ extension Lowering {
             }
             let x = n.inputs[0]
             let dx = newBuffer("grad." + valueName(x), graph[x].type, region: .batched)
-            addKernel(.outElementwiseFusable, [n.id] + (bw.reluMask[n.id] != nil ? epilogueOf.filter { $0.value == n.id }.map(\.key) : []),
+            addKernel(.outElementwiseFusable, [n.id] + (bw.reluMask.contains(n.id) ? epilogueOf.filter { $0.value == n.id }.map(\.key) : []),
                       BatchNormBackward(x: try materialized(x), mean: stats.mean, variance: stats.variance,
-                                        gamma: try materialized(n.inputs[1]), y: bw.reluMask[n.id], dy: dy, dx: dx,
+                                        gamma: try materialized(n.inputs[1]),
+                                        reluBeta: bw.reluMask.contains(n.id) ? try materialized(n.inputs[2]) : nil, dy: dy, dx: dx,
                                         dGamma: gradientBuffer(ofParameter: n.inputs[1]), dBeta: gradientBuffer(ofParameter: n.inputs[2]),
                                         c: n.type.dims[0], hw: n.type.dims[1] * n.type.dims[2], eps: eps))
             if needsGradient(x) { contribute(x, dx, &bw, from: n.id) }
@@ -247,7 +248,7 @@ extension Lowering {
             let dx = newBuffer("grad." + valueName(bx), xt, region: .batched)
             addKernel(.outElementwiseFusable, [n.id, relu, bn], MaxPool2dBatchNormBackward(
                 x: try materialized(bx), mean: stats.mean, variance: stats.variance, gamma: try materialized(graph[bn].inputs[1]),
-                y: try materialized(relu), dPooled: dy, dx: dx, dGamma: gradientBuffer(ofParameter: graph[bn].inputs[1]),
+                beta: try materialized(graph[bn].inputs[2]), dPooled: dy, dx: dx, dGamma: gradientBuffer(ofParameter: graph[bn].inputs[1]),
                 dBeta: gradientBuffer(ofParameter: graph[bn].inputs[2]), c: xt.dims[0], h: xt.dims[1], w: xt.dims[2], eps: eps))
             bw.handled.formUnion([relu, bn])
             if needsGradient(bx) { contribute(bx, dx, &bw, from: n.id) }

@@ -227,9 +227,9 @@ public struct Lowering {
                         views[pool] = View(buffer: pooled!, sourceDims: graph[pool].type.dims, perm: nil, nodes: [])
                         nodes.append(pool)
                     }
-                    // The full-size output is needed by a train step's backward, or by a consumer
-                    // other than the fused pool.
-                    let keepFull = pooled == nil || updateRunningStats
+                    // The full-size output is needed only by a consumer other than the fused pool:
+                    // the train step's backward recomputes it from x (MaxPool2dBatchNormBackward).
+                    let keepFull = pooled == nil
                     addKernel(.outElementwiseFusable, nodes, BatchNormTrain(
                         x: ins[0], gamma: ins[1], beta: ins[2], mean: mean, variance: variance,
                         y: keepFull ? y : nil, pooled: pooled, c: c, h: n.type.dims[1], w: n.type.dims[2], eps: eps, relu: epilogue,

@@ -295,13 +295,13 @@ int ssdc_infer(int64_t N, float *P, char *F, char *B, float *S) {
 
 /* k00_conv2d  [outElementwiseFusable]
  *   %3 conv2d {stride=1 padding=1} : f32[N,4,8,8]  blk_0.0  GoldenModel.swift:9
- *   reads  X B+5568*N, blk_0.0.weight P[0], blk_0.0.bias P[112]
+ *   reads  X B+4544*N, blk_0.0.weight P[0], blk_0.0.bias P[112]
  *   writes blk_0.0 B+0*N
  */
 static void train_step_k00_conv2d(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 3, 8, 8, 4, 3, 1, 1);
-    ssd_conv2d_forward(&g, ((float *)(B + (size_t)5568 * N)), (P + 0), (P + 112), ((float *)(B + (size_t)0 * N)), 0, S);
+    ssd_conv2d_forward(&g, ((float *)(B + (size_t)4544 * N)), (P + 0), (P + 112), ((float *)(B + (size_t)0 * N)), 0, S);
 }
 
 /* k01_batch_norm_relu_max_pool2d  [outElementwiseFusable]
@@ -309,24 +309,24 @@ static void train_step_k00_conv2d(int64_t N, float *restrict P, char *restrict F
  *   %10 relu : f32[N,4,8,8]  blk_0.2  GoldenModel.swift:11
  *   %11 max_pool2d : f32[N,4,4,4]  blk_0.3  GoldenModel.swift:12
  *   reads  blk_0.0 B+0*N, blk_0.1.weight P[128], blk_0.1.bias P[144], blk_0.1.running_mean P[160], blk_0.1.running_var P[176], blk_0.1.num_batches_tracked P[192]
- *   writes blk_0.1.batch_mean F+64, blk_0.1.batch_var F+128, blk_0.2 B+1024*N, blk_0.3 B+8384*N, blk_0.1.running_mean P[160], blk_0.1.running_var P[176], blk_0.1.num_batches_tracked P[192]
+ *   writes blk_0.1.batch_mean F+64, blk_0.1.batch_var F+128, blk_0.3 B+7360*N, blk_0.1.running_mean P[160], blk_0.1.running_var P[176], blk_0.1.num_batches_tracked P[192]
  */
 static void train_step_k01_batch_norm_relu_max_pool2d(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     ssd_bn_stats((int)N, 4, 64, ((float *)(B + (size_t)0 * N)), ((float *)(F + 64)), ((float *)(F + 128))); /* --sync-bn: sums over the ranks (ssd_bn_sync_sums) */
-    ssd_bn_apply_relu_maxpool2((int)N, 4, 8, 8, ((float *)(B + (size_t)0 * N)), ((float *)(F + 64)), ((float *)(F + 128)), (P + 128), (P + 144), 9.99999975e-06f, ((float *)(B + (size_t)1024 * N)), ((float *)(B + (size_t)8384 * N)));
+    ssd_bn_apply_relu_maxpool2((int)N, 4, 8, 8, ((float *)(B + (size_t)0 * N)), ((float *)(F + 64)), ((float *)(F + 128)), (P + 128), (P + 144), 9.99999975e-06f, NULL, ((float *)(B + (size_t)7360 * N)));
     ssd_bn_update_running(4, ((float *)(F + 64)), ((float *)(F + 128)), N * 64, 0.100000001f, (P + 160), (P + 176));
     (P + 192)[0] += 1.0f; /* num_batches_tracked */
 }
 
 /* k02_global_max_pool  [reduction]
  *   %12 global_max_pool : f32[N,4,1,1]  blk_1  GoldenModel.swift:18
- *   reads  blk_0.3 B+8384*N
- *   writes blk_1 B+2944*N
+ *   reads  blk_0.3 B+7360*N
+ *   writes blk_1 B+1920*N
  */
 static void train_step_k02_global_max_pool(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    ssd_global_maxpool_forward((int)N, 4, 16, ((float *)(B + (size_t)8384 * N)), ((float *)(B + (size_t)2944 * N)));
+    ssd_global_maxpool_forward((int)N, 4, 16, ((float *)(B + (size_t)7360 * N)), ((float *)(B + (size_t)1920 * N)));
 }
 
 /* k03_conv2d_pair_permute_reshape_concat  [outElementwiseFusable]
@@ -338,16 +338,16 @@ static void train_step_k02_global_max_pool(int64_t N, float *restrict P, char *r
  *   %22 permute {perm=[0, 2, 3, 1]} : f32[N,4,4,12]    GoldenModel.swift:23
  *   %23 reshape {dims=[-1]} : f32[N,192]    GoldenModel.swift:23
  *   %38 concat {axis=1} : f32[N,204]  bbox_preds  GoldenModel.swift:27
- *   reads  blk_0.3 B+8384*N, cls_0.weight P[208], cls_0.bias P[544], bbox_0.weight P[560], bbox_0.bias P[992]
- *   writes v36_concat B+7104*N, bbox_preds B+3072*N
+ *   reads  blk_0.3 B+7360*N, cls_0.weight P[208], cls_0.bias P[544], bbox_0.weight P[560], bbox_0.bias P[992]
+ *   writes v36_concat B+6080*N, bbox_preds B+2048*N
  */
 static void train_step_k03_conv2d_pair_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 21, 3, 1, 1);
     const ssd_conv2d_out_t into1 = { 153, 1, 9 }; /* in place in v36_concat */
     const ssd_conv2d_out_t into2 = { 204, 1, 12 }; /* in place in bbox_preds */
-    ssd_conv2d_forward_pair(&g, 9, ((float *)(B + (size_t)8384 * N)), (P + 208), (P + 544), ((float *)(B + (size_t)7104 * N)), &into1,
-                            (P + 560), (P + 992), ((float *)(B + (size_t)3072 * N)), &into2, S);
+    ssd_conv2d_forward_pair(&g, 9, ((float *)(B + (size_t)7360 * N)), (P + 208), (P + 544), ((float *)(B + (size_t)6080 * N)), &into1,
+                            (P + 560), (P + 992), ((float *)(B + (size_t)2048 * N)), &into2, S);
 }
 
 /* k04_conv2d_pair_permute_reshape_concat  [outElementwiseFusable]
@@ -359,38 +359,38 @@ static void train_step_k03_conv2d_pair_permute_reshape_concat(int64_t N, float *
  *   %33 permute {perm=[0, 2, 3, 1]} : f32[N,1,1,12]    GoldenModel.swift:23
  *   %34 reshape {dims=[-1]} : f32[N,12]    GoldenModel.swift:23
  *   %38 concat {axis=1} : f32[N,204]  bbox_preds  GoldenModel.swift:27
- *   reads  blk_1 B+2944*N, cls_1.weight P[1008], cls_1.bias P[1344], bbox_1.weight P[1360], bbox_1.bias P[1792]
- *   writes v36_concat B+7104*N, bbox_preds B+3072*N
+ *   reads  blk_1 B+1920*N, cls_1.weight P[1008], cls_1.bias P[1344], bbox_1.weight P[1360], bbox_1.bias P[1792]
+ *   writes v36_concat B+6080*N, bbox_preds B+2048*N
  */
 static void train_step_k04_conv2d_pair_permute_reshape_concat(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 21, 3, 1, 1);
     const ssd_conv2d_out_t into1 = { 153, 1, 9 }; /* in place in v36_concat */
     const ssd_conv2d_out_t into2 = { 204, 1, 12 }; /* in place in bbox_preds */
-    ssd_conv2d_forward_pair(&g, 9, ((float *)(B + (size_t)2944 * N)), (P + 1008), (P + 1344), ((float *)(B + (size_t)7104 * N)) + 144, &into1,
-                            (P + 1360), (P + 1792), ((float *)(B + (size_t)3072 * N)) + 192, &into2, S);
+    ssd_conv2d_forward_pair(&g, 9, ((float *)(B + (size_t)1920 * N)), (P + 1008), (P + 1344), ((float *)(B + (size_t)6080 * N)) + 144, &into1,
+                            (P + 1360), (P + 1792), ((float *)(B + (size_t)2048 * N)) + 192, &into2, S);
 }
 
 /* k05_multibox_target  [opaque]
  *   %35 concat {axis=1} : f32[1,51,4]  anchors  GoldenModel.swift:25
  *   reads  anchors c_anchors, Y Y (N x G rows)
- *   writes target.bbox_labels B+3904*N, target.bbox_masks B+4736*N, target.cls_labels B+8640*N
+ *   writes target.bbox_labels B+2880*N, target.bbox_masks B+3712*N, target.cls_labels B+7616*N
  */
 static void train_step_k05_multibox_target(int64_t N, int64_t G, const float *restrict Y, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    ssd_multibox_target((int)N, 51, (int)G, c_anchors, Y, 0.5f, ((float *)(B + (size_t)3904 * N)), ((float *)(B + (size_t)4736 * N)), ((float *)(B + (size_t)8640 * N)), S);
+    ssd_multibox_target((int)N, 51, (int)G, c_anchors, Y, 0.5f, ((float *)(B + (size_t)2880 * N)), ((float *)(B + (size_t)3712 * N)), ((float *)(B + (size_t)7616 * N)), S);
 }
 
 /* k06_multibox_loss  [opaque]
  *   %37 reshape {dims=[-1, 3]} : f32[N,51,3]  cls_preds  GoldenModel.swift:26
  *   %38 concat {axis=1} : f32[N,204]  bbox_preds  GoldenModel.swift:27
- *   reads  v36_concat B+7104*N, bbox_preds B+3072*N, target.cls_labels B+8640*N, target.bbox_labels B+3904*N, target.bbox_masks B+4736*N
- *   writes loss.per_example B+8896*N, grad.cls_preds B+7744*N, grad.bbox_preds B+2048*N, metrics F+0
+ *   reads  v36_concat B+6080*N, bbox_preds B+2048*N, target.cls_labels B+7616*N, target.bbox_labels B+2880*N, target.bbox_masks B+3712*N
+ *   writes loss.per_example B+7872*N, grad.cls_preds B+6720*N, grad.bbox_preds B+1024*N, metrics F+0
  */
 static void train_step_k06_multibox_loss(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     const ssd_loss_config_t cfg = { 0, 2.0f, 0.25f, 0, 1.0f, 1.0f, 1.0f, 0.0f };
-    ssd_multibox_loss(&cfg, (int)N, 51, 3, ((float *)(B + (size_t)7104 * N)), ((float *)(B + (size_t)3072 * N)), ((float *)(B + (size_t)8640 * N)), ((float *)(B + (size_t)3904 * N)), ((float *)(B + (size_t)4736 * N)), ((float *)(B + (size_t)8896 * N)), ((float *)(B + (size_t)7744 * N)), ((float *)(B + (size_t)2048 * N)), (double *)((float *)(F + 0)), S);
+    ssd_multibox_loss(&cfg, (int)N, 51, 3, ((float *)(B + (size_t)6080 * N)), ((float *)(B + (size_t)2048 * N)), ((float *)(B + (size_t)7616 * N)), ((float *)(B + (size_t)2880 * N)), ((float *)(B + (size_t)3712 * N)), ((float *)(B + (size_t)7872 * N)), ((float *)(B + (size_t)6720 * N)), ((float *)(B + (size_t)1024 * N)), (double *)((float *)(F + 0)), S);
 }
 
 /* k07_concat_permute_backward  [injective]
@@ -399,16 +399,16 @@ static void train_step_k06_multibox_loss(int64_t N, float *restrict P, char *res
  *   %22 permute {perm=[0, 2, 3, 1]} : f32[N,4,4,12]    GoldenModel.swift:23
  *   %34 reshape {dims=[-1]} : f32[N,12]    GoldenModel.swift:23
  *   %33 permute {perm=[0, 2, 3, 1]} : f32[N,1,1,12]    GoldenModel.swift:23
- *   reads  grad.bbox_preds B+2048*N
- *   writes grad.bbox_0 B+6336*N, grad.bbox_1 B+2880*N
+ *   reads  grad.bbox_preds B+1024*N
+ *   writes grad.bbox_0 B+5312*N, grad.bbox_1 B+1856*N
  */
 static void train_step_k07_concat_permute_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    const float *restrict x = ((float *)(B + (size_t)2048 * N));
+    const float *restrict x = ((float *)(B + (size_t)1024 * N));
     /* piece 0: rows of 192 at +0 of 204 -> grad.bbox_0 [12, 4, 4] un-permuted [1, 2, 0] */
     #pragma omp parallel for schedule(static)
     for (int64_t n = 0; n < N; n++) {
-        float *restrict g = ((float *)(B + (size_t)6336 * N)) + n * 192;
+        float *restrict g = ((float *)(B + (size_t)5312 * N)) + n * 192;
         const float *restrict xn = x + n * 204;
         int64_t lin = 0;
         for (int64_t i0 = 0; i0 < 4; i0++) {
@@ -423,7 +423,7 @@ static void train_step_k07_concat_permute_backward(int64_t N, float *restrict P,
     /* piece 1: rows of 12 at +192 of 204 -> grad.bbox_1 [12, 1, 1] un-permuted [1, 2, 0] */
     #pragma omp parallel for schedule(static)
     for (int64_t n = 0; n < N; n++) {
-        float *restrict g = ((float *)(B + (size_t)2880 * N)) + n * 12;
+        float *restrict g = ((float *)(B + (size_t)1856 * N)) + n * 12;
         const float *restrict xn = x + n * 204;
         int64_t lin = 0;
         for (int64_t i0 = 0; i0 < 1; i0++) {
@@ -443,16 +443,16 @@ static void train_step_k07_concat_permute_backward(int64_t N, float *restrict P,
  *   %17 permute {perm=[0, 2, 3, 1]} : f32[N,4,4,9]    GoldenModel.swift:22
  *   %29 reshape {dims=[-1]} : f32[N,9]    GoldenModel.swift:22
  *   %28 permute {perm=[0, 2, 3, 1]} : f32[N,1,1,9]    GoldenModel.swift:22
- *   reads  grad.cls_preds B+7744*N
- *   writes grad.cls_0 B+2048*N, grad.cls_1 B+2624*N
+ *   reads  grad.cls_preds B+6720*N
+ *   writes grad.cls_0 B+1024*N, grad.cls_1 B+1600*N
  */
 static void train_step_k08_concat_permute_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    const float *restrict x = ((float *)(B + (size_t)7744 * N));
+    const float *restrict x = ((float *)(B + (size_t)6720 * N));
     /* piece 0: rows of 144 at +0 of 153 -> grad.cls_0 [9, 4, 4] un-permuted [1, 2, 0] */
     #pragma omp parallel for schedule(static)
     for (int64_t n = 0; n < N; n++) {
-        float *restrict g = ((float *)(B + (size_t)2048 * N)) + n * 144;
+        float *restrict g = ((float *)(B + (size_t)1024 * N)) + n * 144;
         const float *restrict xn = x + n * 153;
         int64_t lin = 0;
         for (int64_t i0 = 0; i0 < 4; i0++) {
@@ -467,7 +467,7 @@ static void train_step_k08_concat_permute_backward(int64_t N, float *restrict P,
     /* piece 1: rows of 9 at +144 of 153 -> grad.cls_1 [9, 1, 1] un-permuted [1, 2, 0] */
     #pragma omp parallel for schedule(static)
     for (int64_t n = 0; n < N; n++) {
-        float *restrict g = ((float *)(B + (size_t)2624 * N)) + n * 9;
+        float *restrict g = ((float *)(B + (size_t)1600 * N)) + n * 9;
         const float *restrict xn = x + n * 153;
         int64_t lin = 0;
         for (int64_t i0 = 0; i0 < 1; i0++) {
@@ -484,48 +484,48 @@ static void train_step_k08_concat_permute_backward(int64_t N, float *restrict P,
 /* k09_conv2d_pair_backward  [outElementwiseFusable]
  *   %27 conv2d {stride=1 padding=1} : f32[N,9,1,1]  cls_1  GoldenModel.swift:22
  *   %32 conv2d {stride=1 padding=1} : f32[N,12,1,1]  bbox_1  GoldenModel.swift:23
- *   reads  blk_1 B+2944*N, cls_1.weight P[1008], grad.cls_1 B+2624*N, bbox_1.weight P[1360], grad.bbox_1 B+2880*N
- *   writes grad.blk_1 B+2688*N, grad.cls_1.weight P[2816], grad.bbox_1.weight P[3168], grad.cls_1.bias P[3152], grad.bbox_1.bias P[3600]
+ *   reads  blk_1 B+1920*N, cls_1.weight P[1008], grad.cls_1 B+1600*N, bbox_1.weight P[1360], grad.bbox_1 B+1856*N
+ *   writes grad.blk_1 B+1664*N, grad.cls_1.weight P[2816], grad.bbox_1.weight P[3168], grad.cls_1.bias P[3152], grad.bbox_1.bias P[3600]
  */
 static void train_step_k09_conv2d_pair_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 1, 1, 21, 3, 1, 1);
-    ssd_conv2d_backward_pair(&g, 9, ((float *)(B + (size_t)2944 * N)), (P + 1008), ((float *)(B + (size_t)2624 * N)), (P + 2816), (P + 3152),
-                             (P + 1360), ((float *)(B + (size_t)2880 * N)), (P + 3168), (P + 3600), ((float *)(B + (size_t)2688 * N)), S);
+    ssd_conv2d_backward_pair(&g, 9, ((float *)(B + (size_t)1920 * N)), (P + 1008), ((float *)(B + (size_t)1600 * N)), (P + 2816), (P + 3152),
+                             (P + 1360), ((float *)(B + (size_t)1856 * N)), (P + 3168), (P + 3600), ((float *)(B + (size_t)1664 * N)), S);
 }
 
 /* k10_conv2d_pair_backward  [outElementwiseFusable]
  *   %16 conv2d {stride=1 padding=1} : f32[N,9,4,4]  cls_0  GoldenModel.swift:22
  *   %21 conv2d {stride=1 padding=1} : f32[N,12,4,4]  bbox_0  GoldenModel.swift:23
- *   reads  blk_0.3 B+8384*N, cls_0.weight P[208], grad.cls_0 B+2048*N, bbox_0.weight P[560], grad.bbox_0 B+6336*N
- *   writes grad.blk_0.3 B+7744*N, grad.cls_0.weight P[2016], grad.bbox_0.weight P[2368], grad.cls_0.bias P[2352], grad.bbox_0.bias P[2800]
+ *   reads  blk_0.3 B+7360*N, cls_0.weight P[208], grad.cls_0 B+1024*N, bbox_0.weight P[560], grad.bbox_0 B+5312*N
+ *   writes grad.blk_0.3 B+6720*N, grad.cls_0.weight P[2016], grad.bbox_0.weight P[2368], grad.cls_0.bias P[2352], grad.bbox_0.bias P[2800]
  */
 static void train_step_k10_conv2d_pair_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 4, 4, 4, 21, 3, 1, 1);
-    ssd_conv2d_backward_pair(&g, 9, ((float *)(B + (size_t)8384 * N)), (P + 208), ((float *)(B + (size_t)2048 * N)), (P + 2016), (P + 2352),
-                             (P + 560), ((float *)(B + (size_t)6336 * N)), (P + 2368), (P + 2800), ((float *)(B + (size_t)7744 * N)), S);
+    ssd_conv2d_backward_pair(&g, 9, ((float *)(B + (size_t)7360 * N)), (P + 208), ((float *)(B + (size_t)1024 * N)), (P + 2016), (P + 2352),
+                             (P + 560), ((float *)(B + (size_t)5312 * N)), (P + 2368), (P + 2800), ((float *)(B + (size_t)6720 * N)), S);
 }
 
 /* k11_global_max_pool_backward  [reduction]
  *   %12 global_max_pool : f32[N,4,1,1]  blk_1  GoldenModel.swift:18
- *   reads  blk_0.3 B+8384*N, grad.blk_1 B+2688*N
- *   writes grad.blk_0.3 B+2048*N
+ *   reads  blk_0.3 B+7360*N, grad.blk_1 B+1664*N
+ *   writes grad.blk_0.3 B+1024*N
  */
 static void train_step_k11_global_max_pool_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    ssd_global_maxpool_backward((int)N, 4, 16, ((float *)(B + (size_t)8384 * N)), ((float *)(B + (size_t)2688 * N)), ((float *)(B + (size_t)2048 * N)));
+    ssd_global_maxpool_backward((int)N, 4, 16, ((float *)(B + (size_t)7360 * N)), ((float *)(B + (size_t)1664 * N)), ((float *)(B + (size_t)1024 * N)));
 }
 
 /* k12_accumulate_grad  [elementwise]
  *   %12 global_max_pool : f32[N,4,1,1]  blk_1  GoldenModel.swift:18
- *   reads  grad.blk_0.3 B+7744*N, grad.blk_0.3 B+2048*N
- *   writes grad.blk_0.3 B+7744*N
+ *   reads  grad.blk_0.3 B+6720*N, grad.blk_0.3 B+1024*N
+ *   writes grad.blk_0.3 B+6720*N
  */
 static void train_step_k12_accumulate_grad(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
-    float *restrict a = ((float *)(B + (size_t)7744 * N));
-    const float *restrict b = ((float *)(B + (size_t)2048 * N));
+    float *restrict a = ((float *)(B + (size_t)6720 * N));
+    const float *restrict b = ((float *)(B + (size_t)1024 * N));
     const int64_t n = N * 64;
     #pragma omp parallel for simd schedule(static)
     for (int64_t i = 0; i < n; i++) a[i] += b[i];
@@ -535,24 +535,24 @@ static void train_step_k12_accumulate_grad(int64_t N, float *restrict P, char *r
  *   %11 max_pool2d : f32[N,4,4,4]  blk_0.3  GoldenModel.swift:12
  *   %10 relu : f32[N,4,8,8]  blk_0.2  GoldenModel.swift:11
  *   %9 batch_norm {eps=1e-05 momentum=0.1} : f32[N,4,8,8]  blk_0.1  GoldenModel.swift:10
- *   reads  blk_0.0 B+0*N, blk_0.1.batch_mean F+64, blk_0.1.batch_var F+128, blk_0.1.weight P[128], blk_0.2 B+1024*N, grad.blk_0.3 B+7744*N
- *   writes grad.blk_0.0 B+2048*N, grad.blk_0.1.weight P[1936], grad.blk_0.1.bias P[1952]
+ *   reads  blk_0.0 B+0*N, blk_0.1.batch_mean F+64, blk_0.1.batch_var F+128, blk_0.1.weight P[128], blk_0.1.bias P[144], grad.blk_0.3 B+6720*N
+ *   writes grad.blk_0.0 B+1024*N, grad.blk_0.1.weight P[1936], grad.blk_0.1.bias P[1952]
  */
 static void train_step_k13_max_pool2d_relu_batch_norm_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     /* --sync-bn: the sums of dy and dy * x-hat are summed over the ranks inside (ssd_bn_sync_sums) */
-    ssd_maxpool2_bn_relu_backward((int)N, 4, 8, 8, ((float *)(B + (size_t)0 * N)), ((float *)(F + 64)), ((float *)(F + 128)), (P + 128), 9.99999975e-06f, ((float *)(B + (size_t)1024 * N)), ((float *)(B + (size_t)7744 * N)), ((float *)(B + (size_t)2048 * N)), (P + 1936), (P + 1952));
+    ssd_maxpool2_bn_relu_backward_x((int)N, 4, 8, 8, ((float *)(B + (size_t)0 * N)), ((float *)(F + 64)), ((float *)(F + 128)), (P + 128), (P + 144), 9.99999975e-06f, ((float *)(B + (size_t)6720 * N)), ((float *)(B + (size_t)1024 * N)), (P + 1936), (P + 1952));
 }
 
 /* k14_conv2d_backward  [outElementwiseFusable]
  *   %3 conv2d {stride=1 padding=1} : f32[N,4,8,8]  blk_0.0  GoldenModel.swift:9
- *   reads  X B+5568*N, blk_0.0.weight P[0], grad.blk_0.0 B+2048*N
+ *   reads  X B+4544*N, blk_0.0.weight P[0], grad.blk_0.0 B+1024*N
  *   writes grad.blk_0.0.weight P[1808], grad.blk_0.0.bias P[1920]
  */
 static void train_step_k14_conv2d_backward(int64_t N, float *restrict P, char *restrict F, char *restrict B, float *restrict S) {
     (void)P; (void)F; (void)B; (void)S;
     const ssd_conv2d_t g = ssd_conv2d_geometry((int)N, 3, 8, 8, 4, 3, 1, 1);
-    ssd_conv2d_backward_weight(&g, ((float *)(B + (size_t)5568 * N)), ((float *)(B + (size_t)2048 * N)), (P + 1808), (P + 1920), S);
+    ssd_conv2d_backward_weight(&g, ((float *)(B + (size_t)4544 * N)), ((float *)(B + (size_t)1024 * N)), (P + 1808), (P + 1920), S);
 }
 
 /* k15_sgd  [opaque]
@@ -1202,14 +1202,14 @@ const char *ssdc_manifest(void) {
         "      \"takes_labels\" : false\n"
         "    },\n"
         "    {\n"
-        "      \"batched_bytes_per_example\" : 8960,\n"
+        "      \"batched_bytes_per_example\" : 7936,\n"
         "      \"entry\" : \"ssdc_train_step\",\n"
         "      \"fixed_bytes\" : 192,\n"
         "      \"inputs\" : [\n"
         "        {\n"
         "          \"dtype\" : \"f32\",\n"
         "          \"name\" : \"X\",\n"
-        "          \"offset\" : 5568,\n"
+        "          \"offset\" : 4544,\n"
         "          \"region\" : \"batched\",\n"
         "          \"shape\" : [\n"
         "            -1,\n"
@@ -1402,7 +1402,7 @@ const char *ssdc_manifest(void) {
         "        {\n"
         "          \"dtype\" : \"f32\",\n"
         "          \"name\" : \"cls_preds\",\n"
-        "          \"offset\" : 7104,\n"
+        "          \"offset\" : 6080,\n"
         "          \"region\" : \"batched\",\n"
         "          \"shape\" : [\n"
         "            -1,\n"
@@ -1413,7 +1413,7 @@ const char *ssdc_manifest(void) {
         "        {\n"
         "          \"dtype\" : \"f32\",\n"
         "          \"name\" : \"bbox_preds\",\n"
-        "          \"offset\" : 3072,\n"
+        "          \"offset\" : 2048,\n"
         "          \"region\" : \"batched\",\n"
         "          \"shape\" : [\n"
         "            -1,\n"
@@ -1423,7 +1423,7 @@ const char *ssdc_manifest(void) {
         "        {\n"
         "          \"dtype\" : \"f32\",\n"
         "          \"name\" : \"target.bbox_labels\",\n"
-        "          \"offset\" : 3904,\n"
+        "          \"offset\" : 2880,\n"
         "          \"region\" : \"batched\",\n"
         "          \"shape\" : [\n"
         "            -1,\n"
@@ -1433,7 +1433,7 @@ const char *ssdc_manifest(void) {
         "        {\n"
         "          \"dtype\" : \"f32\",\n"
         "          \"name\" : \"target.bbox_masks\",\n"
-        "          \"offset\" : 4736,\n"
+        "          \"offset\" : 3712,\n"
         "          \"region\" : \"batched\",\n"
         "          \"shape\" : [\n"
         "            -1,\n"
@@ -1443,7 +1443,7 @@ const char *ssdc_manifest(void) {
         "        {\n"
         "          \"dtype\" : \"f32\",\n"
         "          \"name\" : \"target.cls_labels\",\n"
-        "          \"offset\" : 8640,\n"
+        "          \"offset\" : 7616,\n"
         "          \"region\" : \"batched\",\n"
         "          \"shape\" : [\n"
         "            -1,\n"
@@ -1453,7 +1453,7 @@ const char *ssdc_manifest(void) {
         "        {\n"
         "          \"dtype\" : \"f32\",\n"
         "          \"name\" : \"loss.per_example\",\n"
-        "          \"offset\" : 8896,\n"
+        "          \"offset\" : 7872,\n"
         "          \"region\" : \"batched\",\n"
         "          \"shape\" : [\n"
         "            -1,\n"

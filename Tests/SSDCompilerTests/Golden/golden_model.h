@@ -59,15 +59,15 @@ size_t ssdc_infer_scratch_floats(int64_t N);
 
 /* program train_step */
 #define SSDC_TRAIN_STEP_FIXED_BYTES 192
-#define SSDC_TRAIN_STEP_BATCHED_BYTES 8960
-#define SSDC_TRAIN_STEP_IN_X 5568 /* batched, f32[N,3,8,8] */
+#define SSDC_TRAIN_STEP_BATCHED_BYTES 7936
+#define SSDC_TRAIN_STEP_IN_X 4544 /* batched, f32[N,3,8,8] */
 #define SSDC_TRAIN_STEP_OUT_ANCHORS 0 /* constant, f32[1,51,4] */
-#define SSDC_TRAIN_STEP_OUT_CLS_PREDS 7104 /* batched, f32[N,51,3] */
-#define SSDC_TRAIN_STEP_OUT_BBOX_PREDS 3072 /* batched, f32[N,204] */
-#define SSDC_TRAIN_STEP_OUT_TARGET_BBOX_LABELS 3904 /* batched, f32[N,204] */
-#define SSDC_TRAIN_STEP_OUT_TARGET_BBOX_MASKS 4736 /* batched, f32[N,204] */
-#define SSDC_TRAIN_STEP_OUT_TARGET_CLS_LABELS 8640 /* batched, f32[N,51] */
-#define SSDC_TRAIN_STEP_OUT_LOSS_PER_EXAMPLE 8896 /* batched, f32[N,1] */
+#define SSDC_TRAIN_STEP_OUT_CLS_PREDS 6080 /* batched, f32[N,51,3] */
+#define SSDC_TRAIN_STEP_OUT_BBOX_PREDS 2048 /* batched, f32[N,204] */
+#define SSDC_TRAIN_STEP_OUT_TARGET_BBOX_LABELS 2880 /* batched, f32[N,204] */
+#define SSDC_TRAIN_STEP_OUT_TARGET_BBOX_MASKS 3712 /* batched, f32[N,204] */
+#define SSDC_TRAIN_STEP_OUT_TARGET_CLS_LABELS 7616 /* batched, f32[N,51] */
+#define SSDC_TRAIN_STEP_OUT_LOSS_PER_EXAMPLE 7872 /* batched, f32[N,1] */
 #define SSDC_TRAIN_STEP_OUT_METRICS 0 /* fixed, f64[4] */
 /* Y: the ground-truth rows, N x G x 5 floats (class, xmin, ymin, xmax, ymax; class -1 pads). */
 int ssdc_train_step(int64_t N, int64_t G, const float *Y, float *P, char *F, char *B, float *S);
