@@ -44,6 +44,7 @@
 #include "winograd_internal.h"
 
 #include <omp.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -68,6 +69,7 @@ static inline __m256 odd8(__m256 u, __m256 v)
 #define WG_LANES 8          /* tiles per transform group */
 #define WG_BUDGET 65536     /* floats of V + M per block aimed at (256 KB) */
 #define WG_PANELS_MAX 8     /* most NR-tile panels per block */
+#define WG_STREAM_BYTES ((size_t)16 << 20) /* outputs at least this large are streamed */
 
 static inline size_t round_up(size_t v, size_t m) { return (v + m - 1) / m * m; }
 
@@ -401,8 +403,8 @@ static inline int wg_lanes(const wg_plan_t *p)
 /* One block: tiles [t0, t0 + nb) of one image. V: 16 x (nb/24 panels) x Cs x 24 (packed B
  * panels); Mb: 16 x Mpad x nb. */
 static void wg_block(const wg_plan_t *p, const float *src, const float *U, const float *bias,
-                     int relu, int pool, float *y, size_t ldc, size_t ldp, int t0, int m0,
-                     int m1, float *V, float *Mb)
+                     int relu, int pool, int stream, float *y, size_t ldc, size_t ldp, int t0,
+                     int m0, int m1, float *V, float *Mb)
 {
     const int Cs = p->Cs, nb = p->nb, Mpad = p->Mpad;
     const int npan = nb / SSD_NR;
@@ -463,7 +465,7 @@ static void wg_block(const wg_plan_t *p, const float *src, const float *U, const
                         (pool ? (size_t)ty * (p->W / 2) + tx : (size_t)(2 * ty) * p->W + 2 * tx) * ldp;
 #ifdef SSD_WG_AVX512
             if (lanes == 16) {
-                ssd__wg_output16(mm, mxi, bm, relu, ym, p->W, ldp, pool);
+                ssd__wg_output16(mm, mxi, bm, relu, ym, p->W, ldp, pool, stream);
                 continue;
             }
 #endif
@@ -499,6 +501,14 @@ void ssd__winograd_conv(int N, int Cs, int H, int W, int M, const float *src, co
     const int mrows = (int)round_up((size_t)((p.Mpad + mparts - 1) / mparts), 2 * SSD_MR);
     mparts = (p.Mpad + mrows - 1) / mrows;
     const int ntask = blocks * mparts;
+    /* Full-size NCHW outputs larger than the caches are streamed past them (no read for
+     * ownership) where the 16-tile transform writes whole aligned rows. */
+    int stream = 0;
+#ifdef SSD_WG_AVX512
+    stream = !pool && ldp == 1 && wg_lanes(&p) == 16 && W % 16 == 0 && ldc == (size_t)H * W &&
+             ldn % 16 == 0 && ((uintptr_t)y & 63) == 0 &&
+             (size_t)N * M * H * W * sizeof(float) >= WG_STREAM_BYTES;
+#endif
 #pragma omp parallel num_threads(nth)
     {
         if (!prepared) transform_weights(Cs, M, w, transposed, scratch);
@@ -509,9 +519,12 @@ void ssd__winograd_conv(int N, int Cs, int H, int W, int M, const float *src, co
             const int b = task / mparts, part = task % mparts;
             const int n = b / p.nblk, blk = b % p.nblk;
             const int m0 = part * mrows, m1 = m0 + mrows < p.Mpad ? m0 + mrows : p.Mpad;
-            wg_block(&p, src + (size_t)n * Cs * H * W, U, bias, relu, pool, y + (size_t)n * ldn,
-                     ldc, ldp, blk * p.nb, m0, m1, V, Mb);
+            wg_block(&p, src + (size_t)n * Cs * H * W, U, bias, relu, pool, stream,
+                     y + (size_t)n * ldn, ldc, ldp, blk * p.nb, m0, m1, V, Mb);
         }
+#ifdef SSD_WG_AVX512
+        if (stream) _mm_sfence();
+#endif
     }
 }
 

@@ -84,7 +84,7 @@ static inline __m512 pool_take(__m512 v, __m512 cur)
 }
 
 void ssd__wg_output16(const float *m, size_t mstride, float bias, int relu, float *y, int W,
-                      size_t ldp, int pool)
+                      size_t ldp, int pool, int stream)
 {
     __m512 s0[4], s1[4];
     for (int j = 0; j < 4; ++j) {
@@ -135,6 +135,13 @@ void ssd__wg_output16(const float *m, size_t mstride, float bias, int relu, floa
     /* interleave: row 0 is a0 b0 a1 b1 ..., row 1 is c0 d0 c1 d1 ... */
     const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    if (stream) {
+        _mm512_stream_ps(y, _mm512_permutex2var_ps(a, lo, b));
+        _mm512_stream_ps(y + 16, _mm512_permutex2var_ps(a, hi, b));
+        _mm512_stream_ps(y + W, _mm512_permutex2var_ps(c, lo, d));
+        _mm512_stream_ps(y + W + 16, _mm512_permutex2var_ps(c, hi, d));
+        return;
+    }
     _mm512_storeu_ps(y, _mm512_permutex2var_ps(a, lo, b));
     _mm512_storeu_ps(y + 16, _mm512_permutex2var_ps(a, hi, b));
     _mm512_storeu_ps(y + W, _mm512_permutex2var_ps(c, lo, d));

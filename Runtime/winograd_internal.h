@@ -48,14 +48,16 @@ void ssd__winograd_backward_weight(int N, int C, int H, int W, int O, const floa
 /* The 16-lane transforms of winograd_avx512.c, built with AVX-512F only (winograd.c uses
  * them on maps whose tile rows hold whole groups of 16 tiles, and its 8-lane ones else).
  * ssd__wg_input16: the input transform of the 16 tiles (ty, tx0 .. tx0+15) of channel plane
- * x (H x W, zero outside) into V[xi*vstride + lane], as winograd.c's input_group does for 8. ssd__wg_output16: the output transform of 16 tiles, as winograd.c's
- * output_group does for 8. ssd__wg_dy16: the backward-weight's transform A dy A^T of 16
- * tiles of one gradient plane, as dy_group does for 8. */
+ * x (H x W, zero outside) into V[xi*vstride + lane], as winograd.c's input_group does for 8.
+ * ssd__wg_output16: the output transform of 16 tiles, as winograd.c's output_group does for
+ * 8; stream (NCHW, no pool, y 64-byte aligned, W a multiple of 16): non-temporal stores, for
+ * outputs larger than the caches (the caller fences). ssd__wg_dy16: the backward-weight's
+ * transform A dy A^T of 16 tiles of one gradient plane, as dy_group does for 8. */
 #if defined(__AVX512F__)
 #define SSD_WG_AVX512 1
 void ssd__wg_input16(const float *x, int H, int W, int ty, int tx0, float *V, size_t vstride);
 void ssd__wg_output16(const float *m, size_t mstride, float bias, int relu, float *y, int W,
-                      size_t ldp, int pool);
+                      size_t ldp, int pool, int stream);
 void ssd__wg_dy16(const float *dy, int W, int ty, int tx0, float *D, size_t dstride);
 #endif
 

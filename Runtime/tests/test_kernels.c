@@ -616,6 +616,29 @@ static void test_prepared(conv_shape cs, int expect)
     free(x); free(w); free(b); free(sc); free(y0); free(y1); free(p0); free(p1);
 }
 
+/* A Winograd forward whose output passes the streaming threshold (16 MB: 4 x 16 x 256 x 256
+ * floats) gives the bits of the same images one at a time (4 MB each, stored normally). */
+static void test_conv_streamed(void)
+{
+    const int N = 4, C = 16, H = 256, O = 16;
+    ssd_conv2d_t g = ssd_conv2d_geometry(N, C, H, H, O, 3, 1, 1), g1 = g;
+    g1.N = 1;
+    const size_t xi = (size_t)C * H * H, yi = (size_t)O * H * H;
+    float *x = frandom(N * xi), *w = frandom((size_t)O * C * 9), *b = frandom(O);
+    const size_t ns = ssd_conv2d_scratch_floats(&g);
+    float *sc = scratch_alloc(ns), *y1 = falloc(N * yi);
+    float *y = aligned_alloc(64, N * yi * sizeof(float)); /* (the streamed stores need it) */
+    if (!y) { fprintf(stderr, "out of memory\n"); exit(2); }
+    fill_nan(y, N * yi);
+    ssd_conv2d_forward(&g, x, w, b, y, 1, sc);
+    for (int n = 0; n < N; ++n) ssd_conv2d_forward(&g1, x + n * xi, w, b, y1 + n * yi, 1, sc);
+    report(same_bits(y, y1, N * yi) && scratch_guard_ok(sc, ns),
+           "conv forward N=4 16x256x256 -> 16 (%s, %s): bit for bit one image at a time",
+           ssd__winograd_applies(&g, 0) ? "Winograd" : "direct",
+           ((uintptr_t)y & 63) == 0 ? "output 64-byte aligned" : "output unaligned");
+    free(x); free(w); free(b); free(sc); free(y); free(y1);
+}
+
 static void test_conv(void)
 {
     static const conv_shape shapes[] = {
@@ -663,6 +686,7 @@ static void test_conv(void)
     test_prepared((conv_shape){2, 8, 16, 32, 16, 3, 1, 1}, 0);  /* 8 input channels */
     test_prepared((conv_shape){2, 16, 16, 20, 16, 3, 1, 1}, 0); /* OW % 16 != 0 */
     test_prepared((conv_shape){2, 16, 16, 32, 16, 3, 2, 1}, 0); /* stride 2 */
+    test_conv_streamed();
 
     const int n = sizeof shapes / sizeof shapes[0];
     for (int s = 0; s < n; ++s) {
