@@ -404,7 +404,7 @@ static inline int wg_lanes(const wg_plan_t *p)
  * panels); Mb: 16 x Mpad x nb. */
 static void wg_block(const wg_plan_t *p, const float *src, const float *U, const float *bias,
                      int relu, int pool, int stream, float *y, size_t ldc, size_t ldp, int t0,
-                     int m0, int m1, float *V, float *Mb)
+                     float *V, float *Mb)
 {
     const int Cs = p->Cs, nb = p->nb, Mpad = p->Mpad;
     const int npan = nb / SSD_NR;
@@ -442,13 +442,13 @@ static void wg_block(const wg_plan_t *p, const float *src, const float *U, const
         for (int pan = 0; pan < npan; ++pan) {
             const float *vp = v + (size_t)pan * Cs * SSD_NR;
             float *mp = mo + (size_t)pan * SSD_NR;
-            int ir = m0;
+            int ir = 0;
 #ifdef SSD_UKERNEL_AVX512
-            for (; ir + 2 * SSD_MR <= m1; ir += 2 * SSD_MR)
+            for (; ir + 2 * SSD_MR <= Mpad; ir += 2 * SSD_MR)
                 ssd__ukernel8(Cs, u + (size_t)ir * Cs, u + (size_t)(ir + SSD_MR) * Cs, vp,
                               mp + (size_t)ir * nb, nb);
 #endif
-            for (; ir < m1; ir += SSD_MR)
+            for (; ir < Mpad; ir += SSD_MR)
                 ssd__ukernel(Cs, u + (size_t)ir * Cs, vp, 1.0f, NULL, 0, 1.0f,
                              mp + (size_t)ir * nb, nb, NULL, 0);
         }
@@ -458,7 +458,7 @@ static void wg_block(const wg_plan_t *p, const float *src, const float *U, const
     const size_t mxi = (size_t)Mpad * nb;
     for (int gq = 0; gq < nb && t0 + gq < p->T; gq += lanes) {
         const int t = t0 + gq, ty = t / p->tw, tx = t % p->tw;
-        for (int m = m0; m < m1 && m < p->M; ++m) {
+        for (int m = 0; m < p->M; ++m) {
             const float *mm = Mb + (size_t)m * nb + gq;
             const float bm = bias ? bias[m] : 0.0f;
             float *ym = y + (size_t)m * ldc +
@@ -488,19 +488,7 @@ void ssd__winograd_conv(int N, int Cs, int H, int W, int M, const float *src, co
     const float *U = prepared ? prepared : scratch;
     float *per_thread = scratch + (size_t)16 * p.Mpad * Cs;
     const size_t tf = wg_thread_floats(&p);
-    /* Fewer blocks than two per thread (small maps at batch 1): the output channels are
-     * split too, into parts of whole 8-row tiles, each task transforming its block's input
-     * again. Every output is computed as without the split, so the results do not change. */
-    const int nth = ssd_get_num_threads(), blocks = N * p.nblk;
-    int mparts = 1;
-    if (nth > 1 && blocks < 2 * nth) {
-        mparts = (2 * nth + blocks - 1) / blocks;
-        if (mparts > p.Mpad / (2 * SSD_MR)) mparts = p.Mpad / (2 * SSD_MR);
-        if (mparts < 1) mparts = 1;
-    }
-    const int mrows = (int)round_up((size_t)((p.Mpad + mparts - 1) / mparts), 2 * SSD_MR);
-    mparts = (p.Mpad + mrows - 1) / mrows;
-    const int ntask = blocks * mparts;
+    const int nth = ssd_get_num_threads(), ntask = N * p.nblk;
     /* Full-size NCHW outputs larger than the caches are streamed past them (no read for
      * ownership) where the 16-tile transform writes whole aligned rows. */
     int stream = 0;
@@ -516,11 +504,9 @@ void ssd__winograd_conv(int N, int Cs, int H, int W, int M, const float *src, co
         float *Mb = V + (size_t)16 * p.nb * Cs;
 #pragma omp for schedule(dynamic, 1)
         for (int task = 0; task < ntask; ++task) {
-            const int b = task / mparts, part = task % mparts;
-            const int n = b / p.nblk, blk = b % p.nblk;
-            const int m0 = part * mrows, m1 = m0 + mrows < p.Mpad ? m0 + mrows : p.Mpad;
+            const int n = task / p.nblk, blk = task % p.nblk;
             wg_block(&p, src + (size_t)n * Cs * H * W, U, bias, relu, pool, stream,
-                     y + (size_t)n * ldn, ldc, ldp, blk * p.nb, m0, m1, V, Mb);
+                     y + (size_t)n * ldn, ldc, ldp, blk * p.nb, V, Mb);
         }
 #ifdef SSD_WG_AVX512
         if (stream) _mm_sfence();
