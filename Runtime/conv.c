@@ -23,16 +23,15 @@
  *
  * Backward-weight (stride 1) reduces over pixels, so it has its own kernel: a tile of
  * 4 output channels x 3 taps keeps 12 vector accumulators over q (ssd__bw_tile of the
- * micro-kernel's ISA, gemm_internal.h: 16 pixels per vector with AVX-512, else 8),
- * reading dy and the padded x directly. Pixels are taken in chunks of ~1024 (4 dy rows =
- * 16 KB stay in L1 while the tile walks over the taps): on large maps whose width is whole
- * 8-pixel steps, bands of rows, each row one segment of the tile, read where dy is; else
- * dy is re-laid on the padded-width grid (zeros in the dropped columns) and tiny maps are
- * processed G images at a time so that a chunk is still ~1024 pixels. Each chunk's 12 sums
- * are reduced horizontally and
- * added to dw in a fixed order. A task owns a block of 4 channels x a group of tap tiles
- * for all chunks, so tasks are scheduled dynamically without any two threads touching the
- * same dw element: the result depends on the shape only, not on the thread count.
+ * micro-kernel's ISA, gemm_internal.h: 16 pixels per vector with AVX-512, else 8; with
+ * AVX-512 a 4 x 6 tile, ssd__bw_tile6), reading dy and the padded x directly, in chunks of ~1024 pixels.
+ * Large maps whose width is whole 8-pixel steps go by bands of rows (backward_weight_bands):
+ * 16 fixed ranges of the batch's bands, each with its own partial dw and db added in range
+ * order; a band's padded input is copied once and all of dw's tiles run over it while it is
+ * in cache. Other maps re-lay dy on the padded-width grid (zeros in the dropped columns),
+ * tiny ones G images at a time so that a chunk is still ~1024 pixels; a task owns a block
+ * of 4 channels x a group of tap tiles for all chunks, so no two threads touch the same dw
+ * element. Either way the result depends on the shape only, not on the thread count.
  *
  * 3x3 pad-1 layers with enough channels and pixels (ssd__winograd_applies) go to
  * winograd.c instead, for forward and backward-data; a pair of convs (two destinations)
@@ -89,19 +88,18 @@ size_t ssd_conv2d_prepared_floats(const ssd_conv2d_t *g)
     return ssd__winograd_prepared_floats(g);
 }
 
-int ssd_conv2d_prepare(const ssd_conv2d_t *g, const float *w)
-{
-    const size_t need = ssd__winograd_prepared_floats(g);
-    if (need == 0 || !g->prepared || g->prepared_floats < need) return 0;
-    ssd__winograd_prepare(g->C, g->O, w, g->prepared);
-    return 1;
-}
-
 /* The prepared Winograd weights of g's forward, or NULL (none, or too few floats). */
 static const float *prepared_winograd(const ssd_conv2d_t *g)
 {
     const size_t need = ssd__winograd_prepared_floats(g);
     return need && g->prepared && g->prepared_floats >= need ? g->prepared : NULL;
+}
+
+int ssd_conv2d_prepare(const ssd_conv2d_t *g, const float *w)
+{
+    if (!prepared_winograd(g)) return 0;
+    ssd__winograd_prepare(g->C, g->O, w, g->prepared);
+    return 1;
 }
 
 /* The flat path addresses the padded image with int offsets. */
@@ -800,6 +798,18 @@ static void bw_tiles(const bw_taps_t *bt, int o0, int tt0, int tt1, const float 
     }
 }
 
+/* The offsets of the K = C*k*k taps in a padded input of `plane` floats per channel and rows
+ * of Wp (no divisions in the tile loop), written at the first size_t-aligned place at or
+ * after `at` (the scratch holds K + 1 size_t there). */
+static const size_t *tap_offsets(const ssd_conv2d_t *g, size_t plane, int Wp, float *at)
+{
+    const int k = g->k, kk = k * k, K = g->C * kk;
+    const uintptr_t a = (uintptr_t)at;
+    size_t *off = (size_t *)((a + sizeof(size_t) - 1) / sizeof(size_t) * sizeof(size_t));
+    for (int t = 0; t < K; ++t) off[t] = (size_t)(t / kk) * plane + (size_t)(t % kk / k) * Wp + t % k;
+    return off;
+}
+
 /* Band mode of backward_weight_flat: a task takes one of b->parts fixed ranges of the
  * batch's (image, band) units and, band by band, copies the band's rows of the padded input
  * into its thread's buffer and runs every tile of dw over the band (dy read where it is,
@@ -823,9 +833,7 @@ static void backward_weight_bands(const ssd_conv2d_t *g, const bw_plan_t *b, con
     const uintptr_t pdb0 = (uintptr_t)(part + (size_t)b->parts * dwn);
     double *pdb = (double *)((pdb0 + sizeof(double) - 1) / sizeof(double) * sizeof(double));
     const size_t bf = bw_band_floats(g, b);
-    const uintptr_t after = (uintptr_t)(bufs + (size_t)ssd_get_num_threads() * bf);
-    size_t *xoff = (size_t *)((after + sizeof(size_t) - 1) / sizeof(size_t) * sizeof(size_t));
-    for (int t = 0; t < K; ++t) xoff[t] = (size_t)(t / kk) * plane + (size_t)(t % kk / k) * Wp + t % k;
+    const size_t *xoff = tap_offsets(g, plane, Wp, bufs + (size_t)ssd_get_num_threads() * bf);
 
 #pragma omp parallel num_threads(ssd_get_num_threads())
     {
@@ -906,10 +914,7 @@ static void backward_weight_flat(const ssd_conv2d_t *g, const float *x, const fl
     float *xp = scratch;                        /* G padded images (+ slack) */
     /* G x O rows of Qv: dy on the padded grid, rows 64-byte aligned if scratch is */
     float *dq = scratch + round_up(G * xseg + SLACK, BW_ALIGN);
-    /* the K taps' offsets in a padded image (no divisions in the tile loop) */
-    const uintptr_t after = (uintptr_t)(dq + round_up((size_t)G * dseg + SLACK, BW_ALIGN));
-    size_t *xoff = (size_t *)((after + sizeof(size_t) - 1) / sizeof(size_t) * sizeof(size_t));
-    for (int t = 0; t < K; ++t) xoff[t] = (size_t)(t / kk) * HpWp + (size_t)(t % kk / k) * Wp + t % k;
+    const size_t *xoff = tap_offsets(g, HpWp, Wp, dq + round_up((size_t)G * dseg + SLACK, BW_ALIGN));
     const bw_taps_t bt = {K, O, xoff, dw};
 
     /* dw is cut into tiles of 4 channels x BW_TAPS taps; a task owns one channel block and

@@ -414,6 +414,9 @@ static void wg_block(const wg_plan_t *p, const float *src, const float *U, const
     /* input transform, group by group (a group never straddles a tile row: tw is a
      * multiple of the group's lanes; a panel holds whole groups: NR is a multiple of 48) */
     const int lanes = wg_lanes(p);
+#ifndef SSD_WG_AVX512
+    (void)stream; /* (only the 16-tile output transform streams) */
+#endif
     for (int c = 0; c < Cs; ++c) { /* channel by channel: the rows of a plane stream in */
         for (int gq = 0; gq < nb; gq += lanes) {
             const int t = t0 + gq;
