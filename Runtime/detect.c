@@ -78,7 +78,7 @@ _Static_assert(sizeof(int32_t) == sizeof(float), "int32 indices share float scra
 void ssd_softmax_rows(int rows, int cols, const float *x, float *y)
 {
     if (rows <= 0 || cols <= 0) return;
-#pragma omp parallel for schedule(static) if ((int64_t)rows * cols >= 65536)
+#pragma omp parallel for schedule(static) if ((int64_t)rows * cols >= 65536) num_threads(ssd_get_num_threads())
     for (int r = 0; r < rows; r++) {
         const float *xr = x + (size_t)r * cols;
         float *yr = y + (size_t)r * cols;
@@ -565,7 +565,7 @@ void ssd_multibox_detection(int N, int A, int ncls, const float *probs, const fl
 {
     if (N <= 0 || A <= 0) return;
     size_t per = ssd_detection_scratch_floats(A);
-#pragma omp parallel for schedule(dynamic, 1) if (N > 1)
+#pragma omp parallel for schedule(dynamic, 1) if (N > 1) num_threads(ssd_get_num_threads())
     for (int n = 0; n < N; n++) {
         detect_one(A, ncls, probs + (size_t)n * A * ncls, bbox_preds + (size_t)n * 4 * A,
                    anchors, nms_threshold, pos_threshold, out + (size_t)n * 6 * A,

@@ -29,7 +29,18 @@ extern "C" {
 
 /* Sets the OpenMP thread count used by every kernel (n <= 0 leaves the default). */
 void ssd_set_num_threads(int n);
+/* Inside an active OpenMP parallel region (one image per thread, see the generated
+ * *_by_image routes) this is 1: the kernels then run serially on the calling thread. */
 int ssd_get_num_threads(void);
+
+/* A 64-byte-aligned buffer of at least `bytes`, kept by the runtime between calls (grown,
+ * never shrunk) for the generated code's per-thread workspaces. NULL if memory runs out.
+ * One host thread at a time. */
+void *ssd_thread_workspace(size_t bytes);
+
+/* Whether eval programs may run one image per thread (the generated *_by_image routes):
+ * 1 unless SSDC_BY_IMAGE=0 is in the environment (read once), to compare with the batched route. */
+int ssd_by_image_enabled(void);
 
 /* The instruction set of the GEMM micro-kernel this runtime was built with: "avx512" (4 x 48),
  * "avx2" (4 x 24) or "portable" (plain C), chosen at build time from the compiler's target. */

@@ -76,6 +76,86 @@ public struct CEmitter {
         }
     }
 
+    /// The per-image copies of a program that may run one image per thread: an eval-mode
+    /// program without labels that leaves P alone, so each image's values depend on that
+    /// image only. Each entry: offset and bytes per example, and whether it is an input.
+    /// nil: the program runs batched only.
+    func imageCopies(_ p: Program) -> [(offset: Int, bytes: Int, input: Bool)]? {
+        guard p.mode == .eval, !p.takesLabels, !writesParameters(p) else { return nil }
+        let ins = p.inputs.map { p.buffers[$0.buffer] }
+        guard !ins.isEmpty, ins.allSatisfy({ $0.region == .batched }) else { return nil }
+        var seen = Set<Int>()
+        let outs = p.outputs.map { p.buffers[$0.buffer] }.filter { $0.region == .batched && seen.insert($0.id).inserted }
+        return ins.map { ($0.offset, $0.bytes, true) } + outs.map { ($0.offset, $0.bytes, false) }
+    }
+
+    /// The route of a batch through `p` one image per thread (see `imageCopies`). When an
+    /// output shares bytes with an input in the batched plan, the outputs are staged and
+    /// copied into B after the last image has read its input.
+    func imageRoute(_ p: Program, copies: [(offset: Int, bytes: Int, input: Bool)]) -> [String] {
+        let n = p.name
+        let ins = copies.filter(\.input), outs = copies.filter { !$0.input }
+        let staged = ins.contains { i in outs.contains { o in i.offset < o.offset + o.bytes && o.offset < i.offset + i.bytes } }
+        let outBytes = outs.map(\.bytes).reduce(0, +)
+        var out = [
+            "/* A batch of at least SSDC_BY_IMAGE_MIN images per thread runs one image per thread: each",
+            " * thread takes whole images through every kernel in a workspace of its own (B and S for",
+            " * N = 1), so an image's activations stay in that core's caches instead of the whole batch",
+            " * streaming through memory layer by layer, and the kernels run serially (no barrier per",
+            " * layer). The first image runs alone on all threads, which fills the caches derived from",
+            " * the parameters before the threads share them. Every image's values are those of a batch",
+            " * of one. When profiling, kernel times are those of thread 0's images." + (staged ? "" : " */"),
+        ]
+        if staged {
+            out += [" * An output shares bytes with the input here, so outputs are staged in O (\(outBytes) bytes per",
+                    " * image) and copied into B once every image has read its input. */"]
+        }
+        out.append("static void \(n)_image(int64_t i, int64_t N, float *P, char *F, char *B, char *Bi, float *Si, char *O, int timed) {")
+        if !staged { out.append("    (void)O;") }
+        for c in ins {
+            out.append("    memcpy(Bi + \(c.offset), B + (size_t)\(c.offset) * N + (size_t)i * \(c.bytes), \(c.bytes));")
+        }
+        for (k, kernel) in p.kernels.enumerated() {
+            out.append("    SSDC_TIMED_IF(timed, \(n)_times, \(k), \(n)_\(kernel.name)(1, P, F, Bi, Si));")
+        }
+        var at = 0
+        for c in outs {
+            let dest = staged ? "O + (size_t)\(at) * N + (size_t)i * \(c.bytes)" : "B + (size_t)\(c.offset) * N + (size_t)i * \(c.bytes)"
+            out.append("    memcpy(\(dest), Bi + \(c.offset), \(c.bytes));")
+            at += c.bytes
+        }
+        out += [
+            "}",
+            "",
+            "/* 1 if the batch ran one image per thread, 0 if it is to run batched. */",
+            "static int \(n)_by_image(int64_t N, float *P, char *F, char *B) {",
+            "    const int T = ssd_get_num_threads();",
+            "    if (T < 2 || N < (int64_t)SSDC_BY_IMAGE_MIN * T || !ssd_by_image_enabled()) return 0;",
+            "    const size_t bytes = ((size_t)\(p.batchedBytesPerExample) + 63) / 64 * 64;",
+            "    const size_t scratch = (\(ABI.scratchEntry(n))(1) * sizeof(float) + 63) / 64 * 64;",
+            "    char *W = ssd_thread_workspace((size_t)T * (bytes + scratch)\(staged ? " + (size_t)N * \(outBytes)" : ""));",
+            "    if (!W) return 0;",
+            "    char *O = \(staged ? "W + (size_t)T * (bytes + scratch)" : "NULL");",
+            "    \(n)_image(0, N, P, F, B, W, (float *)(W + bytes), O, 1);",
+            "#pragma omp parallel num_threads(T)",
+            "    {",
+            "        const int t = omp_get_thread_num();",
+            "        char *Bi = W + (size_t)t * (bytes + scratch);",
+            "#pragma omp for schedule(dynamic, 1)",
+            "        for (int64_t i = 1; i < N; i++) \(n)_image(i, N, P, F, B, Bi, (float *)(Bi + bytes), O, t == 0);",
+            "    }",
+        ]
+        if staged {
+            at = 0
+            for c in outs {
+                out.append("    memcpy(B + (size_t)\(c.offset) * N, O + (size_t)\(at) * N, (size_t)\(c.bytes) * N);")
+                at += c.bytes
+            }
+        }
+        out += ["    return 1;", "}", ""]
+        return out
+    }
+
     /// Whether a program writes the params region (a train step: SGD, BN running statistics).
     func writesParameters(_ p: Program) -> Bool {
         p.kernels.contains { k in p.uses(k).writes.contains { p.buffers[$0].region == .params } }
@@ -141,7 +221,12 @@ public struct CEmitter {
         out.append("")
         out.append("/* Profiling: when on, each kernel's wall time is summed per program (ssdc_profile). */")
         out.append("static int ssdc_profiling = 0;")
-        out.append("#define SSDC_TIMED(times, i, call) do { double t0_ = ssdc_profiling ? omp_get_wtime() : 0.0; call; if (ssdc_profiling) times[i] += omp_get_wtime() - t0_; } while (0)")
+        out.append("/* Least images per thread for an eval program to run one image per thread. */")
+        out.append("#ifndef SSDC_BY_IMAGE_MIN")
+        out.append("#define SSDC_BY_IMAGE_MIN 2")
+        out.append("#endif")
+        out.append("#define SSDC_TIMED_IF(on, times, i, call) do { const int on_ = ssdc_profiling && (on); double t0_ = on_ ? omp_get_wtime() : 0.0; call; if (on_) times[i] += omp_get_wtime() - t0_; } while (0)")
+        out.append("#define SSDC_TIMED(times, i, call) SSDC_TIMED_IF(1, times, i, call)")
         out.append("")
         out += weightCache()
         out += constants()
@@ -170,9 +255,12 @@ public struct CEmitter {
             out.append("")
             out.append("static double \(p.name)_times[\(max(p.kernels.count, 1))];")
             out.append("")
+            let byImage = imageCopies(p)
+            if let byImage { out += imageRoute(p, copies: byImage) }
             out.append("int \(ABI.entry(p.name))(int64_t N, \(labels ? "int64_t G, const float *Y, " : "")float *P, char *F, char *B, float *S) {")
             out.append("    if (N < 1\(labels ? " || G < 1" : "")) return SSDC_ERR_BATCH;")
             out.append("    if (!P || !F || !B || !S\(labels ? " || !Y" : "")) return SSDC_ERR_NULL;")
+            if byImage != nil { out.append("    if (\(p.name)_by_image(N, P, F, B)) return SSDC_OK;") }
             if writesParameters(p) { out.append("    ssdc_params_changed(); /* this program updates P */") }
             for (i, k) in p.kernels.enumerated() {
                 out.append("    SSDC_TIMED(\(p.name)_times, \(i), \(p.name)_\(k.name)(N, \(readsLabels(k) ? "G, Y, " : "")P, F, B, S));")

@@ -276,6 +276,17 @@ public struct RGBImage: Sendable, Equatable {
         }
     }
 
+    /// The image of 3 x height x width channel-major floats (0...255, as `toCHWFloats()`
+    /// gives them), each value rounded and clamped to a byte.
+    public init(chwFloats source: UnsafePointer<Float>, width: Int, height: Int) {
+        let plane = width * height
+        var pixels = [UInt8](repeating: 0, count: 3 * plane)
+        for i in 0 ..< plane {
+            for c in 0 ..< 3 { pixels[i * 3 + c] = UInt8(min(max(source[c * plane + i].rounded(), 0), 255)) }
+        }
+        self.init(width: width, height: height, pixels: pixels)
+    }
+
     /// Writes the 3 x height x width floats of `toCHWFloats()` straight into
     /// `destination` (e.g. one slot of a batch buffer), avoiding a temporary.
     public func writeCHWFloats(into destination: UnsafeMutablePointer<Float>) {

@@ -67,6 +67,9 @@ extension Run {
             }
         }
         parallel?.broadcastParameters(session)
+        if isRoot && trainingOptions.saveAugmented > 0 {
+            try saveAugmented(data: data, settings: settings, size: m.inputSize, count: trainingOptions.saveAugmented, to: runDir + "/augmented")
+        }
         defer { fflush(nil) }
         let ranks = parallel.map { ", \($0.size) ranks\(syncBn ? " with sync-bn" : "")" } ?? ""
         print("training \(m.graph.name) on \(data.count) images of \(root) (\(epochs) epochs, batch \(batchSize), lr \(lr), wd \(wd), \(threadCount) threads\(ranks), \(usedLoss))")
@@ -89,6 +92,37 @@ extension Run {
         print(String(format: "%.1f examples/sec on cpu (%d threads%@)", Double(examples) / seconds, threadCount, ranks))
         if let parallel { print("all \(parallel.size) ranks hold the same parameters (checked after every epoch)") }
         print("checkpoint: \(runDir)/checkpoint.safetensors, metrics: \(runDir)/metrics.csv (\(String(format: "%.1f", Date().timeIntervalSince(start))) s)")
+    }
+
+    /// Writes the first `count` images of the data set as epoch 1 gives them to the model
+    /// (augmented with the run's seed, resized to its input), labels drawn, as PNGs in `folder`.
+    func saveAugmented(data: DetectionDataSet, settings: TrainSettings, size: (height: Int, width: Int),
+                       count: Int, to folder: String) throws {
+        let g = max(1, data.maxBoxes), n = min(count, data.count)
+        let source = TrainBatchSource(data: data, augmentation: settings.augmentation, seed: settings.seed, boxesPerImage: g, size: size)
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        let names = data.classNames
+        for start in stride(from: 0, to: n, by: 32) {
+            let indices = Array(start..<min(start + 32, n))
+            let (x, y) = try source.batch(indices: indices, epoch: 0)
+            let plane = 3 * size.height * size.width
+            try x.withUnsafeBufferPointer { xs in
+                for (k, i) in indices.enumerated() {
+                    var image = RGBImage(chwFloats: xs.baseAddress! + k * plane, width: size.width, height: size.height)
+                    for j in 0..<g {
+                        let o = (k * g + j) * 5
+                        guard y[o] >= 0 else { continue }
+                        let label = Int(y[o]), name = names.flatMap { label < $0.count ? $0[label] : nil } ?? "\(label)"
+                        let w = Float(size.width), h = Float(size.height)
+                        image.drawLabeledBox(x0: Int((y[o + 1] * w).rounded()), y0: Int((y[o + 2] * h).rounded()),
+                                             x1: Int((y[o + 3] * w).rounded()) - 1, y1: Int((y[o + 4] * h).rounded()) - 1,
+                                             label: name, color: .cyan, thickness: 1)
+                    }
+                    try image.savePNG(to: folder + String(format: "/%05d.png", i))
+                }
+            }
+        }
+        Swift.print("wrote \(n) augmented training images to \(folder)")
     }
 
     /// The run folder: --out; else, for a new run, a new folder runs/DATE-TIME that

@@ -34,6 +34,8 @@ struct TrainingOptions: ParsableArguments {
     var cropMaxAspect: Float = AugmentOptions().cropMaxAspect
     @Option(help: "--train --augment ssd: probability of a horizontal flip.")
     var flipProbability: Float = AugmentOptions().flipProbability
+    @Option(help: "--train: write the first N training images of epoch 1, as augmented and with their labels drawn, to augmented/ in the run folder (to see what the model sees).")
+    var saveAugmented: Int = 0
 
     @Option(help: "--train: learning-rate schedule, constant, step or cosine (per step).")
     var lrSchedule: LRSchedule.Kind = .constant
@@ -50,6 +52,7 @@ struct TrainingOptions: ParsableArguments {
     var evalTransform: ImageTransform?
 
     func validate() throws {
+        if saveAugmented < 0 { throw ValidationError("--save-augmented \(saveAugmented): expected a count of images, 0 or more") }
         if AugmentOptions.parseCropChoices(cropMinIou) == nil {
             throw ValidationError("--crop-min-iou \(cropMinIou): expected comma-separated choices, each none, any or an IoU")
         }

@@ -250,4 +250,29 @@ final class KernelTests: XCTestCase {
         print("\(name): \(isa.map { "\($0) micro-kernel, " } ?? "")\(summary)")
         return isa
     }
+
+    /// The golden model's infer program places an output over the input X, so its
+    /// one-image-per-thread route stages the outputs until every image has read its input.
+    /// With two threads and six images, each image's outputs must be exactly those of that
+    /// image alone.
+    func testOneImagePerThreadRouteWithStagedOutputsGivesBatchOneValues() throws {
+        let graph = try goldenModel.graph(height: 8, width: 8)
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ssdc-kernel-by-image-\(getpid())").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let library = try ModelLibrary(path: try Driver.compile(graph, into: dir).libraryPath)
+        library.setThreads(2)
+        let session = ModelSession(library: library)
+        session.initializeParameters(seed: 3, graph: graph)
+        var rng = SplitMix64(seed: 9)
+        let per = 3 * 64, xs = (0..<6 * per).map { _ in rng.uniform(3) }
+        let all = try session.run("infer", inputs: ["X": HostTensor(floats: xs, shape: [6, 3, 8, 8])])
+        XCTAssertEqual(Set(all.keys), ["cls_preds", "bbox_preds", "probs", "detection", "anchors"])
+        for k in 0..<6 {
+            let one = try session.run("infer", inputs: ["X": HostTensor(floats: Array(xs[k * per ..< (k + 1) * per]), shape: [1, 3, 8, 8])])
+            for name in ["cls_preds", "bbox_preds", "probs", "detection"] {
+                let a = one[name]!.floats
+                XCTAssertEqual(Array(all[name]!.floats[k * a.count ..< (k + 1) * a.count]), a, "\(name) of image \(k)")
+            }
+        }
+    }
 }

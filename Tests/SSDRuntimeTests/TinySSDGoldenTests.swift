@@ -133,4 +133,25 @@ final class TinySSDGoldenTests: XCTestCase {
         let a = one["cls_preds"]!.floats, b = Array(both["cls_preds"]!.floats[a.count...])
         XCTAssertEqual(relativeError(a, b), 0, accuracy: 1e-6)
     }
+
+    func testLargeBatchRunsOneImagePerThreadWithTheValuesOfBatchOne() throws {
+        // Two threads and six images: infer runs one image per thread (model.c's
+        // infer_by_image), each in a workspace of its own; every output of every image must
+        // be exactly what that image alone gives.
+        let fx = try Fixtures.load("tinyssd_forward")
+        let (m, s) = try Self.session()
+        m.library.setThreads(2)
+        defer { m.library.setThreads(ProcessInfo.processInfo.activeProcessorCount) }
+        let per = 3 * 128 * 128, x = fx["X"]!.floats
+        var batch: [Float] = []
+        for k in 0..<6 { batch += x[(k % 2) * per ..< (k % 2 + 1) * per].map { $0 * (1 + 0.05 * Float(k)) } }
+        let all = try s.run("infer", inputs: ["X": HostTensor(floats: batch, shape: [6, 3, 128, 128])])
+        for k in 0..<6 {
+            let one = try s.run("infer", inputs: ["X": HostTensor(floats: Array(batch[k * per ..< (k + 1) * per]), shape: [1, 3, 128, 128])])
+            for name in ["cls_preds", "bbox_preds", "probs", "detection"] {
+                let a = one[name]!.floats
+                XCTAssertEqual(Array(all[name]!.floats[k * a.count ..< (k + 1) * a.count]), a, "\(name) of image \(k)")
+            }
+        }
+    }
 }

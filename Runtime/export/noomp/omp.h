@@ -13,6 +13,7 @@ static inline int omp_get_num_threads(void) { return 1; }
 static inline int omp_get_max_threads(void) { return 1; }
 static inline int omp_get_thread_num(void) { return 0; }
 static inline void omp_set_num_threads(int n) { (void)n; }
+static inline int omp_in_parallel(void) { return 0; }
 
 /* Wall-clock seconds (model.c times kernels with it when profiling is on). */
 static inline double omp_get_wtime(void)

@@ -12,7 +12,12 @@ enum { SSDC_OK = 0, SSDC_ERR_BATCH = 1, SSDC_ERR_NULL = 2 };
 
 /* Profiling: when on, each kernel's wall time is summed per program (ssdc_profile). */
 static int ssdc_profiling = 0;
-#define SSDC_TIMED(times, i, call) do { double t0_ = ssdc_profiling ? omp_get_wtime() : 0.0; call; if (ssdc_profiling) times[i] += omp_get_wtime() - t0_; } while (0)
+/* Least images per thread for an eval program to run one image per thread. */
+#ifndef SSDC_BY_IMAGE_MIN
+#define SSDC_BY_IMAGE_MIN 2
+#endif
+#define SSDC_TIMED_IF(on, times, i, call) do { const int on_ = ssdc_profiling && (on); double t0_ = on_ ? omp_get_wtime() : 0.0; call; if (on_) times[i] += omp_get_wtime() - t0_; } while (0)
+#define SSDC_TIMED(times, i, call) SSDC_TIMED_IF(1, times, i, call)
 
 /* Caches of values derived from the parameters (see ssdc_params_changed). */
 typedef struct { const float *P; const char *F; uint64_t generation; } ssdc_cache_t;
@@ -279,9 +284,57 @@ size_t ssdc_infer_scratch_floats(int64_t N) {
 
 static double infer_times[6];
 
+/* A batch of at least SSDC_BY_IMAGE_MIN images per thread runs one image per thread: each
+ * thread takes whole images through every kernel in a workspace of its own (B and S for
+ * N = 1), so an image's activations stay in that core's caches instead of the whole batch
+ * streaming through memory layer by layer, and the kernels run serially (no barrier per
+ * layer). The first image runs alone on all threads, which fills the caches derived from
+ * the parameters before the threads share them. Every image's values are those of a batch
+ * of one. When profiling, kernel times are those of thread 0's images.
+ * An output shares bytes with the input here, so outputs are staged in O (3264 bytes per
+ * image) and copied into B once every image has read its input. */
+static void infer_image(int64_t i, int64_t N, float *P, char *F, char *B, char *Bi, float *Si, char *O, int timed) {
+    memcpy(Bi + 0, B + (size_t)0 * N + (size_t)i * 768, 768);
+    SSDC_TIMED_IF(timed, infer_times, 0, infer_k00_conv2d_batch_norm_relu_max_pool2d(1, P, F, Bi, Si));
+    SSDC_TIMED_IF(timed, infer_times, 1, infer_k01_global_max_pool(1, P, F, Bi, Si));
+    SSDC_TIMED_IF(timed, infer_times, 2, infer_k02_conv2d_pair_permute_reshape_concat(1, P, F, Bi, Si));
+    SSDC_TIMED_IF(timed, infer_times, 3, infer_k03_conv2d_pair_permute_reshape_concat(1, P, F, Bi, Si));
+    SSDC_TIMED_IF(timed, infer_times, 4, infer_k04_softmax(1, P, F, Bi, Si));
+    SSDC_TIMED_IF(timed, infer_times, 5, infer_k05_multibox_detection(1, P, F, Bi, Si));
+    memcpy(O + (size_t)0 * N + (size_t)i * 612, Bi + 2112, 612);
+    memcpy(O + (size_t)612 * N + (size_t)i * 816, Bi + 1280, 816);
+    memcpy(O + (size_t)1428 * N + (size_t)i * 612, Bi + 2752, 612);
+    memcpy(O + (size_t)2040 * N + (size_t)i * 1224, Bi + 0, 1224);
+}
+
+/* 1 if the batch ran one image per thread, 0 if it is to run batched. */
+static int infer_by_image(int64_t N, float *P, char *F, char *B) {
+    const int T = ssd_get_num_threads();
+    if (T < 2 || N < (int64_t)SSDC_BY_IMAGE_MIN * T || !ssd_by_image_enabled()) return 0;
+    const size_t bytes = ((size_t)3392 + 63) / 64 * 64;
+    const size_t scratch = (ssdc_infer_scratch_floats(1) * sizeof(float) + 63) / 64 * 64;
+    char *W = ssd_thread_workspace((size_t)T * (bytes + scratch) + (size_t)N * 3264);
+    if (!W) return 0;
+    char *O = W + (size_t)T * (bytes + scratch);
+    infer_image(0, N, P, F, B, W, (float *)(W + bytes), O, 1);
+#pragma omp parallel num_threads(T)
+    {
+        const int t = omp_get_thread_num();
+        char *Bi = W + (size_t)t * (bytes + scratch);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t i = 1; i < N; i++) infer_image(i, N, P, F, B, Bi, (float *)(Bi + bytes), O, t == 0);
+    }
+    memcpy(B + (size_t)2112 * N, O + (size_t)0 * N, (size_t)612 * N);
+    memcpy(B + (size_t)1280 * N, O + (size_t)612 * N, (size_t)816 * N);
+    memcpy(B + (size_t)2752 * N, O + (size_t)1428 * N, (size_t)612 * N);
+    memcpy(B + (size_t)0 * N, O + (size_t)2040 * N, (size_t)1224 * N);
+    return 1;
+}
+
 int ssdc_infer(int64_t N, float *P, char *F, char *B, float *S) {
     if (N < 1) return SSDC_ERR_BATCH;
     if (!P || !F || !B || !S) return SSDC_ERR_NULL;
+    if (infer_by_image(N, P, F, B)) return SSDC_OK;
     SSDC_TIMED(infer_times, 0, infer_k00_conv2d_batch_norm_relu_max_pool2d(N, P, F, B, S));
     SSDC_TIMED(infer_times, 1, infer_k01_global_max_pool(N, P, F, B, S));
     SSDC_TIMED(infer_times, 2, infer_k02_conv2d_pair_permute_reshape_concat(N, P, F, B, S));
