@@ -182,7 +182,8 @@ public final class Trainer {
     /// Trains epochs `first...settings.epochs`; `onBatch` is called after every batch
     /// (done, total, examples/s, seconds) and `onEpoch` after every epoch. Without a prior
     /// `resume`, a run folder must be empty; the folder is locked until training ends.
-    public func train(from first: Int = 1, onBatch: (Int, Int, Double, Double) -> Void = { _, _, _, _ in },
+    /// `onStart` runs once the run folder is set up, before the first batch.
+    public func train(from first: Int = 1, onStart: () throws -> Void = {}, onBatch: (Int, Int, Double, Double) -> Void = { _, _, _, _ in },
                       onEpoch: (EpochMetrics) -> Void = { _ in }) throws -> [EpochMetrics] {
         defer { close() }
         guard first <= settings.epochs else { return [] }
@@ -202,6 +203,7 @@ public final class Trainer {
             }
         }
         try settings.checkEncodable()
+        try onStart()
         let source = TrainBatchSource(data: data, augmentation: settings.augmentation, seed: settings.seed, boxesPerImage: g,
                                       size: model.inputSize)
         let schedule = settings.lrSchedule ?? LRSchedule()

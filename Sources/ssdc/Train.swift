@@ -67,16 +67,16 @@ extension Run {
             }
         }
         parallel?.broadcastParameters(session)
-        if isRoot && trainingOptions.saveAugmented > 0 {
-            try saveAugmented(data: data, settings: settings, size: m.inputSize, count: trainingOptions.saveAugmented, to: runDir + "/augmented")
-        }
         defer { fflush(nil) }
         let ranks = parallel.map { ", \($0.size) ranks\(syncBn ? " with sync-bn" : "")" } ?? ""
         print("training \(m.graph.name) on \(data.count) images of \(root) (\(epochs) epochs, batch \(batchSize), lr \(lr), wd \(wd), \(threadCount) threads\(ranks), \(usedLoss))")
         print("augmentation: \(settings.augmentation?.summary ?? "none"); lr schedule: \((settings.lrSchedule ?? LRSchedule()).summary)")
         let progress = ProgressLine(enabled: isRoot)
         let start = Date()
-        let history = try trainer.train(from: first, onBatch: { done, total, rate, elapsed in
+        let history = try trainer.train(from: first, onStart: {
+            guard isRoot && trainingOptions.saveAugmented > 0 else { return }
+            try saveAugmented(data: data, settings: settings, size: m.inputSize, count: trainingOptions.saveAugmented, to: runDir + "/augmented")
+        }, onBatch: { done, total, rate, elapsed in
             progress.update(done: done, total: total, rate: rate, elapsed: elapsed)
         }, onEpoch: { e in
             progress.clear()

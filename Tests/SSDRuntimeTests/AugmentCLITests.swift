@@ -1,4 +1,5 @@
 import Foundation
+import SSDIO
 import XCTest
 
 /// The command line of augmentation, schedules, validation mAP and eval transforms.
@@ -44,5 +45,21 @@ final class AugmentCLITests: CLITestCase {
                               "--epochs", "2", "--augment", "none", "--resume", "--out", out])
         XCTAssertNotEqual(again.status, 0)
         XCTAssertTrue(again.stderr.contains("--augment: the run used ssd (") && again.stderr.contains("--lr-schedule: the run used step"), again.stderr)
+    }
+
+    func testSaveAugmentedWritesTheTrainingImagesWithTheirBoxes() throws {
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("ssdc-augsave-\(getpid())").path
+        try? FileManager.default.removeItem(atPath: out)
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let r = try ssdc(["run", "--train", "--data", Self.tinyData, "--input-size", "128x128", "--batch-size", "2", "--threads", "2",
+                          "--epochs", "1", "--save-augmented", "3", "--out", out])
+        XCTAssertEqual(r.status, 0, r.stderr + r.stdout)
+        XCTAssertTrue(r.stdout.contains("wrote 3 augmented training images to \(out)/augmented"), r.stdout)
+        for i in 0..<3 {
+            let image = try RGBImage.load(out + String(format: "/augmented/%05d.png", i))
+            XCTAssertEqual([image.width, image.height], [128, 128], "the model's input size")
+            XCTAssertTrue((0..<128).contains { y in (0..<128).contains { x in image[x, y] == .cyan } }, "image \(i) has its box drawn")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out + "/augmented/00003.png"))
     }
 }
