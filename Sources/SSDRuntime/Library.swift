@@ -284,9 +284,16 @@ public final class ModelSession {
 
         let ws = try workspace(p, batch: batch, rows: rows)
         for v in p.inputs where v.region != "labels" {
-            let values = inputs[v.name]!.floats
-            let dst = (ws.batched.base + v.offset * batch).assumingMemoryBound(to: Float.self)
-            values.withUnsafeBufferPointer { dst.update(from: $0.baseAddress!, count: values.count) }
+            let t = inputs[v.name]!, dst = ws.batched.base + v.offset * batch
+            guard t.bytes.count == t.shape.reduce(1, *) * t.dtype.byteSize else {
+                throw RuntimeError("input \(v.name): \(t.bytes.count) bytes do not match its shape \(t.shape)")
+            }
+            if t.dtype == .f32 {
+                t.bytes.withUnsafeBytes { dst.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }  // no intermediate array
+            } else {
+                let values = t.floats
+                values.withUnsafeBufferPointer { dst.assumingMemoryBound(to: Float.self).update(from: $0.baseAddress!, count: values.count) }
+            }
         }
         let fixed = ws.fixed.base.assumingMemoryBound(to: CChar.self), batched = ws.batched.base.assumingMemoryBound(to: CChar.self)
         let status: Int32
@@ -311,7 +318,7 @@ public final class ModelSession {
             let base = v.region == "batched" ? ws.batched.base + v.offset * batch : ws.fixed.base + v.offset
             out[v.name] = v.dtype == "f64"
                 ? HostTensor(doubles: Array(UnsafeBufferPointer(start: base.assumingMemoryBound(to: Double.self), count: count)), shape: shape)
-                : HostTensor(floats: Array(UnsafeBufferPointer(start: base.assumingMemoryBound(to: Float.self), count: count)), shape: shape)
+                : HostTensor(floats: UnsafeBufferPointer(start: base.assumingMemoryBound(to: Float.self), count: count), shape: shape)
         }
         return out
     }
