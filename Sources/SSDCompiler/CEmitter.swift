@@ -76,26 +76,25 @@ public struct CEmitter {
         }
     }
 
-    /// The per-image copies of a program that may run one image per thread: an eval-mode
-    /// program without labels that leaves P alone, so each image's values depend on that
-    /// image only. Each entry: offset and bytes per example, and whether it is an input.
-    /// nil: the program runs batched only.
-    func imageCopies(_ p: Program) -> [(offset: Int, bytes: Int, input: Bool)]? {
+    /// The batched inputs and outputs (one of each buffer) a program copies per image when it
+    /// runs one image per thread: an eval-mode program without labels that leaves P alone, so
+    /// each image's values depend on that image only. nil: the program runs batched only.
+    func imageCopies(_ p: Program) -> (inputs: [Buffer], outputs: [Buffer])? {
         guard p.mode == .eval, !p.takesLabels, !writesParameters(p) else { return nil }
         let ins = p.inputs.map { p.buffers[$0.buffer] }
         guard !ins.isEmpty, ins.allSatisfy({ $0.region == .batched }) else { return nil }
         var seen = Set<Int>()
-        let outs = p.outputs.map { p.buffers[$0.buffer] }.filter { $0.region == .batched && seen.insert($0.id).inserted }
-        return ins.map { ($0.offset, $0.bytes, true) } + outs.map { ($0.offset, $0.bytes, false) }
+        return (ins, p.outputs.map { p.buffers[$0.buffer] }.filter { $0.region == .batched && seen.insert($0.id).inserted })
     }
 
     /// The route of a batch through `p` one image per thread (see `imageCopies`). When an
-    /// output shares bytes with an input in the batched plan, the outputs are staged and
-    /// copied into B after the last image has read its input.
-    func imageRoute(_ p: Program, copies: [(offset: Int, bytes: Int, input: Bool)]) -> [String] {
+    /// output shares bytes with an input in the batched plan, the outputs are staged (output
+    /// k at `staging[k]` bytes per image) and copied into B after the last image has read
+    /// its input.
+    func imageRoute(_ p: Program, inputs ins: [Buffer], outputs outs: [Buffer]) -> [String] {
         let n = p.name
-        let ins = copies.filter(\.input), outs = copies.filter { !$0.input }
         let staged = ins.contains { i in outs.contains { o in i.offset < o.offset + o.bytes && o.offset < i.offset + i.bytes } }
+        let staging = outs.indices.map { k in outs[..<k].map(\.bytes).reduce(0, +) }
         let outBytes = outs.map(\.bytes).reduce(0, +)
         var out = [
             "/* A batch of at least SSDC_BY_IMAGE_MIN images per thread runs one image per thread: each",
@@ -118,11 +117,9 @@ public struct CEmitter {
         for (k, kernel) in p.kernels.enumerated() {
             out.append("    SSDC_TIMED_IF(timed, \(n)_times, \(k), \(n)_\(kernel.name)(1, P, F, Bi, Si));")
         }
-        var at = 0
-        for c in outs {
-            let dest = staged ? "O + (size_t)\(at) * N + (size_t)i * \(c.bytes)" : "B + (size_t)\(c.offset) * N + (size_t)i * \(c.bytes)"
-            out.append("    memcpy(\(dest), Bi + \(c.offset), \(c.bytes));")
-            at += c.bytes
+        for (c, at) in zip(outs, staging) {
+            let dest = staged ? "O + (size_t)\(at) * N" : "B + (size_t)\(c.offset) * N"
+            out.append("    memcpy(\(dest) + (size_t)i * \(c.bytes), Bi + \(c.offset), \(c.bytes));")
         }
         out += [
             "}",
@@ -146,10 +143,8 @@ public struct CEmitter {
             "    }",
         ]
         if staged {
-            at = 0
-            for c in outs {
+            for (c, at) in zip(outs, staging) {
                 out.append("    memcpy(B + (size_t)\(c.offset) * N, O + (size_t)\(at) * N, (size_t)\(c.bytes) * N);")
-                at += c.bytes
             }
         }
         out += ["    return 1;", "}", ""]
@@ -256,7 +251,7 @@ public struct CEmitter {
             out.append("static double \(p.name)_times[\(max(p.kernels.count, 1))];")
             out.append("")
             let byImage = imageCopies(p)
-            if let byImage { out += imageRoute(p, copies: byImage) }
+            if let byImage { out += imageRoute(p, inputs: byImage.inputs, outputs: byImage.outputs) }
             out.append("int \(ABI.entry(p.name))(int64_t N, \(labels ? "int64_t G, const float *Y, " : "")float *P, char *F, char *B, float *S) {")
             out.append("    if (N < 1\(labels ? " || G < 1" : "")) return SSDC_ERR_BATCH;")
             out.append("    if (!P || !F || !B || !S\(labels ? " || !Y" : "")) return SSDC_ERR_NULL;")

@@ -101,25 +101,19 @@ extension Run {
         let g = max(1, data.maxBoxes), n = min(count, data.count)
         let source = TrainBatchSource(data: data, augmentation: settings.augmentation, seed: settings.seed, boxesPerImage: g, size: size)
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        let names = data.classNames
+        let plane = 3 * size.height * size.width, w = Float(size.width), h = Float(size.height)
+        func name(_ label: Int) -> String { data.classNames.flatMap { label < $0.count ? $0[label] : nil } ?? "\(label)" }
         for start in stride(from: 0, to: n, by: 32) {
             let indices = Array(start..<min(start + 32, n))
             let (x, y) = try source.batch(indices: indices, epoch: 0)
-            let plane = 3 * size.height * size.width
-            try x.withUnsafeBufferPointer { xs in
-                for (k, i) in indices.enumerated() {
-                    var image = RGBImage(chwFloats: xs.baseAddress! + k * plane, width: size.width, height: size.height)
-                    for j in 0..<g {
-                        let o = (k * g + j) * 5
-                        guard y[o] >= 0 else { continue }
-                        let label = Int(y[o]), name = names.flatMap { label < $0.count ? $0[label] : nil } ?? "\(label)"
-                        let w = Float(size.width), h = Float(size.height)
-                        image.drawLabeledBox(x0: Int((y[o + 1] * w).rounded()), y0: Int((y[o + 2] * h).rounded()),
-                                             x1: Int((y[o + 3] * w).rounded()) - 1, y1: Int((y[o + 4] * h).rounded()) - 1,
-                                             label: name, color: .cyan, thickness: 1)
-                    }
-                    try image.savePNG(to: folder + String(format: "/%05d.png", i))
+            for (k, i) in indices.enumerated() {
+                var image = x.withUnsafeBufferPointer { RGBImage(chwFloats: $0.baseAddress! + k * plane, width: size.width, height: size.height) }
+                for o in stride(from: k * g * 5, to: (k + 1) * g * 5, by: 5) where y[o] >= 0 {
+                    image.drawLabeledBox(x0: Int((y[o + 1] * w).rounded()), y0: Int((y[o + 2] * h).rounded()),
+                                         x1: Int((y[o + 3] * w).rounded()) - 1, y1: Int((y[o + 4] * h).rounded()) - 1,
+                                         label: name(Int(y[o])), color: .cyan, thickness: 1)
                 }
+                try image.savePNG(to: folder + String(format: "/%05d.png", i))
             }
         }
         Swift.print("wrote \(n) augmented training images to \(folder)")
