@@ -399,6 +399,16 @@ size_t ssd_l2norm_scratch_floats(int N, int HW);
 void ssd_l2norm_backward(int N, int C, int HW, const float *x, const float *weight, float eps,
                          const float *dy, float *dx, float *dweight, float *scratch);
 
+/* Per-example standardisation over all D = C*H*W values of each example (PyTorch's
+ * F.layer_norm(x, x.shape[1:], eps=eps) without weights): y = (x - mean) / sqrt(var + eps),
+ * var biased. Backward: dx = r * (dy - mean(dy) - y * mean(dy * y)), r = 1 / sqrt(var + eps).
+ * Sums in double, fixed order (the same bits at any thread count). Scratch (both):
+ * ssd_standardize_scratch_floats(N, D) floats, 8-byte aligned. */
+size_t ssd_standardize_scratch_floats(int N, int64_t D);
+void ssd_standardize_forward(int N, int64_t D, const float *x, float eps, float *y, float *scratch);
+void ssd_standardize_backward(int N, int64_t D, const float *x, float eps, const float *dy,
+                              float *dx, float *scratch);
+
 /* Elementwise: y = act(a + b) over n floats (y may equal a or b; act is SSD_ACT_*), and
  * y += x (gradient accumulation). */
 void ssd_add_forward(int64_t n, const float *a, const float *b, float *y, int act);

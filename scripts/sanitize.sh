@@ -47,7 +47,7 @@ suite() { # name, objects
 suite test_kernels "$kernels"
 suite test_fused "$kernels"
 suite test_ssd_ops "$ops"
-suite test_ops "$(objs threads gemm gemm_avx512 conv_general conv_direct dwconv pool_general activation resize l2norm eltwise)"
+suite test_ops "$(objs threads gemm gemm_avx512 conv_general conv_direct dwconv pool_general activation resize l2norm standardize eltwise)"
 
 # One compiled model: every program once, on exactly sized regions. The emitted C asks for
 # `omp simd` loops that -O1 may not vectorise; that warning is expected here.

@@ -1,6 +1,6 @@
 /*
  * test_ops.c — checks the SSD-family op kernels (conv_general.c, dwconv.c, pool_general.c,
- * activation.c, resize.c, l2norm.c, eltwise.c) against slow references written plainly here
+ * activation.c, resize.c, l2norm.c, standardize.c, eltwise.c) against slow references written plainly here
  * in double precision, the backward kernels also against central finite differences of those
  * references (small cases), the kinks of the activations against PyTorch's values, and the
  * reductions for bit-identical results at 1, 2 and 3 threads.
@@ -734,6 +734,119 @@ static void test_l2norm(void)
     }
 }
 
+/* ---- per-example standardisation ------------------------------------------------------------ */
+
+typedef struct {
+    int N;
+    int64_t D;
+    double eps, *x, *r, *y;
+} std_ctx;
+
+static void ref_standardize(int N, int64_t D, const double *x, double eps, double *y)
+{
+    for (int n = 0; n < N; ++n) {
+        const double *xn = x + (size_t)n * D;
+        double m = 0.0, v = 0.0;
+        for (int64_t i = 0; i < D; ++i) m += xn[i];
+        m /= (double)D;
+        for (int64_t i = 0; i < D; ++i) v += (xn[i] - m) * (xn[i] - m);
+        v /= (double)D;
+        for (int64_t i = 0; i < D; ++i) y[(size_t)n * D + i] = (xn[i] - m) / sqrt(v + eps);
+    }
+}
+
+static double std_loss(void *p)
+{
+    std_ctx *c = p;
+    ref_standardize(c->N, c->D, c->x, c->eps, c->y);
+    return dot(c->r, c->y, (size_t)c->N * c->D);
+}
+
+/* dx of sum(dy * y) in double, by the closed form (for cases too large for differences). */
+static void ref_standardize_backward(int N, int64_t D, const double *x, double eps,
+                                     const double *dy, double *dx)
+{
+    double *y = dzeros((size_t)N * D);
+    ref_standardize(N, D, x, eps, y);
+    for (int n = 0; n < N; ++n) {
+        const size_t o = (size_t)n * D;
+        double m = 0.0, v = 0.0, a = 0.0, b = 0.0;
+        for (int64_t i = 0; i < D; ++i) m += x[o + i];
+        m /= (double)D;
+        for (int64_t i = 0; i < D; ++i) v += (x[o + i] - m) * (x[o + i] - m);
+        const double r = 1.0 / sqrt(v / (double)D + eps);
+        for (int64_t i = 0; i < D; ++i) { a += dy[o + i]; b += dy[o + i] * y[o + i]; }
+        a /= (double)D;
+        b /= (double)D;
+        for (int64_t i = 0; i < D; ++i) dx[o + i] = r * (dy[o + i] - a - y[o + i] * b);
+    }
+    free(y);
+}
+
+static void test_standardize(void)
+{
+    /* (N, D): small ones against finite differences; one over several 8192-value chunks */
+    static const int64_t cases[][2] = {{2, 37}, {1, 300}, {3, 5}, {2, 3 * 60 * 60}};
+    for (size_t t = 0; t < sizeof cases / sizeof cases[0]; ++t) {
+        const int N = (int)cases[t][0];
+        const int64_t D = cases[t][1];
+        const size_t n = (size_t)N * D;
+        const float eps = 1e-5f;
+        float *x = frandom(n, 100.0f), *dy = frandom(n, 1.0f), *y = fnan(n), *dx = fnan(n);
+        for (size_t i = 0; i < n; ++i) x[i] += 120.0f; /* pixel-like: a large mean */
+        float *scratch = fnan(ssd_standardize_scratch_floats(N, D));
+        ssd_standardize_forward(N, D, x, eps, y, scratch);
+        ssd_standardize_backward(N, D, x, eps, dy, dx, scratch);
+        double *xd = to_double(x, n), *dyd = to_double(dy, n), *yr = dzeros(n), *gx = dzeros(n);
+        ref_standardize(N, D, xd, eps, yr);
+        const int fd = D < 1000;
+        if (fd) {
+            double *yy = dzeros(n);
+            std_ctx c = {N, D, eps, xd, dyd, yy};
+            fd_grad(std_loss, &c, xd, n, 1e-4, gx);
+            free(yy);
+        } else {
+            ref_standardize_backward(N, D, xd, eps, dyd, gx);
+        }
+        /* y = (x - mean) / std is O(1); near 0 it keeps the rounding of x - mean (x ~ 120),
+         * so its error is taken relative to max(|y|, 0.01) */
+        const double ey = err(y, yr, NULL, n, 1e-2), edx = err(dx, gx, NULL, n, 1e-2);
+        report(ey < 1e-5 && edx < 1e-3,
+               "standardize N%d D%lld: err y %.2e, dx vs %s %.2e", N, (long long)D, ey,
+               fd ? "finite differences" : "the double closed form", edx);
+        const int before = ssd_get_num_threads();
+        float *y1 = fnan(n), *dx1 = fnan(n);
+        ssd_set_num_threads(1);
+        ssd_standardize_forward(N, D, x, eps, y1, scratch);
+        ssd_standardize_backward(N, D, x, eps, dy, dx1, scratch);
+        ssd_set_num_threads(3);
+        ssd_standardize_forward(N, D, x, eps, y, scratch);
+        ssd_standardize_backward(N, D, x, eps, dy, dx, scratch);
+        ssd_set_num_threads(before);
+        report(same_bits(y, y1, n) && same_bits(dx, dx1, n),
+               "standardize N%d D%lld: same bits at 1 and 3 threads", N, (long long)D);
+        /* an image and the same image at half the exposure give the same output */
+        float *xh = fnan(n), *yh = fnan(n);
+        for (size_t i = 0; i < n; ++i) xh[i] = 0.5f * x[i];
+        ssd_standardize_forward(N, D, xh, eps, yh, scratch);
+        double dmax = 0.0;
+        for (size_t i = 0; i < n; ++i) dmax = fmax(dmax, fabs((double)yh[i] - (double)y[i]));
+        report(dmax < 1e-5, "standardize N%d D%lld: x and x/2 give the same y (max diff %.2e)", N,
+               (long long)D, dmax);
+        free(xh); free(yh); free(y1); free(dx1);
+        free(x); free(dy); free(y); free(dx); free(scratch); free(xd); free(dyd); free(yr); free(gx);
+    }
+    /* a constant example: y = 0, dx = 0 (no NaN from the zero variance) */
+    {
+        const float x[4] = {3, 3, 3, 3}, dy[4] = {1, -2, 0.5f, 4};
+        float y[4], dx[4], s[64];
+        ssd_standardize_forward(1, 4, x, 1e-5f, y, s);
+        ssd_standardize_backward(1, 4, x, 1e-5f, dy, dx, s);
+        report(y[0] == 0 && y[3] == 0 && isfinite(dx[0]) && isfinite(dx[3]),
+               "standardize of a constant example: y 0, dx finite (%g)", dx[1]);
+    }
+}
+
 /* ---- add and per-channel multiply --------------------------------------------------------- */
 
 static void test_eltwise(void)
@@ -800,6 +913,7 @@ int main(void)
     test_activations();
     test_upsample();
     test_l2norm();
+    test_standardize();
     test_eltwise();
     printf("%d passed, %d failed\n", g_pass, g_fail);
     return g_fail ? 1 : 0;

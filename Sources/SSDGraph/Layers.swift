@@ -192,6 +192,22 @@ public struct L2Norm: Layer {
     }
 }
 
+/// Per-example standardisation: each example's values (all channels and pixels) shifted to
+/// mean 0 and scaled to variance 1, (x - mean) / sqrt(var + eps). As a network's first layer
+/// it makes the model see an image and the same image darker or brighter (every value scaled,
+/// or shifted) as one input. PyTorch: `F.layer_norm(x, x.shape[1:], eps=eps)`.
+public struct Standardize: Layer {
+    public var eps: Float
+    public var location: SourceLocation
+    public init(eps: Float = 1e-5, file: StaticString = #filePath, line: UInt = #line) {
+        self.eps = eps
+        location = SourceLocation(file, line)
+    }
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        x.builder.apply(.standardize(eps: eps), [x], location: location)
+    }
+}
+
 /// nn.AdaptiveMaxPool2d((1, 1)): global max pool.
 public struct AdaptiveMaxPool2d: Layer {
     public var location: SourceLocation

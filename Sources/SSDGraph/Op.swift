@@ -88,6 +88,9 @@ public enum Op: Codable, Hashable, Sendable {
     case upsampleNearest(scaleH: Int, scaleW: Int)
     /// SSD300's L2Norm: x / (sqrt(sum over channels of x^2) + eps) * weight (C).
     case l2Norm(eps: Float)
+    /// Per-example standardisation over all of an example's values: (x - mean) / sqrt(var + eps),
+    /// var biased (PyTorch: F.layer_norm(x, x.shape[1:], eps=eps), no weights).
+    case standardize(eps: Float)
 
     public var mnemonic: String {
         switch self {
@@ -112,6 +115,7 @@ public enum Op: Codable, Hashable, Sendable {
         case .mulChannels: return "mul_channels"
         case .upsampleNearest: return "upsample_nearest"
         case .l2Norm: return "l2_norm"
+        case .standardize: return "standardize"
         }
     }
 
@@ -124,7 +128,7 @@ public enum Op: Codable, Hashable, Sendable {
         case .permute, .reshape, .concat: return .injective
         case .softmax, .anchors, .multiboxDetection: return .opaque
         case .convolution, .pool2d: return .outElementwiseFusable
-        case .globalAvgPool, .l2Norm: return .reduction
+        case .globalAvgPool, .l2Norm, .standardize: return .reduction
         case .activation, .add: return .elementwise
         case .mulChannels: return .broadcast
         case .upsampleNearest: return .injective
@@ -155,7 +159,7 @@ public enum Op: Codable, Hashable, Sendable {
         case .convolution(let a): return a.description
         case .pool2d(let p): return p.description
         case .upsampleNearest(let sh, let sw): return "scale=\(sh)x\(sw)"
-        case .l2Norm(let eps): return "eps=\(eps)"
+        case .l2Norm(let eps), .standardize(let eps): return "eps=\(eps)"
         }
     }
 
@@ -321,6 +325,11 @@ public enum Op: Codable, Hashable, Sendable {
             guard !t[1].batched, t[1].dims == [t[0].dims[0]] else {
                 return fail("l2_norm expects a weight of shape (\(t[0].dims[0])) for \(t[0]), got \(t[1])")
             }
+            return .success(t[0])
+
+        case .standardize(let eps):
+            guard t.count == 1, t[0].batched, !t[0].dims.isEmpty else { return fail("standardize expects one batched tensor (N,...)") }
+            guard eps.isFinite, eps > 0 else { return fail("standardize needs eps > 0, got \(eps)") }
             return .success(t[0])
         }
     }

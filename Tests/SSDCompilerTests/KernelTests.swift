@@ -223,7 +223,7 @@ final class KernelTests: XCTestCase {
         }
         _ = try runCTest("test_fused", kernels)
         _ = try runCTest("test_ssd_ops", ["detect.c", "target.c", "loss.c", "threads.c"])
-        _ = try runCTest("test_ops", ["threads.c", "gemm.c", "gemm_avx512.c", "conv_general.c", "conv_direct.c", "dwconv.c", "pool_general.c", "activation.c", "resize.c", "l2norm.c", "eltwise.c"])
+        _ = try runCTest("test_ops", ["threads.c", "gemm.c", "gemm_avx512.c", "conv_general.c", "conv_direct.c", "dwconv.c", "pool_general.c", "activation.c", "resize.c", "l2norm.c", "standardize.c", "eltwise.c"])
     }
 
     /// Builds Runtime/tests/`test`.c with the runtime `sources` (-march=native plus

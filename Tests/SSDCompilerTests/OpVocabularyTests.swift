@@ -60,7 +60,8 @@ extension KernelTests {
             return [("residual", a + x),
                     ("se", x * se),
                     ("up", upsampleNearest(x, scale: 2)),
-                    ("l2", Named("l2", L2Norm(4))(x))]
+                    ("l2", Named("l2", L2Norm(4))(x)),
+                    ("std", Standardize()(x))]
         }
     }
 
@@ -81,15 +82,16 @@ extension KernelTests {
 
 /// Every new op on a training path: a small two-scale SSD with a residual add, depthwise,
 /// dilated and grouped convs, ReLU6, hard-swish, sigmoid, L2Norm, pooling with ceil mode,
-/// upsample and squeeze-excite.
+/// upsample, squeeze-excite, and standardisation (of the input, which needs no gradient, and
+/// inside the network).
 let vocabularyModel = Model(name: "vocabulary", numClasses: 2, register: false) { x in
-    let stem = Named("stem", Sequential { Conv2d(3, 4, kernelSize: 3, padding: 1); BatchNorm2d(4); ReLU6() })(x)
+    let stem = Named("stem", Sequential { Conv2d(3, 4, kernelSize: 3, padding: 1); BatchNorm2d(4); ReLU6() })(Standardize()(x))
     let dw = Named("dw", Sequential {
         Conv2d(4, 4, kernelSize: 3, padding: 1, groups: 4); BatchNorm2d(4); HardSwish()
     })(stem)
     // 14x14 -> 8x8: ceil mode adds the last window here (floor would give 7).
     let y1 = Named("pool", MaxPool2d(3, stride: 2, padding: 1, ceilMode: true))(dw + stem)
-    let l2 = Named("l2", L2Norm(4, scale: 5))(y1)
+    let l2 = Named("l2", L2Norm(4, scale: 5))(Standardize()(y1))
     let dil = sigmoid(Named("dil", Conv2d(4, 6, kernelSize: 3, padding: 2, dilation: 2, groups: 2))(l2))
     let se = hardSigmoid(Named("se", Conv2d(6, 6, kernelSize: 1))(globalAvgPool(dil)))
     let y2 = Named("avg", AvgPool2d(2, ceilMode: true, countIncludePad: false))(dil * se)

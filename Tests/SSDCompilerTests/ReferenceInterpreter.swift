@@ -43,6 +43,7 @@ struct ReferenceInterpreter {
             case .mulChannels: v[n.id] = mulChannels(ins[0], ins[1])
             case .upsampleNearest(let sh, let sw): v[n.id] = upsample(ins[0], sh, sw)
             case .l2Norm(let eps): v[n.id] = l2Norm(ins[0], ins[1], eps: Double(eps))
+            case .standardize(let eps): v[n.id] = standardize(ins[0], eps: Double(eps))
             }
         }
         return v
@@ -144,6 +145,18 @@ struct ReferenceInterpreter {
             let norm = ss.squareRoot() + eps
             for ci in 0..<c { y[(ni * c + ci) * hw + i] = x.data[(ni * c + ci) * hw + i] / norm * weight.data[ci] }
         } }
+        return Value(shape: x.shape, data: y)
+    }
+
+    func standardize(_ x: Value, eps: Double) -> Value {
+        let n = x.shape[0], d = x.data.count / max(n, 1)
+        var y = x.data
+        for ni in 0..<n {
+            let v = x.data[(ni * d)..<((ni + 1) * d)]
+            let mean = v.reduce(0, +) / Double(d)
+            let variance = v.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(d)
+            for i in 0..<d { y[ni * d + i] = (x.data[ni * d + i] - mean) / (variance + eps).squareRoot() }
+        }
         return Value(shape: x.shape, data: y)
     }
 

@@ -104,4 +104,25 @@ final class ExampleModelGoldenTests: XCTestCase {
             XCTAssertEqual(got, want, accuracy: 1e-6)
         }
     }
+
+    /// Examples/tinyssd-exposure standardises its input first, so an image and the same image
+    /// at half the exposure (every pixel times 0.5, as `--eval-transform dark` makes it) give
+    /// the same predictions, where the model without it does not.
+    func testExposureTinySSDGivesTheSamePredictionsForADarkerImage() throws {
+        var rng = SplitMix64(seed: 3)
+        let pixels = (0..<(3 * 256 * 256)).map { _ in 128 + rng.uniform(100) }
+        func predictions(_ example: String, _ scale: Float) throws -> [Float] {
+            let m = try ModelResolver.resolve(Fixtures.packageRoot + "/Examples/\(example)/model.swift", numClasses: 1)
+            let s = ModelSession(library: m.library)
+            s.initializeParameters(seed: 1, graph: m.graph)
+            let out = try s.run("infer", inputs: ["X": HostTensor(floats: pixels.map { $0 * scale }, shape: [1, 3, 256, 256])])
+            return try XCTUnwrap(out["probs"]).floats
+        }
+        func maxDiff(_ a: [Float], _ b: [Float]) -> Float { zip(a, b).map { abs($0 - $1) }.max() ?? .infinity }
+        let plain = try predictions("tinyssd-exposure", 1), dark = try predictions("tinyssd-exposure", 0.5)
+        XCTAssertEqual(plain.count, 6468 * 2)
+        XCTAssertLessThan(maxDiff(plain, dark), 1e-4)
+        let rawPlain = try predictions("tinyssd-small-objects", 1), rawDark = try predictions("tinyssd-small-objects", 0.5)
+        XCTAssertGreaterThan(maxDiff(rawPlain, rawDark), 1e-3)
+    }
 }

@@ -142,6 +142,26 @@ public struct L2NormBackward: KernelFamily {
     }
 }
 
+/// Per-example standardisation (forward), or its gradient dx (backward: y is dx, dy set).
+public struct Standardize: KernelFamily {
+    public var x: Int, y: Int
+    public var dy: Int?
+    public var size: Int, eps: Float
+
+    public var kernelName: String? { dy == nil ? nil : "standardize_backward" }
+    public var reads: [Int] { [x] + (dy.map { [$0] } ?? []) }
+    public var writes: [Int] { [y] }
+    public var scratchQuery: String? { "t = ssd_standardize_scratch_floats((int)N, \(size));" }
+
+    public func body(_ ctx: KernelContext) -> [String] {
+        let P = ctx.pointer
+        if let dy {
+            return ["ssd_standardize_backward((int)N, \(size), \(P(x)), \(CText.float(eps)), \(P(dy)), \(P(y)), S);"]
+        }
+        return ["ssd_standardize_forward((int)N, \(size), \(P(x)), \(CText.float(eps)), \(P(y)), S);"]
+    }
+}
+
 /// ReLU (when it is no epilogue), and its gradient from the output: dx = dy where y > 0.
 public struct Relu: KernelFamily {
     public var x: Int, y: Int, count: Int

@@ -334,6 +334,14 @@ extension Lowering {
                 dWeight: gradientBuffer(ofParameter: n.inputs[1]), c: xt.dims[0], hw: xt.dims[1] * xt.dims[2], eps: eps))
             if let dx { contribute(x, dx, &bw, from: n.id) }
 
+        case .standardize(let eps):
+            let x = n.inputs[0], xt = graph[x].type
+            if needsGradient(x) {
+                let dx = newBuffer("grad." + valueName(x), xt, region: .batched)
+                addKernel(.reduction, [n.id], Standardize(x: try materialized(x), y: dx, dy: dy, size: xt.dims.reduce(1, *), eps: eps))
+                contribute(x, dx, &bw, from: n.id)
+            }
+
         case .permute, .concat:
             // Injective: each input chain (reshape/permute back to a materialised value) gets
             // its slice of dy, un-permuted, in one scatter kernel.

@@ -324,6 +324,12 @@ public struct Lowering {
                     x: x, weight: w, y: y, c: n.type.dims[0], hw: n.type.dims[1] * n.type.dims[2], eps: eps))
                 views[n.id] = View(buffer: y, sourceDims: n.type.dims, perm: nil, nodes: [])
 
+            case .standardize(let eps):
+                let x = try materialized(n.inputs[0])
+                let y = newBuffer(valueName(n.id), n.type, region: .batched)
+                addKernel(.reduction, [n.id], Standardize(x: x, y: y, size: n.type.dims.reduce(1, *), eps: eps))
+                views[n.id] = View(buffer: y, sourceDims: n.type.dims, perm: nil, nodes: [])
+
             case .multiboxDetection(let nms, let pos):
                 let ins = try n.inputs.map { try materialized($0) }
                 let y = newBuffer(valueName(n.id), n.type, region: .batched)
