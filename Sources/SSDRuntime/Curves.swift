@@ -82,16 +82,29 @@ public enum TrainingCurves {
         let axis = RGBImage.textSize("EPOCH", scale: 2)
         image.drawText("EPOCH", x: left + (w - axis.width) / 2, y: bottom + 30, color: ink, scale: 2, background: nil)
         image.drawRectangle(x0: left, y0: top, x1: right, y1: bottom, color: ink)
+        var drawn: [(Int, Int)] = [] // points of the lines, sampled, for the legend's place
         for s in series {
             let points = s.values.map { (px($0.epoch), py($0.value)) }
-            for (a, b) in zip(points, points.dropFirst()) { line(&image, a, b, s.color) }
+            for (a, b) in zip(points, points.dropFirst()) {
+                line(&image, a, b, s.color)
+                for k in 0..<8 { drawn.append((a.0 + (b.0 - a.0) * k / 8, a.1 + (b.1 - a.1) * k / 8)) }
+            }
+            drawn += points
             for p in points { image.fillRectangle(x0: p.0 - 2, y0: p.1 - 2, x1: p.0 + 2, y1: p.1 + 2, color: s.color) }
         }
-        // The legend, top right inside the plot.
+        // The legend inside the plot, in the corner that hides the fewest points of the lines
+        // (top right when several do equally well).
         let longest = series.map { RGBImage.textSize($0.name.uppercased(), scale: 1).width }.max() ?? 0
-        let lx = right - longest - 40, ly = top + 8
-        image.fillRectangle(x0: lx - 6, y0: ly - 4, x1: right - 4, y1: ly + 14 * series.count, color: .white)
-        image.drawRectangle(x0: lx - 6, y0: ly - 4, x1: right - 4, y1: ly + 14 * series.count, color: grid)
+        let boxW = longest + 40, boxH = 14 * series.count + 4
+        let corners = [(right - 4 - boxW, top + 4), (left + 4, top + 4),
+                       (right - 4 - boxW, bottom - 4 - boxH), (left + 4, bottom - 4 - boxH)]
+        func hidden(_ c: (Int, Int)) -> Int {
+            drawn.filter { $0.0 >= c.0 - 3 && $0.0 <= c.0 + boxW + 3 && $0.1 >= c.1 - 3 && $0.1 <= c.1 + boxH + 3 }.count
+        }
+        let corner = corners.min { hidden($0) < hidden($1) }!
+        let lx = corner.0 + 6, ly = corner.1 + 4
+        image.fillRectangle(x0: lx - 6, y0: ly - 4, x1: lx - 6 + boxW, y1: ly + 14 * series.count, color: .white)
+        image.drawRectangle(x0: lx - 6, y0: ly - 4, x1: lx - 6 + boxW, y1: ly + 14 * series.count, color: grid)
         for (i, s) in series.enumerated() {
             let y = ly + 14 * i + 4
             image.fillRectangle(x0: lx, y0: y, x1: lx + 20, y1: y + 2, color: s.color)

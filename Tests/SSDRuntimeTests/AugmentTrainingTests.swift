@@ -101,6 +101,17 @@ final class AugmentTrainingTests: XCTestCase {
         XCTAssertGreaterThan(colours.count, 6, "axes, text and five coloured series")
     }
 
+    /// A validation mAP that ends high (as a good run's does) runs through the top right of
+    /// its panel: the legend moves to a corner where it hides no point of the lines.
+    func testCurvesLegendDoesNotHideTheLines() throws {
+        let points = (1...20).map { e in CurvePoint(epoch: e, loss: 1, classError: 0.01, bboxMAE: 0.01,
+                                                   validationMAP50: e >= 15 ? 0.95 : 0.05 * Double(e), validationMAP: 0.4) }
+        let image = TrainingCurves.draw(points)
+        // epoch 18 of 20 at 0.95 in the right panel (x from 560, 360 wide; y from 350 up, 300 high)
+        let x = 560 + Int((17.0 / 19.0 * 360).rounded()), y = 350 - Int((0.95 * 300).rounded())
+        XCTAssertEqual(image[x, y], RGBImage.Color(214, 39, 40), "the val mAP@0.5 point at epoch 18 is drawn, not covered")
+    }
+
     func makeTrainer(dir: String?, augment: Bool, epochs: Int = 2) throws -> Trainer {
         let data = try DetectionDataSet.load(root: Self.root, split: .train)
         let m = try ModelResolver.resolve(nil, size: (64, 64))
