@@ -98,10 +98,10 @@ public enum TrainingCurves {
         let boxW = longest + 40, boxH = 14 * series.count + 4
         let corners = [(right - 4 - boxW, top + 4), (left + 4, top + 4),
                        (right - 4 - boxW, bottom - 4 - boxH), (left + 4, bottom - 4 - boxH)]
-        func hidden(_ c: (Int, Int)) -> Int {
+        let hidden = corners.map { c in
             drawn.filter { $0.0 >= c.0 - 3 && $0.0 <= c.0 + boxW + 3 && $0.1 >= c.1 - 3 && $0.1 <= c.1 + boxH + 3 }.count
         }
-        let corner = corners.min { hidden($0) < hidden($1) }!
+        let corner = corners[hidden.firstIndex(of: hidden.min()!)!]
         let lx = corner.0 + 6, ly = corner.1 + 4
         image.fillRectangle(x0: lx - 6, y0: ly - 4, x1: lx - 6 + boxW, y1: ly + 14 * series.count, color: .white)
         image.drawRectangle(x0: lx - 6, y0: ly - 4, x1: lx - 6 + boxW, y1: ly + 14 * series.count, color: grid)
