@@ -98,7 +98,7 @@ static const float *prepared_winograd(const ssd_conv2d_t *g)
 int ssd_conv2d_prepare(const ssd_conv2d_t *g, const float *w)
 {
     if (!prepared_winograd(g)) return 0;
-    ssd__winograd_prepare(g->C, g->O, w, g->prepared);
+    ssd__winograd_prepare(g, w, g->prepared);
     return 1;
 }
 

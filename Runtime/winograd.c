@@ -38,6 +38,9 @@
  *
  * Rounding differs from the direct convolution (the transforms add and subtract inputs
  * before the multiply); tests bound the difference.
+ *
+ * With weights prepared for inference, small layers on maps of whole 4x4-tile groups run
+ * F(4x4, 3x3) instead (winograd4.c; ssd__wg4_applies gives the rule).
  */
 #include "ssd_runtime.h"
 #include "gemm_internal.h"
@@ -74,16 +77,30 @@ static inline __m256 odd8(__m256 u, __m256 v)
 static inline size_t round_up(size_t v, size_t m) { return (v + m - 1) / m * m; }
 
 /* SSDC_WINOGRAD=0 in the environment turns this path off (to compare with the direct
- * convolution); read once, unless ssd__winograd_enable has set it. */
-static int g_state = -1;
+ * convolution), SSDC_WINOGRAD=2 keeps it to F(2x2, 3x3) (to compare with F(4x4, 3x3) of
+ * winograd4.c); read once, unless ssd__winograd_enable has turned the path on or off. The
+ * choice of F(4x4) is fixed for the process, as prepared weights depend on it. */
+static int g_state = -1, g_tiles4 = -1;
+
+static void read_env(void)
+{
+    const char *v = getenv("SSDC_WINOGRAD");
+    if (g_state < 0) g_state = !(v && strcmp(v, "0") == 0);
+    if (g_tiles4 < 0) g_tiles4 = !(v && strcmp(v, "2") == 0);
+}
 
 static int enabled(void)
 {
-    if (g_state < 0) {
-        const char *v = getenv("SSDC_WINOGRAD");
-        g_state = !(v && strcmp(v, "0") == 0);
-    }
+    if (g_state < 0) read_env();
     return g_state;
+}
+
+/* Whether prepared weights of a conv Cs -> M on an H x W map (same size in and out) are
+ * for F(4x4, 3x3). */
+static int tiles4(int Cs, int M, int H, int W)
+{
+    if (g_tiles4 < 0) read_env();
+    return g_tiles4 && ssd__wg4_applies(Cs, M, H, W);
 }
 
 void ssd__winograd_enable(int on) { g_state = on != 0; }
@@ -126,6 +143,7 @@ int ssd__winograd_applies(const ssd_conv2d_t *g, int backward_data)
 size_t ssd__winograd_prepared_floats(const ssd_conv2d_t *g)
 {
     if (!wg_geometry(g) || !wg_forward_channels(g)) return 0;
+    if (tiles4(g->C, g->O, g->OH, g->OW)) return ssd__wg4_prepared_floats(g->C, g->O);
     return (size_t)16 * round_up((size_t)g->O, SSD_MR) * g->C;
 }
 
@@ -165,7 +183,10 @@ size_t ssd__winograd_scratch_floats(int Cs, int M, int H, int W)
 {
     const wg_plan_t p = wg_plan(Cs, M, H, W);
     const size_t u = (size_t)16 * p.Mpad * Cs;
-    return u + (size_t)ssd_get_num_threads() * wg_thread_floats(&p) + 16;
+    const size_t s = u + (size_t)ssd_get_num_threads() * wg_thread_floats(&p) + 16;
+    if (!tiles4(Cs, M, H, W)) return s;
+    const size_t s4 = ssd__wg4_scratch_floats(Cs, M, H, W); /* (with prepared weights) */
+    return s4 > s ? s4 : s;
 }
 
 /* U_xi packed for the micro-kernel: U + xi*Mpad*Cs + ir*Cs + c*MR + r (row m = ir + r).
@@ -477,16 +498,25 @@ static void wg_block(const wg_plan_t *p, const float *src, const float *U, const
     }
 }
 
-void ssd__winograd_prepare(int Cs, int M, const float *w, float *U)
+void ssd__winograd_prepare(const ssd_conv2d_t *g, const float *w, float *U)
 {
+    if (tiles4(g->C, g->O, g->OH, g->OW)) {
+        ssd__wg4_prepare(g->C, g->O, w, U);
+        return;
+    }
 #pragma omp parallel num_threads(ssd_get_num_threads())
-    transform_weights(Cs, M, w, 0, U);
+    transform_weights(g->C, g->O, w, 0, U);
 }
 
 void ssd__winograd_conv(int N, int Cs, int H, int W, int M, const float *src, const float *w,
                         const float *prepared, int transposed, const float *bias, int relu,
                         int pool, float *y, size_t ldn, size_t ldc, size_t ldp, float *scratch)
 {
+    if (prepared && !transposed && tiles4(Cs, M, H, W)) {
+        ssd__wg4_conv(N, Cs, H, W, M, src, w, prepared, transposed, bias, relu, pool, y, ldn,
+                      ldc, ldp, scratch);
+        return;
+    }
     const wg_plan_t p = wg_plan(Cs, M, H, W);
     const float *U = prepared ? prepared : scratch;
     float *per_thread = scratch + (size_t)16 * p.Mpad * Cs;

@@ -30,7 +30,7 @@ for src in Runtime/*.c; do
 done
 wait
 objs() { local o=(); for f in "$@"; do o+=("$work/obj/$f.o"); done; echo "${o[@]}"; }
-kernels=$(objs threads gemm gemm_avx512 conv conv_direct conv_general winograd winograd_avx512 bn pool optim fused collective)
+kernels=$(objs threads gemm gemm_avx512 conv conv_direct conv_general winograd winograd4 winograd_avx512 bn pool optim fused collective)
 ops=$(objs detect target loss threads)
 
 # A suite's log is kept quiet unless it fails; then its failures and the report are shown.

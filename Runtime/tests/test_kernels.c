@@ -616,6 +616,64 @@ static void test_prepared(conv_shape cs, int expect)
     free(x); free(w); free(b); free(sc); free(y0); free(y1); free(p0); free(p1);
 }
 
+/* F(4x4, 3x3) (winograd4.c) with prepared weights, on the shapes that take it: 36 planes
+ * prepared, w not read; the forward (bias, ReLU) against the double reference, with the
+ * F(2x2) forward of the unprepared weights and its error beside it; the fused pool bit for
+ * bit the pool of that forward; channels-last bit for bit NCHW; 1 and 3 threads alike. */
+static void test_prepared4(conv_shape cs)
+{
+    ssd_conv2d_t g = ssd_conv2d_geometry(cs.N, cs.C, cs.H, cs.W, cs.O, 3, 1, 1);
+    const int takes = ssd__wg4_applies(g.C, g.O, g.OH, g.OW);
+    const size_t need = ssd_conv2d_prepared_floats(&g);
+    const size_t xn = (size_t)g.N * g.C * g.H * g.W, yn = (size_t)g.N * g.O * g.OH * g.OW;
+    const size_t pn = (size_t)g.N * g.O * (g.OH / 2) * (g.OW / 2), wn = (size_t)g.O * g.C * 9;
+    float *x = frandom(xn), *w = frandom(wn), *b = frandom(g.O);
+    double *xd = to_double(x, xn), *wd = to_double(w, wn), *bd = to_double(b, g.O);
+    double *yr = dalloc(yn), *ya = dalloc(yn);
+    ref_conv_forward(&g, xd, wd, bd, yr, ya);
+    for (size_t i = 0; i < yn; ++i) yr[i] = yr[i] < 0 ? 0 : yr[i];
+    const int saved = ssd_get_num_threads();
+    ssd_set_num_threads(3); /* (scratch for the most threads used) */
+    const size_t ns = ssd_conv2d_pool_scratch_floats(&g) > ssd_conv2d_scratch_floats(&g)
+                          ? ssd_conv2d_pool_scratch_floats(&g) : ssd_conv2d_scratch_floats(&g);
+    float *sc = scratch_alloc(ns);
+    float *y2 = falloc(yn), *y4 = falloc(yn), *y1t = falloc(yn), *yp = falloc(pn), *p4 = falloc(pn);
+    ssd_conv2d_forward(&g, x, w, b, y2, 1, sc); /* F(2x2), weights transformed in the call */
+    float *u = falloc(need + 1), *wn_ = falloc(wn);
+    g.prepared = u;
+    g.prepared_floats = need;
+    fill_nan(u, need + 1);
+    const int done = ssd_conv2d_prepare(&g, w);
+    fill_nan(wn_, wn); /* w is not read once prepared */
+    fill_nan(y4, yn);
+    ssd_conv2d_forward(&g, x, wn_, b, y4, 1, sc);
+    fill_nan(p4, pn);
+    ssd_conv2d_forward_pool(&g, x, wn_, b, p4, 1, sc);
+    ssd_maxpool2_forward(g.N, g.O, g.OH, g.OW, y4, yp);
+    ssd_set_num_threads(1);
+    fill_nan(y1t, yn);
+    ssd_conv2d_forward(&g, x, wn_, b, y1t, 1, sc);
+    ssd_set_num_threads(saved);
+    /* channels-last, at offset 3 of rows of OHOW*O + 5 floats */
+    const size_t OHOW = (size_t)g.OH * g.OW, row = OHOW * g.O + 5;
+    const ssd_conv2d_out_t ld = {row, 1, (size_t)g.O};
+    float *yc = falloc(3 + row * g.N);
+    fill_nan(yc, 3 + row * g.N);
+    ssd_conv2d_forward_strided(&g, x, wn_, b, yc + 3, &ld, 1, sc);
+    int cl = 1;
+    for (int n = 0; n < g.N; ++n)
+        for (size_t o = 0; o < (size_t)g.O; ++o)
+            for (size_t q = 0; q < OHOW; ++q)
+                cl &= same_bits(&yc[3 + n * row + q * g.O + o], &y4[(n * g.O + o) * OHOW + q], 1);
+    const double e4 = scaled_err(y4, yr, ya, yn), e2 = scaled_err(y2, yr, ya, yn);
+    report(takes && done && need == (size_t)36 * ((g.O + 3) / 4 * 4) * g.C && e4 < 1e-5 &&
+               same_bits(p4, yp, pn) && same_bits(y1t, y4, yn) && cl && scratch_guard_ok(sc, ns),
+           "F(4x4) prepared N=%d C=%d %dx%d O=%d: err %.2e (F(2x2) %.2e); pool, channels-last, "
+           "1 and 3 threads bit for bit", cs.N, cs.C, cs.H, cs.W, cs.O, e4, e2);
+    free(x); free(w); free(b); free(xd); free(wd); free(bd); free(yr); free(ya); free(sc);
+    free(y2); free(y4); free(y1t); free(yp); free(p4); free(u); free(wn_); free(yc);
+}
+
 /* A Winograd forward whose output passes the streaming threshold (16 MB: 4 x 16 x 256 x 256
  * floats) gives the bits of the same images one at a time (4 MB each, stored normally). */
 static void test_conv_streamed(void)
@@ -677,12 +735,21 @@ static void test_conv(void)
         {4, 40, 32, 64, 36, 3, 1, 1}, /* backward-weight in 3 chunks, C and O not 4k/3k */
     };
     const conv_shape prep[] = {
-        {2, 16, 16, 32, 16, 3, 1, 1},  /* Winograd, 16-tile groups where AVX-512 runs */
+        {2, 16, 10, 64, 16, 3, 1, 1},  /* F(2x2) (height not 4k), 16-tile groups with AVX-512 */
         {1, 40, 16, 16, 20, 3, 1, 1},  /* 8-tile groups, O % 4 == 0 */
         {3, 16, 6, 32, 18, 3, 1, 1},   /* O % 4 != 0 */
         {1, 16, 2, 16, 16, 3, 1, 1},   /* 32 pixels: too few for Winograd, w is read */
     };
     for (size_t i = 0; i < sizeof prep / sizeof prep[0]; ++i) test_prepared(prep[i], 1);
+    const conv_shape prep4[] = {
+        {1, 16, 32, 32, 16, 0, 0, 0},  /* one group per tile row: both borders in it */
+        {2, 16, 16, 64, 16, 0, 0, 0},
+        {3, 32, 8, 32, 18, 0, 0, 0},   /* O % 4 != 0 */
+        {1, 24, 4, 96, 32, 0, 0, 0},   /* one tile row; 3 groups per row */
+        {2, 16, 64, 64, 32, 0, 0, 0},  /* several blocks per image, a partial last one */
+        {1, 32, 128, 128, 32, 0, 0, 0}, /* several passes of output channels */
+    };
+    for (size_t i = 0; i < sizeof prep4 / sizeof prep4[0]; ++i) test_prepared4(prep4[i]);
     test_prepared((conv_shape){2, 8, 16, 32, 16, 3, 1, 1}, 0);  /* 8 input channels */
     test_prepared((conv_shape){2, 16, 16, 20, 16, 3, 1, 1}, 0); /* OW % 16 != 0 */
     test_prepared((conv_shape){2, 16, 16, 32, 16, 3, 2, 1}, 0); /* stride 2 */

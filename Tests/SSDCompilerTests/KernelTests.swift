@@ -213,7 +213,7 @@ final class KernelTests: XCTestCase {
         // The runtime's own C tests: fast kernels against slow references. test_kernels runs
         // once per micro-kernel ISA this machine can execute: the native build (AVX-512 where
         // the CPU has it) and, when that was AVX-512, again with AVX-512 off (the AVX2 kernel).
-        let kernels = ["threads.c", "gemm.c", "gemm_avx512.c", "conv.c", "conv_direct.c", "conv_general.c", "winograd.c", "winograd_avx512.c", "bn.c", "pool.c", "optim.c", "fused.c", "collective.c"]
+        let kernels = ["threads.c", "gemm.c", "gemm_avx512.c", "conv.c", "conv_direct.c", "conv_general.c", "winograd.c", "winograd4.c", "winograd_avx512.c", "bn.c", "pool.c", "optim.c", "fused.c", "collective.c"]
         let native = try runCTest("test_kernels", kernels)
         if native == "avx512" {
             XCTAssertEqual(try runCTest("test_kernels", kernels, extraFlags: ["-mno-avx512f"]), "avx2",
