@@ -4,6 +4,9 @@
  * sends its forward and backward-data here on such maps, and keeps F(2x2, 3x3) for the
  * others (the contract is ssd__winograd_conv's, in winograd_internal.h).
  *
+ * winograd.c uses it only with weights prepared for inference (ssd__winograd_prepare): its
+ * rounding is about 20 times F(2x2)'s, which training's gradients cannot afford.
+ *
  * Each 4x4 block of the output comes from the 6x6 input patch around it with 36
  * multiplies per (input, output channel) pair instead of 144 (F(2x2): 16 per 2x2 block,
  * so 64 per 4x4), Y = A^T [ sum_c (G g_c G^T) .* (B^T d_c B) ] A, with the interpolation
@@ -55,12 +58,12 @@ static inline size_t round_up(size_t v, size_t m) { return (v + m - 1) / m * m; 
 
 int ssd__wg4_applies(int Cs, int M, int H, int W)
 {
-    /* Up to 32 channels on each side, where the transforms dominate and F(4x4)'s are
-     * cheaper per output (TinySSD at batch 1, 2 threads, AVX2: 16 -> 16 at 256 x 256 with
-     * the pool 1.76 ms against F(2x2)'s 2.30; 32 -> 32 at 128 x 128, 1.23 against 1.45).
-     * With more, U (36 x out x in) outgrows L2 beside a block's V and F(2x2) wins
-     * (64 -> 64 at 64 x 64: 1.22 against 1.13; 128 -> 128 at 32 x 32: 2.20 against 1.16). */
-    return H >= 4 && H % 4 == 0 && W > 0 && W % (4 * W4_LANES) == 0 && Cs <= 32 && M <= 32;
+    /* Measured on TinySSD's layers (AVX2, 2 threads, conv + folded BN + ReLU (+ pool)), F(2x2)
+     * -> F(4x4): batch 1, 16 -> 16 at 256 x 256 2.30 -> 1.72 ms, 32 -> 32 at 128 x 128 1.49
+     * -> 1.14, 64 -> 64 at 64 x 64 1.16 -> 1.06, 128 -> 128 at 32 x 32 1.20 -> 1.16; batch 32
+     * (an image per thread) 57.5 -> 39.8, 40.9 -> 28.7, 33.7 -> 27.1, 33.8 -> 27.0 ms. Wider
+     * layers were not measured. */
+    return H >= 4 && H % 4 == 0 && W > 0 && W % (4 * W4_LANES) == 0 && Cs <= 128 && M <= 128;
 }
 
 typedef struct {
@@ -401,11 +404,11 @@ static void output_group(const float *m, size_t mstride, float bias, int relu, f
 
 /* ---- the convolution --------------------------------------------------------------------- */
 
-/* One block: tiles [t0, t0 + nb) of one image. V: 36 x (nb/NR panels) x Cs x NR (packed B
- * panels); Mb: 36 x mc x nb. */
+/* One block: tiles [t0, t0 + nb) of one image, output channels [mlo, mhi) (whole passes).
+ * V: 36 x (nb/NR panels) x Cs x NR (packed B panels); Mb: 36 x mc x nb. */
 static void w4_block(const w4_plan_t *p, const float *src, const float *U, const float *bias,
-                     int relu, int pool, float *y, size_t ldc, size_t ldp, int t0, float *V,
-                     float *Mb)
+                     int relu, int pool, float *y, size_t ldc, size_t ldp, int t0, int mlo,
+                     int mhi, float *V, float *Mb)
 {
     const int Cs = p->Cs, nb = p->nb, Mpad = p->Mpad, mc = p->mc;
     const int npan = nb / SSD_NR;
@@ -427,7 +430,7 @@ static void w4_block(const w4_plan_t *p, const float *src, const float *U, const
     }
 
     const size_t mxi = (size_t)mc * nb;
-    for (int m0 = 0; m0 < Mpad; m0 += mc) {
+    for (int m0 = mlo; m0 < mhi; m0 += mc) {
         const int m1 = m0 + mc < Mpad ? m0 + mc : Mpad;
         for (int xi = 0; xi < 36; ++xi) {
             const float *u = U + (size_t)xi * Mpad * Cs;
@@ -467,7 +470,15 @@ void ssd__wg4_conv(int N, int Cs, int H, int W, int M, const float *src, const f
     const float *U = prepared ? prepared : scratch;
     float *per_thread = scratch + (size_t)36 * p.Mpad * Cs;
     const size_t tf = w4_thread_floats(&p);
-    const int nth = ssd_get_num_threads(), ntask = N * p.nblk;
+    const int nth = ssd_get_num_threads(), nblocks = N * p.nblk;
+    /* Too few blocks to keep every thread busy (a small map at batch 1): the output
+     * channels' passes are shared out too, each share transforming the block's input again.
+     * Every output channel is computed the same way whatever the share, so the bits do not
+     * depend on the thread count. */
+    const int passes = (p.Mpad + p.mc - 1) / p.mc;
+    int shares = nblocks >= 2 * nth ? 1 : (2 * nth + nblocks - 1) / nblocks;
+    if (shares > passes) shares = passes;
+    const int ntask = nblocks * shares;
 #pragma omp parallel num_threads(nth)
     {
         if (!prepared) transform_weights(Cs, M, w, transposed, scratch);
@@ -475,9 +486,11 @@ void ssd__wg4_conv(int N, int Cs, int H, int W, int M, const float *src, const f
         float *Mb = V + (size_t)36 * p.nb * Cs;
 #pragma omp for schedule(dynamic, 1)
         for (int task = 0; task < ntask; ++task) {
-            const int n = task / p.nblk, blk = task % p.nblk;
+            const int b = task / shares, sh = task % shares;
+            const int n = b / p.nblk, blk = b % p.nblk;
+            const int mlo = passes * sh / shares * p.mc, mhi = passes * (sh + 1) / shares * p.mc;
             w4_block(&p, src + (size_t)n * Cs * H * W, U, bias, relu, pool,
-                     y + (size_t)n * ldn, ldc, ldp, blk * p.nb, V, Mb);
+                     y + (size_t)n * ldn, ldc, ldp, blk * p.nb, mlo, mhi, V, Mb);
         }
     }
 }

@@ -39,7 +39,7 @@ size_t ssd__winograd_prepared_floats(const ssd_conv2d_t *g);
 void ssd__winograd_prepare(const ssd_conv2d_t *g, const float *w, float *U);
 
 /* F(4x4, 3x3) (winograd4.c): where ssd__wg4_applies (H a multiple of 4, W of 32, at most
- * 32 channels each side) and SSDC_WINOGRAD is not 2, weights are prepared for it (U of 36
+ * 128 channels each side) and SSDC_WINOGRAD is not 2, weights are prepared for it (U of 36
  * planes) and ssd__winograd_conv runs it when given them; without prepared weights
  * (training, backward-data) it runs F(2x2), whose rounding stays that of the direct conv.
  * The same contracts as ssd__winograd_conv's. */

@@ -737,6 +737,7 @@ static void test_conv(void)
     const conv_shape prep[] = {
         {2, 16, 10, 64, 16, 3, 1, 1},  /* F(2x2) (height not 4k), 16-tile groups with AVX-512 */
         {1, 40, 16, 16, 20, 3, 1, 1},  /* 8-tile groups, O % 4 == 0 */
+        {1, 136, 8, 32, 16, 3, 1, 1},  /* F(2x2): over 128 channels in */
         {3, 16, 6, 32, 18, 3, 1, 1},   /* O % 4 != 0 */
         {1, 16, 2, 16, 16, 3, 1, 1},   /* 32 pixels: too few for Winograd, w is read */
     };
@@ -748,6 +749,8 @@ static void test_conv(void)
         {1, 24, 4, 96, 32, 0, 0, 0},   /* one tile row; 3 groups per row */
         {2, 16, 64, 64, 32, 0, 0, 0},  /* several blocks per image, a partial last one */
         {1, 32, 128, 128, 32, 0, 0, 0}, /* several passes of output channels */
+        {1, 64, 8, 32, 72, 0, 0, 0},   /* one block: its passes shared out between threads */
+        {2, 128, 8, 64, 128, 0, 0, 0}, /* the widest it takes */
     };
     for (size_t i = 0; i < sizeof prep4 / sizeof prep4[0]; ++i) test_prepared4(prep4[i]);
     test_prepared((conv_shape){2, 8, 16, 32, 16, 3, 1, 1}, 0);  /* 8 input channels */

@@ -22,13 +22,13 @@ struct SquareConv: Hashable, Sendable {
     /// where Runtime/winograd.c's forward takes the shape (3x3, stride 1, pad 1, width a
     /// multiple of 16, even height, 16+ channels each side) at some batch size, else 0:
     /// 36 x O (rounded up to 4) x C where winograd4.c's F(4x4) takes it (height a multiple
-    /// of 4, width of 32, at most 32 channels each side), else 16 x O x C for F(2x2). The
+    /// of 4, width of 32, at most 128 channels each side), else 16 x O x C for F(2x2). The
     /// runtime checks the size it is given against its own rule and prepares nothing if it
     /// falls short, so a mismatch costs speed, never correctness.
     var preparedFloats: Int {
         let oh = (h + 2 * pad - k) / stride + 1, ow = (w + 2 * pad - k) / stride + 1
         guard k == 3, stride == 1, pad == 1, ow % 16 == 0, oh % 2 == 0, oh >= 2, min(c, o) >= 16 else { return 0 }
-        let tiles4 = oh % 4 == 0 && ow % 32 == 0 && max(c, o) <= 32
+        let tiles4 = oh % 4 == 0 && ow % 32 == 0 && max(c, o) <= 128
         return (tiles4 ? 36 : 16) * ((o + 3) / 4 * 4) * c
     }
 }
