@@ -513,8 +513,8 @@ void ssd__winograd_conv(int N, int Cs, int H, int W, int M, const float *src, co
                         int pool, float *y, size_t ldn, size_t ldc, size_t ldp, float *scratch)
 {
     if (prepared && !transposed && tiles4(Cs, M, H, W)) {
-        ssd__wg4_conv(N, Cs, H, W, M, src, w, prepared, transposed, bias, relu, pool, y, ldn,
-                      ldc, ldp, scratch);
+        ssd__wg4_conv(N, Cs, H, W, M, src, prepared, bias, relu, pool, y, ldn, ldc, ldp,
+                      scratch);
         return;
     }
     const wg_plan_t p = wg_plan(Cs, M, H, W);

@@ -1,11 +1,10 @@
 /*
  * winograd4.c — 3x3, stride-1, pad-1 convolution by Winograd's F(4x4, 3x3), for maps whose
  * rows hold whole groups of eight 4-wide tiles (W a multiple of 32, H of 4). winograd.c
- * sends its forward and backward-data here on such maps, and keeps F(2x2, 3x3) for the
- * others (the contract is ssd__winograd_conv's, in winograd_internal.h).
- *
- * winograd.c uses it only with weights prepared for inference (ssd__winograd_prepare): its
- * rounding is about 20 times F(2x2)'s, which training's gradients cannot afford.
+ * sends its forward here on such maps when the weights were prepared for inference
+ * (ssd__winograd_prepare; the contract is in winograd_internal.h), and keeps F(2x2, 3x3)
+ * for everything else: this rounding is about 20 times F(2x2)'s, which training's
+ * gradients cannot afford.
  *
  * Each 4x4 block of the output comes from the 6x6 input patch around it with 36
  * multiplies per (input, output channel) pair instead of 144 (F(2x2): 16 per 2x2 block,
@@ -108,7 +107,7 @@ static size_t w4_thread_floats(const w4_plan_t *p)
 size_t ssd__wg4_scratch_floats(int Cs, int M, int H, int W)
 {
     const w4_plan_t p = w4_plan(Cs, M, H, W);
-    return (size_t)36 * p.Mpad * Cs + (size_t)ssd_get_num_threads() * w4_thread_floats(&p) + 16;
+    return (size_t)ssd_get_num_threads() * w4_thread_floats(&p) + 16;
 }
 
 size_t ssd__wg4_prepared_floats(int Cs, int M)
@@ -117,9 +116,9 @@ size_t ssd__wg4_prepared_floats(int Cs, int M)
 }
 
 /* U_xi packed for the micro-kernel, as winograd.c packs its 16: U + xi*Mpad*Cs + ir*Cs +
- * c*MR + r (row m = ir + r). G g G^T is computed in double and rounded once. Runs inside a
- * parallel region (an omp for). */
-static void transform_weights(int Cs, int M, const float *w, int transposed, float *U)
+ * c*MR + r (row m = ir + r), from w (M x Cs x 3 x 3; rows past M are zeros). G g G^T is
+ * computed in double and rounded once. Runs inside a parallel region (an omp for). */
+static void transform_weights(int Cs, int M, const float *w, float *U)
 {
     static const double G[6][3] = {
         {1.0 / 4, 0, 0},
@@ -136,17 +135,9 @@ static void transform_weights(int Cs, int M, const float *w, int transposed, flo
         for (int c = 0; c < Cs; ++c) {
             float u[36][SSD_MR];
             for (int r = 0; r < SSD_MR; ++r) {
-                const int m = ir + r;
+                const float *s = ir + r < M ? w + ((size_t)(ir + r) * Cs + c) * 9 : NULL;
                 double g[9];
-                if (m >= M) {
-                    for (int t = 0; t < 9; ++t) g[t] = 0.0;
-                } else if (!transposed) { /* forward: w is M x Cs x 3 x 3 */
-                    const float *s = w + ((size_t)m * Cs + c) * 9;
-                    for (int t = 0; t < 9; ++t) g[t] = s[t];
-                } else { /* backward-data: w is Cs x M x 3 x 3, flipped */
-                    const float *s = w + ((size_t)c * M + m) * 9;
-                    for (int t = 0; t < 9; ++t) g[t] = s[8 - t];
-                }
+                for (int t = 0; t < 9; ++t) g[t] = s ? s[t] : 0.0;
                 double t6[6][3]; /* G g */
                 for (int i = 0; i < 6; ++i)
                     for (int j = 0; j < 3; ++j)
@@ -166,7 +157,7 @@ static void transform_weights(int Cs, int M, const float *w, int transposed, flo
 void ssd__wg4_prepare(int Cs, int M, const float *w, float *U)
 {
 #pragma omp parallel num_threads(ssd_get_num_threads())
-    transform_weights(Cs, M, w, 0, U);
+    transform_weights(Cs, M, w, U);
 }
 
 /* ---- transforms of 8 tiles --------------------------------------------------------------- */
@@ -462,13 +453,12 @@ static void w4_block(const w4_plan_t *p, const float *src, const float *U, const
     }
 }
 
-void ssd__wg4_conv(int N, int Cs, int H, int W, int M, const float *src, const float *w,
-                   const float *prepared, int transposed, const float *bias, int relu, int pool,
-                   float *y, size_t ldn, size_t ldc, size_t ldp, float *scratch)
+void ssd__wg4_conv(int N, int Cs, int H, int W, int M, const float *src, const float *U,
+                   const float *bias, int relu, int pool, float *y, size_t ldn, size_t ldc,
+                   size_t ldp, float *scratch)
 {
     const w4_plan_t p = w4_plan(Cs, M, H, W);
-    const float *U = prepared ? prepared : scratch;
-    float *per_thread = scratch + (size_t)36 * p.Mpad * Cs;
+    float *per_thread = scratch;
     const size_t tf = w4_thread_floats(&p);
     const int nth = ssd_get_num_threads(), nblocks = N * p.nblk;
     /* Too few blocks to keep every thread busy (a small map at batch 1): the output
@@ -481,7 +471,6 @@ void ssd__wg4_conv(int N, int Cs, int H, int W, int M, const float *src, const f
     const int ntask = nblocks * shares;
 #pragma omp parallel num_threads(nth)
     {
-        if (!prepared) transform_weights(Cs, M, w, transposed, scratch);
         float *V = per_thread + (size_t)omp_get_thread_num() * tf;
         float *Mb = V + (size_t)36 * p.nb * Cs;
 #pragma omp for schedule(dynamic, 1)

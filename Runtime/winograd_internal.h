@@ -39,17 +39,19 @@ size_t ssd__winograd_prepared_floats(const ssd_conv2d_t *g);
 void ssd__winograd_prepare(const ssd_conv2d_t *g, const float *w, float *U);
 
 /* F(4x4, 3x3) (winograd4.c): where ssd__wg4_applies (H a multiple of 4, W of 32, at most
- * 128 channels each side) and SSDC_WINOGRAD is not 2, weights are prepared for it (U of 36
- * planes) and ssd__winograd_conv runs it when given them; without prepared weights
- * (training, backward-data) it runs F(2x2), whose rounding stays that of the direct conv.
- * The same contracts as ssd__winograd_conv's. */
+ * 128 channels each side) and SSDC_WINOGRAD is not 2, weights are prepared for it
+ * (ssd__wg4_prepare: U of 36 planes, ssd__wg4_prepared_floats) and ssd__winograd_conv runs
+ * ssd__wg4_conv when given them; without prepared weights (training, backward-data) it runs
+ * F(2x2), whose rounding stays that of the direct conv. ssd__wg4_conv is the forward of
+ * ssd__winograd_conv's contract with U in place of w, and scratch of
+ * ssd__wg4_scratch_floats. */
 int ssd__wg4_applies(int Cs, int M, int H, int W);
 size_t ssd__wg4_scratch_floats(int Cs, int M, int H, int W);
 size_t ssd__wg4_prepared_floats(int Cs, int M);
 void ssd__wg4_prepare(int Cs, int M, const float *w, float *U);
-void ssd__wg4_conv(int N, int Cs, int H, int W, int M, const float *src, const float *w,
-                   const float *prepared, int transposed, const float *bias, int relu, int pool,
-                   float *y, size_t ldn, size_t ldc, size_t ldp, float *scratch);
+void ssd__wg4_conv(int N, int Cs, int H, int W, int M, const float *src, const float *U,
+                   const float *bias, int relu, int pool, float *y, size_t ldn, size_t ldc,
+                   size_t ldp, float *scratch);
 
 /* Backward-weight by F(3x3, 2x2): whether it runs here for g, its scratch, and dw
  * (O x C x 3 x 3, overwritten) from x (N x C x H x W) and dy (N x O x H x W). */
