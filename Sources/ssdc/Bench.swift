@@ -24,6 +24,9 @@ struct Bench: ParsableCommand {
     @Option(help: "Inference batch-1 repetitions (median reported).") var repeats: Int = 20
     @Flag(help: "Time every kernel and report GFLOP/s of the convolutions.") var profile = false
     @Flag(help: "Print one JSON object instead of the table.") var json = false
+    /// The training loss, as `run --train` takes it (default: the model's own), so the
+    /// train figure is that of the step a run takes.
+    @OptionGroup var lossOptions: LossOptions
 
     func validate() throws {
         _ = try ModelOptions.threadCount(option: threads, environment: nil)
@@ -45,10 +48,11 @@ struct Bench: ParsableCommand {
         }
         var t = Date()
         let graph = try buildGraph()
-        _ = try Driver.compile(graph, into: cache + "/model")
+        let training = Lowering.TrainStepOptions(loss: lossOptions.isSet ? lossOptions.config : try LossConfig(graph: graph))
+        _ = try Driver.compile(graph, into: cache + "/model", training: training)
         let cold = Date().timeIntervalSince(t)
         t = Date()
-        let result = try Driver.compile(try buildGraph(), into: cache + "/model")
+        let result = try Driver.compile(try buildGraph(), into: cache + "/model", training: training)
         let cached = Date().timeIntervalSince(t)
         let input = graph.inputs.first?.node.type.dims ?? []
         guard input.count == 3 else { throw ValidationError("\(graph.name) has no (C,H,W) input") }
@@ -135,6 +139,7 @@ struct Bench: ParsableCommand {
                 "threads": threads, "batch_size": batchSize, "ssdc_version": CompiledModel.version,
                 "cc": compiled.toolchain.version, "train_conv_gflop_per_step": convFlops / 1e9,
                 "train_conv_gflops": convGflops, "isa": lib.isa, "model": graph.name, "input": "\(c)x\(h)x\(w)",
+                "loss": training.loss.summary,
             ]
             if let parallel {
                 // Aggregate over the ranks: every step ends in the gradient sum, so all ranks
@@ -148,6 +153,7 @@ struct Bench: ParsableCommand {
             print(String(decoding: data, as: UTF8.self))
         } else {
             print("ssdc \(CompiledModel.version) bench: \(graph.name) \(h)x\(w), \(threads) threads, \(ProcessInfo.processInfo.activeProcessorCount) cores, \(compiled.toolchain.version), \(lib.isa) kernels")
+            print("  loss: \(training.loss.summary)")
             print(String(format: "  train, batch %d:        %8.2f examples/s  (%.2f s per step; convolutions %.0f GFLOP/s as direct multiply-adds)",
                          batchSize, trainRate, trainSeconds / Double(steps), convGflops))
             if let parallel {

@@ -132,9 +132,11 @@ final class CLIModesTests: CLITestCase {
         XCTAssertLessThanOrEqual(relativeError(t["state.cls_0.bias"]!.floats, expected), 1e-5)
     }
 
-    /// `bench`, as short as its options allow (the cold compile of TinySSD dominates).
+    /// `bench`, as short as its options allow (the cold compile of TinySSD dominates), with a
+    /// run's loss options: its train step is the one that run takes.
     func testBenchPrintsItsFiguresAsJSON() throws {
-        let r = try ssdc(["bench", "--threads", "2", "--batch-size", "1", "--steps", "1", "--repeats", "1", "--json"])
+        let r = try ssdc(["bench", "--threads", "2", "--batch-size", "1", "--steps", "1", "--repeats", "1", "--json",
+                          "--negative-mining-ratio", "3", "--bbox-weight", "30"])
         XCTAssertEqual(r.status, 0, r.stderr + r.stdout)
         let line = try XCTUnwrap(r.stdout.split(separator: "\n").last, r.stdout)
         let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], r.stdout)
@@ -146,6 +148,7 @@ final class CLIModesTests: CLITestCase {
         XCTAssertEqual(json["threads"] as? Int, 2)
         XCTAssertEqual(json["batch_size"] as? Int, 1)
         XCTAssertEqual(json["ssdc_version"] as? String, CompiledModel.version)
+        XCTAssertEqual(json["loss"] as? String, "cross-entropy, L1, weights cls=1.0 bbox=30.0, hard negatives 1:3.0")
         // The micro-kernel follows the CPU (the library is built with -march=native).
         let flags = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8))?
             .split(separator: "\n").first { $0.hasPrefix("flags") }.map { $0.split(separator: " ").map(String.init) } ?? []
