@@ -48,9 +48,7 @@
 #endif
 
 #define W4_LANES 8           /* tiles per transform group */
-#ifndef W4_BUDGET
 #define W4_BUDGET 49152      /* floats of V + M rows per block aimed at (192 KB) */
-#endif
 #define W4_PANELS_MAX 4      /* most NR-tile panels per block */
 
 static inline size_t round_up(size_t v, size_t m) { return (v + m - 1) / m * m; }

@@ -205,6 +205,7 @@ extension TrainSettings {
             line("--augment", run.augmentation?.summary ?? "none", augmentation?.summary ?? "none"),
             line("--lr-schedule", (run.lrSchedule ?? LRSchedule()).summary, (lrSchedule ?? LRSchedule()).summary),
             line("--sync-bn", run.syncBatchNorm == true ? "it" : "no sync-bn", syncBatchNorm == true ? "it" : "no sync-bn"),
+            line("--ema", run.ema.map { "\($0)" } ?? "none", ema.map { "\($0)" } ?? "none"),
         ].compactMap { $0 }
     }
 

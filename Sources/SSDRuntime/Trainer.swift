@@ -25,6 +25,9 @@ public struct TrainSettings: Codable, Equatable, Sendable {
     /// (--sync-bn); nil in one process. The rank count is not a setting: a run may resume
     /// on any number of ranks.
     public var syncBatchNorm: Bool?
+    /// --ema: the decay of the average of the weights kept beside them, which validation
+    /// uses and checkpoint-ema.safetensors holds; nil: none (the chapter's).
+    public var ema: Float?
     /// Settings changed on resuming (--allow-changed-settings), oldest first; nil for a
     /// run that kept its settings.
     public var changes: [SettingsChange]?
@@ -102,6 +105,10 @@ public final class Trainer {
     private var run: RunDirectory?
     /// Set by `resume`: the metrics kept and the settings to record at the first epoch's end.
     private var resumed: (metrics: MetricsLog, settings: TrainSettings?)?
+    /// Set by `resume` in a run with --ema: the average's checkpoint and its update count.
+    private var resumedAverage: (tensors: [String: HostTensor], source: String, updates: Int)?
+    /// The average of the weights (--ema) while training.
+    private var average: ParameterAverage?
 
     public init(model: ResolvedModel, session: ModelSession, data: DetectionDataSet, settings: TrainSettings, runDirectory: String?) {
         self.model = model
@@ -112,6 +119,8 @@ public final class Trainer {
     }
 
     var checkpointPath: String? { runDirectory.map { "\($0)/checkpoint.safetensors" } }
+    /// With --ema: the averaged weights, written beside the checkpoint after every epoch.
+    public var averagePath: String? { runDirectory.map { "\($0)/checkpoint-ema.safetensors" } }
 
     private func openRun() throws -> RunDirectory? {
         guard let dir = runDirectory else { return nil }
@@ -149,6 +158,7 @@ public final class Trainer {
         guard epoch < settings.epochs else { return epoch + 1 }
         if hasCheckpoint {
             try session.loadStateDict(try SafeTensors.read(run.checkpointPath), source: run.checkpointPath)
+            if settings.ema != nil { try readAverage(epoch: epoch, runHadOne: recorded?.ema != nil) }
         }
         // Keep the metrics rows up to the checkpoint; later ones belong to a lost epoch.
         let text = FileManager.default.fileExists(atPath: run.metricsPath) ? try readText(run.metricsPath) : ""
@@ -157,6 +167,25 @@ public final class Trainer {
         if !differences.isEmpty { record.changes = (record.changes ?? []) + [SettingsChange(fromEpoch: epoch + 1, differences: differences)] }
         resumed = (MetricsLog(text: text, upToEpoch: epoch), record == recorded ? nil : record)
         return epoch + 1
+    }
+
+    /// The average of a resumed --ema run: checkpoint-ema.safetensors of the same epoch as
+    /// the checkpoint, with its update count. A run that kept no average (--ema added on
+    /// resuming) starts one from the checkpoint's weights.
+    private func readAverage(epoch: Int, runHadOne: Bool) throws {
+        guard let path = averagePath else { return }
+        guard FileManager.default.fileExists(atPath: path) else {
+            if runHadOne { throw RuntimeError("--resume: \(path) is missing; the run keeps an average of its weights (--ema) there") }
+            return
+        }
+        let (tensors, meta) = try SafeTensors.readWithMetadata(path)
+        guard meta["epoch"] == String(epoch) else {
+            throw RuntimeError("--resume: \(path) is of epoch \(meta["epoch"] ?? "none"), the checkpoint of epoch \(epoch)")
+        }
+        guard let text = meta["ema_updates"], let updates = Int(text), updates >= 0 else {
+            throw RuntimeError("--resume: \(path) has no update count (ema_updates) in its metadata")
+        }
+        resumedAverage = (tensors, path, updates)
     }
 
     /// The epoch in the checkpoint's metadata: an integer from 1 to the run's epochs
@@ -221,6 +250,15 @@ public final class Trainer {
             return try source.batch(indices: Array(parallel?.part(of: indices) ?? indices[...]), epoch: epoch - 1)
         }
         defer { pipeline.stop() }
+        if let decay = settings.ema {
+            // Every rank keeps the average, as rank 0 holds it.
+            let updates = parallel.map { $0.fromRoot(resumedAverage?.updates ?? 0) } ?? (resumedAverage?.updates ?? 0)
+            var a = ParameterAverage(of: session, decay: decay, updates: updates)
+            if let r = resumedAverage { try a.load(r.tensors, source: r.source, into: session) }
+            if let parallel { a.withAverage(in: session) { parallel.broadcastParameters(session) } }
+            average = a
+        }
+        defer { average = nil; resumedAverage = nil }
         var history: [EpochMetrics] = []
         for epoch in first...settings.epochs {
             let start = Date()
@@ -246,6 +284,7 @@ public final class Trainer {
                 }
                 acc.add(step)
                 try checkFinite(epoch: epoch, batch: b + 1, of: batches.count, lossSum: acc.lossSum)
+                average?.update(from: session)
                 done += indices.count
                 let elapsed = Date().timeIntervalSince(start)
                 onBatch(done, data.count, Double(done) / max(elapsed, 1e-9), elapsed)
@@ -255,8 +294,12 @@ public final class Trainer {
                                  seconds: Date().timeIntervalSince(start), dataSeconds: dataSeconds, examples: done)
             m.learningRate = Double(rate)
             if let validation {
-                let r = try Evaluator.evaluate(session, data: validation, batchSize: settings.batchSize, maxBoxes: max(1, validation.maxBoxes),
-                                               size: model.inputSize, parallel: parallel)
+                // (with --ema, of the averaged weights)
+                let evaluate = {
+                    try Evaluator.evaluate(self.session, data: validation, batchSize: self.settings.batchSize,
+                                           maxBoxes: max(1, validation.maxBoxes), size: self.model.inputSize, parallel: parallel)
+                }
+                let r = try average != nil ? average!.withAverage(in: session, evaluate) : evaluate()
                 m.validationMAP50 = r.meanAP
                 m.validationMAP = r.meanAPCOCO
             }
@@ -292,9 +335,16 @@ public final class Trainer {
 
     func saveCheckpoint(epoch: Int) throws {
         guard let path = checkpointPath else { return }
-        try SafeTensors.write(session.stateDict(), metadata: ["epoch": String(epoch), "model": model.graph.name,
-                                                               "num_classes": String(model.numClasses),
-                                                               "format": "pytorch state_dict"], to: path)
+        let meta = ["epoch": String(epoch), "model": model.graph.name, "num_classes": String(model.numClasses),
+                    "format": "pytorch state_dict"]
+        try SafeTensors.write(session.stateDict(), metadata: meta, to: path)
+        // The average after the checkpoint: a crash in between leaves an average of the
+        // epoch before, which resuming reports rather than uses.
+        if var a = average, let averagePath {
+            let tensors = a.withAverage(in: session) { session.stateDict() }
+            try SafeTensors.write(tensors, metadata: meta.merging(["ema_decay": "\(a.decay)", "ema_updates": String(a.updates)]) { $1 },
+                                  to: averagePath)
+        }
     }
 }
 

@@ -42,6 +42,7 @@ extension Run {
         settings.epochs = epochs; settings.batchSize = batchSize; settings.learningRate = lr; settings.weightDecay = wd
         settings.seed = seed; settings.initialWeights = weights
         settings.augmentation = trainingOptions.augmentation; settings.lrSchedule = trainingOptions.schedule
+        settings.ema = trainingOptions.ema
         if parallel != nil { settings.syncBatchNorm = syncBn }
         let trainer = Trainer(model: m, session: session, data: data, settings: settings, runDirectory: isRoot ? runDir : nil)
         trainer.parallel = parallel
@@ -70,7 +71,8 @@ extension Run {
         defer { fflush(nil) }
         let ranks = parallel.map { ", \($0.size) ranks\(syncBn ? " with sync-bn" : "")" } ?? ""
         print("training \(m.graph.name) on \(data.count) images of \(root) (\(epochs) epochs, batch \(batchSize), lr \(lr), wd \(wd), \(threadCount) threads\(ranks), \(usedLoss))")
-        print("augmentation: \(settings.augmentation?.summary ?? "none"); lr schedule: \((settings.lrSchedule ?? LRSchedule()).summary)")
+        print("augmentation: \(settings.augmentation?.summary ?? "none"); lr schedule: \((settings.lrSchedule ?? LRSchedule()).summary)"
+              + (settings.ema.map { "; weights averaged (decay \($0)), validated and saved as such" } ?? ""))
         let progress = ProgressLine(enabled: isRoot)
         let start = Date()
         let history = try trainer.train(from: first, onStart: {
@@ -91,7 +93,8 @@ extension Run {
         print(String(format: "class err %.2e, bbox mae %.2e", last.classError, last.bboxMAE))
         print(String(format: "%.1f examples/sec on cpu (%d threads%@)", Double(examples) / seconds, threadCount, ranks))
         if let parallel { print("all \(parallel.size) ranks hold the same parameters (checked after every epoch)") }
-        print("checkpoint: \(runDir)/checkpoint.safetensors, metrics: \(runDir)/metrics.csv (\(String(format: "%.1f", Date().timeIntervalSince(start))) s)")
+        let averaged = settings.ema == nil ? "" : ", averaged weights: \(runDir)/checkpoint-ema.safetensors"
+        print("checkpoint: \(runDir)/checkpoint.safetensors\(averaged), metrics: \(runDir)/metrics.csv (\(String(format: "%.1f", Date().timeIntervalSince(start))) s)")
     }
 
     /// Writes the first `count` images of the data set as epoch 1 gives them to the model

@@ -48,10 +48,14 @@ struct TrainingOptions: ParsableArguments {
     @Option(help: "--train --lr-schedule cosine: the last rate.")
     var minLr: Float = LRSchedule().minLR
 
+    @Option(help: "--train: keep an exponential moving average of the weights and BN statistics, with this decay per step (e.g. 0.99); validation uses it and checkpoint-ema.safetensors holds it.")
+    var ema: Float?
+
     @Option(help: "--eval: evaluate on validation images (and labels) transformed: mirror, shift (by 1/4 of the size), shrink (2x, on a canvas of the mean colour) or dark (brightness x0.5).")
     var evalTransform: ImageTransform?
 
     func validate() throws {
+        if let d = ema, !(d > 0 && d < 1) { throw ValidationError("--ema must be a decay between 0 and 1 (exclusive), got \(d)") }
         if saveAugmented < 0 { throw ValidationError("--save-augmented \(saveAugmented): expected a count of images, 0 or more") }
         if AugmentOptions.parseCropChoices(cropMinIou) == nil {
             throw ValidationError("--crop-min-iou \(cropMinIou): expected comma-separated choices, each none, any or an IoU")

@@ -22,7 +22,9 @@ final class AugmentCLITests: CLITestCase {
                                 (["--crop-min-iou", "0.1,x"], "--crop-min-iou 0.1,x: expected comma-separated choices"),
                                 (["--crop-min-iou", "0.1,3"], "--crop-min-iou: 3.0 is not an IoU"),
                                 (["--augment", "heavy"], "--augment"),
-                                (["--lr-schedule", "cosine", "--warmup-epochs=-1"], "--warmup-epochs must be a number >= 0")] {
+                                (["--lr-schedule", "cosine", "--warmup-epochs=-1"], "--warmup-epochs must be a number >= 0"),
+                                (["--ema", "1"], "--ema must be a decay between 0 and 1 (exclusive), got 1.0"),
+                                (["--ema", "nan"], "--ema must be a decay between 0 and 1 (exclusive), got nan")] {
             let r = try ssdc(["run", "--train", "--data", Self.tinyData, "--epochs", "1"] + args)
             XCTAssertNotEqual(r.status, 0)
             XCTAssertTrue(r.stderr.contains(message), "\(args): \(r.stderr)")

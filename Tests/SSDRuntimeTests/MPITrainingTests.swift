@@ -138,6 +138,28 @@ final class MPITrainingTests: CLITestCase {
         XCTAssertEqual(rows.count, 3, "header and epochs 1, 2: \(rows)")
     }
 
+    /// --ema across ranks: a run of one process continued on 2 ranks keeps its average (rank 0
+    /// hands it and its update count to the other), and the validation figure of epoch 2,
+    /// computed by both ranks on their halves, is that of checkpoint-ema.safetensors alone.
+    func testAveragedWeightsResumeOnTwoRanks() throws {
+        let data = try makeData()
+        let out = tmp + "/run"
+        let ema = ["--ema", "0.9"]
+        let one = try Shell.run(Self.ssdc, Array(trainArguments(data: data, out: out, epochs: 1, extra: ema).dropFirst()))
+        XCTAssertEqual(one.status, 0, one.stderr)
+        let two = try mpirun(trainArguments(data: data, out: out, epochs: 2, extra: ema + ["--resume"]))
+        XCTAssertEqual(two.status, 0, two.stderr + two.stdout)
+        let meta = try SafeTensors.readWithMetadata(out + "/checkpoint-ema.safetensors").metadata
+        XCTAssertEqual(meta["epoch"], "2")
+        XCTAssertEqual(meta["ema_updates"], "2")  // one step of 32 images per epoch
+        let rows = try String(contentsOfFile: out + "/metrics.csv", encoding: .utf8).split(separator: "\n")
+        let map50 = try XCTUnwrap(rows.last?.split(separator: ",", omittingEmptySubsequences: false)[7])
+        let eval = try Shell.run(Self.ssdc, ["run", "--eval", "--data", data, "--input-size", "128x128", "--threads", "1",
+                                             "--weights", out + "/checkpoint-ema.safetensors"])
+        XCTAssertEqual(eval.status, 0, eval.stderr)
+        XCTAssertTrue(eval.stdout.contains("mAP@0.5 \(map50),"), "epoch 2's val mAP \(map50) against: \(eval.stdout)")
+    }
+
     /// A rank killed in the middle of training ends the job with an error within seconds
     /// (mpirun stops the others), and the checkpoint already written stays readable.
     func testAKilledRankEndsTheJobWithAnError() throws {
