@@ -39,7 +39,7 @@
  * Rounding differs from the direct convolution (the transforms add and subtract inputs
  * before the multiply); tests bound the difference.
  *
- * With weights prepared for inference, small layers on maps of whole 4x4-tile groups run
+ * With weights prepared for inference, layers of up to 128 channels on maps of whole 4x4-tile groups run
  * F(4x4, 3x3) instead (winograd4.c; ssd__wg4_applies gives the rule).
  */
 #include "ssd_runtime.h"

@@ -340,9 +340,10 @@ public final class Trainer {
         try SafeTensors.write(session.stateDict(), metadata: meta, to: path)
         // The average after the checkpoint: a crash in between leaves an average of the
         // epoch before, which resuming reports rather than uses.
-        if var a = average, let averagePath {
-            let tensors = a.withAverage(in: session) { session.stateDict() }
-            try SafeTensors.write(tensors, metadata: meta.merging(["ema_decay": "\(a.decay)", "ema_updates": String(a.updates)]) { $1 },
+        if average != nil, let averagePath {
+            let tensors = average!.withAverage(in: session) { session.stateDict() }
+            try SafeTensors.write(tensors, metadata: meta.merging(["ema_decay": "\(average!.decay)",
+                                                                   "ema_updates": String(average!.updates)]) { $1 },
                                   to: averagePath)
         }
     }
