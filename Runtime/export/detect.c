@@ -6,7 +6,7 @@
  * Reads each IMAGE (binary PPM, or PNG when built with PNG=1), resizes it to the model's
  * input as `ssdc run --predict` does (bilinear, pixel centres aligned), and prints one line
  * per detection with a score at or above the threshold: class, score and the box in the
- * image's own pixels. --raw prints instead every detection row of the model, as it is
+ * image's own pixels, clipped to the image (as `ssdc run --predict` clips them). --raw prints instead every detection row of the model, as it is
  * (class, score, xmin, ymin, xmax, ymax as fractions), to compare with `ssdc run --forward`.
  */
 #include "bundle.h"
@@ -230,8 +230,10 @@ int main(int argc, char **argv)
                 printf("%d %.9g %.9g %.9g %.9g %.9g\n", (int)d[0], d[1], d[2], d[3], d[4], d[5]);
             } else if (d[0] >= 0 && d[1] >= threshold) {
                 const float sx = (float)img.width, sy = (float)img.height;
+                float b[4];
+                for (int k = 0; k < 4; k++) b[k] = d[2 + k] < 0 ? 0 : d[2 + k] > 1 ? 1 : d[2 + k];
                 printf("%s: class %d score %.6f box %.2f %.2f %.2f %.2f px\n", argv[i], (int)d[0], d[1],
-                       d[2] * sx, d[3] * sy, d[4] * sx, d[5] * sy);
+                       b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy);
             }
         }
         free(img.rgb);

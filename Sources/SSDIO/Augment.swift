@@ -109,6 +109,11 @@ public struct Frame: Sendable {
     public var mapX = AxisMap()
     public var mapY = AxisMap()
     public var boxes: [DetectionDataSet.Box]
+    /// Objects a crop cut off at their centre (so no longer in `boxes`) of which some part is
+    /// still in the picture, clipped to it. Training drops them, as SSD does; evaluation
+    /// ignores detections of them (PASCAL VOC's rule for "difficult" objects), since where the
+    /// hidden half of an object lies is not in the picture.
+    public var cut: [DetectionDataSet.Box] = []
 
     /// The source image itself.
     public init(width: Int, height: Int, boxes: [DetectionDataSet.Box]) {
@@ -123,27 +128,45 @@ public struct Frame: Sendable {
         mapY = mapY.after(scale: 1, offset: -top)
         width = canvasWidth
         height = canvasHeight
-        boxes = boxes.map { .init(label: $0.label, xmin: $0.xmin + left, ymin: $0.ymin + top, xmax: $0.xmax + left, ymax: $0.ymax + top) }
+        let move = { (b: DetectionDataSet.Box) in
+            DetectionDataSet.Box(label: b.label, xmin: b.xmin + left, ymin: b.ymin + top, xmax: b.xmax + left, ymax: b.ymax + top)
+        }
+        boxes = boxes.map(move)
+        cut = cut.map(move)
     }
 
     /// The part from (x, y), `w` x `h` (it may reach past the picture: that is mean colour).
-    /// Boxes whose centre falls outside are dropped, the others clipped to it.
+    /// Boxes whose centre falls outside are dropped (to `cut` if a part remains), the others
+    /// clipped to it.
     public mutating func crop(x: Float, y: Float, width w: Float, height h: Float) {
         mapX = mapX.after(scale: 1, offset: x)
         mapY = mapY.after(scale: 1, offset: y)
         width = w
         height = h
-        boxes = boxes.compactMap { b in
-            let cx = (b.xmin + b.xmax) / 2 - x, cy = (b.ymin + b.ymax) / 2 - y
-            guard cx >= 0, cx < w, cy >= 0, cy < h else { return nil }
-            return .init(label: b.label, xmin: max(b.xmin - x, 0), ymin: max(b.ymin - y, 0), xmax: min(b.xmax - x, w), ymax: min(b.ymax - y, h))
+        func clip(_ b: DetectionDataSet.Box) -> DetectionDataSet.Box {
+            .init(label: b.label, xmin: max(b.xmin - x, 0), ymin: max(b.ymin - y, 0), xmax: min(b.xmax - x, w), ymax: min(b.ymax - y, h))
         }
+        func visible(_ b: DetectionDataSet.Box) -> Bool { b.xmax > b.xmin && b.ymax > b.ymin }
+        var kept: [DetectionDataSet.Box] = []
+        cut = cut.map(clip).filter(visible)
+        for b in boxes {
+            let cx = (b.xmin + b.xmax) / 2 - x, cy = (b.ymin + b.ymax) / 2 - y
+            if cx >= 0, cx < w, cy >= 0, cy < h {
+                kept.append(clip(b))
+            } else if visible(clip(b)) {
+                cut.append(clip(b))
+            }
+        }
+        boxes = kept
     }
 
     /// Mirrored left to right.
     public mutating func flip() {
         mapX = mapX.after(scale: -1, offset: width)
-        boxes = boxes.map { .init(label: $0.label, xmin: width - $0.xmax, ymin: $0.ymin, xmax: width - $0.xmin, ymax: $0.ymax) }
+        let w = width
+        let mirror = { (b: DetectionDataSet.Box) in DetectionDataSet.Box(label: b.label, xmin: w - b.xmax, ymin: b.ymin, xmax: w - b.xmin, ymax: b.ymax) }
+        boxes = boxes.map(mirror)
+        cut = cut.map(mirror)
     }
 
     /// Stretched to `w` x `h`.
@@ -153,7 +176,11 @@ public struct Frame: Sendable {
         mapY = mapY.after(scale: sy, offset: 0)
         width = Float(w)
         height = Float(h)
-        boxes = boxes.map { .init(label: $0.label, xmin: $0.xmin / sx, ymin: $0.ymin / sy, xmax: $0.xmax / sx, ymax: $0.ymax / sy) }
+        let scale = { (b: DetectionDataSet.Box) in
+            DetectionDataSet.Box(label: b.label, xmin: b.xmin / sx, ymin: b.ymin / sy, xmax: b.xmax / sx, ymax: b.ymax / sy)
+        }
+        boxes = boxes.map(scale)
+        cut = cut.map(scale)
     }
 
     /// Samples the picture (must be integer-sized, e.g. after `resize`) from `source`
@@ -367,6 +394,13 @@ public enum ImageTransform: String, CaseIterable, Sendable {
         }
         f.resize(width: size?.width ?? width, height: size?.height ?? height)
         return f
+    }
+
+    /// The objects of image `index` this transform cuts off at their centre, with the part
+    /// still in the picture, as fractions of it (the labels' units): what evaluation ignores.
+    public func cutBoxes(_ data: DetectionDataSet, index: Int) -> [DetectionDataSet.Box] {
+        let f = frame(width: data.width, height: data.height, boxes: data.boxes[index])
+        return f.cut.map { .init(label: $0.label, xmin: $0.xmin / f.width, ymin: $0.ymin / f.height, xmax: $0.xmax / f.width, ymax: $0.ymax / f.height) }
     }
 
     /// The batch of `indices` with this transform applied to images and labels, at `size`

@@ -2,7 +2,9 @@
 /// per class, detections of every image sorted by score are matched greedily to unmatched
 /// ground-truth boxes with IoU >= threshold; AP is the area under the precision-recall
 /// curve with precision made monotone (VOC 2010+ "all points" interpolation); mAP is the
-/// mean over classes that have ground truth.
+/// mean over classes that have ground truth. Ignored boxes (VOC's "difficult" objects) are
+/// neither found nor missed: a detection whose best match is one counts as neither a true
+/// nor a false positive.
 public struct MeanAveragePrecision {
     public struct Box: Equatable, Sendable {
         public var xmin, ymin, xmax, ymax: Float
@@ -23,16 +25,21 @@ public struct MeanAveragePrecision {
     private var detections: [Int: [(image: Int, score: Float, box: Box)]] = [:]
     /// class -> image -> boxes
     private var truths: [Int: [Int: [Box]]] = [:]
+    /// class -> image -> ignored boxes
+    private var ignored: [Int: [Int: [Box]]] = [:]
     private var images = 0
 
     public init(iouThreshold: Float = 0.5) { self.iouThreshold = iouThreshold }
 
-    /// Adds one image: its detections (class, score, box) and ground truth (class, box).
-    public mutating func add(detections dets: [(cls: Int, score: Float, box: Box)], truth: [(cls: Int, box: Box)]) {
+    /// Adds one image: its detections (class, score, box), ground truth (class, box) and
+    /// objects to ignore (class, box).
+    public mutating func add(detections dets: [(cls: Int, score: Float, box: Box)], truth: [(cls: Int, box: Box)],
+                             ignoring skip: [(cls: Int, box: Box)] = []) {
         let image = images
         images += 1
         for d in dets { detections[d.cls, default: []].append((image, d.score, d.box)) }
         for t in truth { truths[t.cls, default: [:]][image, default: []].append(t.box) }
+        for t in skip { ignored[t.cls, default: [:]][image, default: []].append(t.box) }
     }
 
     /// Average precision of one class (nil if it has no ground truth).
@@ -53,6 +60,10 @@ public struct MeanAveragePrecision {
             for (j, b) in (gt[d.image] ?? []).enumerated() {
                 let iou = d.box.iou(b)
                 if iou > bestIoU { bestIoU = iou; best = j }
+            }
+            if let skip = ignored[c]?[d.image], let most = skip.map({ d.box.iou($0) }).max(),
+               most >= iouThreshold, most > bestIoU {
+                continue
             }
             if best >= 0, bestIoU >= iouThreshold, used[d.image]![best] == false {
                 used[d.image]![best] = true
@@ -95,8 +106,9 @@ public struct COCOMeanAveragePrecision {
     public init() { byThreshold = Self.thresholds.map { MeanAveragePrecision(iouThreshold: $0) } }
 
     public mutating func add(detections dets: [(cls: Int, score: Float, box: MeanAveragePrecision.Box)],
-                             truth: [(cls: Int, box: MeanAveragePrecision.Box)]) {
-        for i in byThreshold.indices { byThreshold[i].add(detections: dets, truth: truth) }
+                             truth: [(cls: Int, box: MeanAveragePrecision.Box)],
+                             ignoring skip: [(cls: Int, box: MeanAveragePrecision.Box)] = []) {
+        for i in byThreshold.indices { byThreshold[i].add(detections: dets, truth: truth, ignoring: skip) }
     }
 
     /// mAP@0.5.

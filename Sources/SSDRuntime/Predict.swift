@@ -13,8 +13,19 @@ public struct Detection: Equatable, Sendable {
     public var xmin: Float, ymin: Float, xmax: Float, ymax: Float
 }
 
+/// A detection's box (xmin, ymin, xmax, ymax as fractions of the picture) clipped to the
+/// picture. The detection program decodes offsets from anchors as the chapter's
+/// `multibox_detection` does, which lets a box of an object cut by the edge reach past it;
+/// hosts clip after NMS (torchvision's SSD clips before), so `predict` draws and `eval`
+/// scores only what is in the picture. Labels are always inside, so clipping can only raise
+/// a box's IoU with them.
+public func detectionBoxInPicture<C: Collection>(_ box: C) -> [Float] where C.Element == Float {
+    box.map { min(max($0, 0), 1) }
+}
+
 /// Prediction as the chapter's `predict` + `display`: eval-mode forward, detection, the
-/// rows with a class and a score above the threshold, drawn on the image.
+/// rows with a class and a score above the threshold (boxes clipped to the picture), drawn
+/// on the image.
 public struct Predictor {
     public let model: ResolvedModel
     public let session: ModelSession
@@ -37,8 +48,8 @@ public struct Predictor {
             let cls = Int(rows[r])
             guard cls >= 0, rows[r + 1] >= threshold else { continue }
             let sx = Float(image.width), sy = Float(image.height)
-            found.append(Detection(classIndex: cls, score: rows[r + 1], xmin: rows[r + 2] * sx, ymin: rows[r + 3] * sy,
-                                   xmax: rows[r + 4] * sx, ymax: rows[r + 5] * sy))
+            let b = detectionBoxInPicture(rows[(r + 2)..<(r + 6)])
+            found.append(Detection(classIndex: cls, score: rows[r + 1], xmin: b[0] * sx, ymin: b[1] * sy, xmax: b[2] * sx, ymax: b[3] * sy))
         }
         return found
     }

@@ -351,7 +351,10 @@ public final class Trainer {
 
 /// Evaluation on a split: the eval-mode loss metrics (class err, bbox mae) and, from the
 /// detections, mean average precision at IoU 0.5 and COCO's mAP@[0.5:0.95]; with a
-/// `transform`, on the split's images (and labels) transformed by it.
+/// `transform`, on the split's images (and labels) transformed by it. Detected boxes are
+/// clipped to the picture (`detectionBoxInPicture`). Objects the transform
+/// cuts off at their centre are ignored, as VOC ignores its "difficult" ones (the result also
+/// gives the figures with them as background).
 public enum Evaluator {
     public struct Result: Sendable {
         public var metrics: MetricAccumulator
@@ -360,6 +363,12 @@ public enum Evaluator {
         /// mAP@[0.5:0.95].
         public var meanAPCOCO: Double
         public var averagePrecisions: [Int: Double]
+        /// Objects the transform cut off at their centre (ignored by the figures above).
+        public var cutObjects = 0
+        /// mAP@0.5 and mAP@[0.5:0.95] with those objects counted as background instead (a
+        /// detection of one is a false positive), as crops label them for training.
+        public var meanAPCutAsBackground: Double
+        public var meanAPCOCOCutAsBackground: Double
     }
 
     /// `size`: the model's input (height, width); nil: the data set's. Images of another
@@ -398,16 +407,29 @@ public enum Evaluator {
         for (what, value) in [("loss", acc.meanLoss), ("bbox mae", acc.bboxMAE)] where !value.isFinite {
             throw RuntimeError("evaluating on \(data.labelFile) gave a non-finite \(what) (\(value)): the model's outputs overflow")
         }
-        var map = COCOMeanAveragePrecision()
+        var map = COCOMeanAveragePrecision(), strict = COCOMeanAveragePrecision()
+        var cutObjects = 0
         for image in 0..<data.count {
             let d = detections[image], t = truths[image]
-            map.add(detections: stride(from: 0, to: d.count, by: 6).map { (Int(d[$0]), d[$0 + 1], .init(d[$0 + 2], d[$0 + 3], d[$0 + 4], d[$0 + 5])) },
-                    truth: stride(from: 0, to: t.count, by: 5).map { (Int(t[$0]), .init(t[$0 + 1], t[$0 + 2], t[$0 + 3], t[$0 + 4])) })
+            let dets: [(cls: Int, score: Float, box: MeanAveragePrecision.Box)] = stride(from: 0, to: d.count, by: 6).map {
+                let b = detectionBoxInPicture(d[($0 + 2)..<($0 + 6)])
+                return (Int(d[$0]), d[$0 + 1], .init(b[0], b[1], b[2], b[3]))
+            }
+            let truth: [(cls: Int, box: MeanAveragePrecision.Box)] = stride(from: 0, to: t.count, by: 5).map {
+                (Int(t[$0]), .init(t[$0 + 1], t[$0 + 2], t[$0 + 3], t[$0 + 4]))
+            }
+            let cut: [(cls: Int, box: MeanAveragePrecision.Box)] = (transform?.cutBoxes(data, index: image) ?? []).map {
+                ($0.label, .init($0.xmin, $0.ymin, $0.xmax, $0.ymax))
+            }
+            cutObjects += cut.count
+            map.add(detections: dets, truth: truth, ignoring: cut)
+            strict.add(detections: dets, truth: truth)
         }
         let classes = Set((0..<data.classCount))
         var aps: [Int: Double] = [:]
         for c in classes { if let ap = map.byThreshold[0].averagePrecision(ofClass: c) { aps[c] = ap } }
-        return Result(metrics: acc, meanAP: map.mean50, meanAPCOCO: map.mean, averagePrecisions: aps)
+        return Result(metrics: acc, meanAP: map.mean50, meanAPCOCO: map.mean, averagePrecisions: aps, cutObjects: cutObjects,
+                      meanAPCutAsBackground: strict.mean50, meanAPCOCOCutAsBackground: strict.mean)
     }
 }
 

@@ -99,6 +99,35 @@ final class AugmentTests: XCTestCase {
         XCTAssertEqual(shifted.boxes, [Box(label: 1, xmin: 46, ymin: 18, xmax: 64, ymax: 26)])
     }
 
+    func testObjectsCutAtTheirCentreAreKeptApartWithTheirVisiblePart() {
+        var f = Frame(width: 100, height: 100, boxes: [
+            Box(label: 0, xmin: 10, ymin: 10, xmax: 30, ymax: 30),   // centre outside, part (25...30) inside
+            Box(label: 1, xmin: 0, ymin: 0, xmax: 20, ymax: 20),     // wholly outside
+            Box(label: 2, xmin: 50, ymin: 50, xmax: 60, ymax: 60),   // inside
+        ])
+        f.crop(x: 25, y: 25, width: 50, height: 50)
+        XCTAssertEqual(f.boxes, [Box(label: 2, xmin: 25, ymin: 25, xmax: 35, ymax: 35)])
+        XCTAssertEqual(f.cut, [Box(label: 0, xmin: 0, ymin: 0, xmax: 5, ymax: 5)], "the visible part; nothing of label 1")
+        // Later steps move cut objects with the picture, and a second crop clips or drops them.
+        f.flip()
+        XCTAssertEqual(f.cut, [Box(label: 0, xmin: 45, ymin: 0, xmax: 50, ymax: 5)])
+        f.zoomOut(canvasWidth: 100, canvasHeight: 100, left: 10, top: 20)
+        XCTAssertEqual(f.cut, [Box(label: 0, xmin: 55, ymin: 20, xmax: 60, ymax: 25)])
+        f.resize(width: 50, height: 50)
+        XCTAssertEqual(f.cut, [Box(label: 0, xmin: 27.5, ymin: 10, xmax: 30, ymax: 12.5)])
+        var again = f
+        again.crop(x: 29, y: 0, width: 10, height: 50)
+        XCTAssertEqual(again.cut, [Box(label: 0, xmin: 0, ymin: 10, xmax: 1, ymax: 12.5)])
+        again.crop(x: 5, y: 0, width: 5, height: 50)
+        XCTAssertEqual(again.cut, [], "no part left")
+        // The shift transform: the box pushed past the border is cut, in the labels' units.
+        let data = [Box(label: 0, xmin: 40, ymin: 2, xmax: 56, ymax: 10), Box(label: 1, xmin: 50, ymin: 2, xmax: 62, ymax: 10)]
+        let shifted = ImageTransform.shift.frame(width: 64, height: 64, boxes: data)
+        XCTAssertEqual(shifted.boxes, [])
+        XCTAssertEqual(shifted.cut, [Box(label: 0, xmin: 56, ymin: 18, xmax: 64, ymax: 26)], "the centre at 64 is out; the other box is wholly out")
+        XCTAssertEqual(ImageTransform.mirror.frame(width: 64, height: 64, boxes: data).cut, [])
+    }
+
     func testRandomCropsMeetTheirIoUAndKeepAnObject() {
         var o = AugmentOptions()
         o.zoomOutProbability = 0

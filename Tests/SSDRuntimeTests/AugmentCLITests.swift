@@ -17,6 +17,31 @@ final class AugmentCLITests: CLITestCase {
         }
     }
 
+    func testEvalIgnoresObjectsTheShiftCutsAndSaysHowMany() throws {
+        // Written here: two 128x128 validation images, one banana-like rectangle each; the shift
+        // (32 px right and down) cuts the first at its centre and keeps the second.
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ssdc-cut-\(getpid())").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        for split in ["bananas_train", "bananas_val"] {
+            try FileManager.default.createDirectory(atPath: "\(dir)/\(split)/images", withIntermediateDirectories: true)
+            var csv = "img_name,label,xmin,ymin,xmax,ymax\n"
+            for (i, box) in [(80, 20, 120, 60), (20, 20, 60, 60)].enumerated() {
+                var image = RGBImage(width: 128, height: 128, fill: .init(40, 90, 40))
+                image.fillRectangle(x0: box.0, y0: box.1, x1: box.2, y1: box.3, color: .init(230, 200, 40))
+                try image.savePNG(to: "\(dir)/\(split)/images/\(i).png")
+                csv += "\(i).png,0,\(box.0),\(box.1),\(box.2),\(box.3)\n"
+            }
+            try csv.write(toFile: "\(dir)/\(split)/label.csv", atomically: true, encoding: .utf8)
+        }
+        let r = try ssdc(["run", "--eval", "--data", dir, "--weights", Self.weights, "--threads", "2",
+                          "--eval-transform", "shift"])
+        XCTAssertEqual(r.status, 0, r.stderr + r.stdout)
+        XCTAssertTrue(r.stdout.contains("1 objects cut off at their centre, ignored"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("counted as background instead: mAP@0.5 "), r.stdout)
+        let plain = try ssdc(["run", "--eval", "--data", dir, "--weights", Self.weights, "--threads", "2"])
+        XCTAssertFalse(plain.stdout.contains("cut off"), plain.stdout)
+    }
+
     func testBadAugmentationAndScheduleOptionsAreNamed() throws {
         for (args, message) in [(["--flip-probability", "2"], "--flip-probability must be between 0 and 1, got 2.0"),
                                 (["--crop-min-iou", "0.1,x"], "--crop-min-iou 0.1,x: expected comma-separated choices"),
