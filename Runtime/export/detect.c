@@ -6,8 +6,9 @@
  * Reads each IMAGE (binary PPM, or PNG when built with PNG=1), resizes it to the model's
  * input as `ssdc run --predict` does (bilinear, pixel centres aligned), and prints one line
  * per detection with a score at or above the threshold: class, score and the box in the
- * image's own pixels, clipped to the image (as `ssdc run --predict` clips them). --raw prints instead every detection row of the model, as it is
- * (class, score, xmin, ymin, xmax, ymax as fractions), to compare with `ssdc run --forward`.
+ * image's own pixels, clipped to the image (as `ssdc run --predict` clips them). --raw
+ * prints instead every detection row of the model, as it is (class, score, xmin, ymin, xmax,
+ * ymax as fractions), to compare with `ssdc run --forward`.
  */
 #include "bundle.h"
 
