@@ -128,11 +128,13 @@ public struct Frame: Sendable {
         mapY = mapY.after(scale: 1, offset: -top)
         width = canvasWidth
         height = canvasHeight
-        let move = { (b: DetectionDataSet.Box) in
-            DetectionDataSet.Box(label: b.label, xmin: b.xmin + left, ymin: b.ymin + top, xmax: b.xmax + left, ymax: b.ymax + top)
-        }
-        boxes = boxes.map(move)
-        cut = cut.map(move)
+        moveBoxes { .init(label: $0.label, xmin: $0.xmin + left, ymin: $0.ymin + top, xmax: $0.xmax + left, ymax: $0.ymax + top) }
+    }
+
+    /// Applies a geometric step to the boxes and the cut objects alike.
+    private mutating func moveBoxes(_ step: (DetectionDataSet.Box) -> DetectionDataSet.Box) {
+        boxes = boxes.map(step)
+        cut = cut.map(step)
     }
 
     /// The part from (x, y), `w` x `h` (it may reach past the picture: that is mean colour).
@@ -150,11 +152,11 @@ public struct Frame: Sendable {
         var kept: [DetectionDataSet.Box] = []
         cut = cut.map(clip).filter(visible)
         for b in boxes {
-            let cx = (b.xmin + b.xmax) / 2 - x, cy = (b.ymin + b.ymax) / 2 - y
+            let cx = (b.xmin + b.xmax) / 2 - x, cy = (b.ymin + b.ymax) / 2 - y, c = clip(b)
             if cx >= 0, cx < w, cy >= 0, cy < h {
-                kept.append(clip(b))
-            } else if visible(clip(b)) {
-                cut.append(clip(b))
+                kept.append(c)
+            } else if visible(c) {
+                cut.append(c)
             }
         }
         boxes = kept
@@ -164,9 +166,7 @@ public struct Frame: Sendable {
     public mutating func flip() {
         mapX = mapX.after(scale: -1, offset: width)
         let w = width
-        let mirror = { (b: DetectionDataSet.Box) in DetectionDataSet.Box(label: b.label, xmin: w - b.xmax, ymin: b.ymin, xmax: w - b.xmin, ymax: b.ymax) }
-        boxes = boxes.map(mirror)
-        cut = cut.map(mirror)
+        moveBoxes { .init(label: $0.label, xmin: w - $0.xmax, ymin: $0.ymin, xmax: w - $0.xmin, ymax: $0.ymax) }
     }
 
     /// Stretched to `w` x `h`.
@@ -176,11 +176,7 @@ public struct Frame: Sendable {
         mapY = mapY.after(scale: sy, offset: 0)
         width = Float(w)
         height = Float(h)
-        let scale = { (b: DetectionDataSet.Box) in
-            DetectionDataSet.Box(label: b.label, xmin: b.xmin / sx, ymin: b.ymin / sy, xmax: b.xmax / sx, ymax: b.ymax / sy)
-        }
-        boxes = boxes.map(scale)
-        cut = cut.map(scale)
+        moveBoxes { .init(label: $0.label, xmin: $0.xmin / sx, ymin: $0.ymin / sy, xmax: $0.xmax / sx, ymax: $0.ymax / sy) }
     }
 
     /// Samples the picture (must be integer-sized, e.g. after `resize`) from `source`

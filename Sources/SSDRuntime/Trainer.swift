@@ -365,10 +365,9 @@ public enum Evaluator {
         public var averagePrecisions: [Int: Double]
         /// Objects the transform cut off at their centre (ignored by the figures above).
         public var cutObjects = 0
-        /// mAP@0.5 and mAP@[0.5:0.95] with those objects counted as background instead (a
-        /// detection of one is a false positive), as crops label them for training.
-        public var meanAPCutAsBackground: Double
-        public var meanAPCOCOCutAsBackground: Double
+        /// With cut objects: mAP@0.5 and mAP@[0.5:0.95] with them counted as background
+        /// instead (a detection of one is a false positive), as crops label them for training.
+        public var cutAsBackground: (meanAP: Double, meanAPCOCO: Double)?
     }
 
     /// `size`: the model's input (height, width); nil: the data set's. Images of another
@@ -407,7 +406,8 @@ public enum Evaluator {
         for (what, value) in [("loss", acc.meanLoss), ("bbox mae", acc.bboxMAE)] where !value.isFinite {
             throw RuntimeError("evaluating on \(data.labelFile) gave a non-finite \(what) (\(value)): the model's outputs overflow")
         }
-        var map = COCOMeanAveragePrecision(), strict = COCOMeanAveragePrecision()
+        // `strict` (cut objects as background) only where a transform may cut some.
+        var map = COCOMeanAveragePrecision(), strict = transform.map { _ in COCOMeanAveragePrecision() }
         var cutObjects = 0
         for image in 0..<data.count {
             let d = detections[image], t = truths[image]
@@ -423,13 +423,13 @@ public enum Evaluator {
             }
             cutObjects += cut.count
             map.add(detections: dets, truth: truth, ignoring: cut)
-            strict.add(detections: dets, truth: truth)
+            strict?.add(detections: dets, truth: truth)
         }
         let classes = Set((0..<data.classCount))
         var aps: [Int: Double] = [:]
         for c in classes { if let ap = map.byThreshold[0].averagePrecision(ofClass: c) { aps[c] = ap } }
         return Result(metrics: acc, meanAP: map.mean50, meanAPCOCO: map.mean, averagePrecisions: aps, cutObjects: cutObjects,
-                      meanAPCutAsBackground: strict.mean50, meanAPCOCOCutAsBackground: strict.mean)
+                      cutAsBackground: cutObjects > 0 ? strict.map { ($0.mean50, $0.mean) } : nil)
     }
 }
 

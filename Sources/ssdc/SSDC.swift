@@ -355,10 +355,10 @@ struct Run: ParsableCommand {
         print(String(format: "%@%@ (%d images): class err %.2e, bbox mae %.2e, loss %.4f, mAP@0.5 %.4f, mAP@[0.5:0.95] %.4f",
                      data.location, transform.map { ", \($0.rawValue)" } ?? "", data.count,
                      r.metrics.classError, r.metrics.bboxMAE, r.metrics.meanLoss, r.meanAP, r.meanAPCOCO))
-        if r.cutObjects > 0 {
+        if let strict = r.cutAsBackground {
             print(String(format: "  %d objects cut off at their centre, ignored as VOC ignores difficult ones; "
                          + "counted as background instead: mAP@0.5 %.4f, mAP@[0.5:0.95] %.4f",
-                         r.cutObjects, r.meanAPCutAsBackground, r.meanAPCOCOCutAsBackground))
+                         r.cutObjects, strict.meanAP, strict.meanAPCOCO))
         }
     }
 
